@@ -1,0 +1,58 @@
+"""The per-family export recipe interface: which nodes, which state, and the PyTorch reference for parity."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..runtime.metadata import StateSpec, TensorSpec
+from .graph import GraphBuilder
+
+MODES = ("step", "sequence")
+
+
+@dataclass
+class Signature:
+    """What a recipe declared on the graph; becomes the metadata document."""
+
+    inputs: List[TensorSpec]
+    outputs: List[TensorSpec]
+    states: List[StateSpec]
+    extra: Dict[str, object] = field(default_factory=dict)
+
+
+class ExportRecipe:
+    """Subclass per family. ``build`` adds the graph; ``reference`` runs the PyTorch model over a chunk."""
+
+    def build(self, model: nn.Module, g: GraphBuilder, mode: str, opset: int) -> Signature:
+        raise NotImplementedError
+
+    def reference(self, model: nn.Module, x: torch.Tensor,
+                  state: Optional[Dict[str, np.ndarray]]) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
+        """Run ``x`` ([B, T, ...], batch first) from ``state`` (None: the initial state) in PyTorch.
+
+        Returns the per-step outputs [B, T, ...] and the final state, keyed by metadata state name.
+        """
+        raise NotImplementedError
+
+    def validate(self, model: nn.Module, mode: str) -> None:
+        """Raise ValueError if this model cannot be exported in ``mode``."""
+
+    @staticmethod
+    def data_io(g: GraphBuilder, mode: str, in_shape: List, in_dtype: str, out_shape: List,
+                in_range: Optional[List[int]] = None) -> Tuple[TensorSpec, TensorSpec]:
+        """Declare the data input ``x`` and output ``y``; sequence mode adds the dynamic time axis."""
+        time = ["time"] if mode == "sequence" else []
+        x = TensorSpec("x", ["batch", *time, *in_shape], in_dtype, in_range)
+        y = TensorSpec("y", ["batch", *time, *out_shape], "float32")
+        g.input(x.name, x.dtype, x.shape)
+        return x, y
+
+    @staticmethod
+    def state_io(g: GraphBuilder, name: str, shape: List, dtype: str = "float32", init: float = 0.0) -> StateSpec:
+        spec = StateSpec(name, f"{name}.in", f"{name}.out", ["batch", *shape], dtype, init)
+        g.input(spec.input, dtype, spec.shape)
+        return spec

@@ -1,0 +1,181 @@
+"""The ``qlstm-edge`` command line: info, export, parity, stream."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from ._version import __version__
+
+
+class _Group(click.Group):
+    """Errors are one clear line and exit 1; ``--debug`` shows the traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except Exception as e:  # every other failure becomes one line, unless --debug
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(f"error: {e}", err=True)
+            sys.exit(1)
+
+
+def _is_onnx(path: Path) -> bool:
+    return path.suffix.lower() == ".onnx"
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="qlstm-edge")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.pass_context
+def main(ctx, debug):
+    """Export recurrent sequence models (QL-LSTM, ...) to ONNX with fused-cell custom ops, stream them,
+    and prove parity with the PyTorch model.
+
+    \b
+    Typical flow:
+      qlstm-edge info model.safetensors                   # family, config, parameters vs nn.LSTM
+      qlstm-edge export model.safetensors -o model.onnx   # step-mode ONNX for streaming
+      qlstm-edge parity model.safetensors model.onnx      # prove it matches PyTorch (exit 1 if not)
+      qlstm-edge stream model.onnx --input x.npy --output y.npy
+    """
+    ctx.ensure_object(dict)["debug"] = debug
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def info(path, as_json):
+    """Describe a checkpoint (.safetensors) or an exported model (.onnx).
+
+    For a checkpoint: family, config, parameter count and that of the same model built on torch.nn.LSTM.
+    For an ONNX file: family, mode, inputs, state tensors, custom ops, and the native library status.
+    """
+    from .runtime import native_status
+
+    if _is_onnx(path):
+        from .runtime import StreamingSession
+
+        s = StreamingSession(path, native="off")
+        m = s.metadata
+        doc = {"kind": "onnx", "path": str(path), "family": m.family, "mode": m.mode, "target": m.target,
+               "toolkit_version": m.toolkit_version, "custom_ops": m.custom_ops, "quantization": m.quantization,
+               "inputs": [vars(t) for t in m.inputs], "outputs": [vars(t) for t in m.outputs],
+               "states": [vars(t) for t in m.states], "config": m.config, "native": native_status()}
+    else:
+        from . import count_parameters, load_checkpoint, lstm_parameter_count
+        from .registry import family_of
+
+        model = load_checkpoint(path)
+        doc = {"kind": "checkpoint", "path": str(path), "family": family_of(model).name,
+               "config": family_of(model).config_of(model), "parameters": count_parameters(model),
+               "native": native_status()}
+        if hasattr(getattr(model, "rnn", model), "cells"):
+            lstm = lstm_parameter_count(model)
+            doc["lstm_parameters"] = lstm
+            doc["parameter_ratio"] = round(doc["parameters"] / lstm, 4)
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+        return
+    click.echo(f"{path}: {doc['kind']}, family {doc['family']}")
+    for k, v in doc["config"].items():
+        click.echo(f"  {k:<14} {v}")
+    if doc["kind"] == "checkpoint":
+        click.echo(f"  parameters     {doc['parameters']:,}")
+        if "lstm_parameters" in doc:
+            saved = 100 * (1 - doc["parameter_ratio"])
+            click.echo(f"  same model on torch.nn.LSTM: {doc['lstm_parameters']:,} parameters "
+                       f"({saved:.1f}% fewer here)")
+    else:
+        click.echo(f"  mode {doc['mode']}, target {doc['target']}, custom ops {', '.join(doc['custom_ops'])}, "
+                   f"quantization {doc['quantization'] or 'none (fp32)'}")
+        for t in doc["inputs"]:
+            click.echo(f"  input  {t['name']} {t['shape']} {t['dtype']}")
+        for t in doc["outputs"]:
+            click.echo(f"  output {t['name']} {t['shape']} {t['dtype']}")
+        for st in doc["states"]:
+            click.echo(f"  state  {st['name']} {st['shape']} {st['dtype']} ({st['input']} -> {st['output']})")
+    nat = doc["native"]
+    click.echo(f"  native op library: {'available at ' + str(nat['path']) if nat['available'] else 'unavailable'}"
+               + ("" if nat["available"] else f" ({nat['reason']})"))
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Where to write the .onnx file.")
+@click.option("--mode", type=click.Choice(["step", "sequence"]), default="step", show_default=True,
+              help="step: one time step per call; sequence: a chunk [B, T, ...] per call.")
+@click.option("--target", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Execution target recorded in the file (the graph runs on both).")
+@click.option("--opset", type=int, default=None, help="ONNX opset (default 17: loads in onnxruntime >= 1.14).")
+def export(checkpoint, output, mode, target, opset):
+    """Export CHECKPOINT to ONNX, one qlstm_edge custom node per recurrent layer."""
+    from .exporters import export_onnx
+
+    path = export_onnx(checkpoint, output, mode=mode, target=target, opset=opset)
+    click.echo(f"wrote {path} ({path.stat().st_size:,} bytes, {mode} mode, target {target})")
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--steps", type=click.IntRange(min=1), default=5000, show_default=True, help="Stream length.")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Independent streams.")
+@click.option("--chunks", default=None, help="Comma-separated chunk sizes for sequence mode, e.g. 1,7,64.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--tolerance", type=float, default=None, help="Max abs error (default: per quantization mode).")
+@click.option("--native", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True)
+@click.option("--providers", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def parity(checkpoint, model, steps, batch, chunks, seed, tolerance, native, providers, as_json):
+    """Stream random data through MODEL (ONNX) and CHECKPOINT (PyTorch) and compare every step.
+
+    Exits 1 when the max abs error exceeds the tolerance.
+    """
+    from .parity import check_parity
+
+    sizes = [int(c) for c in chunks.split(",")] if chunks else None
+    with click.progressbar(length=steps, label="streaming", file=sys.stderr,
+                           show_pos=True) as bar:
+        report = check_parity(checkpoint, model, steps=steps, batch=batch, chunk_sizes=sizes, seed=seed,
+                              tolerance=tolerance, native=native, providers=providers, progress=bar.update)
+    click.echo(report.to_json() if as_json else str(report))
+    sys.exit(0 if report.passed else 1)
+
+
+@main.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--input", "input_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help=".npy file of shape [B, T, ...] (float32 features or int64 token ids).")
+@click.option("--output", "output_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Where to write the per-step outputs [B, T, ...] as .npy.")
+@click.option("--chunk", type=click.IntRange(min=1), default=None, help="Feed the stream in chunks of this size.")
+@click.option("--native", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True)
+@click.option("--providers", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+def stream(model, input_path, output_path, chunk, native, providers):
+    """Run an input file through MODEL as one stream and save every step's output."""
+    import numpy as np
+
+    from ._io import atomic_path
+    from .runtime import StreamingSession
+
+    try:
+        x = np.load(input_path, allow_pickle=False)
+    except ValueError as e:
+        raise click.ClickException(f"{input_path}: not a plain .npy array ({e})")
+    s = StreamingSession(model, native=native, providers=providers)
+    if x.ndim < 2:
+        raise click.ClickException(f"{input_path}: expected an array [B, T, ...], got shape {list(x.shape)}")
+    size = chunk or x.shape[1] or 1
+    ys = [s.run(x[:, t:t + size]) for t in range(0, x.shape[1], size)] or [s.run(x)]
+    y = np.concatenate(ys, axis=1)
+    with atomic_path(output_path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, y)
+    click.echo(f"wrote {output_path}: outputs {list(y.shape)} ({s.op_path} on {s.provider})")

@@ -1,0 +1,159 @@
+"""Parity: the exported file, run through ``StreamingSession``, against the PyTorch model on the same stream.
+
+``check_parity`` returns a report (max abs / rel error, the step of the worst error, final-state error);
+``assert_parity`` raises ``AssertionError`` with that report, for users' own pytest suites.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from .checkpoint import load_checkpoint
+from .registry import family_of
+from .runtime import StreamingSession
+
+# Max abs error allowed per quantization mode (None = fp32). Keep README's table in step with this.
+TOLERANCES: Dict[Optional[str], float] = {None: 1e-4}
+DEFAULT_CHUNKS = (1, 7, 64, 333)
+REL_FLOOR = 1e-3  # relative error is |a - b| / max(|b|, REL_FLOOR)
+
+
+@dataclass
+class ParityReport:
+    family: str
+    mode: str
+    steps: int
+    batch: int
+    chunk_sizes: List[int]
+    provider: str
+    op_path: str
+    quantization: Optional[str]
+    tolerance: float
+    max_abs: float
+    max_rel: float
+    worst_step: int
+    worst_tensor: str
+    output_max_abs: float
+    state_max_abs: Dict[str, float] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.max_abs <= self.tolerance)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["passed"] = self.passed
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def __str__(self) -> str:
+        verdict = "PASS" if self.passed else "FAIL"
+        chunks = f", chunks {self.chunk_sizes}" if self.mode == "sequence" else ""
+        return (f"parity {verdict}: {self.family} {self.mode} ({self.quantization or 'fp32'}, {self.op_path} on "
+                f"{self.provider}), {self.steps} steps x batch {self.batch}{chunks}\n"
+                f"  max abs error {self.max_abs:.3e} (tolerance {self.tolerance:.1e}) in {self.worst_tensor}"
+                f" at step {self.worst_step}\n"
+                f"  max rel error {self.max_rel:.3e}; outputs {self.output_max_abs:.3e}; "
+                f"final states {max(self.state_max_abs.values(), default=0.0):.3e}")
+
+
+def random_inputs(session: StreamingSession, steps: int, batch: int, seed: int) -> np.ndarray:
+    """A stream the model accepts: standard-normal features, or uniform token ids from the vocabulary."""
+    spec = session.metadata.inputs[0]
+    shape = [d for d in (spec.shape[2:] if session.mode == "sequence" else spec.shape[1:])]
+    rng = np.random.default_rng(seed)
+    if spec.range is not None:
+        return rng.integers(spec.range[0], spec.range[1], size=(batch, steps, *shape), dtype=np.int64)
+    return rng.standard_normal((batch, steps, *shape)).astype(np.float32)
+
+
+def _chunks(steps: int, sizes: Sequence[int]):
+    t = 0
+    for size in itertools.cycle(sizes):
+        if t >= steps:
+            return
+        yield t, min(t + size, steps)
+        t += size
+
+
+def check_parity(model: Union[nn.Module, str, os.PathLike], onnx_path: Union[str, os.PathLike], *,
+                 steps: int = 5000, batch: int = 1, chunk_sizes: Optional[Sequence[int]] = None, seed: int = 0,
+                 tolerance: Optional[float] = None, native="auto", providers=None, inputs: Optional[np.ndarray] = None,
+                 progress: Optional[Callable[[int], None]] = None) -> ParityReport:
+    """Stream ``steps`` steps of random (or given ``inputs`` [B, T, ...]) data through both and compare.
+
+    In sequence mode the stream is fed in chunks cycling through ``chunk_sizes`` with state carried across.
+    ``progress`` is called with the number of steps just completed (for progress bars).
+    """
+    if not isinstance(model, nn.Module):
+        model = load_checkpoint(model)
+    model.eval()
+    session = StreamingSession(onnx_path, native=native, providers=providers)
+    meta = session.metadata
+    family = family_of(model)
+    if meta.family != family.name:
+        raise ValueError(f"{onnx_path} holds a {meta.family!r} model but the PyTorch model is {family.name!r}")
+    if meta.config != family.config_of(model):
+        raise ValueError(f"{onnx_path} was exported from a different {family.name} config than this model: "
+                         f"file {meta.config}, model {family.config_of(model)}")
+    recipe = family.recipe()
+    if inputs is None:
+        if steps < 1 or batch < 1:
+            raise ValueError(f"steps and batch must be >= 1, got steps={steps}, batch={batch}")
+        x = random_inputs(session, steps, batch, seed)
+    else:
+        x = inputs
+        batch, steps = x.shape[0], x.shape[1]
+    sizes = list(chunk_sizes or (DEFAULT_CHUNKS if session.mode == "sequence" else (1,)))
+    if any(int(c) < 1 for c in sizes):
+        raise ValueError(f"chunk sizes must be >= 1, got {sizes}")
+    quant = (meta.quantization or {}).get("mode")
+    tol = TOLERANCES.get(quant, TOLERANCES[None]) if tolerance is None else float(tolerance)
+
+    ys_ref, ys_got, ref_state = [], [], None
+    session.reset(batch_size=batch)
+    block = 256
+    for t0 in range(0, steps, block):
+        xb = x[:, t0:t0 + block]
+        y, ref_state = recipe.reference(model, torch.from_numpy(xb), ref_state)
+        ys_ref.append(y)
+    for t0, t1 in _chunks(steps, sizes):
+        if session.mode == "step" and t1 - t0 == 1:
+            ys_got.append(session.step(np.ascontiguousarray(x[:, t0]))[:, None])
+        else:
+            ys_got.append(session.run(np.ascontiguousarray(x[:, t0:t1])))
+        if progress is not None:
+            progress(t1 - t0)
+    y_ref, y_got = np.concatenate(ys_ref, axis=1), np.concatenate(ys_got, axis=1)
+    err = np.abs(y_got.astype(np.float64) - y_ref)
+    per_step = err.reshape(batch, steps, -1).max(axis=(0, 2))
+    rel = err / np.maximum(np.abs(y_ref), REL_FLOOR)
+    worst_step, out_max = int(per_step.argmax()), float(per_step.max())
+    got_state = session.get_state()
+    state_err = {k: float(np.abs(got_state[k].astype(np.float64) - v).max()) for k, v in ref_state.items()}
+    worst_state = max(state_err, key=state_err.get) if state_err else None
+    max_abs, worst_tensor = out_max, "output"
+    if worst_state is not None and state_err[worst_state] > out_max:
+        max_abs, worst_tensor, worst_step = state_err[worst_state], f"final state {worst_state}", steps - 1
+    return ParityReport(family=family.name, mode=session.mode, steps=steps, batch=batch,
+                        chunk_sizes=sizes if session.mode == "sequence" else [1], provider=session.provider,
+                        op_path=session.op_path, quantization=quant, tolerance=tol, max_abs=max_abs,
+                        max_rel=float(rel.max()), worst_step=worst_step, worst_tensor=worst_tensor,
+                        output_max_abs=out_max, state_max_abs=state_err)
+
+
+def assert_parity(model, onnx_path, **kw) -> ParityReport:
+    """``check_parity`` that raises ``AssertionError`` (with the full report) when the tolerance is exceeded."""
+    report = check_parity(model, onnx_path, **kw)
+    if not report.passed:
+        raise AssertionError(str(report))
+    return report

@@ -1,0 +1,336 @@
+"""``StreamingSession``: run an exported model step by step or chunk by chunk, carrying its state.
+
+Driven only by the file's ``qlstm_edge`` metadata: no Python model code is needed on the device.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Union
+
+import numpy as np
+import onnxruntime as ort
+
+from .metadata import METADATA_KEY, MetadataError, ModelMetadata, TensorSpec
+
+log = logging.getLogger("qlstm_edge.runtime")
+
+ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
+             "tensor(int32)": "int32", "tensor(int8)": "int8", "tensor(uint8)": "uint8"}
+NATIVE_CHOICES = {"auto": "auto", "on": "on", "off": "off", True: "on", False: "off"}
+
+
+class ModelFileError(ValueError):
+    """The file cannot be streamed: not ONNX, not a qlstm-edge export, or inconsistent metadata."""
+
+
+class InputError(ValueError):
+    """An input or state that does not fit the model or the stream; the session's state is unchanged."""
+
+
+class NativeLibraryError(RuntimeError):
+    """native='on' was asked for, but the native op library is missing or cannot be registered."""
+
+
+class _Engine:
+    """The immutable, shareable part: one onnxruntime session and the parsed metadata."""
+
+    def __init__(self, path: Path, providers, native, threads: Optional[int]):
+        if not path.is_file():
+            raise ModelFileError(f"{path}: no such file")
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads or 1
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.log_severity_level = 3
+        self.native_library: Optional[Path] = None
+        self.native_note = ""
+        mode = NATIVE_CHOICES.get(native)
+        if mode is None:
+            raise ValueError(f"native must be 'auto', 'on' or 'off' (or True/False), got {native!r}")
+        if mode != "off":
+            self._register_native(so, mode)
+        self.providers = self._providers(providers)
+        try:
+            self.sess = ort.InferenceSession(str(path), so, providers=self.providers)
+        except Exception as e:  # onnxruntime raises its own exception types (InvalidProtobuf, Fail, ...)
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ModelFileError(f"{path}: not a loadable ONNX model ({msg})") from None
+        meta_text = self.sess.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        if meta_text is None:
+            raise ModelFileError(f"{path}: an ONNX model, but not a qlstm-edge export (no {METADATA_KEY!r} "
+                                 f"metadata); export it with `qlstm-edge export`")
+        try:
+            self.meta = ModelMetadata.from_json(meta_text, str(path))
+        except MetadataError as e:
+            raise ModelFileError(str(e)) from None
+        self._check_graph(path)
+        self.provider = self.sess.get_providers()[0]
+        self.op_path = "native" if self.native_library is not None else "function-body"
+        m = self.meta
+        self.x_spec, self.y_spec = m.inputs[0], m.outputs[0]
+        self.out_names = [self.y_spec.name] + [s.output for s in m.states]
+        self.seq = m.mode == "sequence"
+        rank = len(self.x_spec.shape)
+        self.step_shape = self.x_spec.shape[2:] if self.seq else self.x_spec.shape[1:]
+        self.x_rank_step = rank - 1 if self.seq else rank
+
+    def _register_native(self, so: ort.SessionOptions, mode: str) -> None:
+        from . import native_lib
+
+        status = native_lib.status()
+        if not status["available"]:
+            if mode == "on":
+                raise NativeLibraryError(f"native='on' but the native op library is unavailable: {status['reason']}")
+            self.native_note = status["reason"]
+            return
+        try:
+            self.native_library = native_lib.register(so)
+        except Exception as e:  # a library built for another onnxruntime, a broken file, ...
+            if mode == "on":
+                raise NativeLibraryError(f"native='on' but the native op library failed to register: {e}") from None
+            log.warning("native op library not used, running function bodies instead: %s", e)
+            self.native_note = str(e)
+
+    @staticmethod
+    def _providers(providers) -> List[str]:
+        if providers is None or providers == "cpu":
+            return ["CPUExecutionProvider"]
+        if providers == "cuda":
+            if "CUDAExecutionProvider" in ort.get_available_providers():
+                return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+            log.warning("CUDA requested but this onnxruntime has no CUDAExecutionProvider (available: %s); "
+                        "falling back to CPUExecutionProvider", ", ".join(ort.get_available_providers()))
+            return ["CPUExecutionProvider"]
+        if isinstance(providers, str):
+            providers = [providers]
+        return list(providers)
+
+    def _check_graph(self, path: Path) -> None:
+        ins = {i.name: i for i in self.sess.get_inputs()}
+        outs = {o.name: o for o in self.sess.get_outputs()}
+        m = self.meta
+        want_in = [(t.name, t.dtype) for t in m.inputs] + [(s.input, s.dtype) for s in m.states]
+        want_out = [(t.name, t.dtype) for t in m.outputs] + [(s.output, s.dtype) for s in m.states]
+        for names, want, kind in ((ins, want_in, "input"), (outs, want_out, "output")):
+            for name, dtype in want:
+                if name not in names:
+                    raise ModelFileError(f"{path}: metadata names graph {kind} {name!r}, which the graph lacks")
+                got = ORT_TYPES.get(names[name].type, names[name].type)
+                if got != dtype:
+                    raise ModelFileError(f"{path}: metadata says graph {kind} {name!r} is {dtype}, the graph has {got}")
+            extra = sorted(set(names) - {n for n, _ in want})
+            if extra:
+                raise ModelFileError(f"{path}: graph {kind}s {extra} are not described by the metadata")
+
+
+class StreamingSession:
+    """Stream an exported qlstm-edge model.
+
+    ``step(x)`` runs one time step (x: [B, ...]); ``run(x)`` runs a chunk (x: [B, T, ...]). Both work on
+    step- and sequence-mode files. State is carried between calls; ``get_state``/``set_state`` persist
+    and resume a stream bit-exactly; ``reset(rows=...)`` restarts some streams of a batch.
+
+    providers: None/"cpu", "cuda" (falls back to CPU with a warning if unavailable) or a provider list.
+    native: "auto" (use the native op library when present), "on" (require it) or "off" (function bodies).
+    threads: onnxruntime intra-op threads (default 1: batch-1 streaming is latency-bound).
+    allow_nonfinite: let NaN/Inf inputs through instead of refusing them.
+    """
+
+    def __init__(self, path: Union[str, os.PathLike], *, providers=None, native="auto", threads: Optional[int] = None,
+                 allow_nonfinite: bool = False, _engine: Optional[_Engine] = None):
+        self.path = Path(path)
+        self._e = _engine or _Engine(self.path, providers, native, threads)
+        self.allow_nonfinite = allow_nonfinite
+        self._state: Optional[Dict[str, np.ndarray]] = None
+        self._lock = threading.Lock()
+
+    # -- facts -------------------------------------------------------------------------------------
+    @property
+    def metadata(self) -> ModelMetadata:
+        return self._e.meta
+
+    @property
+    def mode(self) -> str:
+        return self._e.meta.mode
+
+    @property
+    def provider(self) -> str:
+        return self._e.provider
+
+    @property
+    def op_path(self) -> str:
+        """"native" when the native op library runs the custom ops, else "function-body"."""
+        return self._e.op_path
+
+    @property
+    def native_library(self) -> Optional[Path]:
+        return self._e.native_library
+
+    @property
+    def batch_size(self) -> Optional[int]:
+        return None if self._state is None else next(iter(self._state.values())).shape[0]
+
+    @property
+    def state_names(self) -> List[str]:
+        return [s.name for s in self._e.meta.states]
+
+    def describe(self) -> Dict[str, object]:
+        m = self._e.meta
+        return {"path": str(self.path), "family": m.family, "mode": m.mode, "target": m.target,
+                "provider": self.provider, "op_path": self.op_path,
+                "native_library": str(self.native_library) if self.native_library else None,
+                "native_note": self._e.native_note or None, "quantization": m.quantization}
+
+    def new_stream(self) -> "StreamingSession":
+        """Another independent stream over the same loaded model (cheap; safe to use from another thread)."""
+        return StreamingSession(self.path, allow_nonfinite=self.allow_nonfinite, _engine=self._e)
+
+    # -- state -------------------------------------------------------------------------------------
+    def _initial(self, batch: int) -> Dict[str, np.ndarray]:
+        return {s.name: np.full(self._concrete(s.shape, batch, s.name), s.init, dtype=s.dtype)
+                for s in self._e.meta.states}
+
+    @staticmethod
+    def _concrete(shape: Sequence, batch: int, name: str) -> tuple:
+        dims = [batch if d == "batch" else d for d in shape]
+        if not all(isinstance(d, int) for d in dims):
+            raise ModelFileError(f"state {name!r} has a symbolic dimension other than batch: {shape}")
+        return tuple(dims)
+
+    def reset(self, batch_size: Optional[int] = None, rows: Optional[Iterable[int]] = None) -> None:
+        """Restart the stream. ``rows``: restart only these batch rows; ``batch_size``: a new batch size."""
+        with self._lock:
+            if rows is None:
+                b = batch_size if batch_size is not None else self.batch_size
+                if b is not None and (not isinstance(b, (int, np.integer)) or b < 1):
+                    raise InputError(f"batch_size must be a positive integer, got {b!r}")
+                self._state = None if b is None else self._initial(int(b))
+                return
+            if batch_size is not None:
+                raise InputError("reset: give either rows (restart some streams) or batch_size, not both")
+            if self._state is None:
+                raise InputError("reset(rows=...): the stream has no state yet (no step run or batch size set)")
+            idx = np.asarray(list(rows), dtype=np.int64)
+            b = self.batch_size
+            if idx.size and (idx.min() < 0 or idx.max() >= b):
+                raise InputError(f"reset rows {idx.tolist()} out of range for batch size {b}")
+            for s in self._e.meta.states:
+                arr = self._state[s.name].copy()
+                arr[idx] = s.init
+                self._state[s.name] = arr
+
+    def get_state(self) -> Dict[str, np.ndarray]:
+        """A copy of every state tensor, by metadata name (empty dict before the first call)."""
+        with self._lock:
+            return {} if self._state is None else {k: v.copy() for k, v in self._state.items()}
+
+    def set_state(self, state: Dict[str, np.ndarray]) -> None:
+        """Resume a stream from ``get_state()`` output (checked against this model; copied)."""
+        specs = {s.name: s for s in self._e.meta.states}
+        if not isinstance(state, dict):
+            raise InputError(f"state must be a dict of arrays keyed by {sorted(specs)}, got {type(state).__name__}")
+        missing, unknown = sorted(set(specs) - set(state)), sorted(set(state) - set(specs))
+        if missing or unknown:
+            raise InputError(f"state does not belong to this model: missing {missing}, unexpected {unknown}")
+        new, batch = {}, None
+        for name, spec in specs.items():
+            arr = state[name]
+            if not isinstance(arr, np.ndarray):
+                raise InputError(f"state {name!r} must be a numpy array, got {type(arr).__name__}")
+            batch = arr.shape[0] if batch is None and arr.ndim else batch
+            want = self._concrete(spec.shape, batch if batch is not None else -1, name)
+            if arr.shape != want:
+                raise InputError(f"state {name!r} has shape {list(arr.shape)}, expected {list(want)}")
+            if arr.dtype != np.dtype(spec.dtype):
+                raise InputError(f"state {name!r} has dtype {arr.dtype}, expected {spec.dtype}")
+            if not self.allow_nonfinite:
+                self._check_finite(arr, f"state {name!r}")
+            new[name] = np.array(arr, copy=True)
+        with self._lock:
+            self._state = new
+
+    # -- running -----------------------------------------------------------------------------------
+    def step(self, x: np.ndarray) -> np.ndarray:
+        """One time step: x [B, ...] -> y [B, ...]."""
+        e = self._e
+        self._check_x(x, chunk=False)
+        with self._lock:
+            state = self._state_for(x.shape[0])
+            if e.seq:
+                return self._call(x[:, None], state)[:, 0]
+            return self._call(x, state)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """A chunk of time steps: x [B, T, ...] -> y [B, T, ...] (T may be 0: nothing happens)."""
+        e = self._e
+        self._check_x(x, chunk=True)
+        with self._lock:
+            state = self._state_for(x.shape[0])
+            if x.shape[1] == 0:
+                return np.zeros((x.shape[0], 0, *self._out_step_shape()), np.float32)
+            if e.seq:
+                return self._call(x, state)
+            ys = []
+            for t in range(x.shape[1]):
+                ys.append(self._call(np.ascontiguousarray(x[:, t]), self._state))
+            return np.stack(ys, axis=1)
+
+    def _out_step_shape(self) -> List[int]:
+        shape = self._e.y_spec.shape[2:] if self._e.seq else self._e.y_spec.shape[1:]
+        return [d for d in shape]
+
+    def _call(self, x: np.ndarray, state: Dict[str, np.ndarray]) -> np.ndarray:
+        e = self._e
+        feed = {e.x_spec.name: x}
+        for s in e.meta.states:
+            feed[s.input] = state[s.name]
+        outs = e.sess.run(e.out_names, feed)
+        self._state = {s.name: outs[k + 1] for k, s in enumerate(e.meta.states)}
+        return outs[0]
+
+    def _state_for(self, batch: int) -> Dict[str, np.ndarray]:
+        if self._state is None:
+            self._state = self._initial(batch)
+        elif self.batch_size != batch:
+            raise InputError(f"x has batch size {batch} but the stream's state has batch size {self.batch_size}; "
+                             f"call reset(batch_size={batch}) to start new streams")
+        return self._state
+
+    def _check_x(self, x, chunk: bool) -> None:
+        e = self._e
+        spec: TensorSpec = e.x_spec
+        what = "x chunk" if chunk else "x"
+        if not isinstance(x, np.ndarray):
+            raise InputError(f"{what} must be a numpy array of {spec.dtype}, got {type(x).__name__}")
+        if x.dtype != np.dtype(spec.dtype):
+            raise InputError(f"{what} has dtype {x.dtype}, expected {spec.dtype} (use x.astype(np.{spec.dtype}))")
+        step_shape = list(e.step_shape)
+        want = ["batch", "time", *step_shape] if chunk else ["batch", *step_shape]
+        if x.ndim != len(want):
+            raise InputError(f"{what} has rank {x.ndim} (shape {list(x.shape)}), expected rank {len(want)}: {want}")
+        if x.shape[0] == 0:
+            raise InputError(f"{what} has batch size 0")
+        for axis, (got, dim) in enumerate(zip(x.shape, want)):
+            if isinstance(dim, int) and got != dim:
+                raise InputError(f"{what} has shape {list(x.shape)}, expected {want} (axis {axis} must be {dim})")
+        if x.size == 0:
+            return
+        if spec.range is not None:
+            lo, hi = spec.range
+            bad = np.flatnonzero((x < lo) | (x >= hi))
+            if bad.size:
+                idx = np.unravel_index(bad[0], x.shape)
+                raise InputError(f"{what}: token id {x[idx]} at index {list(map(int, idx))} is out of the vocabulary "
+                                 f"range [{lo}, {hi})")
+        elif not self.allow_nonfinite:
+            self._check_finite(x, what)
+
+    @staticmethod
+    def _check_finite(x: np.ndarray, what: str) -> None:
+        if x.dtype.kind == "f" and not np.isfinite(x).all():
+            idx = np.unravel_index(np.flatnonzero(~np.isfinite(x))[0], x.shape)
+            raise InputError(f"{what} has a non-finite value {x[idx]} at index {list(map(int, idx))} "
+                             f"(pass allow_nonfinite=True to let NaN/Inf through)")
