@@ -16,9 +16,13 @@ State = Tuple[torch.Tensor, torch.Tensor]
 
 
 class QLLSTMCell(nn.Module):
-    """One QL-LSTM step: ``forward(x[B,D], (h[B,H], c[B,H])) -> (h, c)``."""
+    """One QL-LSTM step: ``forward(x[B,D], (h[B,H], c[B,H])) -> (h, c)``.
 
-    def __init__(self, input_size: int, hidden_size: int, alpha: float = 0.1, learn_alpha: bool = True):
+    ``alpha`` starts at 0: with alpha > 0 the update h = f h + (1-f) h~ + alpha h is expansive wherever
+    f + alpha > 1, and a long stream can then grow without bound (``qlstm-edge info`` warns about it).
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, alpha: float = 0.0, learn_alpha: bool = True):
         super().__init__()
         if input_size <= 0 or hidden_size <= 0:
             raise ValueError(f"input_size and hidden_size must be positive, got {input_size} and {hidden_size}")
@@ -62,7 +66,7 @@ class QLLSTM(nn.Module):
     """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, batch_first: bool = True,
-                 dropout: float = 0.0, alpha: float = 0.1, learn_alpha: bool = True):
+                 dropout: float = 0.0, alpha: float = 0.0, learn_alpha: bool = True):
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
@@ -126,7 +130,7 @@ class QLLSTMConfig(ModelConfig):
     input_size: Optional[int] = None
     embed_size: Optional[int] = None
     output_size: int = 2
-    alpha: float = 0.1
+    alpha: float = 0.0
     learn_alpha: bool = True
     dropout: float = 0.0
 
