@@ -89,7 +89,7 @@ class GraphBuilder(NodeBuilder):
 
     def weight(self, name: str, array: np.ndarray) -> str:
         name = self.fresh(name)
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        self.initializers.append(numpy_helper.from_array(np.array(array, order="C"), name))
         return name
 
     def custom(self, op_type: str, inputs: Sequence[str], outputs: Sequence[str], name: str,

@@ -130,10 +130,13 @@ def export(checkpoint, output, mode, target, opset):
 @click.option("--chunks", default=None, help="Comma-separated chunk sizes for sequence mode, e.g. 1,7,64.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--tolerance", type=float, default=None, help="Max abs error (default: per quantization mode).")
-@click.option("--native", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True)
+@click.option("--reference", type=click.Choice(["float64", "float32"]), default="float64", show_default=True,
+              help="Precision of the PyTorch reference run (float64 measures the export's own error).")
+@click.option("--native", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="auto: native kernels when the library is built; on: require them; off: function bodies.")
 @click.option("--providers", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def parity(checkpoint, model, steps, batch, chunks, seed, tolerance, native, providers, as_json):
+def parity(checkpoint, model, steps, batch, chunks, seed, tolerance, reference, native, providers, as_json):
     """Stream random data through MODEL (ONNX) and CHECKPOINT (PyTorch) and compare every step.
 
     Exits 1 when the max abs error exceeds the tolerance.
@@ -144,7 +147,8 @@ def parity(checkpoint, model, steps, batch, chunks, seed, tolerance, native, pro
     with click.progressbar(length=steps, label="streaming", file=sys.stderr,
                            show_pos=True) as bar:
         report = check_parity(checkpoint, model, steps=steps, batch=batch, chunk_sizes=sizes, seed=seed,
-                              tolerance=tolerance, native=native, providers=providers, progress=bar.update)
+                              tolerance=tolerance, reference=reference, native=native, providers=providers,
+                              progress=bar.update)
     click.echo(report.to_json() if as_json else str(report))
     sys.exit(0 if report.passed else 1)
 

@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import os
@@ -25,6 +26,10 @@ DEFAULT_CHUNKS = (1, 7, 64, 333)
 REL_FLOOR = 1e-3  # relative error is |a - b| / max(|b|, REL_FLOOR)
 
 
+class UnstableModelError(ArithmeticError):
+    """The reference model diverges (NaN/Inf) on the parity stream, so there is nothing to compare."""
+
+
 @dataclass
 class ParityReport:
     family: str
@@ -36,6 +41,7 @@ class ParityReport:
     op_path: str
     quantization: Optional[str]
     tolerance: float
+    reference: str
     max_abs: float
     max_rel: float
     worst_step: int
@@ -59,7 +65,7 @@ class ParityReport:
         verdict = "PASS" if self.passed else "FAIL"
         chunks = f", chunks {self.chunk_sizes}" if self.mode == "sequence" else ""
         return (f"parity {verdict}: {self.family} {self.mode} ({self.quantization or 'fp32'}, {self.op_path} on "
-                f"{self.provider}), {self.steps} steps x batch {self.batch}{chunks}\n"
+                f"{self.provider}) vs PyTorch in {self.reference}, {self.steps} steps x batch {self.batch}{chunks}\n"
                 f"  max abs error {self.max_abs:.3e} (tolerance {self.tolerance:.1e}) in {self.worst_tensor}"
                 f" at step {self.worst_step}\n"
                 f"  max rel error {self.max_rel:.3e}; outputs {self.output_max_abs:.3e}; "
@@ -88,10 +94,13 @@ def _chunks(steps: int, sizes: Sequence[int]):
 def check_parity(model: Union[nn.Module, str, os.PathLike], onnx_path: Union[str, os.PathLike], *,
                  steps: int = 5000, batch: int = 1, chunk_sizes: Optional[Sequence[int]] = None, seed: int = 0,
                  tolerance: Optional[float] = None, native="auto", providers=None, inputs: Optional[np.ndarray] = None,
-                 progress: Optional[Callable[[int], None]] = None) -> ParityReport:
+                 reference: str = "float64", progress: Optional[Callable[[int], None]] = None) -> ParityReport:
     """Stream ``steps`` steps of random (or given ``inputs`` [B, T, ...]) data through both and compare.
 
     In sequence mode the stream is fed in chunks cycling through ``chunk_sizes`` with state carried across.
+    ``reference``: "float64" (default) evaluates a float64 copy of the PyTorch model, so the report measures
+    the export's own error against the model's exact maths; "float32" compares with the model as it is
+    (then two fp32 roundings are compared, and a sensitive trained model shows their sum).
     ``progress`` is called with the number of steps just completed (for progress bars).
     """
     if not isinstance(model, nn.Module):
@@ -106,6 +115,10 @@ def check_parity(model: Union[nn.Module, str, os.PathLike], onnx_path: Union[str
         raise ValueError(f"{onnx_path} was exported from a different {family.name} config than this model: "
                          f"file {meta.config}, model {family.config_of(model)}")
     recipe = family.recipe()
+    dtypes = {"float64": torch.float64, "float32": torch.float32}
+    if reference not in dtypes:
+        raise ValueError(f"reference must be 'float64' or 'float32', got {reference!r}")
+    ref_model = copy.deepcopy(model).to(dtypes[reference]) if reference == "float64" else model
     if inputs is None:
         if steps < 1 or batch < 1:
             raise ValueError(f"steps and batch must be >= 1, got steps={steps}, batch={batch}")
@@ -123,8 +136,10 @@ def check_parity(model: Union[nn.Module, str, os.PathLike], onnx_path: Union[str
     session.reset(batch_size=batch)
     block = 256
     for t0 in range(0, steps, block):
-        xb = x[:, t0:t0 + block]
-        y, ref_state = recipe.reference(model, torch.from_numpy(xb), ref_state)
+        xb = torch.from_numpy(x[:, t0:t0 + block])
+        if xb.is_floating_point():
+            xb = xb.to(dtypes[reference])
+        y, ref_state = recipe.reference(ref_model, xb, ref_state)
         ys_ref.append(y)
     for t0, t1 in _chunks(steps, sizes):
         if session.mode == "step" and t1 - t0 == 1:
@@ -134,6 +149,11 @@ def check_parity(model: Union[nn.Module, str, os.PathLike], onnx_path: Union[str
         if progress is not None:
             progress(t1 - t0)
     y_ref, y_got = np.concatenate(ys_ref, axis=1), np.concatenate(ys_got, axis=1)
+    finite = np.isfinite(y_ref).reshape(batch, steps, -1).all(axis=(0, 2))
+    if not finite.all():
+        raise UnstableModelError(f"the PyTorch model itself produced non-finite outputs from step "
+                                 f"{int(np.argmin(finite))} of this {steps}-step stream: its recurrence diverges "
+                                 f"(see `qlstm-edge info` for stability warnings); parity cannot be judged")
     err = np.abs(y_got.astype(np.float64) - y_ref)
     per_step = err.reshape(batch, steps, -1).max(axis=(0, 2))
     rel = err / np.maximum(np.abs(y_ref), REL_FLOOR)
@@ -146,7 +166,7 @@ def check_parity(model: Union[nn.Module, str, os.PathLike], onnx_path: Union[str
         max_abs, worst_tensor, worst_step = state_err[worst_state], f"final state {worst_state}", steps - 1
     return ParityReport(family=family.name, mode=session.mode, steps=steps, batch=batch,
                         chunk_sizes=sizes if session.mode == "sequence" else [1], provider=session.provider,
-                        op_path=session.op_path, quantization=quant, tolerance=tol, max_abs=max_abs,
+                        op_path=session.op_path, quantization=quant, tolerance=tol, reference=reference, max_abs=max_abs,
                         max_rel=float(rel.max()), worst_step=worst_step, worst_tensor=worst_tensor,
                         output_max_abs=out_max, state_max_abs=state_err)
 

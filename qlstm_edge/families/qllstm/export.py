@@ -66,19 +66,21 @@ def sequence_function(opset: int) -> onnx.FunctionProto:
     return fb.build(opset)
 
 
+def _f32(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy().astype(np.float32)
+
+
 def layer_weights(cell) -> Dict[str, np.ndarray]:
     """The cell's parameters in the op's layout: W = [W_x | W_h] split and transposed to input-major."""
-    w = cell.weight.detach().cpu().numpy().astype(np.float32)
+    w = _f32(cell.weight)
     d = cell.input_size
     return {"W_x": w[:, :d].T, "W_h": w[:, d:].T,
-            "bias": cell.bias.detach().cpu().numpy().astype(np.float32),
-            "gate_scale": cell.gate_scale.detach().cpu().numpy().astype(np.float32),
-            "gate_bias": cell.gate_bias.detach().cpu().numpy().astype(np.float32),
-            "alpha": np.asarray(cell.alpha.detach().cpu().numpy(), np.float32)}
+            "bias": _f32(cell.bias), "gate_scale": _f32(cell.gate_scale), "gate_bias": _f32(cell.gate_bias),
+            "alpha": _f32(cell.alpha)}
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
-    return t.detach().cpu().numpy().astype(np.float32)
+    return t.detach().cpu().numpy()
 
 
 class QLLSTMStackRecipe(ExportRecipe):
@@ -150,13 +152,13 @@ class QLLSTMModelRecipe(QLLSTMStackRecipe):
 
     def embed(self, model: QLLSTMModel, g: GraphBuilder, x: str) -> str:
         if model.config.vocab_size is not None:
-            table = g.weight("embedding.weight", _np(model.embedding.weight))
+            table = g.weight("embedding.weight", _f32(model.embedding.weight))
             return g.op("Gather", [table, x], name="embedding", axis=0)
-        w = g.weight("input_map.weight_t", _np(model.input_map.weight).T)
-        b = g.weight("input_map.bias", _np(model.input_map.bias))
+        w = g.weight("input_map.weight_t", _f32(model.input_map.weight).T)
+        b = g.weight("input_map.bias", _f32(model.input_map.bias))
         return g.op("Add", [g.op("MatMul", [x, w], name="input_map.MatMul"), b], name="input_map")
 
     def head(self, model: QLLSTMModel, g: GraphBuilder, h: str, y: str) -> None:
-        w = g.weight("head.weight_t", _np(model.head.weight).T)
-        b = g.weight("head.bias", _np(model.head.bias))
+        w = g.weight("head.weight_t", _f32(model.head.weight).T)
+        b = g.weight("head.bias", _f32(model.head.bias))
         g.op("Add", [g.op("MatMul", [h, w], name="head.MatMul"), b], [y], name="head")
