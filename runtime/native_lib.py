@@ -1,0 +1,126 @@
+"""Locate, describe and register the native qlstm_edge op library (no torch import here).
+
+The library is ``libqlstm_edge_ops.so`` next to this file (built by ``runtime/native/build.py``,
+also at install time), or the file named by ``$QLSTM_EDGE_NATIVE_LIB``. With CUDA kernels it is
+``libqlstm_edge_ops_cuda.so`` (built only with ``QLSTM_EDGE_BUILD_CUDA=1``).
+``$QLSTM_EDGE_NATIVE_ISA`` (scalar | avx2 | avx512 | auto) forces the CPU code path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+LIB_NAME = "libqlstm_edge_ops.so"
+CUDA_LIB_NAME = "libqlstm_edge_ops_cuda.so"
+LIB_ENV = "QLSTM_EDGE_NATIVE_LIB"
+ISA_ENV = "QLSTM_EDGE_NATIVE_ISA"
+ISA_CHOICES = ("scalar", "avx2", "avx512")
+
+_HERE = Path(__file__).resolve().parent
+_loaded: dict = {}
+
+
+class NativeOpsError(RuntimeError):
+    """The native op library is missing, cannot be loaded, or onnxruntime refused it."""
+
+
+def library_path(cuda: bool = False) -> Optional[Path]:
+    """Path of the built library ($QLSTM_EDGE_NATIVE_LIB wins), or None when there is none."""
+    override = os.environ.get(LIB_ENV)
+    if override:
+        p = Path(override).expanduser()
+        return p.resolve() if p.is_file() else None
+    p = _HERE / (CUDA_LIB_NAME if cuda else LIB_NAME)
+    return p if p.is_file() else None
+
+
+def _missing_reason(cuda: bool) -> str:
+    override = os.environ.get(LIB_ENV)
+    if override:
+        return f"{LIB_ENV}={override} is not a file"
+    if sys.platform != "linux":
+        return f"the native op library is only built on Linux (this is {sys.platform})"
+    name = CUDA_LIB_NAME if cuda else LIB_NAME
+    how = "QLSTM_EDGE_BUILD_CUDA=1 python runtime/native/build.py" if cuda else "python runtime/native/build.py"
+    return (f"native op library not built ({_HERE / name} is missing); build it with `{how}` "
+            "or reinstall without QLSTM_EDGE_SKIP_NATIVE")
+
+
+def _load(path: Path) -> ctypes.CDLL:
+    """dlopen the library once per process and keep it loaded: onnxruntime opens the same file,
+    so this also pins it for as long as sessions may use its kernels."""
+    key = str(path)
+    lib = _loaded.get(key)
+    if lib is None:
+        try:
+            lib = ctypes.CDLL(key)
+        except OSError as e:
+            raise NativeOpsError(f"cannot load the native op library {path}: {e}") from None
+        lib.qle_native_info.restype = ctypes.c_char_p
+        lib.qle_native_compute_calls.restype = ctypes.c_ulonglong
+        _loaded[key] = lib
+    return lib
+
+
+def _effective_isa(info: dict) -> tuple[Optional[str], Optional[str]]:
+    """(ISA the kernels will use, reason it cannot be used)."""
+    forced = os.environ.get(ISA_ENV, "").strip()
+    if forced in ("", "auto"):
+        return info["isa_auto"], None
+    if forced not in ISA_CHOICES:
+        return None, f"{ISA_ENV}={forced!r} is not one of {', '.join(ISA_CHOICES)}, auto"
+    if not info["isa_supported"].get(forced, False):
+        return None, f"{ISA_ENV}={forced} but this CPU does not support it"
+    return forced, None
+
+
+def status(cuda: bool = False) -> dict:
+    """{available, path, reason, isa, isa_supported, cuda, ort_api_version} for this machine."""
+    path = library_path(cuda)
+    out = {"available": False, "path": str(path) if path else None, "reason": None, "isa": None,
+           "isa_supported": None, "cuda": None, "ort_api_version": None}
+    if path is None:
+        out["reason"] = _missing_reason(cuda)
+        return out
+    try:
+        info = json.loads(_load(path).qle_native_info().decode())
+    except NativeOpsError as e:
+        out["reason"] = str(e)
+        return out
+    except (AttributeError, ValueError) as e:
+        out["reason"] = f"{path} is not a qlstm_edge native op library: {e}"
+        return out
+    isa, why = _effective_isa(info)
+    out.update(isa=isa, isa_supported=info["isa_supported"], cuda=info["cuda"],
+               ort_api_version=info["ort_api_version"])
+    if why:
+        out["reason"] = why
+        return out
+    out["available"] = True
+    return out
+
+
+def register(session_options, cuda: bool = False) -> Path:
+    """Register the library on an onnxruntime.SessionOptions; returns the library path."""
+    st = status(cuda)
+    if not st["available"]:
+        raise NativeOpsError(st["reason"])
+    path = Path(st["path"])
+    try:
+        session_options.register_custom_ops_library(str(path))
+    except Exception as e:
+        raise NativeOpsError(f"onnxruntime refused the native op library {path}: {e}") from None
+    return path
+
+
+def compute_calls() -> int:
+    """How many times a native kernel ran in this process (0 when the library is not loaded)."""
+    total = 0
+    for lib in _loaded.values():
+        total += int(lib.qle_native_compute_calls())
+    return total
