@@ -72,10 +72,15 @@ class _Engine:
         m = self.meta
         self.x_spec, self.y_spec = m.inputs[0], m.outputs[0]
         self.out_names = [self.y_spec.name] + [s.output for s in m.states]
+        self.state_names = [s.name for s in m.states]
+        self.state_inputs = [(s.name, s.input) for s in m.states]
         self.seq = m.mode == "sequence"
         rank = len(self.x_spec.shape)
         self.step_shape = self.x_spec.shape[2:] if self.seq else self.x_spec.shape[1:]
         self.x_rank_step = rank - 1 if self.seq else rank
+        self.x_dtype = np.dtype(self.x_spec.dtype)
+        fixed = all(isinstance(d, int) for d in self.step_shape)
+        self.x_tail = tuple(self.step_shape) if fixed else None  # None: symbolic dims, always the slow path
 
     def _register_native(self, so: ort.SessionOptions, mode: str) -> None:
         from . import native_lib
@@ -285,10 +290,10 @@ class StreamingSession:
     def _call(self, x: np.ndarray, state: Dict[str, np.ndarray]) -> np.ndarray:
         e = self._e
         feed = {e.x_spec.name: x}
-        for s in e.meta.states:
-            feed[s.input] = state[s.name]
+        for name, graph_input in e.state_inputs:
+            feed[graph_input] = state[name]
         outs = e.sess.run(e.out_names, feed)
-        self._state = {s.name: outs[k + 1] for k, s in enumerate(e.meta.states)}
+        self._state = dict(zip(e.state_names, outs[1:]))
         return outs[0]
 
     def _state_for(self, batch: int) -> Dict[str, np.ndarray]:
@@ -300,6 +305,20 @@ class StreamingSession:
         return self._state
 
     def _check_x(self, x, chunk: bool) -> None:
+        e = self._e
+        if (type(x) is np.ndarray and x.dtype == e.x_dtype and x.shape[2 if chunk else 1:] == e.x_tail
+                and x.ndim == e.x_rank_step + chunk and x.shape[0] > 0):
+            rng = e.x_spec.range
+            if x.size == 0:
+                return
+            if rng is None and (self.allow_nonfinite or np.isfinite(x).all()):
+                return  # the common case: a well-formed float input, checked with one numpy call
+            if rng is not None and rng[0] <= x.min() and x.max() < rng[1]:
+                return
+        self._explain_bad_x(x, chunk)
+
+    def _explain_bad_x(self, x, chunk: bool) -> None:
+        """The slow path: find what is wrong with ``x`` and raise an error that names it."""
         e = self._e
         spec: TensorSpec = e.x_spec
         what = "x chunk" if chunk else "x"
