@@ -72,8 +72,9 @@ def info(path, as_json):
         from .registry import family_of
 
         model = load_checkpoint(path)
-        doc = {"kind": "checkpoint", "path": str(path), "family": family_of(model).name,
-               "config": family_of(model).config_of(model), "parameters": count_parameters(model),
+        family = family_of(model)
+        doc = {"kind": "checkpoint", "path": str(path), "family": family.name, "config": family.config_of(model),
+               "parameters": count_parameters(model), "warnings": family.diagnose(model) if family.diagnose else [],
                "native": native_status()}
         if hasattr(getattr(model, "rnn", model), "cells"):
             lstm = lstm_parameter_count(model)
@@ -91,6 +92,8 @@ def info(path, as_json):
             saved = 100 * (1 - doc["parameter_ratio"])
             click.echo(f"  same model on torch.nn.LSTM: {doc['lstm_parameters']:,} parameters "
                        f"({saved:.1f}% fewer here)")
+        for w in doc["warnings"]:
+            click.echo(f"  warning: {w}")
     else:
         click.echo(f"  mode {doc['mode']}, target {doc['target']}, custom ops {', '.join(doc['custom_ops'])}, "
                    f"quantization {doc['quantization'] or 'none (fp32)'}")

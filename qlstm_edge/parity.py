@@ -48,6 +48,7 @@ class ParityReport:
     worst_tensor: str
     output_max_abs: float
     state_max_abs: Dict[str, float] = field(default_factory=dict)
+    fp32_floor: Optional[float] = None  # the PyTorch model's own fp32 error vs float64 on this stream
 
     @property
     def passed(self) -> bool:
@@ -69,7 +70,9 @@ class ParityReport:
                 f"  max abs error {self.max_abs:.3e} (tolerance {self.tolerance:.1e}) in {self.worst_tensor}"
                 f" at step {self.worst_step}\n"
                 f"  max rel error {self.max_rel:.3e}; outputs {self.output_max_abs:.3e}; "
-                f"final states {max(self.state_max_abs.values(), default=0.0):.3e}")
+                f"final states {max(self.state_max_abs.values(), default=0.0):.3e}"
+                + ("" if self.fp32_floor is None else
+                   f"\n  PyTorch's own fp32 run is {self.fp32_floor:.3e} from float64 on this stream (conditioning)"))
 
 
 def random_inputs(session: StreamingSession, steps: int, batch: int, seed: int) -> np.ndarray:
@@ -132,15 +135,25 @@ def check_parity(model: Union[nn.Module, str, os.PathLike], onnx_path: Union[str
     quant = (meta.quantization or {}).get("mode")
     tol = TOLERANCES.get(quant, TOLERANCES[None]) if tolerance is None else float(tolerance)
 
-    ys_ref, ys_got, ref_state = [], [], None
+    def run_reference(net, dtype):
+        ys, st = [], None
+        for t0 in range(0, steps, 256):
+            xb = torch.from_numpy(x[:, t0:t0 + 256])
+            y, st = recipe.reference(net, xb.to(dtype) if xb.is_floating_point() else xb, st)
+            ys.append(y)
+        return np.concatenate(ys, axis=1), st
+
+    ys_got = []
     session.reset(batch_size=batch)
-    block = 256
-    for t0 in range(0, steps, block):
-        xb = torch.from_numpy(x[:, t0:t0 + block])
-        if xb.is_floating_point():
-            xb = xb.to(dtypes[reference])
-        y, ref_state = recipe.reference(ref_model, xb, ref_state)
-        ys_ref.append(y)
+    y_ref, ref_state = run_reference(ref_model, dtypes[reference])
+    finite = np.isfinite(y_ref).reshape(batch, steps, -1).all(axis=(0, 2))
+    if not finite.all():
+        raise UnstableModelError(f"the PyTorch model itself produced non-finite outputs from step "
+                                 f"{int(np.argmin(finite))} of this {steps}-step stream: its recurrence diverges "
+                                 f"(see `qlstm-edge info` for stability warnings); parity cannot be judged")
+    floor = None
+    if reference == "float64":
+        floor = float(np.abs(run_reference(model, torch.float32)[0].astype(np.float64) - y_ref).max())
     for t0, t1 in _chunks(steps, sizes):
         if session.mode == "step" and t1 - t0 == 1:
             ys_got.append(session.step(np.ascontiguousarray(x[:, t0]))[:, None])
@@ -148,12 +161,7 @@ def check_parity(model: Union[nn.Module, str, os.PathLike], onnx_path: Union[str
             ys_got.append(session.run(np.ascontiguousarray(x[:, t0:t1])))
         if progress is not None:
             progress(t1 - t0)
-    y_ref, y_got = np.concatenate(ys_ref, axis=1), np.concatenate(ys_got, axis=1)
-    finite = np.isfinite(y_ref).reshape(batch, steps, -1).all(axis=(0, 2))
-    if not finite.all():
-        raise UnstableModelError(f"the PyTorch model itself produced non-finite outputs from step "
-                                 f"{int(np.argmin(finite))} of this {steps}-step stream: its recurrence diverges "
-                                 f"(see `qlstm-edge info` for stability warnings); parity cannot be judged")
+    y_got = np.concatenate(ys_got, axis=1)
     err = np.abs(y_got.astype(np.float64) - y_ref)
     per_step = err.reshape(batch, steps, -1).max(axis=(0, 2))
     rel = err / np.maximum(np.abs(y_ref), REL_FLOOR)
@@ -168,7 +176,7 @@ def check_parity(model: Union[nn.Module, str, os.PathLike], onnx_path: Union[str
                         chunk_sizes=sizes if session.mode == "sequence" else [1], provider=session.provider,
                         op_path=session.op_path, quantization=quant, tolerance=tol, reference=reference, max_abs=max_abs,
                         max_rel=float(rel.max()), worst_step=worst_step, worst_tensor=worst_tensor,
-                        output_max_abs=out_max, state_max_abs=state_err)
+                        output_max_abs=out_max, state_max_abs=state_err, fp32_floor=floor)
 
 
 def assert_parity(model, onnx_path, **kw) -> ParityReport:

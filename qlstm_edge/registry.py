@@ -29,6 +29,7 @@ class Family:
     build: Callable[[Dict[str, Any]], nn.Module]
     recipe_path: Optional[str] = None  # "package.module:Class" of the export recipe
     description: str = ""
+    diagnose: Optional[Callable[[nn.Module], List[str]]] = None  # warnings about a model (e.g. unstable maths)
 
     def recipe(self):
         if self.recipe_path is None:

@@ -34,6 +34,38 @@ class NativeLibraryError(RuntimeError):
     """native='on' was asked for, but the native op library is missing or cannot be registered."""
 
 
+_warned_missing: List[bool] = []  # warn once per process that the library was never built
+
+
+def _check_external_data(path: Path) -> None:
+    """Refuse external-data references that leave the model's folder (absolute paths, "..", symlinks)."""
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # not parseable: onnxruntime reports the file as not loadable, with its reason
+        return
+    root = path.parent.resolve()
+    graphs, tensors = [proto.graph], []
+    while graphs:
+        g = graphs.pop()
+        tensors.extend(g.initializer)
+        for node in g.node:
+            for a in node.attribute:
+                tensors.extend([a.t] if a.HasField("t") else [])
+                tensors.extend(a.tensors)
+                graphs.extend([a.g] if a.HasField("g") else [])
+                graphs.extend(a.graphs)
+    for t in tensors:
+        if t.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((e.value for e in t.external_data if e.key == "location"), "")
+        target = (root / location).resolve()
+        if os.path.isabs(location) or root not in target.parents:
+            raise ModelFileError(f"{path}: tensor {t.name!r} points its external data at {location!r}, outside the "
+                                 f"model's folder {root}; refusing to read it")
+
+
 class _Engine:
     """The immutable, shareable part: one onnxruntime session and the parsed metadata."""
 
@@ -50,9 +82,10 @@ class _Engine:
         mode = NATIVE_CHOICES.get(native)
         if mode is None:
             raise ValueError(f"native must be 'auto', 'on' or 'off' (or True/False), got {native!r}")
-        if mode != "off":
-            self._register_native(so, mode)
         self.providers = self._providers(providers)
+        if mode != "off":
+            self._register_native(so, mode, cuda="CUDAExecutionProvider" in self.providers)
+        _check_external_data(path)
         try:
             self.sess = ort.InferenceSession(str(path), so, providers=self.providers)
         except Exception as e:  # onnxruntime raises its own exception types (InvalidProtobuf, Fail, ...)
@@ -82,17 +115,23 @@ class _Engine:
         fixed = all(isinstance(d, int) for d in self.step_shape)
         self.x_tail = tuple(self.step_shape) if fixed else None  # None: symbolic dims, always the slow path
 
-    def _register_native(self, so: ort.SessionOptions, mode: str) -> None:
+    def _register_native(self, so: ort.SessionOptions, mode: str, cuda: bool) -> None:
         from . import native_lib
 
-        status = native_lib.status()
+        if cuda and native_lib.library_path(cuda=True) is None:
+            log.warning("no CUDA build of the native op library; its CPU kernels will run the custom ops")
+            cuda = False
+        status = native_lib.status(cuda)
         if not status["available"]:
             if mode == "on":
                 raise NativeLibraryError(f"native='on' but the native op library is unavailable: {status['reason']}")
             self.native_note = status["reason"]
+            if status["path"] is not None or not _warned_missing:
+                _warned_missing.append(True)
+                log.warning("native op library not used, running function bodies instead: %s", status["reason"])
             return
         try:
-            self.native_library = native_lib.register(so)
+            self.native_library = native_lib.register(so, cuda=cuda)
         except Exception as e:  # a library built for another onnxruntime, a broken file, ...
             if mode == "on":
                 raise NativeLibraryError(f"native='on' but the native op library failed to register: {e}") from None

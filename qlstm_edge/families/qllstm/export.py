@@ -1,12 +1,30 @@
 """QL-LSTM export: the custom ops ``qlstm_edge::QLLSTMCell`` / ``QLLSTMSequence`` and the graph recipe.
 
 Op signature (both ops; weights input-major so that u = x @ W_x + h @ W_h + bias needs no Transpose):
-    QLLSTMCell    (x[B,D],   h[B,H],  c[B,H],  W_x[D,H], W_h[H,H], bias[H], gate_scale[4,H], gate_bias[4,H], alpha[])
+    QLLSTMCell    (x[B,D],   h[B,H],  c[B,H],  W_x[D,H], W_h[H,H], bias[H], gate_scale[4,H], gate_bias[4,H], alpha[]
+                   [, W_x_scale, W_h_scale])
                   -> h'[B,H], c'[B,H]
     QLLSTMSequence(x[B,T,D], h0[B,H], c0[B,H], ...same weights...)
                   -> Y[B,T,H], h_T[B,H], c_T[B,H]
 The sequence body computes the input projection of the whole chunk with one MatMul and runs only the
 recurrent part per step in a Scan.
+
+Quantized weights (exporters/quantize.py has the full contract; input positions never move):
+    fp32          as above, every input float32, no attributes.
+    fp16          W_x, W_h float16 and x float16; h, c, bias, gate_scale, gate_bias, alpha and all outputs
+                  float32. The products x @ W_x and h @ W_h run in float16 (h is cast); u and everything after it
+                  (gates, c and h updates) run in float32.
+    int8,         W_x, W_h int8 [D,H] / [H,H], symmetric per output channel; appended inputs 9 and 10:
+    int8-dynamic  W_x_scale[H], W_h_scale[H] float32 (W ~= W_q * scale). int8-dynamic quantizes x and h per row
+                  and step and multiplies with MatMulInteger.
+    int4          W_x, W_h int4; appended W_x_scale[ceil(D/bs), H], W_h_scale[ceil(H/bs), H] float32, blocks of
+                  bs = block_size rows along the input axis.
+    Quantized nodes carry attributes quant_mode (string) and block_size (int, 0 unless int4).
+Both recurrent states stay float32 in every mode. c is the cell's long-term memory (c = f c + i g), and
+in QL-LSTM h is a leaky integrator too (h = f h + (1-f) h~ + alpha h): with f near 1 the per-step
+increments (1-f)(h~ - h) fall below half a float16 ulp of h (|h| * 2^-11) and would be rounded away, so a
+float16 h or c stalls or drifts over a long stream. The gate pre-activations are float32 for the same
+reason: 1 - f needs float32 resolution when f saturates.
 """
 from __future__ import annotations
 
@@ -17,19 +35,24 @@ import onnx
 import torch
 
 from ...exporters.graph import FunctionBuilder, GraphBuilder, NodeBuilder, subgraph
+from ...exporters.quantize import MODES as QUANT_MODES, Quantizer
 from ...exporters.recipe import ExportRecipe, Signature
 from .model import QLLSTM, QLLSTMModel
 
 WEIGHTS = ["W_x", "W_h", "bias", "gate_scale", "gate_bias", "alpha"]
+MATRICES = ["W_x", "W_h"]  # quantized inputs; their scales are appended in this order
 
 
-def _recurrence(nb: NodeBuilder, xw: str, h: str, c: str) -> Tuple[str, str]:
-    """Nodes (into ``nb``) for one step given xw = x @ W_x + bias; returns (h', c'). Weights by name."""
-    u = nb.op("Add", [xw, nb.op("MatMul", [h, "W_h"], name="hW")], name="u")  # u = W [x; h] + b
+def _recurrence(nb: NodeBuilder, q: Quantizer, opset: int, xw: str, h: str, c: str, w_h: str) -> Tuple[str, str]:
+    """Nodes (into ``nb``) for one step given xw = x @ W_x + bias; returns (h', c'). Weights by name;
+    ``w_h`` is W_h as ``q.body_weight`` prepared it."""
+    hw = q.body_matmul(nb, h, w_h, "W_h_scale" if q.integer else None, opset, name="hW")
+    u = nb.op("Add", [xw, hw], name="u")  # u = W [x; h] + b
     z = nb.op("Add", [nb.op("Mul", [nb.op("Unsqueeze", [u, nb.ints([1])], name="u4"), "gate_scale"],
                             name="zs"), "gate_bias"], name="z")  # [B,4,H]: z_k = s_k * u + b_k
+    split = {"num_outputs": 4} if opset >= 18 else {}
     zi, zf, zg, zo = (nb.op("Squeeze", [part, nb.ints([1])], name=f"z{k}")
-                      for part, k in zip(nb.op("Split", [z], 4, name="split", axis=1), "ifgo"))
+                      for part, k in zip(nb.op("Split", [z], 4, name="split", axis=1, **split), "ifgo"))
     i, f, o = (nb.op("Sigmoid", [zk], name=k) for zk, k in ((zi, "i"), (zf, "f"), (zo, "o")))
     g = nb.op("Tanh", [zg], name="g")
     c_new = nb.op("Add", [nb.op("Mul", [f, c], name="fc"), nb.op("Mul", [i, g], name="ig")], name="c_new")
@@ -41,29 +64,44 @@ def _recurrence(nb: NodeBuilder, xw: str, h: str, c: str) -> Tuple[str, str]:
     return h_new, c_new
 
 
-def cell_function(opset: int) -> onnx.FunctionProto:
-    fb = FunctionBuilder("QLLSTMCell", ["x", "h", "c", *WEIGHTS], ["h_out", "c_out"],
-                         doc="One QL-LSTM step (DESIGN.md, QL-LSTM).")
-    xw = fb.op("Add", [fb.op("MatMul", ["x", "W_x"], name="xW"), "bias"], name="xw")
-    h_new, c_new = _recurrence(fb, xw, "h", "c")
+def _input_projection(fb: FunctionBuilder, q: Quantizer, opset: int) -> Tuple[str, str]:
+    """(xw = x @ W_x + bias, W_h prepared for the recurrence), in the function's scope."""
+    scales = dict(zip(MATRICES, q.scale_inputs(MATRICES))) if q.integer else {}
+    w_x, w_h = (q.body_weight(fb, m, scales.get(m)) for m in MATRICES)
+    xw = fb.op("Add", [q.body_matmul(fb, "x", w_x, scales.get("W_x"), opset, name="xW", x_is_compute=True), "bias"],
+               name="xw")
+    return xw, w_h
+
+
+def _doc(q: Quantizer, what: str) -> str:
+    return what if q.mode is None else f"{what} Weights {q.mode} (exporters/quantize.py, op contract)."
+
+
+def cell_function(opset: int, q: Optional[Quantizer] = None) -> onnx.FunctionProto:
+    q = q or Quantizer()
+    fb = FunctionBuilder("QLLSTMCell", ["x", "h", "c", *WEIGHTS, *q.scale_inputs(MATRICES)], ["h_out", "c_out"],
+                         doc=_doc(q, "One QL-LSTM step (DESIGN.md, QL-LSTM)."))
+    xw, w_h = _input_projection(fb, q, opset)
+    h_new, c_new = _recurrence(fb, q, opset, xw, "h", "c", w_h)
     fb.op("Identity", [h_new], ["h_out"], name="h_out")
     fb.op("Identity", [c_new], ["c_out"], name="c_out")
-    return fb.build(opset)
+    return q.declare_attributes(fb.build(opset))
 
 
-def sequence_function(opset: int) -> onnx.FunctionProto:
-    fb = FunctionBuilder("QLLSTMSequence", ["x", "h0", "c0", *WEIGHTS], ["Y", "h_T", "c_T"],
-                         doc="A chunk of QL-LSTM steps: one MatMul for the input projection, then a Scan.")
-    xw = fb.op("Add", [fb.op("MatMul", ["x", "W_x"], name="xW"), "bias"], name="xw")  # [B,T,H]
+def sequence_function(opset: int, q: Optional[Quantizer] = None) -> onnx.FunctionProto:
+    q = q or Quantizer()
+    fb = FunctionBuilder("QLLSTMSequence", ["x", "h0", "c0", *WEIGHTS, *q.scale_inputs(MATRICES)], ["Y", "h_T", "c_T"],
+                         doc=_doc(q, "A chunk of QL-LSTM steps: one MatMul for the input projection, then a Scan."))
+    xw, w_h = _input_projection(fb, q, opset)  # xw [B,T,H]
     xw_t = fb.op("Transpose", [xw], name="xw_time_major", perm=[1, 0, 2])
     body = NodeBuilder(prefix="step.")
-    h_new, c_new = _recurrence(body, "xw_t", "h_prev", "c_prev")
+    h_new, c_new = _recurrence(body, q, opset, "xw_t", "h_prev", "c_prev", w_h)
     body.op("Identity", [h_new], ["y_t"], name="y_t")
     graph = subgraph("qllstm_step", body, ["h_prev", "c_prev", "xw_t"], [h_new, c_new, "y_t"])
     fb.op("Scan", ["h0", "c0", xw_t], ["h_T", "c_T", "Y_time_major"], name="recurrence", body=graph,
           num_scan_inputs=1)
     fb.op("Transpose", ["Y_time_major"], ["Y"], name="Y", perm=[1, 0, 2])
-    return fb.build(opset)
+    return q.declare_attributes(fb.build(opset))
 
 
 def _f32(t: torch.Tensor) -> np.ndarray:
@@ -86,37 +124,45 @@ def _np(t: torch.Tensor) -> np.ndarray:
 class QLLSTMStackRecipe(ExportRecipe):
     """A bare ``QLLSTM`` stack: features in, the last layer's h out."""
 
+    quantization_modes = QUANT_MODES
+
     def stack(self, model) -> QLLSTM:
         return model
 
     def build(self, model, g: GraphBuilder, mode: str, opset: int) -> Signature:
+        q = g.quant
         stack = self.stack(model)
         x_spec, y_spec = self.input_spec(model, g, mode)
+        y_spec.dtype = q.io_dtype
         states = [self.state_io(g, f"l{l}.{s}", [stack.hidden_size])
                   for l in range(stack.num_layers) for s in ("h", "c")]
-        e = self.embed(model, g, x_spec.name)
-        op, fn = (("QLLSTMCell", cell_function(opset)) if mode == "step"
-                  else ("QLLSTMSequence", sequence_function(opset)))
+        if q.mode is not None:
+            q.float32_states.extend(s.name for s in states)
+        e = self.embed(model, g, x_spec.name, opset)  # the compute dtype
+        op, fn = (("QLLSTMCell", cell_function(opset, q)) if mode == "step"
+                  else ("QLLSTMSequence", sequence_function(opset, q)))
         for l, cell in enumerate(stack.cells):
             h_in, c_in, h_out, c_out = states[2 * l].input, states[2 * l + 1].input, states[2 * l].output, \
                 states[2 * l + 1].output
-            weights = [g.weight(f"l{l}.{k}", v) for k, v in layer_weights(cell).items()]
+            weights = q.op_weights(g, f"l{l}.", layer_weights(cell), MATRICES)
             outs = [h_out, c_out] if mode == "step" else [g.fresh(f"l{l}.y"), h_out, c_out]
-            e = g.custom(op, [e, h_in, c_in, *weights], outs, name=f"l{l}.{op}", function=fn)[0]
-        self.head(model, g, e, y_spec.name)
+            x_l = e if l == 0 else q.to_compute(g, e)  # a layer's output h is float32
+            e = g.custom(op, [x_l, h_in, c_in, *weights], outs, name=f"l{l}.{op}", function=fn,
+                         **q.op_attributes())[0]
+        self.head(model, g, e, y_spec.name, opset)
         g.output(y_spec.name, y_spec.dtype, y_spec.shape)
         for s in states:
             g.output(s.output, s.dtype, s.shape)
         return Signature([x_spec], [y_spec], states)
 
     def input_spec(self, model, g, mode):
-        return self.data_io(g, mode, [model.input_size], "float32", [model.hidden_size])
+        return self.data_io(g, mode, [model.input_size], g.quant.io_dtype, [model.hidden_size])
 
-    def embed(self, model, g: GraphBuilder, x: str) -> str:
-        return x
+    def embed(self, model, g: GraphBuilder, x: str, opset: int) -> str:
+        return g.quant.from_io(g, x)
 
-    def head(self, model, g: GraphBuilder, h: str, y: str) -> None:
-        g.op("Identity", [h], [y], name="y")
+    def head(self, model, g: GraphBuilder, h: str, y: str, opset: int) -> None:
+        g.quant.to_io(g, h, y, compute=False)
 
     def run_torch(self, model, x, state):
         return model(x, state)
@@ -148,17 +194,16 @@ class QLLSTMModelRecipe(QLLSTMStackRecipe):
         cfg = model.config
         if cfg.vocab_size is not None:
             return self.data_io(g, mode, [], "int64", [cfg.output_size], in_range=[0, cfg.vocab_size])
-        return self.data_io(g, mode, [cfg.input_size], "float32", [cfg.output_size])
+        return self.data_io(g, mode, [cfg.input_size], g.quant.io_dtype, [cfg.output_size])
 
-    def embed(self, model: QLLSTMModel, g: GraphBuilder, x: str) -> str:
+    def embed(self, model: QLLSTMModel, g: GraphBuilder, x: str, opset: int) -> str:
+        q = g.quant
         if model.config.vocab_size is not None:
-            table = g.weight("embedding.weight", _f32(model.embedding.weight))
-            return g.op("Gather", [table, x], name="embedding", axis=0)
-        w = g.weight("input_map.weight_t", _f32(model.input_map.weight).T)
-        b = g.weight("input_map.bias", _f32(model.input_map.bias))
-        return g.op("Add", [g.op("MatMul", [x, w], name="input_map.MatMul"), b], name="input_map")
+            return q.embedding(g, "embedding", _f32(model.embedding.weight), x)
+        return q.linear(g, "input_map", q.from_io(g, x), _f32(model.input_map.weight).T,
+                        _f32(model.input_map.bias), opset)
 
-    def head(self, model: QLLSTMModel, g: GraphBuilder, h: str, y: str) -> None:
-        w = g.weight("head.weight_t", _f32(model.head.weight).T)
-        b = g.weight("head.bias", _f32(model.head.bias))
-        g.op("Add", [g.op("MatMul", [h, w], name="head.MatMul"), b], [y], name="head")
+    def head(self, model: QLLSTMModel, g: GraphBuilder, h: str, y: str, opset: int) -> None:
+        q = g.quant
+        out = q.linear(g, "head", q.to_compute(g, h), _f32(model.head.weight).T, _f32(model.head.bias), opset)
+        q.to_io(g, out, y)

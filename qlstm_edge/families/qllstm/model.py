@@ -5,7 +5,7 @@ The equations are those of DESIGN.md, section "QL-LSTM"; parameter names are the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -57,6 +57,20 @@ class QLLSTMCell(nn.Module):
         h_tilde = o * torch.tanh(c)
         h = f * h + (1 - f) * h_tilde + self.alpha * h  # HGR-ASC: gated residual plus alpha skip
         return h, c
+
+
+def stability_warnings(model: nn.Module) -> List[str]:
+    """Where h = f h + (1-f) h~ + alpha h can be expansive: |f + alpha| > 1 for some reachable f in (0, 1)."""
+    warnings = []
+    cells = [m for m in model.modules() if isinstance(m, QLLSTMCell)]
+    for l, cell in enumerate(cells):
+        a = float(cell.alpha.detach())
+        if a > 0 or a < -1:
+            edge = f"f > {1 - a:.4g}" if a > 0 else "any f"
+            warnings.append(f"layer {l}: alpha = {a:.4g}, so the update h = f h + (1-f) h~ + alpha h is expansive "
+                            f"where {edge}; a long stream can diverge once the forget gate saturates "
+                            f"(a stable QL-LSTM keeps -1 <= alpha <= 0)")
+    return warnings
 
 
 class QLLSTM(nn.Module):
