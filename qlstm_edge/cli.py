@@ -116,7 +116,7 @@ def info(path, as_json):
               help="step: one time step per call; sequence: a chunk [B, T, ...] per call.")
 @click.option("--target", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Execution target recorded in the file (the graph runs on both).")
-@click.option("--opset", type=int, default=None, help="ONNX opset (default 17: loads in onnxruntime >= 1.14).")
+@click.option("--opset", type=int, default=None, help="ONNX opset (default 17: loads in onnxruntime >= 1.15).")
 def export(checkpoint, output, mode, target, opset):
     """Export CHECKPOINT to ONNX, one qlstm_edge custom node per recurrent layer."""
     from .exporters import export_onnx

@@ -1,0 +1,78 @@
+"""Check that exported files load and give the same numbers in an older onnxruntime.
+
+    python benchmarks/ort_compat.py 1.15.0 [1.16.3 ...]
+
+For each version, a throwaway venv (under $TMPDIR) gets only `onnxruntime==VERSION` and numpy<2; the
+bundled quickstart model is exported in both modes here, streamed here (current onnxruntime, function
+bodies), then streamed in the old runtime with plain InferenceSession.run calls (no qlstm-edge code there:
+stock onnxruntime, function bodies inlined). Prints the max abs difference per mode.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import venv
+from pathlib import Path
+
+import numpy as np
+
+from qlstm_edge import load_checkpoint
+from qlstm_edge.exporters import export_onnx
+from qlstm_edge.runtime import StreamingSession
+
+ROOT = Path(__file__).resolve().parents[1]
+
+OLD_RUNNER = r"""
+import sys, numpy as np, onnxruntime as ort
+path, x_path, out_path, mode = sys.argv[1:5]
+x = np.load(x_path)
+s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+names = [i.name for i in s.get_inputs()[1:]]
+state = {n: np.zeros((x.shape[0],) + tuple(i.shape[1:]), np.float32) for n, i in zip(names, s.get_inputs()[1:])}
+if mode == "sequence":
+    y = s.run(None, {"x": x, **state})[0]
+else:
+    ys = []
+    for t in range(x.shape[1]):
+        out = s.run(None, {"x": x[:, t], **state})
+        ys.append(out[0])
+        state = dict(zip(names, out[1:]))
+    y = np.stack(ys, 1)
+np.save(out_path, y)
+print(ort.__version__)
+"""
+
+
+def main() -> int:
+    versions = sys.argv[1:] or ["1.15.0"]
+    model = load_checkpoint(ROOT / "samples" / "quickstart" / "model.safetensors")
+    x = np.random.default_rng(0).integers(0, model.config.vocab_size, (2, 64))
+    failed = False
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        np.save(d / "x.npy", x)
+        (d / "runner.py").write_text(OLD_RUNNER)
+        files = {m: export_onnx(model, d / f"{m}.onnx", mode=m) for m in ("step", "sequence")}
+        ours = {m: StreamingSession(p, native="off").run(x) for m, p in files.items()}
+        for version in versions:
+            env = d / f"ort-{version}"
+            venv.create(env, with_pip=True)
+            py = env / "bin" / "python"
+            subprocess.run([py, "-m", "pip", "install", "-q", f"onnxruntime=={version}", "numpy<2"], check=True)
+            for mode, path in files.items():
+                out = d / f"y-{version}-{mode}.npy"
+                got = subprocess.run([py, d / "runner.py", path, d / "x.npy", out, mode], capture_output=True,
+                                     text=True)
+                if got.returncode != 0:
+                    failed = True
+                    print(f"onnxruntime {version} {mode}: FAILED\n{got.stderr.strip()[-2000:]}")
+                    continue
+                err = float(np.abs(np.load(out) - ours[mode]).max())
+                failed |= err > 1e-5
+                print(f"onnxruntime {got.stdout.strip()} {mode:8s}: loads and streams; max abs diff {err:.2e}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
