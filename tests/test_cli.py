@@ -91,3 +91,31 @@ def test_errors_are_one_line(tmp_path, ckpt):
     assert not (tmp_path / "y.npy").exists()
     r = run("parity", ckpt, onnx_path, "--chunks", "0")
     assert r.exit_code == 1 and "chunk sizes must be >= 1" in r.output
+
+
+def test_bad_inputs_to_every_command(tmp_path, ckpt):
+    junk_onnx = tmp_path / "junk.onnx"
+    junk_onnx.write_bytes(b"not a model")
+    r = run("info", junk_onnx)
+    assert r.exit_code == 1 and "not a loadable ONNX model" in r.output
+    r = run("export", junk_onnx, "-o", tmp_path / "out.onnx")
+    assert r.exit_code == 1 and "not a qlstm-edge checkpoint" in r.output
+    assert not (tmp_path / "out.onnx").exists()
+    r = run("parity", ckpt, junk_onnx)
+    assert r.exit_code == 1 and "not a loadable ONNX model" in r.output
+    good = tmp_path / "m.onnx"
+    run("export", ckpt, "-o", good)
+    pickled = tmp_path / "x.npy"
+    np.save(pickled, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    r = run("stream", good, "--input", pickled, "--output", tmp_path / "y.npy")
+    assert r.exit_code == 1 and "not a plain .npy array" in r.output
+    np.save(tmp_path / "ids.npy", np.array([[1, 2, 99]], np.int64))
+    r = run("stream", good, "--input", tmp_path / "ids.npy", "--output", tmp_path / "y.npy")
+    assert r.exit_code == 1 and "token id 99" in r.output and "vocabulary range [0, 40)" in r.output
+    np.save(tmp_path / "flat.npy", np.array([1, 2], np.int64))
+    r = run("stream", good, "--input", tmp_path / "flat.npy", "--output", tmp_path / "y.npy")
+    assert r.exit_code == 1 and "expected an array [B, T, ...]" in r.output
+    r = run("parity", ckpt, good, "--steps", 0)
+    assert r.exit_code == 2 and "--steps" in r.output  # click's own usage error
+    r = run("--debug", "info", junk_onnx)
+    assert r.exit_code == 1 and isinstance(r.exception, Exception)  # --debug lets the exception through
