@@ -1,8 +1,8 @@
 """Streaming runtime over onnxruntime (installed as ``qlstm_edge.runtime``; needs no torch)."""
 from .metadata import METADATA_KEY, MetadataError, ModelMetadata, StateSpec, TensorSpec
-from .session import InputError, ModelFileError, NativeLibraryError, StreamingSession
+from .session import InputError, ModelFileError, NativeLibraryError, StreamingSession, StreamLimitError
 
-__all__ = ["StreamingSession", "native_status", "InputError", "ModelFileError", "NativeLibraryError", "ModelMetadata",
+__all__ = ["StreamingSession", "native_status", "StreamLimitError", "InputError", "ModelFileError", "NativeLibraryError", "ModelMetadata",
            "MetadataError", "StateSpec", "TensorSpec", "METADATA_KEY"]
 
 

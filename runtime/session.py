@@ -30,6 +30,10 @@ class InputError(ValueError):
     """An input or state that does not fit the model or the stream; the session's state is unchanged."""
 
 
+class StreamLimitError(InputError):
+    """A call that would take a stream past the most steps the model can hold (metadata ``extra["max_steps"]``)."""
+
+
 class NativeLibraryError(RuntimeError):
     """native='on' was asked for, but the native op library is missing or cannot be registered."""
 
@@ -100,6 +104,7 @@ class _Engine:
         except MetadataError as e:
             raise ModelFileError(str(e)) from None
         self._check_graph(path)
+        self.step_limit = self._step_limit(path)
         self.provider = self.sess.get_providers()[0]
         self.op_path = "native" if self.native_library is not None else "function-body"
         m = self.meta
@@ -114,6 +119,23 @@ class _Engine:
         self.x_dtype = np.dtype(self.x_spec.dtype)
         fixed = all(isinstance(d, int) for d in self.step_shape)
         self.x_tail = tuple(self.step_shape) if fixed else None  # None: symbolic dims, always the slow path
+
+    def _step_limit(self, path: Path):
+        """(max_steps, counter state name) when the metadata bounds a stream's length, else None.
+
+        A family whose state cannot grow past some length (PR-LSTM's K-level stack holds 2^K - 1 tokens)
+        records ``extra["max_steps"]`` and ``extra["step_counter"]``, the int64 [batch] state counting the
+        steps a stream has taken.
+        """
+        extra = self.meta.extra
+        if "max_steps" not in extra:
+            return None
+        limit, counter = extra["max_steps"], extra.get("step_counter")
+        spec = next((s for s in self.meta.states if s.name == counter), None)
+        if not isinstance(limit, int) or limit < 1 or spec is None or spec.dtype != "int64" or spec.shape != ["batch"]:
+            raise ModelFileError(f"{path}: metadata extra max_steps={limit!r} needs a positive integer and "
+                                 f"step_counter naming an int64 [batch] state, got step_counter={counter!r}")
+        return limit, counter
 
     def _register_native(self, so: ort.SessionOptions, mode: str, cuda: bool) -> None:
         from . import native_lib
@@ -303,6 +325,7 @@ class StreamingSession:
         self._check_x(x, chunk=False)
         with self._lock:
             state = self._state_for(x.shape[0])
+            self._check_limit(state, 1)
             if e.seq:
                 return self._call(x[:, None], state)[:, 0]
             return self._call(x, state)
@@ -315,6 +338,7 @@ class StreamingSession:
             state = self._state_for(x.shape[0])
             if x.shape[1] == 0:
                 return np.zeros((x.shape[0], 0, *self._out_step_shape()), np.float32)
+            self._check_limit(state, x.shape[1])
             if e.seq:
                 return self._call(x, state)
             ys = []
@@ -334,6 +358,17 @@ class StreamingSession:
         outs = e.sess.run(e.out_names, feed)
         self._state = dict(zip(e.state_names, outs[1:]))
         return outs[0]
+
+    def _check_limit(self, state: Dict[str, np.ndarray], steps: int) -> None:
+        if self._e.step_limit is None:
+            return
+        limit, counter = self._e.step_limit
+        over = np.flatnonzero(state[counter] > limit - steps)
+        if over.size:
+            r = int(over[0])
+            raise StreamLimitError(f"stream {r} has taken {int(state[counter][r])} steps and this model holds at most "
+                                   f"{limit} steps per stream (metadata extra['max_steps']): {steps} more would pass "
+                                   f"the limit; call reset(rows=[{r}]) to start that stream again")
 
     def _state_for(self, batch: int) -> Dict[str, np.ndarray]:
         if self._state is None:
