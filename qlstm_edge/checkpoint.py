@@ -36,7 +36,8 @@ def save_checkpoint(model: nn.Module, path: PathLike) -> Path:
     family = family_of(model)
     doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "toolkit_version": __version__,
            "family": family.name, "config": family.config_of(model)}
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    # clone: tied weights (e.g. an LM head sharing the embedding) are separate tensors in the file
+    tensors = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
     path = Path(path)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(doc)})

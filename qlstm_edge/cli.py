@@ -186,3 +186,8 @@ def stream(model, input_path, output_path, chunk, native, providers):
         with open(tmp, "wb") as fh:
             np.save(fh, y)
     click.echo(f"wrote {output_path}: outputs {list(y.shape)} ({s.op_path} on {s.provider})")
+
+
+from .cli_generate import generate  # noqa: E402  (commands in their own modules)
+
+main.add_command(generate)

@@ -1,2 +1,2 @@
 """Model families. Each is one folder: PyTorch module, config, export recipe; importing it registers it."""
-from . import baseline, prlstm, qllstm  # noqa: F401
+from . import baseline, prlstm, qllstm, xlstm  # noqa: F401
