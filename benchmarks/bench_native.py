@@ -7,10 +7,13 @@ Batch 1, one intra-op thread, D = H. Prints one table; every ratio is measured i
             Identity graph on [1, H] (the floor of an onnxruntime call from Python).
   sequence: T steps in one call: QLLSTMSequence native, its function body (Scan), and the
             standard ONNX LSTM op with the same H.
+  quantized: per weight mode (fp32, fp16, int8, int8-dynamic, int4; exporters/quantize.py), the
+            native step and sequence against native fp32 and against the mode's function body.
 GFLOP/s counts 2*(D+H)*H for the shared matmul plus GATE_FLOPS_PER_UNIT*H per step for QL-LSTM,
 and 8*(D+H)*H + GATE_FLOPS_PER_UNIT*H per step for LSTM (four gate matmuls).
 
-    python benchmarks/bench_native.py [--hidden 128 256 512] [--seq-len 4096] [--isa avx512]
+    python benchmarks/bench_native.py [--hidden 128 256 512] [--seq-len 4096] [--isa avx512vnni]
+                                      [--modes fp32 int8-dynamic ...] [--quant-seq-len 512]
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from native_graphs import INPUTS, OPSETS, IR_VERSION, op_model, random_inputs  # noqa: E402
+from native_graphs import (INPUTS, IR_VERSION, OPSETS, QUANT_MODES, op_model, quant_op_model,  # noqa: E402
+                           quantize_feeds, random_inputs)
 
 from qlstm_edge.runtime import native_lib  # noqa: E402
 
@@ -71,8 +75,19 @@ def identity_model(H):
     return helper.make_model(graph, opset_imports=OPSETS[:1], ir_version=IR_VERSION)
 
 
+def identity_state_model(D, H):
+    """The floor with the cell's call arity: x [1, D], h, c [1, H] in; h, c copied out."""
+    vi = helper.make_tensor_value_info
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["h"], ["h_new"]), helper.make_node("Identity", ["c"], ["c_new"])], "identity3",
+        [vi("x", TensorProto.FLOAT, [1, D]), vi("h", TensorProto.FLOAT, [1, H]), vi("c", TensorProto.FLOAT, [1, H])],
+        [vi("h_new", TensorProto.FLOAT, [1, H]), vi("c_new", TensorProto.FLOAT, [1, H])])
+    return helper.make_model(graph, opset_imports=OPSETS[:1], ir_version=IR_VERSION)
+
+
 def session(model, native):
     so = ort.SessionOptions()
+    so.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "0")
     so.intra_op_num_threads = 1
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -118,11 +133,13 @@ def bench_step(H, repeats):
     native = session(with_initializers(op_model(False, static_shape=(1, 1, D, H)), feeds), True)
     func = session(with_initializers(op_model(False, static_shape=(1, 1, D, H)), feeds), False)
     ident = session(identity_model(H), False)
+    ident3 = session(identity_state_model(D, H), False)
     x = feeds["h"]
     return {
         "native": best_of(stepper(native), repeats),
         "function": best_of(stepper(func), repeats),
         "identity": best_of(lambda: ident.run(None, {"x": x}), repeats),
+        "identity3": best_of(stepper(ident3), repeats),
     }
 
 
@@ -142,6 +159,58 @@ def bench_sequence(H, T, repeats, with_function):
     return out
 
 
+def quant_models(mode, sequence, D, H, T, seed):
+    """(model, dynamic feeds) for one node in weight mode `mode` ("fp32" or a QUANT_MODES entry)."""
+    f = random_inputs(1, T if sequence else None, D, H, seed=seed)
+    if mode == "fp32":
+        return with_initializers(op_model(sequence, static_shape=(1, T or 1, D, H)), f), \
+            {n: f[n] for n in ("x", "h", "c")}
+    qf = quantize_feeds(f, mode, 32)
+    consts = {n: qf[n] for n in INPUTS[3:] + (["W_x_scale", "W_h_scale"] if mode != "fp16" else [])}
+    return quant_op_model(sequence, mode, 32, constants=consts), {n: qf[n] for n in ("x", "h", "c")}
+
+
+def bench_quant(H, T, modes, repeats):
+    """{mode: {step_native, step_function, seq_native}} seconds per call."""
+    out = {}
+    for mode in modes:
+        model, feeds = quant_models(mode, False, H, H, None, seed=H)
+        r = {}
+        for native in (True, False):
+            sess = session(model, native)
+            st = dict(feeds)
+
+            def call(sess=sess, st=st):
+                h, c = sess.run(None, st)
+                st["h"], st["c"] = h, c
+            r["step_native" if native else "step_function"] = best_of(call, repeats)
+        model, feeds = quant_models(mode, True, H, H, T, seed=H + 1)
+        sess = session(model, True)
+        r["seq_native"] = best_of(lambda sess=sess, feeds=feeds: sess.run(None, feeds), repeats)
+        out[mode] = r
+    return out
+
+
+def print_quant(rows, T):
+    print(f"\nweight modes, native kernels (batch 1; step: one QLLSTMCell call, us; sequence: T = {T} steps "
+          "in one call, us per step)")
+    print(f"{'H':>5} {'mode':>13} {'step nat':>9} {'step func':>10} {'func/nat':>9} {'fp32/mode':>10} "
+          f"{'seq/step':>9} {'fp32/mode':>10} {'GOP/s':>7}")
+    for r in rows:
+        H, q = r["H"], r["quant"]
+        base = q.get("fp32")
+        for mode, m in q.items():
+            per_step = m["seq_native"] / T
+            ops = 2 * (2 * H) * H + GATE_FLOPS_PER_UNIT * H
+            print(f"{H:>5} {mode:>13} {m['step_native'] * 1e6:>9.2f} {m['step_function'] * 1e6:>10.2f} "
+                  f"{m['step_function'] / m['step_native']:>9.2f} "
+                  f"{(base['step_native'] / m['step_native'] if base else float('nan')):>10.2f} "
+                  f"{per_step * 1e6:>9.2f} {(base['seq_native'] / m['seq_native'] if base else float('nan')):>10.2f} "
+                  f"{ops / per_step / 1e9:>7.1f}")
+    print("  fp32/mode > 1: the mode is faster than native fp32; GOP/s: (multiply-adds x 2 + gate ops) per "
+          "second in the sequence run")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hidden", type=int, nargs="+", default=[128, 256, 512])
@@ -151,6 +220,10 @@ def main(argv=None):
                     help="force the native CPU path (sets QLSTM_EDGE_NATIVE_ISA)")
     ap.add_argument("--no-function-sequence", action="store_true", help="skip the slow Scan function body run")
     ap.add_argument("--json", action="store_true", help="also print the raw numbers as JSON")
+    ap.add_argument("--modes", nargs="*", default=["fp32", *QUANT_MODES], choices=["fp32", *QUANT_MODES],
+                    help="weight modes of the quantized table (none: skip it)")
+    ap.add_argument("--quant-seq-len", type=int, default=512)
+    ap.add_argument("--skip-fp32-tables", action="store_true", help="only the weight-mode table")
     args = ap.parse_args(argv)
     if args.isa:
         os.environ[native_lib.ISA_ENV] = args.isa
@@ -162,19 +235,32 @@ def main(argv=None):
           f"T = {args.seq_len}")
     rows = []
     for H in args.hidden:
-        s = bench_step(H, args.repeats)
-        q = bench_sequence(H, args.seq_len, args.repeats, not args.no_function_sequence)
-        rows.append({"H": H, "step": s, "sequence": q})
+        row = {"H": H}
+        if not args.skip_fp32_tables:
+            row["step"] = bench_step(H, args.repeats)
+            row["sequence"] = bench_sequence(H, args.seq_len, args.repeats, not args.no_function_sequence)
+        if args.modes:
+            row["quant"] = bench_quant(H, args.quant_seq_len, args.modes, args.repeats)
+        rows.append(row)
+    if args.modes:
+        print_quant(rows, args.quant_seq_len)
+    if args.skip_fp32_tables:
+        if args.json:
+            print(json.dumps(rows, indent=1))
+        return 0
 
     print("\nper-step latency, one QLLSTMCell node per call (us)")
-    print(f"{'H':>5} {'native':>9} {'function':>9} {'identity':>9} {'func/nat':>9} {'nat-floor':>10} {'GFLOP/s*':>9}")
+    print(f"{'H':>5} {'native':>9} {'function':>9} {'identity':>9} {'ident3':>9} {'func/nat':>9} {'nat/id':>7} "
+          f"{'nat/id3':>8} {'nat-id3':>8} {'GFLOP/s*':>9}")
     for r in rows:
         H, s = r["H"], r["step"]
         flops = 2 * (2 * H) * H + GATE_FLOPS_PER_UNIT * H
-        kernel = max(s["native"] - s["identity"], 1e-9)
+        kernel = max(s["native"] - s["identity3"], 1e-9)
         print(f"{H:>5} {s['native'] * 1e6:>9.2f} {s['function'] * 1e6:>9.2f} {s['identity'] * 1e6:>9.2f} "
-              f"{s['function'] / s['native']:>9.2f} {kernel * 1e6:>10.2f} {flops / kernel / 1e9:>9.2f}")
-    print("  * GFLOP/s of the native step with the Identity-call floor subtracted")
+              f"{s['identity3'] * 1e6:>9.2f} {s['function'] / s['native']:>9.2f} {s['native'] / s['identity']:>7.2f} "
+              f"{s['native'] / s['identity3']:>8.2f} {kernel * 1e6:>8.2f} {flops / kernel / 1e9:>9.2f}")
+    print("  identity: one Identity node, 1 input / 1 output; ident3: the cell's arity (x, h, c in; h, c out,\n"
+          "  state fed back like the native run). * GFLOP/s of the native step minus the ident3 floor")
 
     T = args.seq_len
     print(f"\nsequence, T = {T} steps in one call (ms per call; GFLOP/s; steps/s)")

@@ -3,7 +3,7 @@
 The library is ``libqlstm_edge_ops.so`` next to this file (built by ``runtime/native/build.py``,
 also at install time), or the file named by ``$QLSTM_EDGE_NATIVE_LIB``. With CUDA kernels it is
 ``libqlstm_edge_ops_cuda.so`` (built only with ``QLSTM_EDGE_BUILD_CUDA=1``).
-``$QLSTM_EDGE_NATIVE_ISA`` (scalar | avx2 | avx512 | auto) forces the CPU code path.
+``$QLSTM_EDGE_NATIVE_ISA`` (scalar | avx2 | avxvnni | avx512 | avx512vnni | auto) forces the CPU code path.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ LIB_NAME = "libqlstm_edge_ops.so"
 CUDA_LIB_NAME = "libqlstm_edge_ops_cuda.so"
 LIB_ENV = "QLSTM_EDGE_NATIVE_LIB"
 ISA_ENV = "QLSTM_EDGE_NATIVE_ISA"
-ISA_CHOICES = ("scalar", "avx2", "avx512")
+ISA_CHOICES = ("scalar", "avx2", "avxvnni", "avx512", "avx512vnni")
 
 _HERE = Path(__file__).resolve().parent
 _loaded: dict = {}

@@ -81,6 +81,9 @@ class _Engine:
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.log_severity_level = 3
+        # int4 bodies: keep onnxruntime's fused MatMulNBits in float (its default quantizes activations to
+        # int8, which drifts ~5e-3 from the body's own arithmetic)
+        so.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "0")
         self.native_library: Optional[Path] = None
         self.native_note = ""
         mode = NATIVE_CHOICES.get(native)

@@ -122,11 +122,10 @@ def _sigmoid(z):
     return 1.0 / (1.0 + np.exp(-z))
 
 
-def reference_step(x, h, c, W_x, W_h, bias, gs, gb, alpha):
-    """float64 reference for one step (any float inputs)."""
-    x, h, c, W_x, W_h, bias, gs, gb = (np.asarray(a, dtype=np.float64) for a in (x, h, c, W_x, W_h, bias, gs, gb))
+def reference_gates(u, h, c, gs, gb, alpha):
+    """float64 gate maths of one step given the pre-activation u = x @ W_x + h @ W_h + bias."""
+    u, h, c, gs, gb = (np.asarray(a, dtype=np.float64) for a in (u, h, c, gs, gb))
     alpha = float(alpha)
-    u = x @ W_x + h @ W_h + bias
     i = _sigmoid(gs[0] * u + gb[0])
     f = _sigmoid(gs[1] * u + gb[1])
     g = np.tanh(gs[2] * u + gb[2])
@@ -134,6 +133,12 @@ def reference_step(x, h, c, W_x, W_h, bias, gs, gb, alpha):
     c_new = f * c + i * g
     h_new = f * h + (1.0 - f) * (o * np.tanh(c_new)) + alpha * h
     return h_new, c_new
+
+
+def reference_step(x, h, c, W_x, W_h, bias, gs, gb, alpha):
+    """float64 reference for one step (any float inputs)."""
+    x, h, W_x, W_h, bias = (np.asarray(a, dtype=np.float64) for a in (x, h, W_x, W_h, bias))
+    return reference_gates(x @ W_x + h @ W_h + bias, h, c, gs, gb, alpha)
 
 
 def reference(feeds: dict, sequence: bool):
@@ -150,3 +155,111 @@ def reference(feeds: dict, sequence: bool):
         ys.append(h)
     Y = np.stack(ys, axis=1) if ys else np.zeros((x.shape[0], 0, h.shape[1]))
     return Y, h, c
+
+
+# ---------------------------------------------------------------------------------------------
+# Quantized weights (exporters/quantize.py contract): one node whose function body is the
+# family's own (qlstm_edge.families.qllstm.export), plus numpy references of each mode.
+
+QUANT_MODES = ("fp16", "int8", "int8-dynamic", "int4")
+SCALE_INPUTS = ["W_x_scale", "W_h_scale"]
+
+
+def quantize_feeds(feeds: dict, mode: str, block_size: int = 32) -> dict:
+    """The op's inputs for ``mode``: W_x / W_h stored per the contract (scales appended for the
+    integer modes), x float16 in fp16 mode; everything else unchanged."""
+    from qlstm_edge.exporters.quantize import quantize_symmetric, to_fp16
+
+    out = dict(feeds)
+    if mode == "fp16":
+        out["x"] = feeds["x"].astype(np.float16)
+        for m in ("W_x", "W_h"):
+            out[m] = to_fp16(m, feeds[m])
+        return out
+    bits = 4 if mode == "int4" else 8
+    for m in ("W_x", "W_h"):
+        out[m], out[f"{m}_scale"] = quantize_symmetric(m, feeds[m], bits, 1, block_size if bits == 4 else None)
+    return out
+
+
+def quant_op_model(sequence: bool, mode: str, block_size: int = 32, constants: dict | None = None,
+                   with_function: bool = True):
+    """One QLLSTMCell / QLLSTMSequence node in quantization ``mode`` with the family's function
+    body. Inputs named in ``constants`` become initializers (as in an exported model, where the
+    kernel packs them once); the others are graph inputs."""
+    from onnx import numpy_helper
+
+    from qlstm_edge.exporters.quantize import Quantizer
+    from qlstm_edge.families.qllstm.export import cell_function, sequence_function
+
+    q = Quantizer(mode, block_size=block_size)
+    opset, ir = (21, 10) if mode == "int4" else (17, IR_VERSION)
+    fn = sequence_function(opset, q) if sequence else cell_function(opset, q)
+    inputs = INPUTS + (SCALE_INPUTS if q.integer else [])
+    outputs = SEQ_OUTPUTS if sequence else CELL_OUTPUTS
+    name = "QLLSTMSequence" if sequence else "QLLSTMCell"
+    constants = constants or {}
+    elem = {"x": TensorProto.FLOAT16 if mode == "fp16" else TensorProto.FLOAT}
+    wtype = {"fp16": TensorProto.FLOAT16, "int8": TensorProto.INT8, "int8-dynamic": TensorProto.INT8,
+             "int4": TensorProto.INT4}[mode]
+    elem.update(W_x=wtype, W_h=wtype)
+    x_shape = ["B", "T", "D"] if sequence else ["B", "D"]
+    scale_rows = {"W_x_scale": f"ceil(D/{block_size})", "W_h_scale": f"ceil(H/{block_size})"}
+    shapes = dict(zip(INPUTS, [x_shape, ["B", "H"], ["B", "H"], ["D", "H"], ["H", "H"], ["H"], [4, "H"], [4, "H"], []]))
+    shapes.update({n: ([scale_rows[n], "H"] if mode == "int4" else ["H"]) for n in SCALE_INPUTS})
+    graph = helper.make_graph(
+        [helper.make_node(name, inputs, outputs, domain=DOMAIN, **q.op_attributes())], f"one_{name}_{mode}",
+        [helper.make_tensor_value_info(n, elem.get(n, TensorProto.FLOAT), shapes[n]) for n in inputs
+         if n not in constants],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in outputs],
+        initializer=[numpy_helper.from_array(np.asarray(v), n) for n, v in constants.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid(DOMAIN, 1)],
+                             ir_version=ir, functions=[fn] if with_function else [])
+
+
+def quantize_rows_like_body(x: np.ndarray):
+    """int8-dynamic activation quantization exactly as the function body computes it (float32
+    Div / Max / Round half-to-even / Clip): returns (x_q int8, scale float32 with a trailing 1)."""
+    x = np.asarray(x, dtype=np.float32)
+    amax = np.abs(x).max(axis=-1, keepdims=True)
+    s = np.maximum(amax / np.float32(127.0), np.float32(1e-30)).astype(np.float32)
+    xq = np.clip(np.rint(x / s), -127, 127).astype(np.int8)
+    return xq, s
+
+
+def _quant_matmul(a: np.ndarray, qf: dict, m: str, mode: str, block_size: int) -> np.ndarray:
+    """a @ W (float64 result) with ``mode``'s arithmetic; ``qf`` holds the quantized inputs."""
+    from qlstm_edge.exporters.quantize import dequantize
+
+    if mode == "fp16":
+        a16 = np.asarray(a, dtype=np.float32).astype(np.float16).astype(np.float64)
+        prod = a16 @ qf[m].astype(np.float64)
+        return prod.astype(np.float16).astype(np.float64)
+    if mode == "int8-dynamic":
+        aq, s = quantize_rows_like_body(a)
+        acc = aq.astype(np.int64) @ qf[m].astype(np.int64)
+        return ((acc.astype(np.float32) * s) * qf[f"{m}_scale"]).astype(np.float64)
+    w = dequantize(qf[m], qf[f"{m}_scale"], 1, block_size if mode == "int4" else None)
+    return np.asarray(a, dtype=np.float64) @ w.astype(np.float64)
+
+
+def reference_quant(qf: dict, mode: str, sequence: bool, block_size: int = 32):
+    """float64 reference of the op on quantized inputs ``qf`` (quantize_feeds), in output order.
+    The products follow the mode (fp16 rounding, exact int8-dynamic integer sums); the rest is
+    float64. int8-dynamic quantizes each step's h as float32, as the kernels and the body do."""
+    bias = np.asarray(qf["bias"], dtype=np.float64)
+
+    def step(xw, h, c):
+        u = xw + _quant_matmul(np.asarray(h, dtype=np.float32), qf, "W_h", mode, block_size)
+        return reference_gates(u, h, c, qf["gate_scale"], qf["gate_bias"], qf["alpha"])
+
+    x = np.asarray(qf["x"], dtype=np.float32)
+    h = np.asarray(qf["h"], dtype=np.float64)
+    c = np.asarray(qf["c"], dtype=np.float64)
+    if not sequence:
+        return step(_quant_matmul(x, qf, "W_x", mode, block_size) + bias, h, c)
+    ys = []
+    for t in range(x.shape[1]):
+        h, c = step(_quant_matmul(x[:, t], qf, "W_x", mode, block_size) + bias, h, c)
+        ys.append(h)
+    return np.stack(ys, axis=1), h, c

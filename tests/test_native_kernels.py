@@ -25,7 +25,7 @@ from qlstm_edge.runtime import native_lib  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 NATIVE_SRC = REPO / "runtime" / "native"
-ISAS = ["scalar", "avx2", "avx512"]
+ISAS = ["scalar", "avx2", "avxvnni", "avx512", "avx512vnni"]
 D_FOR_H = {1: 2, 3: 5, 17: 9, 33: 40, 130: 67}
 TOL_VS_FUNCTION = 1e-5
 TOL_VS_FLOAT64 = 2e-5

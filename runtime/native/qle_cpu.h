@@ -1,12 +1,43 @@
-// CPU kernel table: one scalar reference implementation plus AVX2+FMA and AVX-512 variants,
-// chosen at run time (qle_select_isa).
+// CPU kernel table: one scalar reference implementation plus vectorised variants (AVX2+FMA,
+// AVX2 + AVX-VNNI, AVX-512, AVX-512 + VNNI), chosen at run time (qle_select_isa).
 #pragma once
+
+#include <stdint.h>
 
 // out[r, :N] = init[r, :N] + A[r, :K] @ W[:K, :N] for r in [0, M).
 // Row strides: lda, ldw, ldinit, ldo (floats). ldinit == 0 broadcasts one init row (the bias).
 // init may alias out (in-place accumulation); A must not overlap out.
 typedef void (*qle_gemm_fn)(long M, long N, long K, const float* A, long lda, const float* W,
                             long ldw, const float* init, long ldinit, float* out, long ldo);
+
+// Weight-only int8 (also int4 unpacked to int8), block-wise scales along K:
+//   out[r, n] = init[r, n] + sum_b scale[b, n] * sum_{k in block b} A[r, k] * W[k, n]
+// W is int8 [K, N] (row stride N), scale is float [ceil(K / block), N]; per-channel int8 is
+// block = K. Strides and aliasing as for qle_gemm_fn.
+typedef void (*qle_gemm_w8_fn)(long M, long N, long K, const float* A, long lda, const int8_t* W,
+                               const float* scale, long block, const float* init, long ldinit,
+                               float* out, long ldo);
+
+// int8 x int8 -> int32 products (int8-dynamic):
+//   acc[r, n] = sum_k Aq[r, k] * W[k, n]                     (exact, int32)
+//   out[r, n] = init[r, n] + ((float)acc[r, n] * xs[r]) * ws[n]   (no fused multiply-add)
+// Aq: int8 rows of Kp = round_up(K, 4) bytes (zero padded), row stride lda bytes.
+// Wp: W packed as [Kp / 4][Np][4] (Np = round_up(N, 16), zero padded): bytes 4n..4n+3 of
+// k-group g are W[4g..4g+3, n]. colsum[n] = sum_k W[k, n] (for the unsigned-offset VNNI form).
+typedef void (*qle_gemm_i8_fn)(long M, long N, long Kp, const int8_t* Aq, long lda,
+                               const float* xs, const int8_t* Wp, long Np, const int32_t* colsum,
+                               const float* ws, const float* init, long ldinit, float* out,
+                               long ldo);
+
+// Per-row symmetric int8 quantization, exactly the function body's arithmetic:
+//   s = max(max_k |x[k]| / 127, 1e-30);  q[k] = clip(round_half_even(x[k] / s), -127, 127)
+// for rows r in [0, M) of x (stride ldx floats) into q (stride ldq bytes, zero padded from K
+// up to ldq) and xs[r] = s.
+typedef void (*qle_quant_rows_fn)(long M, long K, const float* x, long ldx, int8_t* q, long ldq,
+                                  float* xs);
+
+// out[i] = (float)(float16)in[i] (round to nearest even), i < n; in may alias out.
+typedef void (*qle_round_f16_fn)(long n, const float* in, float* out);
 
 // Fused gates for one row of H units. u may alias h_out and c_prev may alias c_out;
 // h_prev must not alias h_out. gs/gb are [4, H].
@@ -17,6 +48,10 @@ typedef void (*qle_gates_fn)(long H, const float* u, const float* h_prev, const 
 struct QleCpuKernels {
   const char* name;
   qle_gemm_fn gemm;
+  qle_gemm_w8_fn gemm_w8;
+  qle_gemm_i8_fn gemm_i8;
+  qle_quant_rows_fn quant_rows;
+  qle_round_f16_fn round_f16;
   qle_gates_fn gates;
 };
 
@@ -24,12 +59,19 @@ extern const QleCpuKernels qle_kernels_scalar;
 #if defined(__x86_64__) || defined(_M_X64)
 #define QLE_X86 1
 extern const QleCpuKernels qle_kernels_avx2;
+extern const QleCpuKernels qle_kernels_avxvnni;
 extern const QleCpuKernels qle_kernels_avx512;
+extern const QleCpuKernels qle_kernels_avx512vnni;
 #endif
 
-bool qle_cpu_has_avx2();
-bool qle_cpu_has_avx512();
+// ISA names in preference order (best last); qle_cpu_supports(name) tells what this CPU runs.
+extern const char* const qle_isa_names[5];
+bool qle_cpu_supports(const char* isa);
 
-// Kernel table for `isa` ("scalar", "avx2", "avx512", or nullptr/"" for the best this CPU has).
+// Kernel table for `isa` (one of qle_isa_names, or nullptr/""/"auto" for the best this CPU has).
 // Returns nullptr and sets *error when the name is unknown or the CPU lacks the ISA.
 const QleCpuKernels* qle_select_isa(const char* isa, const char** error);
+
+// Scalar helpers shared by the vectorised tails and the packing code.
+float qle_round_f16_scalar(float x);
+float qle_f16_bits_to_f32(uint16_t h);

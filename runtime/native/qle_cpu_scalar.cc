@@ -1,4 +1,6 @@
-// Scalar reference kernels and run-time ISA selection.
+// Scalar reference kernels (every vectorised path is tested against these) and run-time ISA
+// selection.
+#include <math.h>
 #include <string.h>
 
 #include "qle_cpu.h"
@@ -19,6 +21,72 @@ static void gemm_scalar(long M, long N, long K, const float* A, long lda, const 
   }
 }
 
+static void gemm_w8_scalar(long M, long N, long K, const float* A, long lda, const int8_t* W,
+                           const float* scale, long block, const float* init, long ldinit,
+                           float* out, long ldo) {
+  for (long r = 0; r < M; ++r) {
+    const float* a = A + r * lda;
+    for (long n = 0; n < N; ++n) {
+      float acc = init[r * ldinit + n];
+      for (long k0 = 0, b = 0; k0 < K; k0 += block, ++b) {
+        const long k1 = k0 + block < K ? k0 + block : K;
+        float part = 0.0f;
+        for (long k = k0; k < k1; ++k) part += a[k] * (float)W[k * N + n];
+        acc += scale[b * N + n] * part;
+      }
+      out[r * ldo + n] = acc;
+    }
+  }
+}
+
+static void gemm_i8_scalar(long M, long N, long Kp, const int8_t* Aq, long lda, const float* xs,
+                           const int8_t* Wp, long Np, const int32_t*, const float* ws,
+                           const float* init, long ldinit, float* out, long ldo) {
+  for (long r = 0; r < M; ++r) {
+    const int8_t* a = Aq + r * lda;
+    for (long n = 0; n < N; ++n) {
+      int32_t acc = 0;
+      for (long g = 0; g < Kp / 4; ++g) {
+        const int8_t* w = Wp + (g * Np + n) * 4;
+        for (long j = 0; j < 4; ++j) acc += (int32_t)a[4 * g + j] * (int32_t)w[j];
+      }
+      const float y = ((float)acc * xs[r]) * ws[n];
+      out[r * ldo + n] = init[r * ldinit + n] + y;
+    }
+  }
+}
+
+static void quant_rows_scalar(long M, long K, const float* x, long ldx, int8_t* q, long ldq,
+                              float* xs) {
+  for (long r = 0; r < M; ++r) {
+    const float* xr = x + r * ldx;
+    int8_t* qr = q + r * ldq;
+    float amax = 0.0f;
+    for (long k = 0; k < K; ++k) amax = fmaxf(amax, fabsf(xr[k]));
+    float s = amax / 127.0f;
+    s = s > 1e-30f ? s : 1e-30f;
+    for (long k = 0; k < K; ++k) {
+      float v = nearbyintf(xr[k] / s);  // default rounding mode: half to even
+      v = v < -127.0f ? -127.0f : (v > 127.0f ? 127.0f : v);
+      qr[k] = (int8_t)v;
+    }
+    memset(qr + K, 0, (size_t)(ldq - K));
+    xs[r] = s;
+  }
+}
+
+float qle_round_f16_scalar(float x) { return (float)(_Float16)x; }
+
+float qle_f16_bits_to_f32(uint16_t h) {
+  _Float16 v;
+  memcpy(&v, &h, sizeof v);
+  return (float)v;
+}
+
+static void round_f16_scalar(long n, const float* in, float* out) {
+  for (long i = 0; i < n; ++i) out[i] = qle_round_f16_scalar(in[i]);
+}
+
 static void gates_scalar(long H, const float* u, const float* h_prev, const float* c_prev,
                          const float* gs, const float* gb, float alpha, float* h_out,
                          float* c_out) {
@@ -27,44 +95,55 @@ static void gates_scalar(long H, const float* u, const float* h_prev, const floa
   }
 }
 
-const QleCpuKernels qle_kernels_scalar = {"scalar", gemm_scalar, gates_scalar};
+const QleCpuKernels qle_kernels_scalar = {"scalar",          gemm_scalar,      gemm_w8_scalar,
+                                          gemm_i8_scalar,    quant_rows_scalar, round_f16_scalar,
+                                          gates_scalar};
+
+const char* const qle_isa_names[5] = {"scalar", "avx2", "avxvnni", "avx512", "avx512vnni"};
 
 #if defined(QLE_X86)
-bool qle_cpu_has_avx2() {
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+static bool has_avx2() {
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+         __builtin_cpu_supports("f16c");
 }
-bool qle_cpu_has_avx512() {
-  return __builtin_cpu_supports("avx512f") && qle_cpu_has_avx2();
+static bool has_avx512() {
+  return has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl");
 }
+
+static bool cpu_supports(const char* isa) {
+  if (strcmp(isa, "scalar") == 0) return true;
+  if (strcmp(isa, "avx2") == 0) return has_avx2();
+  if (strcmp(isa, "avxvnni") == 0) return has_avx2() && __builtin_cpu_supports("avxvnni");
+  if (strcmp(isa, "avx512") == 0) return has_avx512();
+  if (strcmp(isa, "avx512vnni") == 0) return has_avx512() && __builtin_cpu_supports("avx512vnni");
+  return false;
+}
+
+static const QleCpuKernels* const kTables[5] = {&qle_kernels_scalar, &qle_kernels_avx2,
+                                                &qle_kernels_avxvnni, &qle_kernels_avx512,
+                                                &qle_kernels_avx512vnni};
 #else
-bool qle_cpu_has_avx2() { return false; }
-bool qle_cpu_has_avx512() { return false; }
+static bool cpu_supports(const char* isa) { return strcmp(isa, "scalar") == 0; }
+static const QleCpuKernels* const kTables[5] = {&qle_kernels_scalar, nullptr, nullptr, nullptr,
+                                                nullptr};
 #endif
+
+bool qle_cpu_supports(const char* isa) { return cpu_supports(isa); }
 
 const QleCpuKernels* qle_select_isa(const char* isa, const char** error) {
   *error = nullptr;
   if (isa == nullptr || isa[0] == '\0' || strcmp(isa, "auto") == 0) {
-#if defined(QLE_X86)
-    if (qle_cpu_has_avx512()) return &qle_kernels_avx512;
-    if (qle_cpu_has_avx2()) return &qle_kernels_avx2;
-#endif
+    for (int i = 4; i > 0; --i)
+      if (cpu_supports(qle_isa_names[i])) return kTables[i];
     return &qle_kernels_scalar;
   }
-  if (strcmp(isa, "scalar") == 0) return &qle_kernels_scalar;
-  if (strcmp(isa, "avx2") == 0) {
-#if defined(QLE_X86)
-    if (qle_cpu_has_avx2()) return &qle_kernels_avx2;
-#endif
-    *error = "this CPU does not support AVX2+FMA";
+  for (int i = 0; i < 5; ++i) {
+    if (strcmp(isa, qle_isa_names[i]) != 0) continue;
+    if (cpu_supports(isa)) return kTables[i];
+    *error = "this CPU does not support that instruction set";
     return nullptr;
   }
-  if (strcmp(isa, "avx512") == 0) {
-#if defined(QLE_X86)
-    if (qle_cpu_has_avx512()) return &qle_kernels_avx512;
-#endif
-    *error = "this CPU does not support AVX-512F";
-    return nullptr;
-  }
-  *error = "unknown ISA name (expected scalar, avx2, avx512 or auto)";
+  *error = "unknown ISA name (expected scalar, avx2, avxvnni, avx512, avx512vnni or auto)";
   return nullptr;
 }

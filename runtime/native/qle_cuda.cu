@@ -1,8 +1,11 @@
-// CUDA kernels for QLLSTMCell / QLLSTMSequence; per-element gate maths from qle_gates.h.
-// One thread per (batch row, hidden unit): it computes that unit's dot products and gates.
-// The sequence op writes the input projection into Y and overwrites Y[:, t] with h_t step by
-// step (one launch per step: a step needs all of h_{t-1}).
+// CUDA kernels for QLLSTMCell / QLLSTMSequence in every weight mode; per-element gate maths from
+// qle_gates.h. One thread per (batch row, hidden unit): it computes that unit's dot products
+// (with the mode's arithmetic, see dot()) and gates. The sequence op writes the input projection
+// into Y and overwrites Y[:, t] with h_t step by step (one launch per step: a step needs all of
+// h_{t-1}).
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
+#include <stdint.h>
 
 #include "qle_cuda.h"
 #include "qle_gates.h"
@@ -11,23 +14,87 @@ namespace {
 
 constexpr int kThreads = 128;
 
-// out[r, j] = bias[j] + sum_k A[r, k] * W[k, j]  (r < M, j < N; W row-major [K, N])
-__global__ void project_kernel(long M, long N, long K, const float* __restrict__ A,
-                               const float* __restrict__ W, const float* __restrict__ bias,
-                               float* __restrict__ out) {
+// One matrix as the kernels read it.
+struct Mat {
+  int mode;
+  long block;
+  const void* w;
+  const float* scale;
+};
+
+__device__ inline float load_a(const float* a, long k) { return a[k]; }
+__device__ inline float load_a(const __half* a, long k) { return __half2float(a[k]); }
+
+__device__ inline float weight(const Mat& m, long k, long j, long N) {
+  const long i = k * N + j;
+  switch (m.mode) {
+    case QLE_CUDA_F16: return __half2float(static_cast<const __half*>(m.w)[i]);
+    case QLE_CUDA_I8:
+    case QLE_CUDA_I8_DYNAMIC: return (float)static_cast<const int8_t*>(m.w)[i];
+    case QLE_CUDA_I4: {
+      // ONNX INT4: element i is nibble i % 2 (low first) of byte i / 2, two's complement.
+      const uint8_t b = static_cast<const uint8_t*>(m.w)[i >> 1];
+      const int nib = (i & 1) ? (b >> 4) : (b & 0x0F);
+      return (float)((nib ^ 8) - 8);
+    }
+    default: return static_cast<const float*>(m.w)[i];
+  }
+}
+
+// sum_k a[k] * W[k, j] with the mode's arithmetic (exporters/quantize.py, function bodies):
+//   fp32: float32; fp16: a rounded to float16, float32 sum, result rounded to float16;
+//   int8: float32 sum times scale[j]; int4: per block, times scale[block, j];
+//   int8-dynamic: a quantized with the row scale s, exact int32 sum, (acc * s) * scale[j].
+template <typename TA>
+__device__ float dot(const Mat& m, const TA* a, long K, long j, long N) {
+  if (m.mode == QLE_CUDA_I8_DYNAMIC) {
+    float amax = 0.0f;
+    for (long k = 0; k < K; ++k) amax = fmaxf(amax, fabsf(load_a(a, k)));
+    float s = __fdiv_rn(amax, 127.0f);
+    s = s > 1e-30f ? s : 1e-30f;
+    const int8_t* w = static_cast<const int8_t*>(m.w);
+    int acc = 0;
+    for (long k = 0; k < K; ++k) {
+      const float q = fminf(fmaxf(rintf(__fdiv_rn(load_a(a, k), s)), -127.0f), 127.0f);
+      acc += (int)q * (int)w[k * N + j];
+    }
+    return __fmul_rn(__fmul_rn((float)acc, s), m.scale[j]);
+  }
+  if (m.mode == QLE_CUDA_I4) {
+    float total = 0.0f;
+    for (long k0 = 0, b = 0; k0 < K; k0 += m.block, ++b) {
+      const long k1 = k0 + m.block < K ? k0 + m.block : K;
+      float part = 0.0f;
+      for (long k = k0; k < k1; ++k) part += load_a(a, k) * weight(m, k, j, N);
+      total += m.scale[b * N + j] * part;
+    }
+    return total;
+  }
+  float s = 0.0f;
+  for (long k = 0; k < K; ++k) {
+    float ak = load_a(a, k);
+    if (m.mode == QLE_CUDA_F16) ak = __half2float(__float2half_rn(ak));
+    s += ak * weight(m, k, j, N);
+  }
+  if (m.mode == QLE_CUDA_F16) return __half2float(__float2half_rn(s));
+  if (m.mode == QLE_CUDA_I8) return s * m.scale[j];
+  return s;
+}
+
+// out[r, j] = bias[j] + A[r, :] @ W[:, j]  (r < M, j < N)
+template <typename TA>
+__global__ void project_kernel(long M, long N, long K, const TA* __restrict__ A, Mat W,
+                               const float* __restrict__ bias, float* __restrict__ out) {
   const long j = blockIdx.x * (long)blockDim.x + threadIdx.x;
   const long r = blockIdx.y;
   if (j >= N || r >= M) return;
-  const float* a = A + r * K;
-  float s = bias[j];
-  for (long k = 0; k < K; ++k) s += a[k] * W[k * N + j];
-  out[r * N + j] = s;
+  out[r * N + j] = __fadd_rn(bias[j], dot(W, A + r * K, K, j, N));
 }
 
 // u = pre[b, j] + h_prev[b, :] @ W_h[:, j]; then the gates. Row strides are in floats.
 __global__ void step_kernel(long B, long H, const float* pre, long ld_pre,
                             const float* __restrict__ h_prev, long ld_hp,
-                            const float* c_prev, const float* __restrict__ W_h,
+                            const float* c_prev, Mat W_h,
                             const float* __restrict__ gs, const float* __restrict__ gb,
                             const float* __restrict__ alpha, float* h_out, long ld_ho,
                             float* c_out) {
@@ -35,8 +102,7 @@ __global__ void step_kernel(long B, long H, const float* pre, long ld_pre,
   const long b = blockIdx.y;
   if (j >= H || b >= B) return;
   const float* hp = h_prev + b * ld_hp;
-  float u = pre[b * ld_pre + j];
-  for (long k = 0; k < H; ++k) u += hp[k] * W_h[k * H + j];
+  const float u = __fadd_rn(pre[b * ld_pre + j], dot(W_h, hp, H, j, H));
   qle_cell_element(u, gs + j, gb + j, H, hp[j], c_prev[b * H + j], *alpha,
                    h_out + b * ld_ho + j, c_out + b * H + j);
 }
@@ -51,25 +117,35 @@ dim3 grid_for(long cols, long rows) {
   return dim3((unsigned)((cols + kThreads - 1) / kThreads), (unsigned)rows);
 }
 
+void project(cudaStream_t s, const QleCudaWeights* w, long M, long H, long D, const void* x,
+             const float* bias, float* out) {
+  const Mat wx{w->mode, w->block, w->W_x, w->W_x_scale};
+  if (w->mode == QLE_CUDA_F16)
+    project_kernel<__half><<<grid_for(H, M), kThreads, 0, s>>>(
+        M, H, D, static_cast<const __half*>(x), wx, bias, out);
+  else
+    project_kernel<float><<<grid_for(H, M), kThreads, 0, s>>>(
+        M, H, D, static_cast<const float*>(x), wx, bias, out);
+}
+
 }  // namespace
 
-int qle_cuda_cell(void* stream, long B, long D, long H, const float* x, const float* h,
-                  const float* c, const float* W_x, const float* W_h, const float* bias,
-                  const float* gate_scale, const float* gate_bias, const float* alpha,
-                  float* h_out, float* c_out) {
+int qle_cuda_cell(void* stream, const QleCudaWeights* w, long B, long D, long H, const void* x,
+                  const float* h, const float* c, const float* bias, const float* gate_scale,
+                  const float* gate_bias, const float* alpha, float* h_out, float* c_out) {
   if (B == 0 || H == 0) return 0;
   cudaStream_t s = static_cast<cudaStream_t>(stream);
-  const dim3 grid = grid_for(H, B);
-  project_kernel<<<grid, kThreads, 0, s>>>(B, H, D, x, W_x, bias, h_out);
-  step_kernel<<<grid, kThreads, 0, s>>>(B, H, h_out, H, h, H, c, W_h, gate_scale, gate_bias,
-                                        alpha, h_out, H, c_out);
+  const Mat wh{w->mode, w->block, w->W_h, w->W_h_scale};
+  project(s, w, B, H, D, x, bias, h_out);
+  step_kernel<<<grid_for(H, B), kThreads, 0, s>>>(B, H, h_out, H, h, H, c, wh, gate_scale,
+                                                  gate_bias, alpha, h_out, H, c_out);
   return (int)cudaGetLastError();
 }
 
-int qle_cuda_sequence(void* stream, long B, long T, long D, long H, const float* x,
-                      const float* h0, const float* c0, const float* W_x, const float* W_h,
-                      const float* bias, const float* gate_scale, const float* gate_bias,
-                      const float* alpha, float* Y, float* h_out, float* c_out) {
+int qle_cuda_sequence(void* stream, const QleCudaWeights* w, long B, long T, long D, long H,
+                      const void* x, const float* h0, const float* c0, const float* bias,
+                      const float* gate_scale, const float* gate_bias, const float* alpha,
+                      float* Y, float* h_out, float* c_out) {
   if (B == 0 || H == 0) return 0;
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   if (T == 0) {
@@ -77,7 +153,8 @@ int qle_cuda_sequence(void* stream, long B, long T, long D, long H, const float*
     cudaMemcpyAsync(c_out, c0, sizeof(float) * B * H, cudaMemcpyDeviceToDevice, s);
     return (int)cudaGetLastError();
   }
-  project_kernel<<<grid_for(H, B * T), kThreads, 0, s>>>(B * T, H, D, x, W_x, bias, Y);
+  const Mat wh{w->mode, w->block, w->W_h, w->W_h_scale};
+  project(s, w, B * T, H, D, x, bias, Y);
   const dim3 grid = grid_for(H, B);
   const long ldy = T * H;
   for (long t = 0; t < T; ++t) {
@@ -85,7 +162,7 @@ int qle_cuda_sequence(void* stream, long B, long T, long D, long H, const float*
     const long ld_hp = t == 0 ? H : ldy;
     const float* cp = t == 0 ? c0 : c_out;
     float* yt = Y + t * H;
-    step_kernel<<<grid, kThreads, 0, s>>>(B, H, yt, ldy, hp, ld_hp, cp, W_h, gate_scale,
+    step_kernel<<<grid, kThreads, 0, s>>>(B, H, yt, ldy, hp, ld_hp, cp, wh, gate_scale,
                                           gate_bias, alpha, yt, ldy, c_out);
   }
   copy_rows_kernel<<<grid, kThreads, 0, s>>>(B, H, Y + (T - 1) * H, ldy, h_out);

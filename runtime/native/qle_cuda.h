@@ -3,14 +3,32 @@
 // the node's cudaStream_t. Each returns 0 or a cudaError_t value.
 #pragma once
 
-int qle_cuda_cell(void* stream, long B, long D, long H, const float* x, const float* h,
-                  const float* c, const float* W_x, const float* W_h, const float* bias,
-                  const float* gate_scale, const float* gate_bias, const float* alpha,
-                  float* h_out, float* c_out);
+// Weight modes (exporters/quantize.py): the element type of x / W_x / W_h and the arithmetic.
+enum {
+  QLE_CUDA_F32 = 0,        // float32 everything
+  QLE_CUDA_F16 = 1,        // x, W float16; products rounded to float16, summed in float32
+  QLE_CUDA_I8 = 2,         // W int8 [K, N], scale [N]
+  QLE_CUDA_I8_DYNAMIC = 3, // W int8, activations quantized per row, exact int32 products
+  QLE_CUDA_I4 = 4          // W int4 (ONNX layout), scale [ceil(K / block), N]
+};
 
-int qle_cuda_sequence(void* stream, long B, long T, long D, long H, const float* x,
-                      const float* h0, const float* c0, const float* W_x, const float* W_h,
-                      const float* bias, const float* gate_scale, const float* gate_bias,
-                      const float* alpha, float* Y, float* h_out, float* c_out);
+struct QleCudaWeights {
+  int mode;
+  long block;           // int4 block size (unused otherwise)
+  const void* W_x;      // [D, H]
+  const void* W_h;      // [H, H]
+  const float* W_x_scale;  // int modes only
+  const float* W_h_scale;
+};
+
+// x is float32, or float16 in QLE_CUDA_F16.
+int qle_cuda_cell(void* stream, const QleCudaWeights* w, long B, long D, long H, const void* x,
+                  const float* h, const float* c, const float* bias, const float* gate_scale,
+                  const float* gate_bias, const float* alpha, float* h_out, float* c_out);
+
+int qle_cuda_sequence(void* stream, const QleCudaWeights* w, long B, long T, long D, long H,
+                      const void* x, const float* h0, const float* c0, const float* bias,
+                      const float* gate_scale, const float* gate_bias, const float* alpha,
+                      float* Y, float* h_out, float* c_out);
 
 const char* qle_cuda_error_string(int error);

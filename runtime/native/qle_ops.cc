@@ -1,16 +1,28 @@
 // onnxruntime custom-op registration for the qlstm_edge domain (op-set version 1):
-//   QLLSTMCell(x, h, c, W_x, W_h, bias, gate_scale, gate_bias, alpha) -> (h_new, c_new)
-//   QLLSTMSequence(x, h0, c0, W_x, W_h, bias, gate_scale, gate_bias, alpha) -> (Y, h_T, c_T)
+//   QLLSTMCell(x, h, c, W_x, W_h, bias, gate_scale, gate_bias, alpha [, W_x_scale, W_h_scale])
+//       -> (h_new, c_new)
+//   QLLSTMSequence(x, h0, c0, W_x, W_h, bias, gate_scale, gate_bias, alpha [, W_x_scale, W_h_scale])
+//       -> (Y, h_T, c_T)
+// Quantized weights follow exporters/quantize.py (custom-op contract version 1): the node's
+// quant_mode / block_size attributes and the element types of x, W_x, W_h select the mode:
+//   (no attribute)  fp32     every input float32, 9 inputs
+//   "fp16"          x, W_x, W_h float16; products rounded to float16 like the function body
+//   "int8"          W int8 [K, N], scales float32 [N] appended (inputs 9, 10)
+//   "int8-dynamic"  as int8, activations quantized per row on the fly, exact int32 products
+//   "int4"          W int4 [K, N], scales float32 [ceil(K / block_size), N] appended
 // CPU kernels always; CUDA kernels when built with QLE_WITH_CUDA.
 #define ORT_API_MANUAL_INIT
 #include <onnxruntime_cxx_api.h>
 #undef ORT_API_MANUAL_INIT
 
 #include <atomic>
+#include <memory>
 #include <mutex>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <string>
+#include <vector>
 
 #include "qle_cpu.h"
 #if defined(QLE_WITH_CUDA)
@@ -23,10 +35,59 @@ namespace {
 
 constexpr const char* kDomain = "qlstm_edge";
 constexpr const char* kIsaEnv = "QLSTM_EDGE_NATIVE_ISA";
-constexpr const char* kInputNames[9] = {"x", "h", "c", "W_x", "W_h",
-                                        "bias", "gate_scale", "gate_bias", "alpha"};
+constexpr size_t kRegularInputs = 9;
+constexpr size_t kMaxInputs = 11;
+constexpr const char* kInputNames[kMaxInputs] = {
+    "x", "h", "c", "W_x", "W_h", "bias", "gate_scale", "gate_bias", "alpha", "W_x_scale",
+    "W_h_scale"};
+// int8-dynamic: |sum of K products| <= K * 255 * 127 must fit int32 (the VNNI form adds 128).
+constexpr long kMaxDynamicK = 65536;
 
 std::atomic<unsigned long long> g_compute_calls{0};
+
+enum class Mode { F32, F16, I8, I8Dyn, I4 };
+
+const char* mode_name(Mode m) {
+  switch (m) {
+    case Mode::F32: return "fp32";
+    case Mode::F16: return "fp16";
+    case Mode::I8: return "int8";
+    case Mode::I8Dyn: return "int8-dynamic";
+    case Mode::I4: return "int4";
+  }
+  return "?";
+}
+
+bool quantized_integer(Mode m) { return m == Mode::I8 || m == Mode::I8Dyn || m == Mode::I4; }
+
+const char* type_name(ONNXTensorElementDataType t) {
+  switch (t) {
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT: return "float32";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16: return "float16";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8: return "int8";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT4: return "int4";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE: return "float64";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8: return "uint8";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32: return "int32";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64: return "int64";
+    default: return "another element type";
+  }
+}
+
+// Element type the contract gives input i in mode m.
+ONNXTensorElementDataType expected_type(Mode m, size_t i) {
+  if (i == 0) return m == Mode::F16 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16 : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  if (i == 3 || i == 4) {
+    switch (m) {
+      case Mode::F32: return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+      case Mode::F16: return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16;
+      case Mode::I8:
+      case Mode::I8Dyn: return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8;
+      case Mode::I4: return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT4;
+    }
+  }
+  return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+}
 
 struct Dims {
   size_t rank = 0;
@@ -35,7 +96,8 @@ struct Dims {
 
 struct Problem {
   long B = 0, T = 1, D = 0, H = 0;
-  const float* in[9] = {};
+  const void* in[kMaxInputs] = {};
+  const float* f(size_t i) const { return static_cast<const float*>(in[i]); }
 };
 
 OrtStatusPtr make_status(OrtErrorCode code, const char* msg) {
@@ -49,13 +111,23 @@ void format_dims(const Dims& s, char* buf, size_t n) {
   if (used < n) snprintf(buf + used, n - used, "]");
 }
 
-// Reads the shape of input i; fails for non-float tensors and ranks above 4.
-OrtStatusPtr input_dims(const Ort::KernelContext& ctx, const char* op, size_t i, Dims* out) {
+// Reads the shape of input i; fails for an element type the mode does not give it and for ranks
+// above 3.
+OrtStatusPtr input_dims(const Ort::KernelContext& ctx, const char* op, Mode mode, size_t i,
+                        Dims* out) {
   Ort::ConstValue v = ctx.GetInput(i);
   Ort::TensorTypeAndShapeInfo info = v.GetTensorTypeAndShapeInfo();
-  char msg[256];
-  if (info.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) {
-    snprintf(msg, sizeof msg, "%s: input '%s' must be float32", op, kInputNames[i]);
+  char msg[400];
+  const ONNXTensorElementDataType got = info.GetElementType(), want = expected_type(mode, i);
+  if (got != want) {
+    if (mode == Mode::F32)
+      snprintf(msg, sizeof msg,
+               "%s: input '%s' must be float32 (the node has no quant_mode attribute, so its "
+               "weights are float32), got %s",
+               op, kInputNames[i], type_name(got));
+    else
+      snprintf(msg, sizeof msg, "%s: input '%s' must be %s for quant_mode '%s', got %s", op,
+               kInputNames[i], type_name(want), mode_name(mode), type_name(got));
     return make_status(ORT_INVALID_ARGUMENT, msg);
   }
   out->rank = info.GetDimensionsCount();
@@ -84,17 +156,30 @@ OrtStatusPtr expect_shape(const char* op, size_t i, const Dims& got, size_t rank
   return make_status(ORT_INVALID_ARGUMENT, msg);
 }
 
-// Checks all nine inputs against the op contract and fills *p (B, T, D, H, data pointers).
-OrtStatusPtr validate(const Ort::KernelContext& ctx, bool sequence, Problem* p) {
+int64_t blocks_of(int64_t K, long block) { return (K + block - 1) / block; }
+
+// Checks the inputs against the op contract for `mode` and fills *p (B, T, D, H, data pointers).
+OrtStatusPtr validate(const Ort::KernelContext& ctx, bool sequence, Mode mode, long block,
+                      Problem* p) {
   const char* op = sequence ? "QLLSTMSequence" : "QLLSTMCell";
-  char msg[300];
-  if (ctx.GetInputCount() != 9) {
-    snprintf(msg, sizeof msg, "%s: expected 9 inputs, got %zu", op, ctx.GetInputCount());
+  char msg[400];
+  const size_t want_inputs = quantized_integer(mode) ? kMaxInputs : kRegularInputs;
+  if (ctx.GetInputCount() != want_inputs) {
+    if (quantized_integer(mode))
+      snprintf(msg, sizeof msg,
+               "%s: quant_mode '%s' needs 11 inputs (the 9 regular ones, then W_x_scale and "
+               "W_h_scale), got %zu",
+               op, mode_name(mode), ctx.GetInputCount());
+    else
+      snprintf(msg, sizeof msg,
+               "%s: expected 9 inputs for %s weights, got %zu (scale inputs need quant_mode "
+               "int8, int8-dynamic or int4)",
+               op, mode_name(mode), ctx.GetInputCount());
     return make_status(ORT_INVALID_ARGUMENT, msg);
   }
-  Dims s[9];
-  for (size_t i = 0; i < 9; ++i)
-    if (OrtStatusPtr st = input_dims(ctx, op, i, &s[i])) return st;
+  Dims s[kMaxInputs];
+  for (size_t i = 0; i < want_inputs; ++i)
+    if (OrtStatusPtr st = input_dims(ctx, op, mode, i, &s[i])) return st;
   const size_t xr = sequence ? 3 : 2;
   if (s[0].rank != xr) {
     snprintf(msg, sizeof msg, "%s: input 'x' must have rank %zu (%s), got rank %zu", op, xr,
@@ -119,11 +204,28 @@ OrtStatusPtr validate(const Ort::KernelContext& ctx, bool sequence, Problem* p) 
       (st = expect_shape(op, 7, s[7], 2, fh, "[4, H]")) ||
       (st = expect_shape(op, 8, s[8], 0, nullptr, "[] (0-d scalar)")))
     return st;
+  if (mode == Mode::I8 || mode == Mode::I8Dyn) {
+    if ((st = expect_shape(op, 9, s[9], 1, h1, "[H] (one scale per output channel)")) ||
+        (st = expect_shape(op, 10, s[10], 1, h1, "[H] (one scale per output channel)")))
+      return st;
+  } else if (mode == Mode::I4) {
+    const int64_t xs[2] = {blocks_of(D, block), H}, hs[2] = {blocks_of(H, block), H};
+    if ((st = expect_shape(op, 9, s[9], 2, xs, "[ceil(D / block_size), H]")) ||
+        (st = expect_shape(op, 10, s[10], 2, hs, "[ceil(H / block_size), H]")))
+      return st;
+  }
+  if (mode == Mode::I8Dyn && (D > kMaxDynamicK || H > kMaxDynamicK)) {
+    snprintf(msg, sizeof msg,
+             "%s: int8-dynamic supports input sizes up to %ld (exact int32 sums), got D=%lld, "
+             "H=%lld",
+             op, kMaxDynamicK, (long long)D, (long long)H);
+    return make_status(ORT_INVALID_ARGUMENT, msg);
+  }
   p->B = (long)B;
   p->T = (long)T;
   p->D = (long)D;
   p->H = (long)H;
-  for (size_t i = 0; i < 9; ++i) p->in[i] = ctx.GetInput(i).GetTensorData<float>();
+  for (size_t i = 0; i < want_inputs; ++i) p->in[i] = ctx.GetInput(i).GetTensorRawData();
   return nullptr;
 }
 
@@ -142,67 +244,249 @@ OrtStatusPtr guarded(const char* op, F&& body) {
   }
 }
 
+// Reads quant_mode / block_size from the node (absent quant_mode: fp32).
+OrtStatusPtr read_mode(const OrtApi& api, const OrtKernelInfo* info, const char* op, Mode* mode,
+                       long* block) {
+  *mode = Mode::F32;
+  *block = 0;
+  size_t size = 0;
+  if (OrtStatus* st = api.KernelInfoGetAttribute_string(info, "quant_mode", nullptr, &size)) {
+    api.ReleaseStatus(st);  // no such attribute: an unquantized node
+    return nullptr;
+  }
+  std::string value(size, '\0');
+  if (OrtStatus* st = api.KernelInfoGetAttribute_string(info, "quant_mode", &value[0], &size))
+    return st;
+  value.resize(strlen(value.c_str()));
+  const Mode modes[] = {Mode::F16, Mode::I8, Mode::I8Dyn, Mode::I4};
+  bool known = false;
+  for (Mode m : modes)
+    if (value == mode_name(m)) *mode = m, known = true;
+  char msg[400];
+  if (!known) {
+    snprintf(msg, sizeof msg,
+             "%s: unknown quant_mode '%s' (expected fp16, int8, int8-dynamic or int4; see "
+             "exporters/quantize.py)",
+             op, value.c_str());
+    return make_status(ORT_INVALID_ARGUMENT, msg);
+  }
+  int64_t bs = 0;
+  if (OrtStatus* st = api.KernelInfoGetAttribute_int64(info, "block_size", &bs)) {
+    api.ReleaseStatus(st);
+    bs = 0;
+  }
+  if (*mode == Mode::I4 && bs < 1) {
+    snprintf(msg, sizeof msg, "%s: quant_mode 'int4' needs a positive block_size attribute, got %lld",
+             op, (long long)bs);
+    return make_status(ORT_INVALID_ARGUMENT, msg);
+  }
+  *block = (long)bs;
+  return nullptr;
+}
+
 // ---------------------------------------------------------------------------------------------
-// CPU
+// CPU: weight matrices as the kernels read them
+
+long round_up(long v, long m) { return (v + m - 1) / m * m; }
+
+struct Matrix {
+  Mode mode = Mode::F32;
+  long K = 0, N = 0;
+  const float* f = nullptr;        // fp32: the input; fp16: converted copy
+  const int8_t* q = nullptr;       // int8: the input; int4: unpacked copy ([K, N])
+  const float* scale = nullptr;    // int8 / int4: the scale input
+  long block = 1;                  // int8: K (one block); int4: block_size
+  long Kp = 0, Np = 0;             // int8-dynamic packing
+  std::vector<float> f_own;
+  std::vector<int8_t> q_own;
+  std::vector<int32_t> colsum;
+  std::vector<float> ws;           // int8-dynamic: scale padded to Np
+};
+
+// Prepares W ([K, N], element type per mode) and its scale for the kernels. Returns an error
+// message or nullptr. Inputs that the kernels can read as they are (fp32, int8 and the scales)
+// are referenced, not copied: they must outlive the Matrix.
+const char* pack_matrix(Mode mode, long block, const void* data, const float* scale, long K,
+                        long N, Matrix* m) {
+  m->mode = mode;
+  m->K = K;
+  m->N = N;
+  const size_t n = (size_t)K * (size_t)N;
+  switch (mode) {
+    case Mode::F32:
+      m->f = static_cast<const float*>(data);
+      return nullptr;
+    case Mode::F16: {
+      const uint16_t* h = static_cast<const uint16_t*>(data);
+      m->f_own.resize(n);
+      for (size_t i = 0; i < n; ++i) m->f_own[i] = qle_f16_bits_to_f32(h[i]);
+      m->f = m->f_own.data();
+      return nullptr;
+    }
+    case Mode::I8:
+      m->q = static_cast<const int8_t*>(data);
+      m->scale = scale;
+      m->block = K > 0 ? K : 1;
+      return nullptr;
+    case Mode::I4: {
+      // ONNX INT4: element i of the row-major [K, N] tensor is nibble i % 2 (low first) of byte
+      // i / 2, two's complement.
+      const uint8_t* bytes = static_cast<const uint8_t*>(data);
+      m->q_own.resize(n);
+      for (size_t i = 0; i < n; ++i) {
+        const uint8_t nib = (uint8_t)((i & 1) ? bytes[i >> 1] >> 4 : bytes[i >> 1] & 0x0F);
+        m->q_own[i] = (int8_t)((int8_t)(nib << 4) >> 4);
+      }
+      m->q = m->q_own.data();
+      m->scale = scale;
+      m->block = block;
+      return nullptr;
+    }
+    case Mode::I8Dyn: {
+      const int8_t* w = static_cast<const int8_t*>(data);
+      m->Kp = round_up(K, 4);
+      m->Np = round_up(N, 16);
+      m->q_own.assign((size_t)m->Kp * (size_t)m->Np, 0);
+      m->colsum.assign((size_t)m->Np, 0);
+      for (long k = 0; k < K; ++k) {
+        for (long j = 0; j < N; ++j) {
+          const int8_t v = w[k * N + j];
+          if (v == -128)
+            return "int8-dynamic weights must lie in [-127, 127] (symmetric int8); found -128";
+          m->q_own[(size_t)(((k / 4) * m->Np + j) * 4 + k % 4)] = v;
+          m->colsum[(size_t)j] += v;
+        }
+      }
+      m->ws.assign((size_t)m->Np, 0.0f);
+      memcpy(m->ws.data(), scale, sizeof(float) * (size_t)N);
+      m->q = m->q_own.data();
+      return nullptr;
+    }
+  }
+  return "unknown mode";
+}
+
+struct Weights {
+  Matrix wx, wh;
+};
+
+const char* pack_weights(Mode mode, long block, const void* W_x, const void* W_h,
+                         const float* sx, const float* sh, long D, long H, Weights* w) {
+  if (const char* e = pack_matrix(mode, block, W_x, sx, D, H, &w->wx)) return e;
+  return pack_matrix(mode, block, W_h, sh, H, H, &w->wh);
+}
+
+// Per-thread scratch (onnxruntime may run one kernel on several threads at once).
+struct Scratch {
+  std::vector<float> a, t, s;
+  std::vector<int8_t> q;
+};
+thread_local Scratch t_scratch;
+
+template <typename V>
+typename V::value_type* grow(V& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+  return v.data();
+}
+
+// out[r, :] = init[r, :] + A[r, :] @ W for r < M, with W's mode arithmetic (the function body's):
+//   fp32: float32 products; fp16: A and the product rounded to float16, summed in float32;
+//   int8 / int4: float32 products with the int8 weights and the (block) scales;
+//   int8-dynamic: A quantized per row, exact int32 products, (acc * s_row) * s_col.
+// init may alias out (ldinit == 0 broadcasts one row).
+void matmul(const QleCpuKernels* k, const Matrix& W, long M, const float* A, long lda,
+            const float* init, long ldinit, float* out, long ldo) {
+  const long K = W.K, N = W.N;
+  Scratch& s = t_scratch;
+  switch (W.mode) {
+    case Mode::F32:
+      k->gemm(M, N, K, A, lda, W.f, N, init, ldinit, out, ldo);
+      return;
+    case Mode::F16: {
+      float* a16 = grow(s.a, (size_t)(M * K));
+      float* t = grow(s.t, (size_t)(M * N + N));
+      float* zero = t + M * N;
+      memset(zero, 0, sizeof(float) * (size_t)N);
+      for (long r = 0; r < M; ++r) k->round_f16(K, A + r * lda, a16 + r * K);
+      k->gemm(M, N, K, a16, K, W.f, N, zero, 0, t, N);
+      k->round_f16(M * N, t, t);
+      for (long r = 0; r < M; ++r) {
+        const float* in = init + r * ldinit;
+        const float* tr = t + r * N;
+        float* o = out + r * ldo;
+        for (long j = 0; j < N; ++j) o[j] = in[j] + tr[j];
+      }
+      return;
+    }
+    case Mode::I8:
+    case Mode::I4:
+      k->gemm_w8(M, N, K, A, lda, W.q, W.scale, W.block, init, ldinit, out, ldo);
+      return;
+    case Mode::I8Dyn: {
+      int8_t* q = grow(s.q, (size_t)(M * W.Kp));
+      float* xs = grow(s.s, (size_t)M);
+      k->quant_rows(M, K, A, lda, q, W.Kp, xs);
+      k->gemm_i8(M, N, W.Kp, q, W.Kp, xs, W.q, W.Np, W.colsum.data(), W.ws.data(), init, ldinit,
+                 out, ldo);
+      return;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// CPU kernels
 
 constexpr long kRowGroup = 4;     // batch rows that share one pass over the weights
 constexpr long kProjChunk = 64;   // rows of the sequence input projection per task
 constexpr long kParallelMacs = 1L << 17;
 
-struct CellTask {
+struct Args {
   const QleCpuKernels* k;
-  long B, D, H;
-  const float *x, *h, *c, *Wx, *Wh, *bias, *gs, *gb;
+  const Weights* w;
+  long B, T, D, H;
+  const float *x, *h, *c, *bias, *gs, *gb;  // x as float32 (fp16 x converted by the caller)
   float alpha;
-  float *h_out, *c_out;
+  float *Y, *h_out, *c_out;                 // Y: sequence only
 };
 
-void cell_rows(const CellTask& a, long r0, long r1) {
+void cell_rows(const Args& a, long r0, long r1) {
   const long m = r1 - r0, H = a.H;
   float* u = a.h_out + r0 * H;
-  a.k->gemm(m, H, a.D, a.x + r0 * a.D, a.D, a.Wx, H, a.bias, 0, u, H);
-  a.k->gemm(m, H, H, a.h + r0 * H, H, a.Wh, H, u, H, u, H);
+  matmul(a.k, a.w->wx, m, a.x + r0 * a.D, a.D, a.bias, 0, u, H);
+  matmul(a.k, a.w->wh, m, a.h + r0 * H, H, u, H, u, H);
   for (long r = r0; r < r1; ++r)
     a.k->gates(H, a.h_out + r * H, a.h + r * H, a.c + r * H, a.gs, a.gb, a.alpha,
                a.h_out + r * H, a.c_out + r * H);
 }
 
 void cell_task(void* p, size_t g) {
-  const CellTask& a = *static_cast<const CellTask*>(p);
+  const Args& a = *static_cast<const Args*>(p);
   const long r0 = (long)g * kRowGroup;
   cell_rows(a, r0, r0 + kRowGroup < a.B ? r0 + kRowGroup : a.B);
 }
 
-struct SeqTask {
-  const QleCpuKernels* k;
-  long B, T, D, H;
-  const float *x, *h0, *c0, *Wx, *Wh, *bias, *gs, *gb;
-  float alpha;
-  float *Y, *h_out, *c_out;
-};
-
 void seq_project_task(void* p, size_t chunk) {
-  const SeqTask& a = *static_cast<const SeqTask*>(p);
+  const Args& a = *static_cast<const Args*>(p);
   const long M = a.B * a.T, r0 = (long)chunk * kProjChunk;
   const long m = M - r0 < kProjChunk ? M - r0 : kProjChunk;
-  a.k->gemm(m, a.H, a.D, a.x + r0 * a.D, a.D, a.Wx, a.H, a.bias, 0, a.Y + r0 * a.H, a.H);
+  matmul(a.k, a.w->wx, m, a.x + r0 * a.D, a.D, a.bias, 0, a.Y + r0 * a.H, a.H);
 }
 
 // Recurrence for batch rows [b0, b0 + m): Y[:, t] holds x_t @ W_x + bias and is overwritten
 // with h_t; c_out carries c between steps.
 void seq_recur_task(void* p, size_t g) {
-  const SeqTask& a = *static_cast<const SeqTask*>(p);
+  const Args& a = *static_cast<const Args*>(p);
   const long b0 = (long)g * kRowGroup;
   const long m = a.B - b0 < kRowGroup ? a.B - b0 : kRowGroup;
   const long H = a.H, ldy = a.T * H;
   float* y0 = a.Y + b0 * ldy;
   float* c = a.c_out + b0 * H;
   for (long t = 0; t < a.T; ++t) {
-    const float* hp = t == 0 ? a.h0 + b0 * H : y0 + (t - 1) * H;
+    const float* hp = t == 0 ? a.h + b0 * H : y0 + (t - 1) * H;
     const long ld_hp = t == 0 ? H : ldy;
-    const float* cp = t == 0 ? a.c0 + b0 * H : c;
+    const float* cp = t == 0 ? a.c + b0 * H : c;
     float* u = y0 + t * H;
-    a.k->gemm(m, H, H, hp, ld_hp, a.Wh, H, u, ldy, u, ldy);
+    matmul(a.k, a.w->wh, m, hp, ld_hp, u, ldy, u, ldy);
     for (long r = 0; r < m; ++r)
       a.k->gates(H, u + r * ldy, hp + r * ld_hp, cp + r * H, a.gs, a.gb, a.alpha, u + r * ldy,
                  c + r * H);
@@ -214,33 +498,71 @@ void seq_recur_task(void* p, size_t g) {
 struct CpuKernel {
   const QleCpuKernels* k;
   bool sequence;
+  Mode mode;
+  long block;
+  // Weights packed once from constant initializers (null when they are graph inputs: then
+  // every call packs its own copy).
+  std::unique_ptr<Weights> packed;
+  std::string pack_error;
+
+  const char* op() const { return sequence ? "QLLSTMSequence" : "QLLSTMCell"; }
 
   OrtStatusPtr ComputeV2(OrtKernelContext* context) {
-    return guarded(sequence ? "QLLSTMSequence" : "QLLSTMCell", [&]() -> OrtStatusPtr {
+    return guarded(op(), [&]() -> OrtStatusPtr {
       g_compute_calls.fetch_add(1, std::memory_order_relaxed);
       Ort::KernelContext ctx(context);
       Problem p;
-      if (OrtStatusPtr st = validate(ctx, sequence, &p)) return st;
-      return sequence ? run_sequence(ctx, p) : run_cell(ctx, p);
+      if (OrtStatusPtr st = validate(ctx, sequence, mode, block, &p)) return st;
+      char msg[400];
+      if (!pack_error.empty()) {
+        snprintf(msg, sizeof msg, "%s: %s", op(), pack_error.c_str());
+        return make_status(ORT_INVALID_ARGUMENT, msg);
+      }
+      Weights local;
+      const Weights* w = packed.get();
+      if (w == nullptr) {
+        if (const char* e = pack_weights(mode, block, p.in[3], p.in[4], p.f(9), p.f(10), p.D,
+                                         p.H, &local)) {
+          snprintf(msg, sizeof msg, "%s: %s", op(), e);
+          return make_status(ORT_INVALID_ARGUMENT, msg);
+        }
+        w = &local;
+      }
+      return sequence ? run_sequence(ctx, p, w) : run_cell(ctx, p, w);
     });
   }
 
-  OrtStatusPtr run_cell(Ort::KernelContext& ctx, const Problem& p) const {
+  // x as float32: the input itself, or converted from float16 into `buf`.
+  const float* x_f32(const Problem& p, long n, std::vector<float>* buf) const {
+    if (mode != Mode::F16) return p.f(0);
+    const uint16_t* h = static_cast<const uint16_t*>(p.in[0]);
+    buf->resize((size_t)n);
+    for (long i = 0; i < n; ++i) (*buf)[(size_t)i] = qle_f16_bits_to_f32(h[i]);
+    return buf->data();
+  }
+
+  Args args(const Problem& p, const Weights* w, const float* x, float* Y, float* h_out,
+            float* c_out) const {
+    return Args{k,      w,      p.B,    p.T,    p.D,       p.H,   x,     p.f(1), p.f(2),
+                p.f(5), p.f(6), p.f(7), *p.f(8), Y,        h_out, c_out};
+  }
+
+  OrtStatusPtr run_cell(Ort::KernelContext& ctx, const Problem& p, const Weights* w) const {
     const int64_t shape[2] = {p.B, p.H};
     float* h_out = ctx.GetOutput(0, shape, 2).GetTensorMutableData<float>();
     float* c_out = ctx.GetOutput(1, shape, 2).GetTensorMutableData<float>();
     if (p.B == 0 || p.H == 0) return nullptr;
-    CellTask a{k,        p.B,      p.D,      p.H,      p.in[0],   p.in[1], p.in[2],
-               p.in[3],  p.in[4],  p.in[5],  p.in[6],  p.in[7],   *p.in[8], h_out, c_out};
+    std::vector<float> xbuf;
+    const Args a = args(p, w, x_f32(p, p.B * p.D, &xbuf), nullptr, h_out, c_out);
     const long groups = (p.B + kRowGroup - 1) / kRowGroup;
     if (groups > 1 && p.B * (p.D + p.H) * p.H >= kParallelMacs)
-      ctx.ParallelFor(cell_task, (size_t)groups, 0, &a);
+      ctx.ParallelFor(cell_task, (size_t)groups, 0, const_cast<Args*>(&a));
     else
       cell_rows(a, 0, p.B);
     return nullptr;
   }
 
-  OrtStatusPtr run_sequence(Ort::KernelContext& ctx, const Problem& p) const {
+  OrtStatusPtr run_sequence(Ort::KernelContext& ctx, const Problem& p, const Weights* w) const {
     const int64_t yshape[3] = {p.B, p.T, p.H}, sshape[2] = {p.B, p.H};
     float* Y = ctx.GetOutput(0, yshape, 3).GetTensorMutableData<float>();
     float* h_out = ctx.GetOutput(1, sshape, 2).GetTensorMutableData<float>();
@@ -251,33 +573,80 @@ struct CpuKernel {
       memcpy(c_out, p.in[2], sizeof(float) * p.B * p.H);
       return nullptr;
     }
-    SeqTask a{k,       p.B,     p.T,     p.D,     p.H,      p.in[0], p.in[1], p.in[2], p.in[3],
-              p.in[4], p.in[5], p.in[6], p.in[7], *p.in[8], Y,       h_out,   c_out};
+    std::vector<float> xbuf;
     const long M = p.B * p.T;
+    const Args a = args(p, w, x_f32(p, M * p.D, &xbuf), Y, h_out, c_out);
     const long chunks = (M + kProjChunk - 1) / kProjChunk;
     if (chunks > 1 && M * p.D * p.H >= kParallelMacs)
-      ctx.ParallelFor(seq_project_task, (size_t)chunks, 0, &a);
+      ctx.ParallelFor(seq_project_task, (size_t)chunks, 0, const_cast<Args*>(&a));
     else
-      k->gemm(M, p.H, p.D, a.x, p.D, a.Wx, p.H, a.bias, 0, Y, p.H);
+      matmul(k, w->wx, M, a.x, p.D, a.bias, 0, Y, p.H);
     const long groups = (p.B + kRowGroup - 1) / kRowGroup;
     if (groups > 1 && p.T * p.H * p.H * kRowGroup >= kParallelMacs)
-      ctx.ParallelFor(seq_recur_task, (size_t)groups, 0, &a);
+      ctx.ParallelFor(seq_recur_task, (size_t)groups, 0, const_cast<Args*>(&a));
     else
-      for (long g = 0; g < groups; ++g) seq_recur_task(&a, (size_t)g);
+      for (long g = 0; g < groups; ++g) seq_recur_task(const_cast<Args*>(&a), (size_t)g);
     return nullptr;
   }
 };
 
+// Packs the weights at kernel creation when W_x, W_h (and their scales) are constant
+// initializers with consistent shapes; otherwise leaves it to each Compute call.
+void prepack(const OrtKernelInfo* info, CpuKernel* kern) {
+  if (kern->mode == Mode::F32) return;
+  Ort::ConstKernelInfo ki(info);
+  const size_t n = quantized_integer(kern->mode) ? kMaxInputs : kRegularInputs;
+  if (ki.GetInputCount() != n) return;
+  const size_t idx[4] = {3, 4, 9, 10};
+  Ort::ConstValue v[4];
+  for (size_t j = 0; j < (n == kMaxInputs ? 4u : 2u); ++j) {
+    int is_const = 0;
+    v[j] = ki.GetTensorConstantInput(idx[j], &is_const);
+    if (!is_const || v[j] == nullptr) return;
+    if (v[j].GetTensorTypeAndShapeInfo().GetElementType() != expected_type(kern->mode, idx[j])) return;
+  }
+  const std::vector<int64_t> sx = v[0].GetTensorTypeAndShapeInfo().GetShape();
+  const std::vector<int64_t> sh = v[1].GetTensorTypeAndShapeInfo().GetShape();
+  if (sx.size() != 2 || sh.size() != 2 || sh[0] != sh[1] || sx[1] != sh[1]) return;
+  const long D = (long)sx[0], H = (long)sh[0];
+  const float *scx = nullptr, *sch = nullptr;
+  if (n == kMaxInputs) {
+    const std::vector<int64_t> a = v[2].GetTensorTypeAndShapeInfo().GetShape();
+    const std::vector<int64_t> b = v[3].GetTensorTypeAndShapeInfo().GetShape();
+    const int64_t want_x = kern->mode == Mode::I4 ? blocks_of(D, kern->block) * H : H;
+    const int64_t want_h = kern->mode == Mode::I4 ? blocks_of(H, kern->block) * H : H;
+    int64_t na = 1, nb = 1;
+    for (int64_t d : a) na *= d;
+    for (int64_t d : b) nb *= d;
+    if (na != want_x || nb != want_h) return;
+    scx = static_cast<const float*>(v[2].GetTensorRawData());
+    sch = static_cast<const float*>(v[3].GetTensorRawData());
+  }
+  if (kern->mode == Mode::I8Dyn && (D > kMaxDynamicK || H > kMaxDynamicK)) return;
+  std::unique_ptr<Weights> w(new Weights);
+  if (const char* e = pack_weights(kern->mode, kern->block, v[0].GetTensorRawData(),
+                                   v[1].GetTensorRawData(), scx, sch, D, H, w.get())) {
+    kern->pack_error = e;
+    return;
+  }
+  kern->packed = std::move(w);
+}
+
 // ---------------------------------------------------------------------------------------------
-// Op definitions
+// Op definitions: 9 regular inputs plus 2 optional scale inputs; x, W_x and W_h take whatever
+// element type the mode gives them (checked by validate()), every other input is float32.
 
 template <typename TOp, typename TKernel>
 struct QleOpBase : Ort::CustomOpBase<TOp, TKernel, true> {
   explicit QleOpBase(bool seq) : sequence(seq) {}
   const char* GetName() const { return sequence ? "QLLSTMSequence" : "QLLSTMCell"; }
-  size_t GetInputTypeCount() const { return 9; }
-  ONNXTensorElementDataType GetInputType(size_t) const {
-    return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  size_t GetInputTypeCount() const { return kMaxInputs; }
+  ONNXTensorElementDataType GetInputType(size_t i) const {
+    return (i == 0 || i == 3 || i == 4) ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED
+                                        : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  }
+  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t i) const {
+    return i < kRegularInputs ? INPUT_OUTPUT_REQUIRED : INPUT_OUTPUT_OPTIONAL;
   }
   size_t GetOutputTypeCount() const { return sequence ? 3 : 2; }
   ONNXTensorElementDataType GetOutputType(size_t) const {
@@ -289,7 +658,7 @@ struct QleOpBase : Ort::CustomOpBase<TOp, TKernel, true> {
 struct CpuOp : QleOpBase<CpuOp, CpuKernel> {
   explicit CpuOp(bool seq) : QleOpBase(seq) {}
   const char* GetExecutionProviderType() const { return "CPUExecutionProvider"; }
-  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo*, void** kernel) const {
+  OrtStatusPtr CreateKernelV2(const OrtApi& api, const OrtKernelInfo* info, void** kernel) const {
     const char* isa = getenv(kIsaEnv);
     const char* err = nullptr;
     const QleCpuKernels* k = qle_select_isa(isa, &err);
@@ -298,14 +667,36 @@ struct CpuOp : QleOpBase<CpuOp, CpuKernel> {
       snprintf(msg, sizeof msg, "%s: %s=%s: %s", GetName(), kIsaEnv, isa, err);
       return make_status(ORT_INVALID_ARGUMENT, msg);
     }
-    *kernel = new CpuKernel{k, sequence};
+    Mode mode;
+    long block;
+    if (OrtStatusPtr st = read_mode(api, info, GetName(), &mode, &block)) return st;
+    std::unique_ptr<CpuKernel> kern(new CpuKernel{k, sequence, mode, block, nullptr, {}});
+    OrtStatusPtr st = guarded(GetName(), [&]() -> OrtStatusPtr {
+      prepack(info, kern.get());
+      return nullptr;
+    });
+    if (st != nullptr) return st;
+    *kernel = kern.release();
     return nullptr;
   }
 };
 
 #if defined(QLE_WITH_CUDA)
+int cuda_mode(Mode m) {
+  switch (m) {
+    case Mode::F32: return QLE_CUDA_F32;
+    case Mode::F16: return QLE_CUDA_F16;
+    case Mode::I8: return QLE_CUDA_I8;
+    case Mode::I8Dyn: return QLE_CUDA_I8_DYNAMIC;
+    case Mode::I4: return QLE_CUDA_I4;
+  }
+  return QLE_CUDA_F32;
+}
+
 struct CudaKernel {
   bool sequence;
+  Mode mode;
+  long block;
 
   OrtStatusPtr ComputeV2(OrtKernelContext* context) {
     const char* op = sequence ? "QLLSTMSequence" : "QLLSTMCell";
@@ -313,8 +704,9 @@ struct CudaKernel {
       g_compute_calls.fetch_add(1, std::memory_order_relaxed);
       Ort::KernelContext ctx(context);
       Problem p;
-      if (OrtStatusPtr st = validate(ctx, sequence, &p)) return st;
+      if (OrtStatusPtr st = validate(ctx, sequence, mode, block, &p)) return st;
       void* stream = ctx.GetGPUComputeStream();
+      QleCudaWeights w{cuda_mode(mode), block, p.in[3], p.in[4], p.f(9), p.f(10)};
       const int64_t sshape[2] = {p.B, p.H};
       int err;
       if (sequence) {
@@ -322,13 +714,13 @@ struct CudaKernel {
         float* Y = ctx.GetOutput(0, yshape, 3).GetTensorMutableData<float>();
         float* h_out = ctx.GetOutput(1, sshape, 2).GetTensorMutableData<float>();
         float* c_out = ctx.GetOutput(2, sshape, 2).GetTensorMutableData<float>();
-        err = qle_cuda_sequence(stream, p.B, p.T, p.D, p.H, p.in[0], p.in[1], p.in[2], p.in[3],
-                                p.in[4], p.in[5], p.in[6], p.in[7], p.in[8], Y, h_out, c_out);
+        err = qle_cuda_sequence(stream, &w, p.B, p.T, p.D, p.H, p.in[0], p.f(1), p.f(2), p.f(5),
+                                p.f(6), p.f(7), p.f(8), Y, h_out, c_out);
       } else {
         float* h_out = ctx.GetOutput(0, sshape, 2).GetTensorMutableData<float>();
         float* c_out = ctx.GetOutput(1, sshape, 2).GetTensorMutableData<float>();
-        err = qle_cuda_cell(stream, p.B, p.D, p.H, p.in[0], p.in[1], p.in[2], p.in[3], p.in[4],
-                            p.in[5], p.in[6], p.in[7], p.in[8], h_out, c_out);
+        err = qle_cuda_cell(stream, &w, p.B, p.D, p.H, p.in[0], p.f(1), p.f(2), p.f(5), p.f(6),
+                            p.f(7), p.f(8), h_out, c_out);
       }
       if (err == 0) return nullptr;
       char msg[300];
@@ -341,8 +733,11 @@ struct CudaKernel {
 struct CudaOp : QleOpBase<CudaOp, CudaKernel> {
   explicit CudaOp(bool seq) : QleOpBase(seq) {}
   const char* GetExecutionProviderType() const { return "CUDAExecutionProvider"; }
-  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo*, void** kernel) const {
-    *kernel = new CudaKernel{sequence};
+  OrtStatusPtr CreateKernelV2(const OrtApi& api, const OrtKernelInfo* info, void** kernel) const {
+    Mode mode;
+    long block;
+    if (OrtStatusPtr st = read_mode(api, info, GetName(), &mode, &block)) return st;
+    *kernel = new CudaKernel{sequence, mode, block};
     return nullptr;
   }
 };
@@ -379,7 +774,7 @@ void create_domain(const OrtApi* api) {
   g_domain = d;
 }
 
-char g_info[256];
+char g_info[512];
 std::once_flag g_info_once;
 
 }  // namespace
@@ -413,17 +808,22 @@ QLE_EXPORT const char* qle_native_info(void) {
   std::call_once(g_info_once, [] {
     const char* err = nullptr;
     const QleCpuKernels* best = qle_select_isa(nullptr, &err);
-    snprintf(g_info, sizeof g_info,
-             "{\"ort_api_version\": %d, \"cuda\": %s, \"isa_supported\": {\"scalar\": true, "
-             "\"avx2\": %s, \"avx512\": %s}, \"isa_auto\": \"%s\"}",
-             ORT_API_VERSION,
+    size_t used = (size_t)snprintf(
+        g_info, sizeof g_info,
+        "{\"ort_api_version\": %d, \"cuda\": %s, \"quant_modes\": [\"fp16\", \"int8\", "
+        "\"int8-dynamic\", \"int4\"], \"isa_supported\": {",
+        ORT_API_VERSION,
 #if defined(QLE_WITH_CUDA)
-             "true",
+        "true"
 #else
-             "false",
+        "false"
 #endif
-             qle_cpu_has_avx2() ? "true" : "false", qle_cpu_has_avx512() ? "true" : "false",
-             best->name);
+    );
+    for (int i = 0; i < 5 && used < sizeof g_info; ++i)
+      used += (size_t)snprintf(g_info + used, sizeof g_info - used, "%s\"%s\": %s", i ? ", " : "",
+                               qle_isa_names[i], qle_cpu_supports(qle_isa_names[i]) ? "true" : "false");
+    if (used < sizeof g_info)
+      snprintf(g_info + used, sizeof g_info - used, "}, \"isa_auto\": \"%s\"}", best->name);
   });
   return g_info;
 }

@@ -1,0 +1,42 @@
+// xLSTM CPU kernels: the qlstm_edge::sLSTMCell / sLSTMSequence / mLSTMCell / mLSTMSequence custom
+// ops (qlstm_edge/families/xlstm/export.py has the signatures and the function bodies these match;
+// the maths is the official xlstm package's, 2.0.4+). A cell op is the sequence op with T = 1.
+//
+// sLSTM, per step (H = NH * DH, gates i, f, z, o gate-major, each block head-major):
+//   raw = (x + y_h @ R[g, h]) + b                        (per gate g and head h)
+//   lfm = m + logsigmoid(f_raw);  m' = n == 0 ? i_raw : max(i_raw, lfm)
+//   i = min(exp(i_raw - m'), 1);  f = min(exp(lfm - m'), 1)
+//   c' = f c + i tanh(z_raw);  n' = f n + i;  y' = (sigmoid(o_raw) c') / n'
+// mLSTM, per step, batch row and head:
+//   lfm = logsigmoid(f) + m;  m' = max(lfm, i);  f~ = exp(lfm - m');  i~ = exp(i - m')
+//   ik = i~ (k_scale k);  C' = f~ C + ik v^T;  n' = f~ n + ik;  q~ = q_scale q
+//   h = (q~ C') / (max(|q~ . n'|, exp(-m')) + eps)
+#pragma once
+
+#include "qle_cpu.h"
+
+struct QleSlstmArgs {
+  long B, T, NH, DH;              // H = NH * DH
+  const float* x;                 // [B, T, 4H]
+  const float *y, *c, *n, *m;     // [B, H]
+  const float* R;                 // [4, NH, DH, DH]
+  const float* b;                 // [4H]
+  float* Y;                       // [B, T, H]
+  float *y_out, *c_out, *n_out, *m_out;  // [B, H]
+};
+
+struct QleMlstmArgs {
+  long B, T, NH, DK, DV;
+  const float *q, *k;             // [B, T, NH, DK]
+  const float* v;                 // [B, T, NH, DV]
+  const float *i, *f;             // [B, T, NH]
+  const float *C, *n, *m;         // [B, NH, DK, DV], [B, NH, DK], [B, NH, 1]
+  float q_scale, k_scale, eps;
+  float* Hout;                    // [B, T, NH, DV]
+  float *C_out, *n_out, *m_out;
+};
+
+// Rows [r0, r1) of the batch (independent: callers may split them across threads).
+void qle_slstm_rows(const QleCpuKernels* k, const QleSlstmArgs& a, long r0, long r1);
+// Streams (batch row, head) with flat index s = row * NH + head in [s0, s1).
+void qle_mlstm_streams(const QleCpuKernels* k, const QleMlstmArgs& a, long s0, long s1);
