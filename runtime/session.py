@@ -85,6 +85,7 @@ class _Engine:
         # int8, which drifts ~5e-3 from the body's own arithmetic)
         so.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "0")
         self.native_library: Optional[Path] = None
+        self.native_ops: Optional[set] = None  # ops the registered library implements (None: not listed)
         self.native_note = ""
         mode = NATIVE_CHOICES.get(native)
         if mode is None:
@@ -109,7 +110,11 @@ class _Engine:
         self._check_graph(path)
         self.step_limit = self._step_limit(path)
         self.provider = self.sess.get_providers()[0]
-        self.op_path = "native" if self.native_library is not None else "function-body"
+        self.op_path = self._op_path()
+        if mode == "on" and self.op_path != "native":
+            missing = sorted(set(self.meta.custom_ops) - (self.native_ops or set()))
+            raise NativeLibraryError(f"native='on' but the native op library has no kernels for {missing} "
+                                     f"(it implements {sorted(self.native_ops or [])}); use native='auto'")
         m = self.meta
         self.x_spec, self.y_spec = m.inputs[0], m.outputs[0]
         self.out_names = [self.y_spec.name] + [s.output for s in m.states]
@@ -140,6 +145,16 @@ class _Engine:
                                  f"step_counter naming an int64 [batch] state, got step_counter={counter!r}")
         return limit, counter
 
+    def _op_path(self) -> str:
+        """"native" when the library has a kernel for every custom op of the model, "function-body" when it has
+        none (or is not registered), "mixed" otherwise (the library's info lists its ops)."""
+        if self.native_library is None:
+            return "function-body"
+        if self.native_ops is None:
+            return "native"
+        covered = [op in self.native_ops for op in self.meta.custom_ops]
+        return "native" if all(covered) else "mixed" if any(covered) else "function-body"
+
     def _register_native(self, so: ort.SessionOptions, mode: str, cuda: bool) -> None:
         from . import native_lib
 
@@ -155,6 +170,7 @@ class _Engine:
                 _warned_missing.append(True)
                 log.warning("native op library not used, running function bodies instead: %s", status["reason"])
             return
+        self.native_ops = set(status["ops"]) if status.get("ops") is not None else None
         try:
             self.native_library = native_lib.register(so, cuda=cuda)
         except Exception as e:  # a library built for another onnxruntime, a broken file, ...
@@ -231,7 +247,7 @@ class StreamingSession:
 
     @property
     def op_path(self) -> str:
-        """"native" when the native op library runs the custom ops, else "function-body"."""
+        """"native" (the native library runs every custom op), "mixed" (some) or "function-body"."""
         return self._e.op_path
 
     @property
