@@ -20,6 +20,7 @@ CUDA_LIB_NAME = "libqlstm_edge_ops_cuda.so"
 LIB_ENV = "QLSTM_EDGE_NATIVE_LIB"
 ISA_ENV = "QLSTM_EDGE_NATIVE_ISA"
 ISA_CHOICES = ("scalar", "avx2", "avxvnni", "avx512", "avx512vnni")
+DOMAIN = "qlstm_edge"
 
 _HERE = Path(__file__).resolve().parent
 _loaded: dict = {}
@@ -80,10 +81,15 @@ def _effective_isa(info: dict) -> tuple[Optional[str], Optional[str]]:
 
 
 def status(cuda: bool = False) -> dict:
-    """{available, path, reason, isa, isa_supported, cuda, ort_api_version} for this machine."""
+    """{available, path, reason, isa, isa_supported, cuda, ort_api_version, ops, quantized_ops} for this machine.
+
+    ops: every custom op the library registers (None for a library that does not list them);
+    quantized_ops: those of them that also take quantized nodes (a quant_mode attribute); the others
+    take float32 nodes only.
+    """
     path = library_path(cuda)
     out = {"available": False, "path": str(path) if path else None, "reason": None, "isa": None,
-           "isa_supported": None, "cuda": None, "ort_api_version": None}
+           "isa_supported": None, "cuda": None, "ort_api_version": None, "ops": None, "quantized_ops": None}
     if path is None:
         out["reason"] = _missing_reason(cuda)
         return out
@@ -97,12 +103,40 @@ def status(cuda: bool = False) -> dict:
         return out
     isa, why = _effective_isa(info)
     out.update(isa=isa, isa_supported=info["isa_supported"], cuda=info["cuda"],
-               ort_api_version=info["ort_api_version"])
+               ort_api_version=info["ort_api_version"], ops=info.get("ops"), quantized_ops=info.get("quantized_ops"))
     if why:
         out["reason"] = why
         return out
     out["available"] = True
     return out
+
+
+def unsupported_nodes(model_path, st: dict) -> list:
+    """Custom nodes of the model that the library described by ``st`` (``status()``) has no kernel for.
+
+    onnxruntime checks a node against the registered op's signature, so a library registered on a session
+    whose model has such a node (an op the library lacks is fine; a quantized node of a float32-only op is
+    not) makes the model fail to load: run those models through the function bodies. Empty when the
+    library does not list its ops, and for a file that is not an ONNX model (loading it reports that).
+    Entries read "OpName (quant_mode int8)".
+    """
+    ops, quantized = st.get("ops"), set(st.get("quantized_ops") or ())
+    if ops is None:
+        return []
+    import onnx  # only when a model is checked
+
+    try:
+        model = onnx.load(str(model_path), load_external_data=False)
+    except Exception:  # not a model (protobuf decode errors have no common type): the session load says so
+        return []
+    out = []
+    for node in model.graph.node:
+        if node.domain != DOMAIN or node.op_type not in ops:
+            continue
+        mode = next((a.s.decode() for a in node.attribute if a.name == "quant_mode"), None)
+        if mode is not None and node.op_type not in quantized:
+            out.append(f"{node.op_type} (quant_mode {mode})")
+    return sorted(set(out))
 
 
 def register(session_options, cuda: bool = False) -> Path:

@@ -92,7 +92,7 @@ class _Engine:
             raise ValueError(f"native must be 'auto', 'on' or 'off' (or True/False), got {native!r}")
         self.providers = self._providers(providers)
         if mode != "off":
-            self._register_native(so, mode, cuda="CUDAExecutionProvider" in self.providers)
+            self._register_native(so, mode, cuda="CUDAExecutionProvider" in self.providers, path=path)
         _check_external_data(path)
         try:
             self.sess = ort.InferenceSession(str(path), so, providers=self.providers)
@@ -155,7 +155,7 @@ class _Engine:
         covered = [op in self.native_ops for op in self.meta.custom_ops]
         return "native" if all(covered) else "mixed" if any(covered) else "function-body"
 
-    def _register_native(self, so: ort.SessionOptions, mode: str, cuda: bool) -> None:
+    def _register_native(self, so: ort.SessionOptions, mode: str, cuda: bool, path: Path) -> None:
         from . import native_lib
 
         if cuda and native_lib.library_path(cuda=True) is None:
@@ -169,6 +169,13 @@ class _Engine:
             if status["path"] is not None or not _warned_missing:
                 _warned_missing.append(True)
                 log.warning("native op library not used, running function bodies instead: %s", status["reason"])
+            return
+        blocked = native_lib.unsupported_nodes(path, status)
+        if blocked:  # registering the library would make onnxruntime refuse these nodes (and the model)
+            why = f"the native op library has no kernels for the nodes {blocked}"
+            if mode == "on":
+                raise NativeLibraryError(f"native='on' but {why}; use native='auto' or 'off'")
+            self.native_note = f"{why}; running the function bodies"
             return
         self.native_ops = set(status["ops"]) if status.get("ops") is not None else None
         try:

@@ -11,6 +11,8 @@
 //   "int8-dynamic"  as int8, activations quantized per row on the fly, exact int32 products
 //   "int4"          W int4 [K, N], scales float32 [ceil(K / block_size), N] appended
 // CPU kernels always; CUDA kernels when built with QLE_WITH_CUDA.
+// The same domain also holds the PR-LSTM and xLSTM ops (qle_family_ops.cc; CPU kernels, float32
+// nodes only).
 #define ORT_API_MANUAL_INIT
 #include <onnxruntime_cxx_api.h>
 #undef ORT_API_MANUAL_INIT
@@ -25,6 +27,7 @@
 #include <vector>
 
 #include "qle_cpu.h"
+#include "qle_family_ops.h"
 #if defined(QLE_WITH_CUDA)
 #include "qle_cuda.h"
 #endif
@@ -757,11 +760,12 @@ OrtStatusPtr g_domain_error = nullptr;
 void create_domain(const OrtApi* api) {
   OrtCustomOpDomain* d = nullptr;
   OrtStatusPtr st = api->CreateCustomOpDomain(kDomain, &d);
-  const OrtCustomOp* ops[] = {&g_cpu_cell, &g_cpu_seq,
+  std::vector<const OrtCustomOp*> ops = {&g_cpu_cell, &g_cpu_seq,
 #if defined(QLE_WITH_CUDA)
-                              &g_cuda_cell, &g_cuda_seq,
+                                         &g_cuda_cell, &g_cuda_seq,
 #endif
   };
+  qle_family_ops(&ops);
   for (const OrtCustomOp* op : ops) {
     if (st != nullptr) break;
     st = api->CustomOpDomain_Add(d, op);
@@ -774,7 +778,7 @@ void create_domain(const OrtApi* api) {
   g_domain = d;
 }
 
-char g_info[512];
+char g_info[1024];
 std::once_flag g_info_once;
 
 }  // namespace
@@ -822,8 +826,18 @@ QLE_EXPORT const char* qle_native_info(void) {
     for (int i = 0; i < 5 && used < sizeof g_info; ++i)
       used += (size_t)snprintf(g_info + used, sizeof g_info - used, "%s\"%s\": %s", i ? ", " : "",
                                qle_isa_names[i], qle_cpu_supports(qle_isa_names[i]) ? "true" : "false");
+    // every op the domain registers; the quant_modes above apply to the quantized_ops only (the
+    // others take float32 nodes)
+    std::vector<const char*> ops = {"QLLSTMCell", "QLLSTMSequence"};
+    qle_family_op_names(&ops);
     if (used < sizeof g_info)
-      snprintf(g_info + used, sizeof g_info - used, "}, \"isa_auto\": \"%s\"}", best->name);
+      used += (size_t)snprintf(g_info + used, sizeof g_info - used, "}, \"isa_auto\": \"%s\", \"ops\": [",
+                               best->name);
+    for (size_t i = 0; i < ops.size() && used < sizeof g_info; ++i)
+      used += (size_t)snprintf(g_info + used, sizeof g_info - used, "%s\"%s\"", i ? ", " : "", ops[i]);
+    if (used < sizeof g_info)
+      snprintf(g_info + used, sizeof g_info - used,
+               "], \"quantized_ops\": [\"QLLSTMCell\", \"QLLSTMSequence\"]}");
   });
   return g_info;
 }
@@ -831,5 +845,5 @@ QLE_EXPORT const char* qle_native_info(void) {
 // Number of kernel Compute calls in this process (lets tests and the runtime observe that the
 // native kernel, not the function body, ran).
 QLE_EXPORT unsigned long long qle_native_compute_calls(void) {
-  return g_compute_calls.load(std::memory_order_relaxed);
+  return g_compute_calls.load(std::memory_order_relaxed) + qle_family_compute_calls();
 }
