@@ -189,5 +189,7 @@ def stream(model, input_path, output_path, chunk, native, providers):
 
 
 from .cli_generate import generate  # noqa: E402  (commands in their own modules)
+from .cli_train import train  # noqa: E402
 
 main.add_command(generate)
+main.add_command(train)

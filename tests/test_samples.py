@@ -1,0 +1,142 @@
+"""The samples' bundled models: exported from the bundled checkpoints they pass parity (the users' own
+assert_parity), the bundled ONNX files load and match their checkpoints, and the data pipelines behind
+them behave. Tests that need statsmodels (the `samples` extra) skip without it, unless
+QLSTM_EDGE_REQUIRE_SAMPLES=1 (CI), where they fail."""
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from qlstm_edge import load_checkpoint
+from qlstm_edge.exporters import export_onnx
+from qlstm_edge.parity import assert_parity
+from qlstm_edge.runtime import StreamingSession
+from qlstm_edge.text import Vocabulary
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+BUNDLED = {  # sample -> (checkpoint, {mode: bundled ONNX file})
+    "sentiment": ("model.safetensors", {m: f"onnx/sentiment_{m}.onnx" for m in ("step", "sequence")}),
+    "forecasting": ("model.safetensors", {m: f"onnx/co2_{m}.onnx" for m in ("step", "sequence")}),
+}
+STEPS = 2000
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """The PyTorch reference runs thousands of tiny ops; on a busy 2-core machine, torch's thread pool
+    makes it ~30x slower than one thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def needs_statsmodels():
+    try:
+        import statsmodels  # noqa: F401
+    except ImportError:
+        if os.environ.get("QLSTM_EDGE_REQUIRE_SAMPLES") == "1":
+            pytest.fail("statsmodels is missing but QLSTM_EDGE_REQUIRE_SAMPLES=1: pip install '.[samples]'")
+        pytest.skip("needs statsmodels (pip install 'qlstm-edge[samples]')")
+
+
+@pytest.fixture(scope="module", params=sorted(BUNDLED))
+def sample(request):
+    name = request.param
+    ckpt, files = BUNDLED[name]
+    return name, load_checkpoint(SAMPLES / name / ckpt), {m: SAMPLES / name / f for m, f in files.items()}
+
+
+@pytest.mark.parametrize("mode", ["step", "sequence"])
+def test_export_from_bundled_checkpoint_passes_parity(tmp_path, sample, mode):
+    name, model, _ = sample
+    path = export_onnx(model, tmp_path / f"{name}_{mode}.onnx", mode=mode)
+    report = assert_parity(model, path, steps=STEPS, batch=2)
+    assert report.steps == STEPS and report.passed
+
+
+@pytest.mark.parametrize("mode", ["step", "sequence"])
+def test_bundled_onnx_files_load_and_match(sample, mode):
+    name, model, files = sample
+    path = files[mode]
+    assert path.stat().st_size < 500_000, f"{path} is not commit-sized"
+    s = StreamingSession(path, native="off")
+    assert s.metadata.mode == mode and s.metadata.family == "qllstm"
+    assert_parity(model, path, steps=STEPS, batch=2, native="off")
+    assert_parity(model, path, steps=300, batch=1, native="auto")
+
+
+def test_bundled_checkpoints_are_small_and_stable():
+    for name, (ckpt, _) in BUNDLED.items():
+        model = load_checkpoint(SAMPLES / name / ckpt)
+        assert (SAMPLES / name / ckpt).stat().st_size < 500_000
+        # fixed alpha = 0: the update cannot be expansive on arbitrarily long streams
+        assert model.config.alpha == 0.0 and model.config.learn_alpha is False
+
+
+def test_sentiment_vocabulary_and_real_text():
+    from qlstm_edge.datasets import sentiment_documents
+    from qlstm_edge.text import encode_documents, tokenize
+
+    d = SAMPLES / "sentiment"
+    model, vocab = load_checkpoint(d / "model.safetensors"), Vocabulary.load(d / "vocab.json")
+    assert len(vocab) == model.config.vocab_size
+    texts, labels = sentiment_documents(200, seed=999)
+    x = encode_documents([tokenize(t) for t in texts], vocab, length=100).numpy()
+    s = StreamingSession(d / "onnx" / "sentiment_sequence.onnx")
+    logits = s.run(x)[:, -1]
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x))[0][:, -1].numpy()
+    assert np.abs(logits - ref).max() < 1e-4
+    accuracy = (logits.argmax(-1) == np.array(labels)).mean()
+    metrics = json.loads((d / "metrics.json").read_text())
+    assert accuracy > 0.9 and metrics["eval_accuracy"] > 0.9
+
+
+def test_forecasting_streams_the_real_series():
+    needs_statsmodels()
+    from qlstm_edge.datasets import forecast_task
+
+    d = SAMPLES / "forecasting"
+    task = forecast_task("co2")
+    assert task.features.shape == (2282, 3) and task.targets.shape == (2282, 1) and task.split == 1597
+    # the naive last-value forecast is exactly v[t+1] for v[t+2]
+    assert task.rmse(task.forecast(np.zeros(len(task.targets)))) == pytest.approx(
+        float(np.sqrt(np.mean(np.diff(task.values)[task.split + 1:] ** 2))))
+    model = load_checkpoint(d / "model.safetensors")
+    feats = task.features[None]
+    report = assert_parity(model, d / "onnx" / "co2_step.onnx", inputs=feats)  # the whole real series
+    assert report.steps == 2282
+    results = json.loads((d / "results.json").read_text())
+    s = StreamingSession(d / "onnx" / "co2_sequence.onnx")
+    pred = s.run(feats)[0, :, 0]
+    rmse = task.rmse(task.forecast(pred))
+    assert rmse == pytest.approx(results["rmse_one_week_ahead"]["qllstm_streamed_onnx"], abs=1e-4)
+    assert rmse < results["rmse_one_week_ahead"]["naive_last_value"]
+
+
+def test_missing_statsmodels_is_a_clear_error(monkeypatch):
+    import sys
+
+    from qlstm_edge.datasets import MissingExtraError, load_series
+
+    monkeypatch.setitem(sys.modules, "statsmodels", None)
+    with pytest.raises(MissingExtraError, match=r"pip install 'qlstm-edge\[samples\]'"):
+        load_series("co2")
+    with pytest.raises(ValueError, match="unknown series 'co3'"):
+        load_series("co3")
+
+
+def test_walkthrough_runs_end_to_end(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("walkthrough", SAMPLES / "walkthrough" / "walkthrough.py")
+    walkthrough = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(walkthrough)
+    walkthrough.walk(tmp_path)
+    out = capsys.readouterr().out
+    assert "bit-identical file for the same seed: True" in out and "assert_parity passed" in out
+    assert out.count("parity PASS") == 2 and (tmp_path / "model_step.onnx").is_file()
