@@ -7,13 +7,15 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from .quantize import Quantizer
+
 DOMAIN = "qlstm_edge"
 DOMAIN_VERSION = 1
 DEFAULT_OPSET = 17
-DEFAULT_IR_VERSION = 8  # onnxruntime >= 1.14 loads IR 8 / opset 17 models
+DEFAULT_IR_VERSION = 8  # IR 8 / opset 17: loads in onnxruntime >= 1.15 (benchmarks/ort_compat.py)
 
 DTYPES = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16, "int64": TensorProto.INT64,
-          "int8": TensorProto.INT8, "uint8": TensorProto.UINT8, "int32": TensorProto.INT32}
+          "int8": TensorProto.INT8, "uint8": TensorProto.UINT8, "int32": TensorProto.INT32, "int4": TensorProto.INT4}
 
 
 class NodeBuilder:
@@ -70,10 +72,15 @@ def subgraph(name: str, nodes: NodeBuilder, inputs: Sequence[str], outputs: Sequ
 
 
 class GraphBuilder(NodeBuilder):
-    """The main graph: inputs, outputs, initializers and the functions of the custom ops used."""
+    """The main graph: inputs, outputs, initializers and the functions of the custom ops used.
 
-    def __init__(self):
+    ``quant`` is the export's quantization policy (exporters.quantize.Quantizer; default fp32), which
+    recipes use to add weights (``g.quant``).
+    """
+
+    def __init__(self, quant: Optional[Quantizer] = None):
         super().__init__()
+        self.quant = quant if quant is not None else Quantizer()
         self.inputs: List[onnx.ValueInfoProto] = []
         self.outputs: List[onnx.ValueInfoProto] = []
         self.initializers: List[onnx.TensorProto] = []
@@ -93,10 +100,10 @@ class GraphBuilder(NodeBuilder):
         return name
 
     def custom(self, op_type: str, inputs: Sequence[str], outputs: Sequence[str], name: str,
-               function: onnx.FunctionProto) -> List[str]:
+               function: onnx.FunctionProto, **attrs) -> List[str]:
         """One node of a ``qlstm_edge`` custom op, with the op's function body registered once."""
         self.functions.setdefault(op_type, function)
-        out = self.op(op_type, inputs, outputs, name=name, domain=DOMAIN)
+        out = self.op(op_type, inputs, outputs, name=name, domain=DOMAIN, **attrs)
         return [out] if isinstance(out, str) else out
 
     def model(self, name: str, opset: int, ir_version: int, doc: str = "") -> onnx.ModelProto:

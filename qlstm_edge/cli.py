@@ -116,13 +116,25 @@ def info(path, as_json):
               help="step: one time step per call; sequence: a chunk [B, T, ...] per call.")
 @click.option("--target", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Execution target recorded in the file (the graph runs on both).")
-@click.option("--opset", type=int, default=None, help="ONNX opset (default 17: loads in onnxruntime >= 1.15).")
-def export(checkpoint, output, mode, target, opset):
+@click.option("--opset", type=int, default=None,
+              help="ONNX opset (default 17: loads in onnxruntime >= 1.15; int4 needs and defaults to 21).")
+@click.option("--quantize", type=click.Choice(["none", "fp16", "int8", "int8-dynamic", "int4"]), default="none",
+              show_default=True, help="fp16: float16 weights and products (for --target cuda); int8: int8 weights "
+                                      "per output channel; int8-dynamic: int8 weights and activations (integer "
+                                      "products); int4: int4 weights in blocks (opset 21, onnxruntime >= 1.19).")
+@click.option("--block-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="int4: input rows per scale block.")
+@click.option("--io-dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
+              help="fp16 only: float16 data input/output (recurrent states stay float32).")
+def export(checkpoint, output, mode, target, opset, quantize, block_size, io_dtype):
     """Export CHECKPOINT to ONNX, one qlstm_edge custom node per recurrent layer."""
     from .exporters import export_onnx
 
-    path = export_onnx(checkpoint, output, mode=mode, target=target, opset=opset)
-    click.echo(f"wrote {path} ({path.stat().st_size:,} bytes, {mode} mode, target {target})")
+    quant = None if quantize == "none" else quantize
+    path = export_onnx(checkpoint, output, mode=mode, target=target, opset=opset, quantize=quant,
+                       block_size=block_size, io_dtype=io_dtype)
+    click.echo(f"wrote {path} ({path.stat().st_size:,} bytes, {mode} mode, target {target}"
+               + (f", {quant}" if quant else "") + ")")
 
 
 @main.command()
@@ -189,7 +201,9 @@ def stream(model, input_path, output_path, chunk, native, providers):
 
 
 from .cli_generate import generate  # noqa: E402  (commands in their own modules)
+from .cli_quant import quantize_report  # noqa: E402
 from .cli_train import train  # noqa: E402
 
 main.add_command(generate)
+main.add_command(quantize_report)
 main.add_command(train)

@@ -92,7 +92,7 @@ def random_inputs(session: StreamingSession, steps: int, batch: int, seed: int) 
     rng = np.random.default_rng(seed)
     if spec.range is not None:
         return rng.integers(spec.range[0], spec.range[1], size=(batch, steps, *shape), dtype=np.int64)
-    return rng.standard_normal((batch, steps, *shape)).astype(np.float32)
+    return rng.standard_normal((batch, steps, *shape)).astype(spec.dtype)  # float16 for fp16-io exports
 
 
 def _chunks(steps: int, sizes: Sequence[int]):

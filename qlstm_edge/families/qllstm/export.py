@@ -205,5 +205,8 @@ class QLLSTMModelRecipe(QLLSTMStackRecipe):
 
     def head(self, model: QLLSTMModel, g: GraphBuilder, h: str, y: str, opset: int) -> None:
         q = g.quant
-        out = q.linear(g, "head", q.to_compute(g, h), _f32(model.head.weight).T, _f32(model.head.bias), opset)
-        q.to_io(g, out, y)
+        direct = q.compute_dtype == q.io_dtype
+        out = q.linear(g, "head", q.to_compute(g, h), _f32(model.head.weight).T, _f32(model.head.bias), opset,
+                       out=y if direct else None)
+        if not direct:
+            q.to_io(g, out, y)

@@ -1,0 +1,405 @@
+"""Quantization at export time: the policy a family's recipe uses to add its weights, and the op contract.
+
+Modes (``export_onnx(..., quantize=MODE)``, ``qlstm-edge export --quantize MODE``):
+
+    None            everything float32 (the default).
+    "fp16"          matrix weights float16 and the matrix products computed in float16 (meant for
+                    ``--target cuda``; CPU onnxruntime runs it too, slowly). Element-wise maths, biases and
+                    every recurrent state stay float32 (each family says which states and why). The model's
+                    data input/output stay float32 unless ``io_dtype="float16"``.
+    "int8"          weight-only: matrices int8, symmetric (zero point 0, values in [-127, 127]), one float32
+                    scale per output channel; activations and recurrent state stay float32.
+    "int8-dynamic"  int8 weights as "int8", and every matrix product quantizes its activation on the fly,
+                    per row (per batch row and time step): scale = max(max|x| / 127, 1e-30),
+                    x_q = Cast<int8>(Clip(Round(x / scale), -127, 127)), y = MatMulInteger(x_q, W_q) * scale *
+                    W_scale: integer dot products, standard ops only.
+    "int4"          weight-only, block-wise: values in [-7, 7] stored as ONNX INT4 (two per byte), one float32
+                    scale per block of ``block_size`` (default 32) consecutive input rows of one output channel,
+                    dequantized with DequantizeLinear(block_size). INT4 needs opset 21 and IR version 10, so
+                    int4 files are written with those (onnxruntime >= 1.19, see INT4_MIN_ONNXRUNTIME).
+
+Every weight-bearing layer is covered: the custom cell ops' matrices, embedding tables and the matrices of
+standard-op layers (input maps, heads). Vectors (biases, per-gate scales, ...) stay float32.
+
+Custom-op contract for quantized weights (version 1; every qlstm_edge custom op follows it)
+------------------------------------------------------------------------------------------
+A custom op's matrix input W is input-major, [K, N] (the op computes x @ W; N is the output-channel axis).
+A quantized model still has ONE custom node per cell, with the same op name and the same input positions:
+
+* fp32:          W float32 [K, N]; nothing appended; no attributes (the unquantized contract, unchanged).
+* fp16:          W float16 [K, N]; nothing appended. The op's ``x`` input (the activation entering the
+                 matrix product) is float16; state inputs/outputs and the op's vector parameters stay float32.
+* int8 and
+  int8-dynamic:  W int8 [K, N], symmetric, zero point 0; its scale is float32 [N]: W ~= W_q * scale[None, :].
+* int4:          W int4 [K, N] (values in [-7, 7]); its scale is float32 [ceil(K / block_size), N]:
+                 W[k, n] ~= W_q[k, n] * scale[k // block_size, n] (the last block may be short).
+* Scales: in int8 / int8-dynamic / int4 one scale input per matrix input is APPENDED after the op's last
+  regular input, in the order of the matrix inputs (``<matrix>_scale``; for QL-LSTM: W_x_scale, W_h_scale).
+* Attributes (only on quantized nodes): ``quant_mode`` (string: "fp16", "int8", "int8-dynamic", "int4")
+  and ``block_size`` (int; 0 unless int4). A native kernel tells the modes apart by them and by the element
+  types; "int8-dynamic" asks it to quantize activations per row as described above (the function body is the
+  exact reference of that arithmetic).
+
+Each op's function body dequantizes with standard ops (int8: Cast + Mul; int4: DequantizeLinear with
+block_size), so stock onnxruntime and ``onnx.reference`` run every mode with no extra library.
+
+Standard-op layers (not custom ops) use the same storage: a matrix [K, N] quantized per output channel
+(int8) or in blocks along K (int4); an embedding table [V, E] is quantized per row (int8: scale [V]; int4:
+blocks along E, scale [V, ceil(E / block_size)]), and an int8 embedding gathers int8 rows and their scales
+(so only the rows used are dequantized).
+
+Adopting it in a family's recipe (``g.quant`` is the :class:`Quantizer` for the export; ``Quantizer()`` is fp32):
+    y = q.linear(g, "head", q.to_compute(g, h), W_t, b)      # standard-op matrix layer (+ bias)
+    e = q.embedding(g, "embedding", table, ids)             # token embedding
+    ins = q.op_weights(g, "l0.", {"W": w, "b": b}, matrices=["W"])   # custom-op weight inputs (+ scales)
+    # in the op's function body (declared inputs: [..., *WEIGHTS, *q.scale_inputs(["W"])]):
+    w = q.body_weight(fb, "W", "W_scale"); y = q.body_matmul(fb, x, w, "W_scale", opset)  # float32 result
+    g.custom(op, inputs, outputs, name, function=q.declare_attributes(fn), **q.op_attributes())
+and list the supported modes in the recipe's ``quantization_modes``.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence
+
+import ml_dtypes
+import numpy as np
+import onnx
+from onnx import TensorProto
+
+MODES = ("fp16", "int8", "int8-dynamic", "int4")
+NONE_ALIASES = (None, "none", "fp32", "float32")
+DEFAULT_BLOCK_SIZE = 32
+INT8_MAX = 127
+INT4_MAX = 7
+INT4_OPSET = 21
+INT4_IR_VERSION = 10
+INT4_MIN_ONNXRUNTIME = "1.19"  # INT4 DequantizeLinear with block_size on the CPU provider (upstream PRs 20362, 20901)
+DEFAULT_MIN_ONNXRUNTIME = "1.15"  # IR 8 / opset 17 (benchmarks/ort_compat.py)
+ACT_SCALE_FLOOR = 1e-30  # int8-dynamic: smallest per-row scale, so an all-zero row never divides by zero
+FP16_MAX = float(np.finfo(np.float16).max)
+IO_DTYPES = ("float32", "float16")
+CONTRACT_VERSION = 1
+
+
+class QuantizationError(ValueError):
+    """A weight that cannot be quantized (non-finite, out of range) or an invalid quantization request."""
+
+
+def normalize_mode(mode: Optional[str]) -> Optional[str]:
+    """None for fp32 (also "none"/"fp32"), else one of MODES; a clear error otherwise."""
+    if mode in NONE_ALIASES:
+        return None
+    if mode not in MODES:
+        raise QuantizationError(f"quantize must be None or one of {', '.join(MODES)}, got {mode!r}")
+    return mode
+
+
+def check_finite(name: str, w: np.ndarray) -> None:
+    bad = ~np.isfinite(w)
+    if bad.any():
+        idx = np.unravel_index(int(np.flatnonzero(bad)[0]), w.shape)
+        raise QuantizationError(f"cannot quantize {name!r}: it holds {int(bad.sum())} non-finite value(s) "
+                                f"(first: {w[idx]} at index {list(map(int, idx))}); fix the model's weights")
+
+
+def quantize_symmetric(name: str, w: np.ndarray, bits: int, channel_axis: int,
+                       block_size: Optional[int] = None):
+    """Symmetric quantization of a 2-D float matrix ``w``.
+
+    Without ``block_size``: one scale per index of ``channel_axis`` (shape [w.shape[channel_axis]]).
+    With ``block_size``: blocks of ``block_size`` consecutive elements along the OTHER axis, one scale per
+    (block, channel); the scale has w's shape with that axis shrunk to ceil(n / block_size)
+    (DequantizeLinear's blocked layout). Returns (q, scale): q is int8 (bits=8) or ml_dtypes.int4 (bits=4)
+    with |q| <= 2**(bits-1) - 1, scale float32. An all-zero (or sub-1e-38-tiny) channel or block gets
+    scale 1 and q = 0, so nothing divides by zero; non-finite weights raise QuantizationError.
+    """
+    w = np.asarray(w)
+    if w.ndim != 2:
+        raise QuantizationError(f"cannot quantize {name!r}: expected a matrix, got shape {list(w.shape)}")
+    check_finite(name, w)
+    qmax = {8: INT8_MAX, 4: INT4_MAX}[bits]
+    w64 = w.astype(np.float64)
+    if block_size is None:
+        amax = np.abs(w64).max(axis=1 - channel_axis, keepdims=True)
+        scale = _scale(amax, qmax)
+        full = scale
+    else:
+        block_axis = 1 - channel_axis
+        wt = np.moveaxis(w64, block_axis, 0)  # [K, C]: blocks along K
+        k = wt.shape[0]
+        nb = -(-k // block_size)
+        padded = np.zeros((nb * block_size, wt.shape[1]))
+        padded[:k] = wt
+        amax = np.abs(padded.reshape(nb, block_size, -1)).max(axis=1)  # [nb, C]
+        scale_t = _scale(amax, qmax)
+        full = np.moveaxis(np.repeat(scale_t, block_size, axis=0)[:k], 0, block_axis)
+        scale = np.moveaxis(scale_t, 0, block_axis)
+    q = np.clip(np.rint(w64 / full.astype(np.float64)), -qmax, qmax)
+    q = q.astype(np.int8) if bits == 8 else q.astype(np.int8).astype(ml_dtypes.int4)
+    scale = scale.astype(np.float32)
+    return q, (scale.reshape(-1) if block_size is None else scale)
+
+
+def _scale(amax: np.ndarray, qmax: int) -> np.ndarray:
+    scale = (amax / qmax).astype(np.float32)
+    return np.where(scale > 0, scale, np.float32(1.0))  # all-zero channel: q = 0 whatever the scale
+
+
+def dequantize(q: np.ndarray, scale: np.ndarray, channel_axis: int, block_size: Optional[int] = None) -> np.ndarray:
+    """float32 values of ``quantize_symmetric``'s output (numpy mirror of the graph's dequantization)."""
+    qf = np.asarray(q).astype(np.int8).astype(np.float32)
+    if block_size is None:
+        return qf * (scale[None, :] if channel_axis == 1 else scale[:, None])
+    block_axis = 1 - channel_axis
+    k = qf.shape[block_axis]
+    return qf * np.repeat(scale, block_size, axis=block_axis).take(np.arange(k), axis=block_axis)
+
+
+def to_fp16(name: str, w: np.ndarray) -> np.ndarray:
+    check_finite(name, w)
+    big = np.abs(w) > FP16_MAX
+    if big.any():
+        raise QuantizationError(f"cannot store {name!r} as float16: {int(big.sum())} value(s) exceed float16's "
+                                f"range (max |w| = {float(np.abs(w).max()):.4g} > {FP16_MAX:g})")
+    return w.astype(np.float16)
+
+
+class Quantizer:
+    """The quantization policy of one export; recipes reach it as ``g.quant`` (see the module docstring).
+
+    ``Quantizer()`` is fp32: every helper then emits exactly the plain float32 graph.
+    """
+
+    def __init__(self, mode: Optional[str] = None, block_size: int = DEFAULT_BLOCK_SIZE, io_dtype: str = "float32"):
+        self.mode = normalize_mode(mode)
+        if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
+            raise QuantizationError(f"block_size must be a positive integer, got {block_size!r}")
+        if io_dtype not in IO_DTYPES:
+            raise QuantizationError(f"io_dtype must be one of {IO_DTYPES}, got {io_dtype!r}")
+        if io_dtype != "float32" and self.mode != "fp16":
+            raise QuantizationError(f"io_dtype={io_dtype!r} needs quantize='fp16' (got quantize={self.mode!r})")
+        self.block_size = int(block_size)
+        self.io_dtype = io_dtype
+        self.quantized: Dict[str, dict] = {}  # stored tensor name -> how it is stored
+        self.float_tensors: List[str] = []
+        self.float32_states: List[str] = []
+        self.notes: List[str] = []
+
+    # -- facts -------------------------------------------------------------------------------------------
+    @property
+    def integer(self) -> bool:
+        return self.mode in ("int8", "int8-dynamic", "int4")
+
+    @property
+    def dynamic(self) -> bool:
+        return self.mode == "int8-dynamic"
+
+    @property
+    def compute_dtype(self) -> str:
+        """Element type of the activations that enter matrix products (and of fp16 layers' outputs)."""
+        return "float16" if self.mode == "fp16" else "float32"
+
+    @property
+    def min_opset(self) -> int:
+        return INT4_OPSET if self.mode == "int4" else 17
+
+    @property
+    def min_ir_version(self) -> int:
+        return INT4_IR_VERSION if self.mode == "int4" else 8
+
+    @property
+    def min_onnxruntime(self) -> str:
+        return INT4_MIN_ONNXRUNTIME if self.mode == "int4" else DEFAULT_MIN_ONNXRUNTIME
+
+    def recipe(self) -> Optional[dict]:
+        """The ``quantization`` document of the model metadata (None for fp32)."""
+        if self.mode is None:
+            return None
+        granularity = {"fp16": None, "int8": "per-output-channel", "int8-dynamic": "per-output-channel",
+                       "int4": "block"}[self.mode]
+        activations = {"fp16": "float16 matrix-product inputs; element-wise maths and states float32",
+                       "int8": "float32", "int4": "float32",
+                       "int8-dynamic": f"int8, symmetric, per row and step, scale = max(max|x|/127, "
+                                       f"{ACT_SCALE_FLOOR:g})"}[self.mode]
+        return {"mode": self.mode, "contract_version": CONTRACT_VERSION,
+                "weights": {"fp16": "float16", "int8": "int8 symmetric (zero point 0) in [-127, 127]",
+                            "int8-dynamic": "int8 symmetric (zero point 0) in [-127, 127]",
+                            "int4": "int4 symmetric (zero point 0) in [-7, 7]"}[self.mode],
+                "granularity": granularity, "block_size": self.block_size if self.mode == "int4" else None,
+                "scale_dtype": "float32" if self.integer else None, "activations": activations,
+                "compute_dtype": self.compute_dtype, "io_dtype": self.io_dtype,
+                "tensors": self.quantized, "float_tensors": list(self.float_tensors),
+                "float32_states": list(self.float32_states), "notes": list(self.notes),
+                "min_onnxruntime": self.min_onnxruntime}
+
+    # -- storing weights ---------------------------------------------------------------------------------
+    def _store_matrix(self, g, name: str, w: np.ndarray, channel_axis: int) -> tuple:
+        """Add matrix ``w`` as stored by this mode; returns (stored name, scale name or None)."""
+        w = np.asarray(w, dtype=np.float32)
+        if self.mode is None:
+            return g.weight(name, w), None
+        if self.mode == "fp16":
+            stored = g.weight(name, to_fp16(name, w))
+            self.quantized[stored] = {"dtype": "float16", "shape": list(w.shape)}
+            return stored, None
+        bits = 4 if self.mode == "int4" else 8
+        block = self.block_size if bits == 4 else None
+        q, scale = quantize_symmetric(name, w, bits, channel_axis, block)
+        stored = g.weight(name, q)
+        scale_name = g.weight(f"{name}_scale", scale)
+        self.quantized[stored] = {"dtype": "int4" if bits == 4 else "int8", "shape": list(w.shape),
+                                  "scale": scale_name, "scale_shape": list(scale.shape),
+                                  "channel_axis": channel_axis,
+                                  "block_axis": (1 - channel_axis) if block else None, "block_size": block}
+        return stored, scale_name
+
+    def param(self, g, name: str, array: np.ndarray, dtype: Optional[str] = None) -> str:
+        """A float parameter kept float (biases, per-gate vectors): ``dtype``, default the compute dtype."""
+        dtype = dtype or self.compute_dtype
+        a = np.asarray(array, dtype=np.float32)
+        if dtype == "float16":
+            a = to_fp16(name, a)
+        elif self.mode is not None:
+            check_finite(name, a)
+        stored = g.weight(name, a)
+        if self.mode is not None:
+            self.float_tensors.append(stored)
+        return stored
+
+    # -- standard-op layers (main graph) ----------------------------------------------------------------
+    def to_compute(self, g, x: str) -> str:
+        """``x`` (float32) as the compute dtype: a Cast to float16 in fp16 mode, else ``x`` itself."""
+        return g.op("Cast", [x], name=f"{x}.to_fp16", to=TensorProto.FLOAT16) if self.mode == "fp16" else x
+
+    def to_float32(self, g, x: str) -> str:
+        return g.op("Cast", [x], name=f"{x}.to_fp32", to=TensorProto.FLOAT) if self.mode == "fp16" else x
+
+    def from_io(self, g, x: str) -> str:
+        """A float data input (io dtype) as the compute dtype."""
+        return self.to_compute(g, x) if self.io_dtype == "float32" else x
+
+    def to_io(self, g, y: str, out: str, compute: bool = True) -> str:
+        """Write ``y`` (the compute dtype if ``compute``, else float32) to the data output ``out`` (io dtype)."""
+        src = self.compute_dtype if compute else "float32"
+        if src == self.io_dtype:
+            return g.op("Identity", [y], [out], name=out)
+        to = TensorProto.FLOAT16 if self.io_dtype == "float16" else TensorProto.FLOAT
+        return g.op("Cast", [y], [out], name=out, to=to)
+
+    def matmul_weight(self, g, name: str, weight: np.ndarray) -> str:
+        """The float tensor a standard MatMul reads for ``weight`` [K, N] (compute dtype; weight-only dequant)."""
+        stored, scale = self._store_matrix(g, name, weight, channel_axis=1)
+        if scale is None:
+            return stored
+        return dequantize_nodes(g, stored, scale, self.mode, self.block_size, axis=1, name=name)
+
+    def linear(self, g, name: str, x: str, weight: np.ndarray, bias: Optional[np.ndarray] = None,
+               opset: int = 17, out: Optional[str] = None) -> str:
+        """``x @ weight + bias`` for a standard-op layer; ``weight`` [K, N] input-major (stored as
+        ``<name>.weight_t``), ``x`` in the compute dtype; returns the result (named ``out`` if given) in the
+        compute dtype. int8-dynamic quantizes ``x`` per row on the fly."""
+        last = {"outputs": [out]} if out else {}
+        if self.dynamic:
+            stored, scale = self._store_matrix(g, f"{name}.weight_t", weight, channel_axis=1)
+            y = dynamic_matmul(g, x, stored, scale, opset, name=f"{name}.MatMul")
+        else:
+            w = self.matmul_weight(g, f"{name}.weight_t", weight)
+            y = g.op("MatMul", [x, w], name=f"{name}.MatMul", **({} if bias is not None else last))
+        if bias is None:
+            return g.op("Identity", [y], [out], name=out) if out and self.dynamic else y
+        return g.op("Add", [y, self.param(g, f"{name}.bias", bias)], name=name, **last)
+
+    def embedding(self, g, name: str, table: np.ndarray, ids: str) -> str:
+        """Rows of ``table`` [V, E] for token ids ``ids``, in the compute dtype (quantized per row)."""
+        if not self.integer:
+            stored, _ = self._store_matrix(g, f"{name}.weight", table, channel_axis=0)
+            return g.op("Gather", [stored, ids], name=name, axis=0)
+        stored, scale = self._store_matrix(g, f"{name}.weight", table, channel_axis=0)
+        if self.mode == "int4":  # onnxruntime has no Gather for int4: dequantize the table, then gather
+            self.notes.append(f"{stored}: int4 embedding table is dequantized whole on each call, then gathered")
+            full = dequantize_nodes(g, stored, scale, self.mode, self.block_size, axis=0, name=name)
+            return g.op("Gather", [full, ids], name=name, axis=0)
+        rows = g.op("Gather", [stored, ids], name=f"{name}.rows", axis=0)
+        row_scale = g.op("Gather", [scale, ids], name=f"{name}.row_scale", axis=0)
+        row_scale = g.op("Unsqueeze", [row_scale, g.ints([-1])], name=f"{name}.row_scale_col")
+        return g.op("Mul", [g.op("Cast", [rows], name=f"{name}.rows_f", to=TensorProto.FLOAT), row_scale], name=name)
+
+    # -- custom ops ----------------------------------------------------------------------------------------
+    def scale_inputs(self, matrices: Sequence[str]) -> List[str]:
+        """Formal names of the appended scale inputs of a custom op (empty unless int8/int8-dynamic/int4)."""
+        return [f"{m}_scale" for m in matrices] if self.integer else []
+
+    def op_weights(self, g, prefix: str, weights: Dict[str, np.ndarray], matrices: Sequence[str],
+                   float_dtype: str = "float32") -> List[str]:
+        """Initializers for one custom node's weight inputs in contract order: every entry of ``weights`` in
+        order (``matrices`` [K, N] stored per mode, the rest as ``float_dtype`` parameters), then the scale of
+        each matrix in ``matrices`` order (integer modes)."""
+        unknown = [m for m in matrices if m not in weights]
+        if unknown:
+            raise KeyError(f"matrices {unknown} are not among the weights {list(weights)}")
+        names, scales = [], {}
+        for k, v in weights.items():
+            if k in matrices:
+                stored, scales[k] = self._store_matrix(g, prefix + k, v, channel_axis=1)
+            else:
+                stored = self.param(g, prefix + k, v, float_dtype)
+            names.append(stored)
+        return names + [scales[m] for m in matrices if scales[m] is not None]
+
+    def op_attributes(self) -> Dict[str, object]:
+        """Attributes of a quantized custom node (none for fp32)."""
+        if self.mode is None:
+            return {}
+        return {"quant_mode": self.mode, "block_size": self.block_size if self.mode == "int4" else 0}
+
+    def declare_attributes(self, function: onnx.FunctionProto) -> onnx.FunctionProto:
+        """Declare ``op_attributes`` on a custom op's FunctionProto (the body does not read them)."""
+        if self.mode is not None:
+            function.attribute.extend(sorted(self.op_attributes()))
+        return function
+
+    def body_weight(self, nb, w: str, scale: Optional[str]) -> str:
+        """Inside a function body: the float weight a MatMul reads (int8/int4 dequantized; else ``w``).
+        int8-dynamic keeps the int8 weight for MatMulInteger: use ``body_matmul``."""
+        if self.mode in ("int8", "int4"):
+            return dequantize_nodes(nb, w, scale, self.mode, self.block_size, axis=1, name=f"{w}_dq")
+        return w
+
+    def body_matmul(self, nb, x: str, w: str, scale: Optional[str], opset: int, name: str,
+                    x_is_compute: bool = False) -> str:
+        """``x @ W`` inside a function body, returned as float32. ``w`` comes from ``body_weight``; ``x`` is
+        float32 (cast to float16 in fp16 mode) unless ``x_is_compute`` says it already is the compute dtype."""
+        if self.dynamic:
+            return dynamic_matmul(nb, x, w, scale, opset, name=name)
+        if self.mode == "fp16":
+            x16 = x if x_is_compute else nb.op("Cast", [x], name=f"{name}.x16", to=TensorProto.FLOAT16)
+            return nb.op("Cast", [nb.op("MatMul", [x16, w], name=name)], name=f"{name}.f32", to=TensorProto.FLOAT)
+        return nb.op("MatMul", [x, w], name=name)
+
+
+def dequantize_nodes(nb, q: str, scale: str, mode: str, block_size: int, axis: int, name: str) -> str:
+    """Float32 weight from stored ``q`` and ``scale``: int8 Cast * scale (broadcast along ``axis``, the
+    channel axis of a 2-D weight); int4 DequantizeLinear with block_size along the other axis."""
+    if mode == "int4":
+        return nb.op("DequantizeLinear", [q, scale], name=name, axis=1 - axis, block_size=block_size)
+    qf = nb.op("Cast", [q], name=f"{name}.cast", to=TensorProto.FLOAT)
+    if axis == 0:
+        scale = nb.op("Unsqueeze", [scale, nb.ints([-1])], name=f"{name}.scale_col")
+    return nb.op("Mul", [qf, scale], name=name)
+
+
+def dynamic_matmul(nb, x: str, w_q: str, w_scale: str, opset: int, name: str) -> str:
+    """float32 ``x @ W`` with x quantized per row on the fly and W int8 per output channel (MatMulInteger)."""
+    ax = nb.op("Abs", [x], name=f"{name}.abs")
+    if opset >= 18:
+        amax = nb.op("ReduceMax", [ax, nb.ints([-1])], name=f"{name}.amax", keepdims=1)
+    else:
+        amax = nb.op("ReduceMax", [ax], name=f"{name}.amax", axes=[-1], keepdims=1)
+    s = nb.op("Max", [nb.op("Div", [amax, nb.const(float(INT8_MAX), x)], name=f"{name}.amax_127"),
+                      nb.const(ACT_SCALE_FLOOR, x)], name=f"{name}.x_scale")
+    r = nb.op("Round", [nb.op("Div", [x, s], name=f"{name}.x_over_s")], name=f"{name}.round")
+    xq = nb.op("Cast", [nb.op("Clip", [r, nb.const(-float(INT8_MAX), x), nb.const(float(INT8_MAX), x)],
+                              name=f"{name}.clip")], name=f"{name}.x_q", to=TensorProto.INT8)
+    acc = nb.op("MatMulInteger", [xq, w_q], name=f"{name}.int")
+    y = nb.op("Mul", [nb.op("Cast", [acc], name=f"{name}.acc_f", to=TensorProto.FLOAT), s], name=f"{name}.row")
+    return nb.op("Mul", [y, w_scale], name=name)
