@@ -27,18 +27,23 @@ A custom op's matrix input W is input-major, [K, N] (the op computes x @ W; N is
 A quantized model still has ONE custom node per cell, with the same op name and the same input positions:
 
 * fp32:          W float32 [K, N]; nothing appended; no attributes (the unquantized contract, unchanged).
-* fp16:          W float16 [K, N]; nothing appended. The op's ``x`` input (the activation entering the
-                 matrix product) is float16; state inputs/outputs and the op's vector parameters stay float32.
+* fp16:          W float16 [K, N]; nothing appended. The op's ``x`` input is float16 when it enters a matrix
+                 product (an input that only enters element-wise maths, like the sLSTM's gate pre-activations,
+                 stays float32); state inputs/outputs and the op's vector parameters stay float32.
 * int8 and
   int8-dynamic:  W int8 [K, N], symmetric, zero point 0; its scale is float32 [N]: W ~= W_q * scale[None, :].
 * int4:          W int4 [K, N] (values in [-7, 7]); its scale is float32 [ceil(K / block_size), N]:
                  W[k, n] ~= W_q[k, n] * scale[k // block_size, n] (the last block may be short).
+* Stacked matrices: an input W [..., K, N] holding several [K, N] matrices (PR-LSTM's W_unary [R, H, 4H], the
+  sLSTM's R [4, NH, DH, DH]) is stored slice by slice: int8 scale [..., N], int4 scale
+  [..., ceil(K / block_size), N]; slice W[j] with scale[j] follows the rules above.
 * Scales: in int8 / int8-dynamic / int4 one scale input per matrix input is APPENDED after the op's last
   regular input, in the order of the matrix inputs (``<matrix>_scale``; for QL-LSTM: W_x_scale, W_h_scale).
 * Attributes (only on quantized nodes): ``quant_mode`` (string: "fp16", "int8", "int8-dynamic", "int4")
   and ``block_size`` (int; 0 unless int4). A native kernel tells the modes apart by them and by the element
   types; "int8-dynamic" asks it to quantize activations per row as described above (the function body is the
-  exact reference of that arithmetic).
+  exact reference of that arithmetic); a product with stacked per-head matrices (the sLSTM's y @ R) quantizes
+  each head's row of the activation on its own.
 
 Each op's function body dequantizes with standard ops (int8: Cast + Mul; int4: DequantizeLinear with
 block_size), so stock onnxruntime and ``onnx.reference`` run every mode with no extra library.

@@ -143,7 +143,8 @@ def check_parity(model: Union[nn.Module, str, os.PathLike], onnx_path: Union[str
     if any(int(c) < 1 for c in sizes):
         raise ValueError(f"chunk sizes must be >= 1, got {sizes}")
     quant = (meta.quantization or {}).get("mode")
-    tol = TOLERANCES.get(quant, TOLERANCES[None]) if tolerance is None else float(tolerance)
+    family_tol = getattr(recipe, "quantization_tolerances", {})  # a family's own, where measurements need one
+    tol = family_tol.get(quant, TOLERANCES.get(quant, TOLERANCES[None])) if tolerance is None else float(tolerance)
 
     def run_reference(net, dtype):
         ys, st = [], None

@@ -27,24 +27,94 @@ exact for every T and for streams at different positions in the batch.
 A stream holds at most 2^K - 1 tokens (metadata ``extra["max_steps"]``); StreamingSession refuses a call
 that would pass it. Run directly, the graph returns NaN outputs at positions past the limit.
 The bodies unroll the R unary refinements (R is fixed per exported model) and use standard ops only.
+
+Quantized weights (exporters/quantize.py has the op contract; input positions never move). The matrices are
+W_leaf, W_merge and W_unary; W_unary is a stack of R matrices [H, 4H] and each slice W_unary[k] follows the
+contract's [K, N] rule with its own scale slice W_unary_scale[k] (``stacked_weight``):
+    fp16          W_leaf, W_merge, W_unary float16 and x float16; the products x W_leaf, [h_l; h_r] W_merge and
+                  h W_unary[k] run in float16 (h cast), their results and everything after them in float32.
+    int8,         W_leaf, W_merge, W_unary int8, symmetric per output channel (of each slice); appended inputs
+    int8-dynamic  12-14: W_leaf_scale[3H], W_merge_scale[5H], W_unary_scale[R,4H]. int8-dynamic quantizes x,
+                  [h_l; h_r] and h per row (per stream, token and tree node) and multiplies with MatMulInteger.
+    int4          blocks of bs = block_size rows along the input axis: W_leaf_scale[ceil(D/bs),3H],
+                  W_merge_scale[ceil(2H/bs),5H], W_unary_scale[R,ceil(H/bs),4H].
+    Quantized nodes carry the attributes quant_mode (string) and block_size (int, 0 unless int4). Biases, the
+    embedding / input map and the head follow the standard-op rules of exporters/quantize.py.
+The four float states stay float32 in every mode. They are the binary-counter stack: a level holds a block
+or prefix summary of up to 2^b tokens that is merged again at every higher level and, in ``prefix``, read for
+every later token. c sums both children's forget-gated cells (c = i g + f_l c_l + f_r c_r), so it is not
+squashed: without unary refinements (num_layers = 1) |c| grows with the tree depth (about 2 at 2,000 tokens
+on random models) and it carries most of a quantized model's error. Rounding the states to float16 would
+add a 2^-11 relative error at each of the log2(T) merges that re-read them.
 """
 from __future__ import annotations
 
 from typing import Dict, List, Optional, Tuple
 
+import ml_dtypes
 import numpy as np
 import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from ...exporters.graph import FunctionBuilder, GraphBuilder, NodeBuilder, subgraph
+from ...exporters.quantize import MODES as QUANT_MODES, Quantizer, quantize_symmetric, to_fp16
 from ...exporters.recipe import ExportRecipe, Signature
 from .model import PRLSTM, PRLSTMModel, PRLSTMState
 
 STATES = ["block_h", "block_c", "prefix_h", "prefix_c", "count"]
 STATE_NAMES = ["block.h", "block.c", "prefix.h", "prefix.c", "count"]  # metadata names
 WEIGHTS = ["W_leaf", "b_leaf", "W_merge", "b_merge", "W_unary", "b_unary"]
+MATRICES = ["W_leaf", "W_merge", "W_unary"]  # quantized inputs; their scales are appended in this order
 STEP_COUNTER = "count"
+Weight = Tuple[str, Optional[str]]  # (the weight a MatMul reads, its scale for int8-dynamic's MatMulInteger)
+
+
+def stacked_weight(q: Quantizer, g: GraphBuilder, name: str, w: np.ndarray) -> Weight:
+    """Add stacked matrices ``w`` [..., K, N] (each slice [K, N] input-major) as ``q``'s mode stores a matrix,
+    slice by slice: int8 scale [..., N] (per output channel of each slice), int4 scale [..., ceil(K / bs), N]
+    (blocks of bs = block_size along K), fp16 float16. Returns (stored name, scale name or None).
+
+    The op contract (exporters/quantize.py) for a stacked matrix input: the scale has the matrix's shape with
+    K dropped (int8) or cut into blocks (int4); slice ``w[j]`` with scale ``scale[j]`` follows the [K, N] rule.
+    """
+    w = np.asarray(w, dtype=np.float32)
+    if q.mode is None:
+        return g.weight(name, w), None
+    if q.mode == "fp16":
+        stored = g.weight(name, to_fp16(name, w))
+        q.quantized[stored] = {"dtype": "float16", "shape": list(w.shape)}
+        return stored, None
+    *lead, k, n = w.shape
+    bits, block = (4, q.block_size) if q.mode == "int4" else (8, None)
+    blocks = [] if block is None else [-(-k // block)]
+    if w.size:
+        side_by_side = np.moveaxis(w, -2, 0).reshape(k, -1)  # [K, slices * N]: every slice's channels as columns
+        wq, scale = quantize_symmetric(name, side_by_side, bits, channel_axis=1, block_size=block)
+        wq = np.moveaxis(wq.reshape(k, *lead, n), 0, -2)
+        scale = np.moveaxis(scale.reshape(*blocks, *lead, n), 0, -2) if block else scale.reshape(*lead, n)
+    else:  # no slices (PR-LSTM with num_layers = 1 has no unary refinements)
+        wq = np.zeros(w.shape, np.int8).astype(ml_dtypes.int4 if bits == 4 else np.int8)
+        scale = np.ones((*lead, *blocks, n), np.float32)
+    stored = g.weight(name, wq)
+    scale_name = g.weight(f"{name}_scale", scale)
+    q.quantized[stored] = {"dtype": "int4" if bits == 4 else "int8", "shape": list(w.shape), "scale": scale_name,
+                           "scale_shape": list(scale.shape), "channel_axis": w.ndim - 1,
+                           "block_axis": w.ndim - 2 if block else None, "block_size": block}
+    return stored, scale_name
+
+
+def dequantize_stacked(nb: NodeBuilder, q: Quantizer, w: str, scale: str, name: str) -> str:
+    """float32 stacked matrices [..., K, N] from ``stacked_weight``'s int8 / int4 storage."""
+    if q.mode == "int4":
+        return nb.op("DequantizeLinear", [w, scale], name=name, axis=-2, block_size=q.block_size)
+    return nb.op("Mul", [nb.op("Cast", [w], name=f"{name}.cast", to=TensorProto.FLOAT),
+                         stacked_scale(nb, scale, f"{name}.scale")], name=name)
+
+
+def stacked_scale(nb: NodeBuilder, scale: str, name: str) -> str:
+    """An int8 stacked scale [..., N] as [..., 1, N], to broadcast over the K rows of each slice."""
+    return nb.op("Unsqueeze", [scale, nb.ints([-2])], name=name)
 
 
 def loop_body(name: str, nodes: NodeBuilder, inputs: List[str], outputs: List[str]) -> onnx.GraphProto:
@@ -63,8 +133,13 @@ def loop_body(name: str, nodes: NodeBuilder, inputs: List[str], outputs: List[st
 class _Body:
     """Emits the PR-LSTM maths into a NodeBuilder (a function body or a Loop body of one)."""
 
-    def __init__(self, nb: NodeBuilder, opset: int, unary: int):
-        self.nb, self.opset, self.unary = nb, opset, unary
+    def __init__(self, nb: NodeBuilder, opset: int, unary: int, q: Quantizer, weights: Dict[str, Weight]):
+        self.nb, self.opset, self.unary, self.q, self.weights = nb, opset, unary, q, weights
+
+    def matmul(self, x: str, matrix: str, name: str, x_is_compute: bool = False) -> str:
+        """x @ W as float32, for W one of the prepared weights (``prepare_weights``)."""
+        w, scale = self.weights[matrix]
+        return self.q.body_matmul(self.nb, x, w, scale, self.opset, name=name, x_is_compute=x_is_compute)
 
     def true(self) -> str:
         """A Loop's explicit condition (onnx.reference runs no iteration when the condition is omitted)."""
@@ -114,25 +189,18 @@ class _Body:
     def leaf(self, x: str) -> Tuple[str, str]:
         """leaf(x): [i; g; o] = x W_leaf + b_leaf; c = sig(i) tanh(g); h = sig(o) tanh(c)."""
         nb = self.nb
-        z = nb.op("Add", [nb.op("MatMul", [x, "W_leaf"], name="leaf.xW"), "b_leaf"], name="leaf.z")
+        z = nb.op("Add", [self.matmul(x, "W_leaf", "leaf.xW", x_is_compute=True), "b_leaf"], name="leaf.z")
         i, g, o = self.split(z, 3, "leaf.gates")
         c = nb.op("Mul", [nb.op("Sigmoid", [i], name="leaf.i"), nb.op("Tanh", [g], name="leaf.g")], name="leaf.c")
         h = nb.op("Mul", [nb.op("Sigmoid", [o], name="leaf.o"), nb.op("Tanh", [c], name="leaf.tanh_c")],
                   name="leaf.h")
         return h, c
 
-    def unary_weights(self) -> None:
-        """W_unary[k], b_unary[k] as the names ``W_unary.k`` / ``b_unary.k`` (at the body's top level)."""
-        for k in range(self.unary):
-            idx = self.scalar(k, "unary.index")
-            self.nb.op("Gather", ["W_unary", idx], [f"W_unary.{k}"], name=f"W_unary.{k}", axis=0)
-            self.nb.op("Gather", ["b_unary", idx], [f"b_unary.{k}"], name=f"b_unary.{k}", axis=0)
-
     def combine(self, h_l: str, c_l: str, h_r: str, c_r: str) -> Tuple[str, str]:
         """merge(l, r), then the unary refinements; any leading dims."""
         nb = self.nb
-        z = nb.op("Add", [nb.op("MatMul", [nb.op("Concat", [h_l, h_r], name="merge.hh", axis=-1), "W_merge"],
-                                name="merge.hW"), "b_merge"], name="merge.z")
+        z = nb.op("Add", [self.matmul(nb.op("Concat", [h_l, h_r], name="merge.hh", axis=-1), "W_merge", "merge.hW"),
+                          "b_merge"], name="merge.z")
         i, g, o, f_l, f_r = self.split(z, 5, "merge.gates")
         c = nb.op("Add", [nb.op("Mul", [nb.op("Sigmoid", [i], name="merge.i"), nb.op("Tanh", [g], name="merge.g")],
                                 name="merge.ig"),
@@ -143,8 +211,7 @@ class _Body:
         h = nb.op("Mul", [nb.op("Sigmoid", [o], name="merge.o"), nb.op("Tanh", [c], name="merge.tanh_c")],
                   name="merge.h")
         for k in range(self.unary):
-            z = nb.op("Add", [nb.op("MatMul", [h, f"W_unary.{k}"], name=f"unary{k}.hW"), f"b_unary.{k}"],
-                      name=f"unary{k}.z")
+            z = nb.op("Add", [self.matmul(h, f"W_unary.{k}", f"unary{k}.hW"), f"b_unary.{k}"], name=f"unary{k}.z")
             i, g, o, f = self.split(z, 4, f"unary{k}.gates")
             c = nb.op("Add", [nb.op("Mul", [nb.op("Sigmoid", [i], name=f"unary{k}.i"),
                                             nb.op("Tanh", [g], name=f"unary{k}.g")], name=f"unary{k}.ig"),
@@ -178,12 +245,39 @@ class _Body:
         return nb.op("Where", [self.unsq(over, [-1], "past_limit3"), nan, y], name="y_checked")
 
 
-def step_function(opset: int, unary: int) -> onnx.FunctionProto:
-    fb = FunctionBuilder("PRLSTMStep", ["x", *STATES, *WEIGHTS], ["y", *(f"{s}_out" for s in STATES)],
-                         doc="One PR-LSTM token: leaf, carries through the stack, one merge for the prefix "
-                             "(DESIGN.md, PR-LSTM).")
-    e = _Body(fb, opset, unary)
-    e.unary_weights()
+def prepare_weights(fb: FunctionBuilder, q: Quantizer, unary: int) -> Dict[str, Weight]:
+    """The matrices as the body's MatMuls read them (``q.body_weight``), at the function's top level so that
+    dequantization runs once per call, not per Loop iteration; ``W_unary.k`` / ``b_unary.k`` are slice k of the
+    stacked unary weights."""
+    scales = dict(zip(MATRICES, q.scale_inputs(MATRICES)))
+    weights = {m: (q.body_weight(fb, m, scales.get(m)), scales.get(m)) for m in ("W_leaf", "W_merge")}
+    # weight-only modes dequantize the stack once and take float slices; an empty stack too, since onnxruntime
+    # rejects an int4 function input that no node reads
+    source = "W_unary"
+    if q.mode in ("int8", "int4"):
+        source = dequantize_stacked(fb, q, "W_unary", "W_unary_scale", name="W_unary_dq")
+    for k in range(unary):
+        idx = fb.op("Constant", [], name="unary.index", value=numpy_helper.from_array(np.array(k, np.int64)))
+        fb.op("Gather", [source, idx], [f"W_unary.{k}"], name=f"W_unary.{k}", axis=0)
+        fb.op("Gather", ["b_unary", idx], [f"b_unary.{k}"], name=f"b_unary.{k}", axis=0)
+        scale = (fb.op("Gather", ["W_unary_scale", idx], [f"W_unary_scale.{k}"], name=f"W_unary_scale.{k}", axis=0)
+                 if q.dynamic else None)  # int8-dynamic: int8 slice and its scale for MatMulInteger
+        weights[f"W_unary.{k}"] = (f"W_unary.{k}", scale)
+    return weights
+
+
+def _doc(q: Quantizer, what: str) -> str:
+    return what if q.mode is None else f"{what} Weights {q.mode} (exporters/quantize.py, op contract)."
+
+
+def step_function(opset: int, unary: int, q: Optional[Quantizer] = None) -> onnx.FunctionProto:
+    q = q or Quantizer()
+    fb = FunctionBuilder("PRLSTMStep", ["x", *STATES, *WEIGHTS, *q.scale_inputs(MATRICES)],
+                         ["y", *(f"{s}_out" for s in STATES)],
+                         doc=_doc(q, "One PR-LSTM token: leaf, carries through the stack, one merge for the prefix "
+                                     "(DESIGN.md, PR-LSTM)."))
+    weights = prepare_weights(fb, q, unary)
+    e = _Body(fb, opset, unary, q, weights)
     k = e.stack_constants()
     h0, c0 = e.leaf("x")
     nbits = e.bits("count", k["pow2"], "count_bits")  # [B,K]
@@ -193,7 +287,7 @@ def step_function(opset: int, unary: int) -> onnx.FunctionProto:
     trips = e.reduce_max(t, 0, "carry_trips")
 
     body = NodeBuilder(prefix="carry.")
-    be = _Body(body, opset, unary)
+    be = _Body(body, opset, unary, q, weights)
     sel = be.unsq(body.op("Less", ["b", t], name="active"), [1], "active2")
     lh, lc = be.at("block_h", "b", 1, "stack_h"), be.at("block_c", "b", 1, "stack_c")
     mh, mc = be.combine(lh, lc, "cur_h", "cur_c")
@@ -227,15 +321,17 @@ def step_function(opset: int, unary: int) -> onnx.FunctionProto:
         cleared = fb.op("Where", [below_t, zero, name], name=f"{name}.cleared")
         fb.op("Where", [at_t, e.unsq(new, [1], f"{name}.new3"), cleared], [f"{name}_out"], name=f"{name}_out")
     fb.op("Add", ["count", e.scalar(1)], ["count_out"], name="count_out")
-    return fb.build(opset)
+    return q.declare_attributes(fb.build(opset))
 
 
-def sequence_function(opset: int, unary: int) -> onnx.FunctionProto:
-    fb = FunctionBuilder("PRLSTMSequence", ["x", *STATES, *WEIGHTS], ["Y", *(f"{s}_out" for s in STATES)],
-                         doc="A chunk of PR-LSTM tokens in O(log T) batched merge rounds, continuing the stack "
-                             "(DESIGN.md, PR-LSTM).")
-    e = _Body(fb, opset, unary)
-    e.unary_weights()
+def sequence_function(opset: int, unary: int, q: Optional[Quantizer] = None) -> onnx.FunctionProto:
+    q = q or Quantizer()
+    fb = FunctionBuilder("PRLSTMSequence", ["x", *STATES, *WEIGHTS, *q.scale_inputs(MATRICES)],
+                         ["Y", *(f"{s}_out" for s in STATES)],
+                         doc=_doc(q, "A chunk of PR-LSTM tokens in O(log T) batched merge rounds, continuing the "
+                                     "stack (DESIGN.md, PR-LSTM)."))
+    weights = prepare_weights(fb, q, unary)
+    e = _Body(fb, opset, unary, q, weights)
     k = e.stack_constants()
     leaf_h, leaf_c = e.leaf("x")  # [B,T,H]
     T = e.dim("x", 1, "T")
@@ -271,7 +367,7 @@ def sequence_function(opset: int, unary: int) -> onnx.FunctionProto:
 
     # -- up-sweep: level b+1 = merge of the pairs of level b ------------------------------------------
     up = NodeBuilder(prefix="up.")
-    ue = _Body(up, opset, unary)
+    ue = _Body(up, opset, unary, q, weights)
     M = ue.dim("A_h", 1, "M")
     bit = ue.unsq(up.op("Cast", [ue.at(nbits, "b", 1, "bit_i64")], name="bit", to=TensorProto.BOOL), [1, 2], "bit3")
     hd = up.op("Shape", ["A_h"], name="A_shape")
@@ -317,7 +413,7 @@ def sequence_function(opset: int, unary: int) -> onnx.FunctionProto:
 
     # -- down-sweep: prefix at the end of every block, top level first --------------------------------
     dn = NodeBuilder(prefix="down.")
-    de = _Body(dn, opset, unary)
+    de = _Body(dn, opset, unary, q, weights)
     b = dn.op("Sub", [dn.op("Sub", [U, de.scalar(1)], name="U_minus_1"), "i"], name="b")
     Mn = de.unsq(de.dim("Q_h", 1, "Mn"), [0], "Mn_1d")
     M_b = de.at(sizes, b, 0, "M_b")  # [1]
@@ -348,11 +444,12 @@ def sequence_function(opset: int, unary: int) -> onnx.FunctionProto:
         inter = dn.op("Concat", [de.unsq(lq, [2], f"left_prefix3_{s}"), de.unsq(f"Q_{s}", [2], f"right_prefix3_{s}")],
                       name=f"interleave_{s}", axis=2)
         full = dn.op("Reshape", [inter, flat_shape], name=f"Q_full_{s}")
-        q = dn.op("Where", [bit, de.slice(full, de.ints([1]), dn.op("Add", [M_b, de.ints([1])], name=f"M_b_plus_1_{s}"),
-                                          1, f"Q_from_1_{s}"),
-                            de.slice(full, de.ints([0]), M_b, 1, f"Q_from_0_{s}")], name=f"Q_next_{s}")
-        q_out.append(q)
-        pre_out.append(de.flat(dn.op("GatherND", [q, last_idx], name=f"last_prefix_{s}", batch_dims=1),
+        q_next = dn.op("Where", [bit, de.slice(full, de.ints([1]),
+                                               dn.op("Add", [M_b, de.ints([1])], name=f"M_b_plus_1_{s}"), 1,
+                                               f"Q_from_1_{s}"),
+                                 de.slice(full, de.ints([0]), M_b, 1, f"Q_from_0_{s}")], name=f"Q_next_{s}")
+        q_out.append(q_next)
+        pre_out.append(de.flat(dn.op("GatherND", [q_next, last_idx], name=f"last_prefix_{s}", batch_dims=1),
                                f"last_prefix_flat_{s}"))
     dn.op("Identity", ["cond"], ["cond_out"], name="cond_out")
     graph = loop_body("prlstm_down", dn, ["i", "cond", "Q_h", "Q_c"], ["cond_out", *q_out, *pre_out])
@@ -388,7 +485,7 @@ def sequence_function(opset: int, unary: int) -> onnx.FunctionProto:
         kept = fb.op("Where", [keep3, name, zero], name=f"{name}.kept")
         fb.op("Where", [take3, per_level, kept], [f"{name}_out"], name=f"{name}_out")
     fb.op("Identity", [end], ["count_out"], name="count_out")
-    return fb.build(opset)
+    return q.declare_attributes(fb.build(opset))
 
 
 def _f32(t: torch.Tensor) -> np.ndarray:
@@ -410,26 +507,41 @@ def cell_weights(core: PRLSTM) -> Dict[str, np.ndarray]:
             else np.zeros((0, 4 * H), np.float32)}
 
 
+def op_weights(q: Quantizer, g: GraphBuilder, core: PRLSTM) -> List[str]:
+    """The op's weight inputs in contract order: WEIGHTS, then (integer modes) the scales of MATRICES."""
+    w = cell_weights(core)
+    front = q.op_weights(g, "", {k: w[k] for k in WEIGHTS[:4]}, ["W_leaf", "W_merge"])  # + 2 scales
+    w_unary, unary_scale = stacked_weight(q, g, "W_unary", w["W_unary"])
+    b_unary = q.param(g, "b_unary", w["b_unary"], "float32")
+    return [*front[:4], w_unary, b_unary, *front[4:], *([unary_scale] if unary_scale else [])]
+
+
 class PRLSTMCoreRecipe(ExportRecipe):
     """A bare ``PRLSTM``: features in, h of every prefix out."""
+
+    quantization_modes = QUANT_MODES
 
     def core(self, model) -> PRLSTM:
         return model
 
     def build(self, model, g: GraphBuilder, mode: str, opset: int) -> Signature:
+        q = g.quant
         core = self.core(model)
         K, H = core.stack_levels, core.hidden_size
         x_spec, y_spec = self.input_spec(model, g, mode)
+        y_spec.dtype = q.io_dtype
         states = [self.state_io(g, name, [K, H]) for name in STATE_NAMES[:4]]
         states.append(self.state_io(g, STEP_COUNTER, [], dtype="int64", init=0))
-        e = self.embed(model, g, x_spec.name)
+        if q.mode is not None:
+            q.float32_states.extend(s.name for s in states[:4])
+        e = self.embed(model, g, x_spec.name, opset)  # the compute dtype
         unary = len(core.unary)
-        op, fn = (("PRLSTMStep", step_function(opset, unary)) if mode == "step"
-                  else ("PRLSTMSequence", sequence_function(opset, unary)))
-        weights = [g.weight(name, v) for name, v in cell_weights(core).items()]
+        op, fn = (("PRLSTMStep", step_function(opset, unary, q)) if mode == "step"
+                  else ("PRLSTMSequence", sequence_function(opset, unary, q)))
+        weights = op_weights(q, g, core)
         y = g.custom(op, [e, *(s.input for s in states), *weights], [g.fresh("prlstm.y"), *(s.output for s in states)],
-                     name=op, function=fn)[0]
-        self.head(model, g, y, y_spec.name)
+                     name=op, function=fn, **q.op_attributes())[0]
+        self.head(model, g, y, y_spec.name, opset)
         g.output(y_spec.name, y_spec.dtype, y_spec.shape)
         for s in states:
             g.output(s.output, s.dtype, s.shape)
@@ -437,13 +549,13 @@ class PRLSTMCoreRecipe(ExportRecipe):
         return Signature([x_spec], [y_spec], states, extra)
 
     def input_spec(self, model, g, mode):
-        return self.data_io(g, mode, [model.input_size], "float32", [model.hidden_size])
+        return self.data_io(g, mode, [model.input_size], g.quant.io_dtype, [model.hidden_size])
 
-    def embed(self, model, g: GraphBuilder, x: str) -> str:
-        return x
+    def embed(self, model, g: GraphBuilder, x: str, opset: int) -> str:
+        return g.quant.from_io(g, x)
 
-    def head(self, model, g: GraphBuilder, h: str, y: str) -> None:
-        g.op("Identity", [h], [y], name="y")
+    def head(self, model, g: GraphBuilder, h: str, y: str, opset: int) -> None:
+        g.quant.to_io(g, h, y, compute=False)
 
     def run_torch(self, model, x, state):
         return model(x, state)
@@ -466,17 +578,19 @@ class PRLSTMModelRecipe(PRLSTMCoreRecipe):
         cfg = model.config
         if cfg.vocab_size is not None:
             return self.data_io(g, mode, [], "int64", [cfg.output_size], in_range=[0, cfg.vocab_size])
-        return self.data_io(g, mode, [cfg.input_size], "float32", [cfg.output_size])
+        return self.data_io(g, mode, [cfg.input_size], g.quant.io_dtype, [cfg.output_size])
 
-    def embed(self, model: PRLSTMModel, g: GraphBuilder, x: str) -> str:
+    def embed(self, model: PRLSTMModel, g: GraphBuilder, x: str, opset: int) -> str:
+        q = g.quant
         if model.config.vocab_size is not None:
-            table = g.weight("embedding.weight", _f32(model.embedding.weight))
-            return g.op("Gather", [table, x], name="embedding", axis=0)
-        w = g.weight("input_map.weight_t", _f32(model.input_map.weight).T)
-        b = g.weight("input_map.bias", _f32(model.input_map.bias))
-        return g.op("Add", [g.op("MatMul", [x, w], name="input_map.MatMul"), b], name="input_map")
+            return q.embedding(g, "embedding", _f32(model.embedding.weight), x)
+        return q.linear(g, "input_map", q.from_io(g, x), _f32(model.input_map.weight).T,
+                        _f32(model.input_map.bias), opset)
 
-    def head(self, model: PRLSTMModel, g: GraphBuilder, h: str, y: str) -> None:
-        w = g.weight("head.weight_t", _f32(model.head.weight).T)
-        b = g.weight("head.bias", _f32(model.head.bias))
-        g.op("Add", [g.op("MatMul", [h, w], name="head.MatMul"), b], [y], name="head")
+    def head(self, model: PRLSTMModel, g: GraphBuilder, h: str, y: str, opset: int) -> None:
+        q = g.quant
+        direct = q.compute_dtype == q.io_dtype
+        out = q.linear(g, "head", q.to_compute(g, h), _f32(model.head.weight).T, _f32(model.head.bias), opset,
+                       out=y if direct else None)
+        if not direct:
+            q.to_io(g, out, y)

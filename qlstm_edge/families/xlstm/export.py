@@ -5,7 +5,7 @@ One custom node per cell per block; everything else in a block (norms, causal co
 head-wise and dense projections, gates' pre-activations, FFN, soft-caps, embedding, LM head) is made of
 standard ops. The maths is the package's own (xlstm 2.0.4+, CPU backends; DESIGN.md, section xLSTM).
 
-Op signatures (B batch, T time, NH heads, H = NH*DH; every tensor float32):
+Op signatures (B batch, T time, NH heads, H = NH*DH; every tensor float32 in an fp32 export):
 
     sLSTMCell    (x[B,4H], y[B,H], c[B,H], n[B,H], m[B,H], R[4,NH,DH,DH], b[4H]) -> y'[B,H], c', n', m'
     sLSTMSequence(x[B,T,4H], y0, c0, n0, m0, R, b) -> Y[B,T,H], y_T, c_T, n_T, m_T
@@ -29,6 +29,29 @@ Op signatures (B batch, T time, NH heads, H = NH*DH; every tensor float32):
 
 Sequence ops project nothing per step: the chunk's gate pre-activations come in whole, and a Scan runs
 only the recurrence. The state tensors keep the package's layouts (model.py: StackStates, LargeStates).
+
+Quantization (exporters/quantize.py has the op contract; input positions never move):
+    Quantized matrices: the sLSTM ops' R; every dense projection (mLSTM proj_up, proj_down and i/f gates, the
+    FFN, xLSTMLarge's q/k/v/o, i/f gates and out_proj, the LM head); the head-wise (block-diagonal) projections
+    (mLSTM q/k/v, sLSTM gate inputs), stored as stacked matrices [NH, in/NH, out/NH]; the embeddings. Biases,
+    norm scales, the learnable skip and the depthwise conv taps [KS, D] (element-wise) stay float32.
+    sLSTMCell / sLSTMSequence: R is a stack of 4*NH matrices [DH, DH] (prlstm.export.stacked_weight: each slice
+    follows the contract's [K, N] rule). fp16: R float16, y cast to float16 for y @ R. int8 / int8-dynamic: R
+    int8 and R_scale[4,NH,DH] appended (input 7); int4: R_scale[4,NH,ceil(DH/bs),DH]. Attributes quant_mode and
+    block_size. x, the gates' input pre-activations, stays float32 (it enters no product inside the op).
+    int8-dynamic quantizes y per head (each head's DH values get their own scale), as the head-wise
+    projections do with their inputs; dense projections quantize per row.
+    mLSTMCell / mLSTMSequence hold no weight: the same op in every mode (float32 inputs, no attributes).
+    fp16 runs every matrix product in float16 (its input cast, its result cast back); biases are added, and
+    norms, gates, recurrences, soft-caps and the residual stream computed, in float32.
+Every state stays float32 in every mode:
+    m (sLSTM and mLSTM) is the log-space stabiliser: the gates are exp(i - m') and exp(log f + m - m'), so an
+    absolute error in m is a relative error of every gate and of every memory update.
+    sLSTM c, n and mLSTM C, n are sums decayed by f, which sits near 1: an update much smaller than the sum
+    (n grows to about 140 on random models after 10,000 steps, while i <= 1) would be rounded away in float16
+    (2^-11 relative). y = o c / n and h = q C / max(|q n|, exp(-m)) divide memories by normalisers that carry
+    the same exp(-m) scale, so both must keep their relative precision.
+    sLSTM y (the last output) and the conv windows (the last inputs) are stored as the model computed them.
 """
 from __future__ import annotations
 
@@ -41,14 +64,30 @@ import xlstm
 from xlstm.blocks.mlstm.layer import mLSTMLayer
 
 from ...exporters.graph import FunctionBuilder, GraphBuilder, NodeBuilder, subgraph
+from ...exporters.quantize import MODES as QUANT_MODES, Quantizer
 from ...exporters.recipe import ExportRecipe, Signature
+from ..prlstm.export import Weight, dequantize_stacked, stacked_scale, stacked_weight
 from .model import (LargeStates, StackStates, _check_stack_config, block_stack, run_large_steps,
                     run_stack_steps)
 
 SLSTM_WEIGHTS = ["R", "b"]
+SLSTM_MATRICES = ["R"]  # quantized input (stacked per-head matrices); its scale is appended
 MLSTM_CONSTANTS = ["q_scale", "k_scale", "eps"]
 STACK_EPS_MLSTM = 1e-6  # xlstm.blocks.mlstm.backends.recurrent_step_stabilized_simple's eps
 SMALL_HEAD = 16  # head-wise projections with at most this many inputs per head use Mul + ReduceSum
+
+# Parity tolerances of quantized exports (max abs error of outputs and final states, as qlstm_edge.parity
+# TOLERANCES) for these families: about 3x the worst measured on random models (the test suite's
+# perturbed package models: 7 block stacks / LMs, E 64-256, and 2 xLSTMLarge, E 64-128) over 10,000 steps.
+# The defaults are calibrated on QL-LSTM, whose outputs are about 0.3; xLSTM outputs are normed features or
+# logits (max about 5), the sLSTM normaliser n grows to about 140 and carries the largest absolute state error,
+# and random xLSTMLarge models are badly conditioned (their own float32 rounding moves the logits by up to 1e-4,
+# 300x QL-LSTM's). Measured worst (outputs / any tensor): stacks and LMs fp16 1.2e-2 / 3.3e-2, int8 0.20 / 0.73,
+# int8-dynamic 0.37 / 1.7, int4 3.1 / 13; xLSTMLarge fp16 0.25, int8 1.4, int8-dynamic 1.5, int4 6.1 / 6.6.
+# Bounds this loose catch a broken export, not accuracy loss: the exactness check is the test that an int8
+# export equals the PyTorch model with dequantized weights; judge quality with `quantize-report --eval`.
+STACK_QUANT_TOLERANCES = {"fp16": 0.1, "int8": 2.0, "int8-dynamic": 5.0, "int4": 40.0}
+LARGE_QUANT_TOLERANCES = {"fp16": 0.75, "int8": 4.0, "int8-dynamic": 4.5, "int4": 20.0}
 
 
 def _f32(t: torch.Tensor) -> np.ndarray:
@@ -82,18 +121,27 @@ def _logsigmoid(nb: NodeBuilder, x: str, name: str) -> str:
 
 
 # -- sLSTM ---------------------------------------------------------------------------------------------
-def _slstm_head_shape(nb: NodeBuilder) -> str:
+def _slstm_recurrent(fb: FunctionBuilder, q: Quantizer) -> Weight:
+    """R as the step's MatMul reads it (dequantized once per call in weight-only modes), and for int8-dynamic
+    its scale as [4, NH, 1, DH]."""
+    if q.mode in ("int8", "int4"):
+        return dequantize_stacked(fb, q, "R", "R_scale", name="R_dq"), None
+    return "R", (stacked_scale(fb, "R_scale", "R_scale_col") if q.dynamic else None)
+
+
+def _slstm_head_shape(nb: NodeBuilder, r: str) -> str:
     """[0, 1, NH, 1, DH] from R's shape: y [B, H] -> [B, 1, NH, 1, DH] for the per-head MatMul with R."""
-    dims = nb.op("Shape", ["R"], name="R_shape")
+    dims = nb.op("Shape", [r], name="R_shape")
     nh = nb.op("Slice", [dims, nb.ints([1]), nb.ints([2])], name="NH")
     dh = nb.op("Slice", [dims, nb.ints([2]), nb.ints([3])], name="DH")
     return nb.op("Concat", [nb.ints([0, 1]), nh, nb.ints([1]), dh], name="y_head_shape", axis=0)
 
 
-def _slstm_step(nb: NodeBuilder, x: str, y: str, c: str, n: str, m: str, head_shape: str, opset: int):
-    """One sLSTM step (weights R, b by name); returns (y', c', n', m')."""
+def _slstm_step(nb: NodeBuilder, q: Quantizer, r: Weight, x: str, y: str, c: str, n: str, m: str, head_shape: str,
+                opset: int):
+    """One sLSTM step (``r`` from ``_slstm_recurrent``, b by name); returns (y', c', n', m')."""
     y_heads = nb.op("Reshape", [y, head_shape], name="y_heads")  # [B, 1, NH, 1, DH]
-    ry = nb.op("Reshape", [nb.op("MatMul", [y_heads, "R"], name="yR"), nb.ints([0, -1])], name="Ry")  # [B, 4H]
+    ry = nb.op("Reshape", [q.body_matmul(nb, y_heads, *r, opset, name="yR"), nb.ints([0, -1])], name="Ry")  # [B, 4H]
     raw = nb.op("Add", [nb.op("Add", [x, ry], name="x_Ry"), "b"], name="raw")
     i_raw, f_raw, z_raw, o_raw = _split_equal(nb, raw, 4, -1, opset, "gates")
     lfm = nb.op("Add", [m, _logsigmoid(nb, f_raw, "logsig_f")], name="logf_plus_m")
@@ -112,29 +160,40 @@ def _slstm_step(nb: NodeBuilder, x: str, y: str, c: str, n: str, m: str, head_sh
     return y_new, c_new, n_new, m_new
 
 
-def slstm_cell_function(opset: int) -> onnx.FunctionProto:
-    fb = FunctionBuilder("sLSTMCell", ["x", "y", "c", "n", "m", *SLSTM_WEIGHTS], ["y_out", "c_out", "n_out", "m_out"],
-                         doc="One sLSTM step of the xlstm package (vanilla backend maths, element-wise m init).")
-    outs = _slstm_step(fb, "x", "y", "c", "n", "m", _slstm_head_shape(fb), opset)
+def _doc(q: Quantizer, what: str) -> str:
+    return what if q.mode is None else f"{what} Weights {q.mode} (exporters/quantize.py, op contract)."
+
+
+def slstm_cell_function(opset: int, q: Optional[Quantizer] = None) -> onnx.FunctionProto:
+    q = q or Quantizer()
+    fb = FunctionBuilder("sLSTMCell", ["x", "y", "c", "n", "m", *SLSTM_WEIGHTS, *q.scale_inputs(SLSTM_MATRICES)],
+                         ["y_out", "c_out", "n_out", "m_out"],
+                         doc=_doc(q, "One sLSTM step of the xlstm package (vanilla backend maths, element-wise m "
+                                     "init)."))
+    r = _slstm_recurrent(fb, q)
+    outs = _slstm_step(fb, q, r, "x", "y", "c", "n", "m", _slstm_head_shape(fb, r[0]), opset)
     for value, name in zip(outs, ["y_out", "c_out", "n_out", "m_out"]):
         fb.op("Identity", [value], [name], name=name)
-    return fb.build(opset)
+    return q.declare_attributes(fb.build(opset))
 
 
-def slstm_sequence_function(opset: int) -> onnx.FunctionProto:
-    fb = FunctionBuilder("sLSTMSequence", ["x", "y0", "c0", "n0", "m0", *SLSTM_WEIGHTS],
+def slstm_sequence_function(opset: int, q: Optional[Quantizer] = None) -> onnx.FunctionProto:
+    q = q or Quantizer()
+    fb = FunctionBuilder("sLSTMSequence", ["x", "y0", "c0", "n0", "m0", *SLSTM_WEIGHTS,
+                                           *q.scale_inputs(SLSTM_MATRICES)],
                          ["Y", "y_T", "c_T", "n_T", "m_T"],
-                         doc="A chunk of sLSTM steps: a Scan over the gate pre-activations x [B, T, 4H].")
-    head_shape = _slstm_head_shape(fb)
+                         doc=_doc(q, "A chunk of sLSTM steps: a Scan over the gate pre-activations x [B, T, 4H]."))
+    r = _slstm_recurrent(fb, q)
+    head_shape = _slstm_head_shape(fb, r[0])
     x_t = fb.op("Transpose", ["x"], name="x_time_major", perm=[1, 0, 2])
     body = NodeBuilder(prefix="step.")
-    y, c, n, m = _slstm_step(body, "x_t", "y_prev", "c_prev", "n_prev", "m_prev", head_shape, opset)
+    y, c, n, m = _slstm_step(body, q, r, "x_t", "y_prev", "c_prev", "n_prev", "m_prev", head_shape, opset)
     body.op("Identity", [y], ["y_t"], name="y_t")
     graph = subgraph("slstm_step", body, ["y_prev", "c_prev", "n_prev", "m_prev", "x_t"], [y, c, n, m, "y_t"])
     fb.op("Scan", ["y0", "c0", "n0", "m0", x_t], ["y_T", "c_T", "n_T", "m_T", "Y_time_major"], name="recurrence",
           body=graph, num_scan_inputs=1)
     fb.op("Transpose", ["Y_time_major"], ["Y"], name="Y", perm=[1, 0, 2])
-    return fb.build(opset)
+    return q.declare_attributes(fb.build(opset))
 
 
 # -- mLSTM ---------------------------------------------------------------------------------------------
@@ -200,43 +259,82 @@ class _Net:
         self.g, self.mode, self.opset = g, mode, opset
         self.seq = mode == "sequence"
         self.lead = [0, 0] if self.seq else [0]  # Reshape: keep batch (and time)
+        self.q = g.quant
         self._functions: Dict[str, onnx.FunctionProto] = {}
+        self._compute: Dict[str, str] = {}
 
     def function(self, name: str) -> onnx.FunctionProto:
         if name not in self._functions:
-            make = {"sLSTMCell": slstm_cell_function, "sLSTMSequence": slstm_sequence_function,
-                    "mLSTMCell": mlstm_cell_function, "mLSTMSequence": mlstm_sequence_function}[name]
-            self._functions[name] = make(self.opset)
+            make = {"sLSTMCell": lambda: slstm_cell_function(self.opset, self.q),
+                    "sLSTMSequence": lambda: slstm_sequence_function(self.opset, self.q),
+                    "mLSTMCell": lambda: mlstm_cell_function(self.opset),  # no weights: the same in every mode
+                    "mLSTMSequence": lambda: mlstm_sequence_function(self.opset)}[name]
+            self._functions[name] = make()
         return self._functions[name]
 
+    def param(self, name: str, array: np.ndarray) -> str:
+        """A float32 parameter (norm scales, biases, conv taps, constants): float32 in every mode."""
+        return self.q.param(self.g, name, array, "float32")
+
     def scalar(self, name: str, value: float) -> str:
-        return self.g.weight(name, np.array(value, np.float32))
+        return self.param(name, np.array(value, np.float32))
+
+    def compute(self, x: str) -> str:
+        """float32 ``x`` in the compute dtype (one Cast per tensor in fp16 mode, shared by its consumers)."""
+        if x not in self._compute:
+            self._compute[x] = self.q.to_compute(self.g, x)
+        return self._compute[x]
 
     def linear(self, x: str, weight: torch.Tensor, bias: Optional[torch.Tensor], name: str) -> str:
-        y = self.g.op("MatMul", [x, self.g.weight(f"{name}.weight_t", _f32(weight).T)], name=f"{name}.MatMul")
+        """x @ weight^T + bias: the product as ``q.linear`` computes it, the bias added in float32 (biases stay
+        float32: in fp16 a float16 sum would round gate pre-activations with large biases, such as the mLSTM
+        forget gates' 3..6, to float16's step before the exponential gates); float32 in and out."""
+        q = self.q
+        y = q.to_float32(self.g, q.linear(self.g, name, self.compute(x), _f32(weight).T, None, self.opset))
         if bias is None:
             return y
-        return self.g.op("Add", [y, self.g.weight(f"{name}.bias", _f32(bias))], name=name)
+        return self.g.op("Add", [y, self.param(f"{name}.bias", _f32(bias))], name=name)
+
+    def lm_head(self, x: str, weight: torch.Tensor, out: Optional[str] = None) -> str:
+        """Logits x @ weight^T (no bias) in the compute dtype (fp32: the node ``lm_head``, as before quantization)."""
+        q, g = self.q, self.g
+        if q.mode is None:
+            return g.op("MatMul", [x, g.weight("lm_head.weight_t", _f32(weight).T)], [out] if out else 1,
+                        name="lm_head")
+        return q.linear(g, "lm_head", self.compute(x), _f32(weight).T, None, self.opset, out=out)
 
     def headwise(self, x: str, proj, name: str) -> str:
         """xlstm's LinearHeadwiseExpand: per-head (block-diagonal) x_h @ W_h^T (+ bias).
 
         Small heads (the mLSTM's q/k/v use blocks of 4) as one broadcast Mul and a ReduceSum over the
         head's inputs: onnxruntime's batched MatMul pays per head. Larger heads as a batched MatMul.
+        Quantized: the weights are stacked matrices [NH, in/NH, out/NH] (``stacked_weight``); fp16 and
+        int8-dynamic (which quantizes each head's input row on the fly) use the batched MatMul.
         """
+        q, g = self.q, self.g
         w = _f32(proj.weight)  # [NH, out/NH, in/NH]
         nh, _, d_in = w.shape
-        heads = self.g.op("Reshape", [x, self.g.ints(self.lead + [nh, 1, d_in])], name=f"{name}.heads")
-        if d_in <= SMALL_HEAD:
-            prod = self.g.op("Mul", [heads, self.g.weight(f"{name}.weight", w)], name=f"{name}.Mul")
-            y = self.g.op("ReduceSum", [prod, self.g.ints([-1])], name=f"{name}.ReduceSum", keepdims=0)
+        heads = g.op("Reshape", [x, g.ints(self.lead + [nh, 1, d_in])], name=f"{name}.heads")
+        small = d_in <= SMALL_HEAD and q.mode in (None, "int8", "int4")
+        scale = None
+        if q.mode is None:
+            w_heads = self.param(f"{name}.weight", w) if small else self.param(f"{name}.weight_t", w.transpose(0, 2, 1))
         else:
-            y = self.g.op("MatMul", [heads, self.g.weight(f"{name}.weight_t", w.transpose(0, 2, 1))],
-                          name=f"{name}.MatMul")
-        y = self.g.op("Reshape", [y, self.g.ints(self.lead + [-1])], name=f"{name}.merge")
+            w_heads, scale = stacked_weight(q, g, f"{name}.weight_t", w.transpose(0, 2, 1))
+            if q.mode in ("int8", "int4"):  # weight-only: float32 weights computed from the stored ones
+                w_heads = dequantize_stacked(g, q, w_heads, scale, f"{name}.weight_dq")
+                if small:
+                    w_heads = g.op("Transpose", [w_heads], name=f"{name}.weight", perm=[0, 2, 1])
+        if small:
+            prod = g.op("Mul", [heads, w_heads], name=f"{name}.Mul")
+            y = g.op("ReduceSum", [prod, g.ints([-1])], name=f"{name}.ReduceSum", keepdims=0)
+        else:
+            scale = stacked_scale(g, scale, f"{name}.scale") if q.dynamic else None
+            y = q.body_matmul(g, heads, w_heads, scale, self.opset, name=f"{name}.MatMul")
+        y = g.op("Reshape", [y, g.ints(self.lead + [-1])], name=f"{name}.merge")
         if proj.bias is None:
             return y
-        return self.g.op("Add", [y, self.g.weight(f"{name}.bias", _f32(proj.bias))], name=name)
+        return self.g.op("Add", [y, self.param(f"{name}.bias", _f32(proj.bias))], name=name)
 
     def split(self, x: str, sizes: List[int], name: str) -> List[str]:
         return self.g.op("Split", [x, self.g.ints(sizes)], len(sizes), name=name, axis=-1)
@@ -251,21 +349,21 @@ class _Net:
         """xlstm's LayerNorm (scale 1 + weight when residual_weight, optional bias)."""
         scale = norm.weight_proxy
         scale = np.ones(norm.ndim, np.float32) if scale is None else _f32(scale)
-        inputs = [x, self.g.weight(f"{name}.scale", scale)]
+        inputs = [x, self.param(f"{name}.scale", scale)]
         if norm.bias is not None:
-            inputs.append(self.g.weight(f"{name}.bias", _f32(norm.bias)))
+            inputs.append(self.param(f"{name}.bias", _f32(norm.bias)))
         return self.g.op("LayerNormalization", inputs, name=name, axis=-1, epsilon=float(norm.eps))
 
     def head_norm(self, x: str, dh: int, scale: Optional[np.ndarray], bias: Optional[np.ndarray], eps: float,
                   name: str) -> str:
         """Layer norm of each head of x [..., NH, DH] over DH, then a per-channel scale/bias on [..., NH*DH]."""
-        y = self.g.op("LayerNormalization", [x, self.g.weight(f"{name}.ones", np.ones(dh, np.float32))],
+        y = self.g.op("LayerNormalization", [x, self.param(f"{name}.ones", np.ones(dh, np.float32))],
                       name=f"{name}.normalize", axis=-1, epsilon=float(eps))
         y = self.merge_heads(y, f"{name}.merge")
         if scale is not None:
-            y = self.g.op("Mul", [y, self.g.weight(f"{name}.scale", scale)], name=f"{name}.scaled")
+            y = self.g.op("Mul", [y, self.param(f"{name}.scale", scale)], name=f"{name}.scaled")
         if bias is not None:
-            y = self.g.op("Add", [y, self.g.weight(f"{name}.bias", bias)], name=f"{name}.shifted")
+            y = self.g.op("Add", [y, self.param(f"{name}.bias", bias)], name=f"{name}.shifted")
         return y
 
     def rms_norm(self, x: str, norm, name: str) -> str:
@@ -279,9 +377,9 @@ class _Net:
                         name=f"{name}.rms")
         y = self.g.op("Div", [x, rms], name=f"{name}.normalize")
         if norm.weight is not None:
-            y = self.g.op("Mul", [y, self.g.weight(f"{name}.weight", _f32(norm.weight))], name=f"{name}.scaled")
+            y = self.g.op("Mul", [y, self.param(f"{name}.weight", _f32(norm.weight))], name=f"{name}.scaled")
         if norm.bias is not None:
-            y = self.g.op("Add", [y, self.g.weight(f"{name}.bias", _f32(norm.bias))], name=f"{name}.shifted")
+            y = self.g.op("Add", [y, self.param(f"{name}.bias", _f32(norm.bias))], name=f"{name}.shifted")
         return y
 
     def silu(self, x: str, name: str) -> str:
@@ -328,7 +426,7 @@ class _Net:
             for j in range(ks):
                 end = -(ks - 1 - j) if j < ks - 1 else 2 ** 62
                 rows = g.op("Slice", [ext, g.ints([1 + j]), g.ints([end]), g.ints([1])], name=f"{name}.tap{j}")
-                terms.append(g.op("Mul", [rows, g.weight(f"{name}.w{j}", w[j])], name=f"{name}.wx{j}"))
+                terms.append(g.op("Mul", [rows, self.param(f"{name}.w{j}", w[j])], name=f"{name}.wx{j}"))
             y = terms[0]
             for j, t in enumerate(terms[1:], 1):
                 y = g.op("Add", [y, t], name=f"{name}.sum{j}")
@@ -336,11 +434,11 @@ class _Net:
             kept = g.op("Slice", [state_in, g.ints([1]), g.ints([ks]), g.ints([1])], name=f"{name}.shift")
             new = g.op("Concat", [kept, g.op("Unsqueeze", [x, g.ints([1])], name=f"{name}.x_row")], [state_out],
                        name=f"{name}.state", axis=1)
-            y = g.op("ReduceSum", [g.op("Mul", [new, g.weight(f"{name}.weight", w)], name=f"{name}.wx"),
+            y = g.op("ReduceSum", [g.op("Mul", [new, self.param(f"{name}.weight", w)], name=f"{name}.wx"),
                                    g.ints([1])], name=f"{name}.sum", keepdims=0)
         if conv.bias is None:
             return y
-        return g.op("Add", [y, g.weight(f"{name}.bias", _f32(conv.bias))], name=name)
+        return g.op("Add", [y, self.param(f"{name}.bias", _f32(conv.bias))], name=name)
 
 
 # -- xLSTMBlockStack / xLSTMLMModel -----------------------------------------------------------------------
@@ -376,7 +474,7 @@ def _mlstm_block(net: _Net, block, i: int, x: str, states) -> str:
     on = cell.outnorm
     h_norm = net.head_norm(h, dh, None if on.weight_proxy is None else _f32(on.weight_proxy),
                            None if on.bias is None else _f32(on.bias), on.eps, f"{p}.outnorm")
-    skip = g.op("Mul", [g.weight(f"{p}.learnable_skip", _f32(layer.learnable_skip)), x_c], name=f"{p}.skip")
+    skip = g.op("Mul", [net.param(f"{p}.learnable_skip", _f32(layer.learnable_skip)), x_c], name=f"{p}.skip")
     h_skip = g.op("Add", [h_norm, skip], name=f"{p}.h_skip")
     h_state = g.op("Mul", [h_skip, net.silu(z, f"{p}.z_act")], name=f"{p}.h_gated")
     y = net.linear(h_state, layer.proj_down.weight, layer.proj_down.bias, f"{p}.proj_down")
@@ -400,16 +498,17 @@ def _slstm_block(net: _Net, block, i: int, x: str, states) -> str:
     wx = g.op("Concat", pre, name=f"{p}.gates_x", axis=-1)
     r_ext = cell._recurrent_kernel_int2ext(cell._recurrent_kernel)  # [NH, DH_in, 4, DH_out]
     b_ext = cell._bias_int2ext(cell._bias)  # [NH, 4, DH]
-    weights = [g.weight(f"{p}.R", _f32(r_ext.permute(2, 0, 1, 3))),
-               g.weight(f"{p}.b", _f32(b_ext.permute(1, 0, 2).reshape(-1)))]
+    r, r_scale = stacked_weight(net.q, g, f"{p}.R", _f32(r_ext.permute(2, 0, 1, 3)))
+    weights = [r, net.param(f"{p}.b", _f32(b_ext.permute(1, 0, 2).reshape(-1))), *([r_scale] if r_scale else [])]
     op = "sLSTMSequence" if net.seq else "sLSTMCell"
     ins = [states[k].input for k in "ycnm"]
     outs = [states[k].output for k in "ycnm"]
     if net.seq:
         y_all = g.fresh(f"{p}.Y")
-        g.custom(op, [wx, *ins, *weights], [y_all, *outs], name=f"{p}.{op}", function=net.function(op))
+        g.custom(op, [wx, *ins, *weights], [y_all, *outs], name=f"{p}.{op}", function=net.function(op),
+                 **net.q.op_attributes())
     else:
-        g.custom(op, [wx, *ins, *weights], outs, name=f"{p}.{op}", function=net.function(op))
+        g.custom(op, [wx, *ins, *weights], outs, name=f"{p}.{op}", function=net.function(op), **net.q.op_attributes())
         y_all = states["y"].output
     gn = layer.group_norm
     out = net.head_norm(net.to_heads(y_all, nh, dh, f"{p}.y_heads"), dh,
@@ -430,14 +529,24 @@ def _ffn(net: _Net, block, i: int, x: str) -> str:
     return g.op("Add", [x, y], name=f"{p}.residual")
 
 
+def _float32_states(q: Quantizer, specs) -> None:
+    if q.mode is not None:
+        q.float32_states.extend(s.name for s in specs.values())
+
+
 class XLSTMStackRecipe(ExportRecipe):
     """``xlstm.xLSTMBlockStack``: features [B, (T,) E] in, the post-blocks-normed features out."""
+
+    quantization_modes = QUANT_MODES
+    quantization_tolerances = STACK_QUANT_TOLERANCES
 
     def build(self, model, g: GraphBuilder, mode: str, opset: int) -> Signature:
         stack = block_stack(model)
         layout = StackStates(stack)
         x_spec, y_spec = self.input_spec(model, g, mode)
+        y_spec.dtype = g.quant.io_dtype
         specs = {name: self.state_io(g, name, shape) for name, shape in layout.shapes.items()}
+        _float32_states(g.quant, specs)
         net = _Net(g, mode, opset)
         h = self.embed(model, net, x_spec.name)
         kinds = []
@@ -461,13 +570,14 @@ class XLSTMStackRecipe(ExportRecipe):
 
     def input_spec(self, model, g, mode):
         e = model.config.embedding_dim
-        return self.data_io(g, mode, [e], "float32", [e])
+        return self.data_io(g, mode, [e], g.quant.io_dtype, [e])
 
     def embed(self, model, net: _Net, x: str) -> str:
-        return x
+        """The block input, float32 (a float16 data input is cast)."""
+        return x if net.q.io_dtype == "float32" else net.g.op("Cast", [x], name="x_fp32", to=onnx.TensorProto.FLOAT)
 
     def head(self, model, net: _Net, h: str, y: str) -> None:
-        net.g.op("Identity", [h], [y], name="y")
+        net.q.to_io(net.g, h, y, compute=False)
 
     def reference(self, model, x, state):
         return run_stack_steps(model, x, state)
@@ -484,12 +594,15 @@ class XLSTMLMRecipe(XLSTMStackRecipe):
         return self.data_io(g, mode, [], "int64", [v], in_range=[0, v])
 
     def embed(self, model, net: _Net, x: str) -> str:
-        table = net.g.weight("token_embedding.weight", _f32(model.token_embedding.weight))
-        return net.g.op("Gather", [table, x], name="token_embedding", axis=0)
+        q = net.q
+        return q.to_float32(net.g, q.embedding(net.g, "token_embedding", _f32(model.token_embedding.weight), x))
 
     def head(self, model, net: _Net, h: str, y: str) -> None:
-        w = net.g.weight("lm_head.weight_t", _f32(model.lm_head.weight).T)
-        net.g.op("MatMul", [h, w], [y], name="lm_head")
+        q = net.q
+        direct = q.compute_dtype == q.io_dtype
+        logits = net.lm_head(h, model.lm_head.weight, out=y if direct else None)
+        if not direct:
+            q.to_io(net.g, logits, y)
 
 
 # -- xLSTMLarge --------------------------------------------------------------------------------------------
@@ -541,22 +654,26 @@ def _large_block(net: _Net, block, i: int, x: str, states, config) -> str:
 class XLSTMLargeRecipe(ExportRecipe):
     """``xlstm.xlstm_large.model.xLSTMLarge``: token ids in, soft-capped logits out."""
 
+    quantization_modes = QUANT_MODES
+    quantization_tolerances = LARGE_QUANT_TOLERANCES
+
     def build(self, model, g: GraphBuilder, mode: str, opset: int) -> Signature:
         config = model.config
         v = config.vocab_size
+        q = g.quant
         x_spec, y_spec = self.data_io(g, mode, [], "int64", [v], in_range=[0, v])
+        y_spec.dtype = q.io_dtype
         specs = {name: self.state_io(g, name, shape) for name, shape in LargeStates(model).shapes.items()}
+        _float32_states(q, specs)
         net = _Net(g, mode, opset)
-        table = g.weight("embedding.weight", _f32(model.embedding.weight))
-        h = g.op("Gather", [table, x_spec.name], name="embedding", axis=0)
+        h = q.to_float32(g, q.embedding(g, "embedding", _f32(model.embedding.weight), x_spec.name))
         for i, block in enumerate(model.backbone.blocks):
             block_states = {s: specs[f"b{i}.{s}"] for s in "Cnm"}
             h = _large_block(net, block, i, h, block_states, config)
         if config.add_out_norm:
             h = net.rms_norm(h, model.backbone.out_norm, "out_norm")
-        logits = g.op("MatMul", [h, g.weight("lm_head.weight_t", _f32(model.lm_head.weight).T)], name="lm_head")
-        capped = net.soft_cap(logits, config.output_logit_soft_cap, "logit_cap")
-        g.op("Identity", [capped], [y_spec.name], name="y")
+        logits = q.to_float32(g, net.lm_head(h, model.lm_head.weight))
+        q.to_io(g, net.soft_cap(logits, config.output_logit_soft_cap, "logit_cap"), y_spec.name, compute=False)
         g.output(y_spec.name, y_spec.dtype, y_spec.shape)
         for s in specs.values():
             g.output(s.output, s.dtype, s.shape)
