@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import qlstm_edge.families.prlstm  # noqa: F401  (registers the family)
 from qlstm_edge.exporters import export_onnx
 from qlstm_edge.families.prlstm import PRLSTM
 from qlstm_edge.runtime import StreamingSession

@@ -28,7 +28,6 @@ import onnxruntime as ort
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-import qlstm_edge.families.prlstm  # noqa: F401  (registers the family)
 from qlstm_edge import QLLSTM
 from qlstm_edge.exporters import export_onnx
 from qlstm_edge.families.prlstm import PRLSTM

@@ -25,7 +25,6 @@ from xlstm import (FeedForwardConfig, mLSTMBlockConfig, mLSTMLayerConfig, sLSTMB
                    xLSTMLMModel, xLSTMLMModelConfig)
 from xlstm.xlstm_large.model import xLSTMLarge, xLSTMLargeConfig
 
-import qlstm_edge.families.xlstm  # noqa: F401  (registers the xlstm families)
 from qlstm_edge.exporters import export_onnx
 from qlstm_edge.runtime import StreamingSession
 

@@ -13,7 +13,7 @@ from ..checkpoint import load_checkpoint
 from ..registry import family_of
 from ..runtime.metadata import METADATA_KEY, ModelMetadata
 from .._io import atomic_path
-from .graph import DEFAULT_IR_VERSION, DEFAULT_OPSET, DOMAIN, GraphBuilder
+from .graph import DEFAULT_IR_VERSION, DEFAULT_OPSET, GraphBuilder
 from .quantize import DEFAULT_BLOCK_SIZE, MODES as QUANT_MODES, QuantizationError, Quantizer
 from .recipe import MODES, ExportRecipe, Signature
 

@@ -56,3 +56,33 @@ class ExportRecipe:
         spec = StateSpec(name, f"{name}.in", f"{name}.out", ["batch", *shape], dtype, init)
         g.input(spec.input, dtype, spec.shape)
         return spec
+
+
+def f32(t: torch.Tensor) -> np.ndarray:
+    """A parameter as a float32 numpy array (what graphs store before any quantization)."""
+    return t.detach().cpu().numpy().astype(np.float32)
+
+
+class SequenceModelIO:
+    """Export of the shared input map and head of ``families.common.SequenceModel`` (mixed into recipes)."""
+
+    def input_spec(self, model, g: GraphBuilder, mode: str):
+        cfg = model.config
+        if cfg.vocab_size is not None:
+            return ExportRecipe.data_io(g, mode, [], "int64", [cfg.output_size], in_range=[0, cfg.vocab_size])
+        return ExportRecipe.data_io(g, mode, [cfg.input_size], g.quant.io_dtype, [cfg.output_size])
+
+    def embed(self, model, g: GraphBuilder, x: str, opset: int) -> str:
+        q = g.quant
+        if model.config.vocab_size is not None:
+            return q.embedding(g, "embedding", f32(model.embedding.weight), x)
+        return q.linear(g, "input_map", q.from_io(g, x), f32(model.input_map.weight).T, f32(model.input_map.bias),
+                        opset)
+
+    def head(self, model, g: GraphBuilder, h: str, y: str, opset: int) -> None:
+        q = g.quant
+        direct = q.compute_dtype == q.io_dtype
+        out = q.linear(g, "head", q.to_compute(g, h), f32(model.head.weight).T, f32(model.head.bias), opset,
+                       out=y if direct else None)
+        if not direct:
+            q.to_io(g, out, y)

@@ -7,7 +7,6 @@ from click.testing import CliRunner
 
 from qlstm_edge import __version__, save_checkpoint
 from qlstm_edge.cli import main
-from qlstm_edge.parity import check_parity
 
 from conftest import make_model
 

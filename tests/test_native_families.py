@@ -19,14 +19,12 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-import qlstm_edge.families.prlstm  # noqa: F401  (registers the family)
 from qlstm_edge.exporters import export_onnx
 from qlstm_edge.families.prlstm import PRLSTM
 from qlstm_edge.families.prlstm import export as pr_export
 from qlstm_edge.runtime import StreamingSession, native_lib
 
 try:
-    import qlstm_edge.families.xlstm  # noqa: F401
     from qlstm_edge.families.xlstm import export as x_export
     from xlstm import (FeedForwardConfig, mLSTMBlockConfig, mLSTMLayerConfig, sLSTMBlockConfig,
                        sLSTMLayerConfig, xLSTMLMModel, xLSTMLMModelConfig)

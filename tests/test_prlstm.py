@@ -7,7 +7,6 @@ import pytest
 import torch
 from onnx.reference import ReferenceEvaluator
 
-import qlstm_edge.families.prlstm  # noqa: F401  (registers the family until families/__init__ imports it)
 from qlstm_edge import load_checkpoint, save_checkpoint
 from qlstm_edge.config import ConfigError
 from qlstm_edge.exporters import export_onnx

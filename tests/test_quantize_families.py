@@ -21,7 +21,6 @@ import torch
 from onnx import TensorProto
 from onnx.reference import ReferenceEvaluator
 
-import qlstm_edge.families.prlstm  # noqa: F401  (registers the family until families/__init__ imports it)
 from qlstm_edge.exporters import build_onnx, export_onnx
 from qlstm_edge.exporters.quantize import QuantizationError
 from qlstm_edge.families.prlstm import PRLSTMConfig, PRLSTMModel
@@ -34,8 +33,6 @@ try:
     from xlstm import (FeedForwardConfig, mLSTMBlockConfig, mLSTMLayerConfig, sLSTMBlockConfig, sLSTMLayerConfig,
                        xLSTMBlockStack, xLSTMBlockStackConfig, xLSTMLMModel, xLSTMLMModelConfig)
     from xlstm.xlstm_large.model import xLSTMLarge, xLSTMLargeConfig
-
-    import qlstm_edge.families.xlstm  # noqa: F401  (registers the xlstm families)
     XLSTM_MISSING = None
 except ImportError as e:  # pragma: no cover - depends on the environment
     if os.environ.get("QLSTM_EDGE_REQUIRE_XLSTM") == "1":

@@ -30,7 +30,6 @@ from xlstm import (FeedForwardConfig, mLSTMBlockConfig, mLSTMLayerConfig, sLSTMB
                    xLSTMBlockStack, xLSTMBlockStackConfig, xLSTMLMModel, xLSTMLMModelConfig)
 from xlstm.blocks.slstm.cell import sLSTMCell_cuda
 
-import qlstm_edge.families.xlstm  # noqa: F401  (registers the xlstm families)
 from qlstm_edge import load_checkpoint, save_checkpoint
 from qlstm_edge.cli import main
 from qlstm_edge.cli_generate import generate as generate_cmd

@@ -59,7 +59,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ...exporters.graph import FunctionBuilder, GraphBuilder, NodeBuilder, subgraph
 from ...exporters.quantize import MODES as QUANT_MODES, Quantizer, quantize_symmetric, to_fp16
-from ...exporters.recipe import ExportRecipe, Signature
+from ...exporters.recipe import ExportRecipe, SequenceModelIO, Signature, f32
 from .model import PRLSTM, PRLSTMModel, PRLSTMState
 
 STATES = ["block_h", "block_c", "prefix_h", "prefix_c", "count"]
@@ -488,10 +488,6 @@ def sequence_function(opset: int, unary: int, q: Optional[Quantizer] = None) -> 
     return q.declare_attributes(fb.build(opset))
 
 
-def _f32(t: torch.Tensor) -> np.ndarray:
-    return t.detach().cpu().numpy().astype(np.float32)
-
-
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().numpy()
 
@@ -499,11 +495,11 @@ def _np(t: torch.Tensor) -> np.ndarray:
 def cell_weights(core: PRLSTM) -> Dict[str, np.ndarray]:
     """The parameters in the ops' layout (input-major; the unary layers stacked)."""
     H = core.hidden_size
-    return {"W_leaf": _f32(core.leaf.weight).T, "b_leaf": _f32(core.leaf.bias),
-            "W_merge": _f32(core.merge.weight).T, "b_merge": _f32(core.merge.bias),
-            "W_unary": np.stack([_f32(u.weight).T for u in core.unary]) if len(core.unary)
+    return {"W_leaf": f32(core.leaf.weight).T, "b_leaf": f32(core.leaf.bias),
+            "W_merge": f32(core.merge.weight).T, "b_merge": f32(core.merge.bias),
+            "W_unary": np.stack([f32(u.weight).T for u in core.unary]) if len(core.unary)
             else np.zeros((0, H, 4 * H), np.float32),
-            "b_unary": np.stack([_f32(u.bias) for u in core.unary]) if len(core.unary)
+            "b_unary": np.stack([f32(u.bias) for u in core.unary]) if len(core.unary)
             else np.zeros((0, 4 * H), np.float32)}
 
 
@@ -568,29 +564,8 @@ class PRLSTMCoreRecipe(ExportRecipe):
         return _np(y), {name: _np(t) for name, t in zip(STATE_NAMES, new)}
 
 
-class PRLSTMModelRecipe(PRLSTMCoreRecipe):
+class PRLSTMModelRecipe(SequenceModelIO, PRLSTMCoreRecipe):
     """``PRLSTMModel``: embedding (token ids) or linear input map -> PRLSTM -> per-position head."""
 
     def core(self, model: PRLSTMModel) -> PRLSTM:
         return model.rnn
-
-    def input_spec(self, model: PRLSTMModel, g, mode):
-        cfg = model.config
-        if cfg.vocab_size is not None:
-            return self.data_io(g, mode, [], "int64", [cfg.output_size], in_range=[0, cfg.vocab_size])
-        return self.data_io(g, mode, [cfg.input_size], g.quant.io_dtype, [cfg.output_size])
-
-    def embed(self, model: PRLSTMModel, g: GraphBuilder, x: str, opset: int) -> str:
-        q = g.quant
-        if model.config.vocab_size is not None:
-            return q.embedding(g, "embedding", _f32(model.embedding.weight), x)
-        return q.linear(g, "input_map", q.from_io(g, x), _f32(model.input_map.weight).T,
-                        _f32(model.input_map.bias), opset)
-
-    def head(self, model: PRLSTMModel, g: GraphBuilder, h: str, y: str, opset: int) -> None:
-        q = g.quant
-        direct = q.compute_dtype == q.io_dtype
-        out = q.linear(g, "head", q.to_compute(g, h), _f32(model.head.weight).T, _f32(model.head.bias), opset,
-                       out=y if direct else None)
-        if not direct:
-            q.to_io(g, out, y)

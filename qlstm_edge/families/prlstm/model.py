@@ -25,7 +25,8 @@ from typing import List, NamedTuple, Optional, Tuple
 import torch
 from torch import nn
 
-from ...config import ConfigError, ModelConfig
+from ...config import ConfigError
+from ..common import SequenceModel, SequenceModelConfig
 
 Node = Tuple[torch.Tensor, torch.Tensor]  # (h, c) of a tree node
 MAX_STACK_LEVELS = 62  # count is int64
@@ -205,7 +206,7 @@ class PRLSTM(nn.Module):
 
 
 @dataclass
-class PRLSTMConfig(ModelConfig):
+class PRLSTMConfig(SequenceModelConfig):
     """Input (token ids via an embedding, or feature vectors via a linear map) -> PRLSTM -> per-position head.
 
     Exactly one of ``vocab_size`` and ``input_size`` is set. ``num_layers``: the binary merge plus
@@ -213,12 +214,7 @@ class PRLSTMConfig(ModelConfig):
     streaming state (PyTorch and ONNX alike) has K levels.
     """
 
-    hidden_size: int = 128
     num_layers: int = 2
-    vocab_size: Optional[int] = None
-    input_size: Optional[int] = None
-    embed_size: Optional[int] = None
-    output_size: int = 2
     stack_levels: int = 24
 
     def validate(self) -> None:
@@ -228,30 +224,13 @@ class PRLSTMConfig(ModelConfig):
             raise ConfigError(f"PRLSTMConfig.stack_levels must be an integer in [1, {MAX_STACK_LEVELS}], got {k!r}")
 
 
-class PRLSTMModel(nn.Module):
+class PRLSTMModel(SequenceModel):
     """Input map -> PRLSTM -> per-position head. ``forward(x, state=None) -> (y[B,T,O], PRLSTMState)``."""
 
     config_class = PRLSTMConfig
 
     def __init__(self, config: PRLSTMConfig):
-        super().__init__()
         config.validate()
-        self.config = config
         e = config.embed_size or config.hidden_size
-        if config.vocab_size is not None:
-            self.embedding = nn.Embedding(config.vocab_size, e)
-        else:
-            self.input_map = nn.Linear(config.input_size, e)
-        self.rnn = PRLSTM(e, config.hidden_size, config.num_layers, config.stack_levels)
-        self.head = nn.Linear(config.hidden_size, config.output_size)
-
-    @classmethod
-    def from_config(cls, config: PRLSTMConfig) -> "PRLSTMModel":
-        return cls(config)
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self.embedding(x) if self.config.vocab_size is not None else self.input_map(x)
-
-    def forward(self, x: torch.Tensor, state: Optional[PRLSTMState] = None):
-        y, state = self.rnn(self.embed(x), state)
-        return self.head(y), state
+        super().__init__(config, PRLSTM(e, config.hidden_size, config.num_layers, config.stack_levels),
+                         config.hidden_size)

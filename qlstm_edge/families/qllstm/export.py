@@ -28,7 +28,7 @@ reason: 1 - f needs float32 resolution when f saturates.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import onnx
@@ -36,7 +36,7 @@ import torch
 
 from ...exporters.graph import FunctionBuilder, GraphBuilder, NodeBuilder, subgraph
 from ...exporters.quantize import MODES as QUANT_MODES, Quantizer
-from ...exporters.recipe import ExportRecipe, Signature
+from ...exporters.recipe import ExportRecipe, SequenceModelIO, Signature, f32
 from .model import QLLSTM, QLLSTMModel
 
 WEIGHTS = ["W_x", "W_h", "bias", "gate_scale", "gate_bias", "alpha"]
@@ -104,17 +104,13 @@ def sequence_function(opset: int, q: Optional[Quantizer] = None) -> onnx.Functio
     return q.declare_attributes(fb.build(opset))
 
 
-def _f32(t: torch.Tensor) -> np.ndarray:
-    return t.detach().cpu().numpy().astype(np.float32)
-
-
 def layer_weights(cell) -> Dict[str, np.ndarray]:
     """The cell's parameters in the op's layout: W = [W_x | W_h] split and transposed to input-major."""
-    w = _f32(cell.weight)
+    w = f32(cell.weight)
     d = cell.input_size
     return {"W_x": w[:, :d].T, "W_h": w[:, d:].T,
-            "bias": _f32(cell.bias), "gate_scale": _f32(cell.gate_scale), "gate_bias": _f32(cell.gate_bias),
-            "alpha": _f32(cell.alpha)}
+            "bias": f32(cell.bias), "gate_scale": f32(cell.gate_scale), "gate_bias": f32(cell.gate_bias),
+            "alpha": f32(cell.alpha)}
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -184,29 +180,8 @@ class QLLSTMStackRecipe(ExportRecipe):
             raise ValueError("export needs a batch_first QLLSTM (the exported graph is batch-major)")
 
 
-class QLLSTMModelRecipe(QLLSTMStackRecipe):
+class QLLSTMModelRecipe(SequenceModelIO, QLLSTMStackRecipe):
     """``QLLSTMModel``: embedding (token ids) or linear input map -> stack -> per-step head."""
 
     def stack(self, model: QLLSTMModel) -> QLLSTM:
         return model.rnn
-
-    def input_spec(self, model: QLLSTMModel, g, mode):
-        cfg = model.config
-        if cfg.vocab_size is not None:
-            return self.data_io(g, mode, [], "int64", [cfg.output_size], in_range=[0, cfg.vocab_size])
-        return self.data_io(g, mode, [cfg.input_size], g.quant.io_dtype, [cfg.output_size])
-
-    def embed(self, model: QLLSTMModel, g: GraphBuilder, x: str, opset: int) -> str:
-        q = g.quant
-        if model.config.vocab_size is not None:
-            return q.embedding(g, "embedding", _f32(model.embedding.weight), x)
-        return q.linear(g, "input_map", q.from_io(g, x), _f32(model.input_map.weight).T,
-                        _f32(model.input_map.bias), opset)
-
-    def head(self, model: QLLSTMModel, g: GraphBuilder, h: str, y: str, opset: int) -> None:
-        q = g.quant
-        direct = q.compute_dtype == q.io_dtype
-        out = q.linear(g, "head", q.to_compute(g, h), _f32(model.head.weight).T, _f32(model.head.bias), opset,
-                       out=y if direct else None)
-        if not direct:
-            q.to_io(g, out, y)

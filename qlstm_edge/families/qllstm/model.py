@@ -10,7 +10,7 @@ from typing import List, Optional, Tuple
 import torch
 from torch import nn
 
-from ...config import ModelConfig
+from ..common import SequenceModel, SequenceModelConfig
 
 State = Tuple[torch.Tensor, torch.Tensor]
 
@@ -131,49 +131,26 @@ class QLLSTM(nn.Module):
 
 
 @dataclass
-class QLLSTMConfig(ModelConfig):
+class QLLSTMConfig(SequenceModelConfig):
     """Input (token ids via an embedding, or feature vectors via a linear map) -> QL-LSTM stack -> head.
 
     Exactly one of ``vocab_size`` (token input) and ``input_size`` (feature input) is set. The head maps
     every step's hidden state to ``output_size`` values (a classifier reads the last step).
     """
 
-    hidden_size: int = 128
-    num_layers: int = 1
-    vocab_size: Optional[int] = None
-    input_size: Optional[int] = None
-    embed_size: Optional[int] = None
-    output_size: int = 2
     alpha: float = 0.0
     learn_alpha: bool = True
     dropout: float = 0.0
 
 
-class QLLSTMModel(nn.Module):
+class QLLSTMModel(SequenceModel):
     """Input map -> QL-LSTM stack -> per-step head. ``forward(x, state=None) -> (y[B,T,O], (h_n, c_n))``."""
 
     config_class = QLLSTMConfig
 
     def __init__(self, config: QLLSTMConfig):
-        super().__init__()
         config.validate()
-        self.config = config
         e = config.embed_size or config.hidden_size
-        if config.vocab_size is not None:
-            self.embedding = nn.Embedding(config.vocab_size, e)
-        else:
-            self.input_map = nn.Linear(config.input_size, e)
-        self.rnn = QLLSTM(e, config.hidden_size, config.num_layers, batch_first=True, dropout=config.dropout,
-                          alpha=config.alpha, learn_alpha=config.learn_alpha)
-        self.head = nn.Linear(config.hidden_size, config.output_size)
-
-    @classmethod
-    def from_config(cls, config: QLLSTMConfig) -> "QLLSTMModel":
-        return cls(config)
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self.embedding(x) if self.config.vocab_size is not None else self.input_map(x)
-
-    def forward(self, x: torch.Tensor, state: Optional[State] = None):
-        y, state = self.rnn(self.embed(x), state)
-        return self.head(y), state
+        super().__init__(config, QLLSTM(e, config.hidden_size, config.num_layers, batch_first=True,
+                                        dropout=config.dropout, alpha=config.alpha, learn_alpha=config.learn_alpha),
+                         config.hidden_size)

@@ -65,7 +65,7 @@ from xlstm.blocks.mlstm.layer import mLSTMLayer
 
 from ...exporters.graph import FunctionBuilder, GraphBuilder, NodeBuilder, subgraph
 from ...exporters.quantize import MODES as QUANT_MODES, Quantizer
-from ...exporters.recipe import ExportRecipe, Signature
+from ...exporters.recipe import ExportRecipe, Signature, f32
 from ..prlstm.export import Weight, dequantize_stacked, stacked_scale, stacked_weight
 from .model import (LargeStates, StackStates, _check_stack_config, block_stack, run_large_steps,
                     run_stack_steps)
@@ -88,10 +88,6 @@ SMALL_HEAD = 16  # head-wise projections with at most this many inputs per head 
 # export equals the PyTorch model with dequantized weights; judge quality with `quantize-report --eval`.
 STACK_QUANT_TOLERANCES = {"fp16": 0.1, "int8": 2.0, "int8-dynamic": 5.0, "int4": 40.0}
 LARGE_QUANT_TOLERANCES = {"fp16": 0.75, "int8": 4.0, "int8-dynamic": 4.5, "int4": 20.0}
-
-
-def _f32(t: torch.Tensor) -> np.ndarray:
-    return t.detach().cpu().numpy().astype(np.float32)
 
 
 def _split_equal(nb: NodeBuilder, x: str, parts: int, axis: int, opset: int, name: str) -> List[str]:
@@ -290,18 +286,18 @@ class _Net:
         float32: in fp16 a float16 sum would round gate pre-activations with large biases, such as the mLSTM
         forget gates' 3..6, to float16's step before the exponential gates); float32 in and out."""
         q = self.q
-        y = q.to_float32(self.g, q.linear(self.g, name, self.compute(x), _f32(weight).T, None, self.opset))
+        y = q.to_float32(self.g, q.linear(self.g, name, self.compute(x), f32(weight).T, None, self.opset))
         if bias is None:
             return y
-        return self.g.op("Add", [y, self.param(f"{name}.bias", _f32(bias))], name=name)
+        return self.g.op("Add", [y, self.param(f"{name}.bias", f32(bias))], name=name)
 
     def lm_head(self, x: str, weight: torch.Tensor, out: Optional[str] = None) -> str:
         """Logits x @ weight^T (no bias) in the compute dtype (fp32: the node ``lm_head``, as before quantization)."""
         q, g = self.q, self.g
         if q.mode is None:
-            return g.op("MatMul", [x, g.weight("lm_head.weight_t", _f32(weight).T)], [out] if out else 1,
+            return g.op("MatMul", [x, g.weight("lm_head.weight_t", f32(weight).T)], [out] if out else 1,
                         name="lm_head")
-        return q.linear(g, "lm_head", self.compute(x), _f32(weight).T, None, self.opset, out=out)
+        return q.linear(g, "lm_head", self.compute(x), f32(weight).T, None, self.opset, out=out)
 
     def headwise(self, x: str, proj, name: str) -> str:
         """xlstm's LinearHeadwiseExpand: per-head (block-diagonal) x_h @ W_h^T (+ bias).
@@ -312,7 +308,7 @@ class _Net:
         int8-dynamic (which quantizes each head's input row on the fly) use the batched MatMul.
         """
         q, g = self.q, self.g
-        w = _f32(proj.weight)  # [NH, out/NH, in/NH]
+        w = f32(proj.weight)  # [NH, out/NH, in/NH]
         nh, _, d_in = w.shape
         heads = g.op("Reshape", [x, g.ints(self.lead + [nh, 1, d_in])], name=f"{name}.heads")
         small = d_in <= SMALL_HEAD and q.mode in (None, "int8", "int4")
@@ -334,7 +330,7 @@ class _Net:
         y = g.op("Reshape", [y, g.ints(self.lead + [-1])], name=f"{name}.merge")
         if proj.bias is None:
             return y
-        return self.g.op("Add", [y, self.param(f"{name}.bias", _f32(proj.bias))], name=name)
+        return self.g.op("Add", [y, self.param(f"{name}.bias", f32(proj.bias))], name=name)
 
     def split(self, x: str, sizes: List[int], name: str) -> List[str]:
         return self.g.op("Split", [x, self.g.ints(sizes)], len(sizes), name=name, axis=-1)
@@ -348,10 +344,10 @@ class _Net:
     def layer_norm(self, x: str, norm, name: str) -> str:
         """xlstm's LayerNorm (scale 1 + weight when residual_weight, optional bias)."""
         scale = norm.weight_proxy
-        scale = np.ones(norm.ndim, np.float32) if scale is None else _f32(scale)
+        scale = np.ones(norm.ndim, np.float32) if scale is None else f32(scale)
         inputs = [x, self.param(f"{name}.scale", scale)]
         if norm.bias is not None:
-            inputs.append(self.param(f"{name}.bias", _f32(norm.bias)))
+            inputs.append(self.param(f"{name}.bias", f32(norm.bias)))
         return self.g.op("LayerNormalization", inputs, name=name, axis=-1, epsilon=float(norm.eps))
 
     def head_norm(self, x: str, dh: int, scale: Optional[np.ndarray], bias: Optional[np.ndarray], eps: float,
@@ -377,9 +373,9 @@ class _Net:
                         name=f"{name}.rms")
         y = self.g.op("Div", [x, rms], name=f"{name}.normalize")
         if norm.weight is not None:
-            y = self.g.op("Mul", [y, self.param(f"{name}.weight", _f32(norm.weight))], name=f"{name}.scaled")
+            y = self.g.op("Mul", [y, self.param(f"{name}.weight", f32(norm.weight))], name=f"{name}.scaled")
         if norm.bias is not None:
-            y = self.g.op("Add", [y, self.param(f"{name}.bias", _f32(norm.bias))], name=f"{name}.shifted")
+            y = self.g.op("Add", [y, self.param(f"{name}.bias", f32(norm.bias))], name=f"{name}.shifted")
         return y
 
     def silu(self, x: str, name: str) -> str:
@@ -417,7 +413,7 @@ class _Net:
     def causal_conv(self, x: str, conv, state_in: str, state_out: str, name: str) -> str:
         """Depthwise causal conv1d with its state (the last KS inputs, oldest first), as the package's step."""
         g = self.g
-        w = _f32(conv.weight[:, 0, :]).T  # [KS, D]: w[j] weights x_{t-KS+1+j}
+        w = f32(conv.weight[:, 0, :]).T  # [KS, D]: w[j] weights x_{t-KS+1+j}
         ks = w.shape[0]
         if self.seq:  # window t of cat(state, x) is rows t+1 .. t+KS
             ext = g.op("Concat", [state_in, x], name=f"{name}.window", axis=1)  # [B, KS+T, D]
@@ -438,7 +434,7 @@ class _Net:
                                    g.ints([1])], name=f"{name}.sum", keepdims=0)
         if conv.bias is None:
             return y
-        return g.op("Add", [y, self.param(f"{name}.bias", _f32(conv.bias))], name=name)
+        return g.op("Add", [y, self.param(f"{name}.bias", f32(conv.bias))], name=name)
 
 
 # -- xLSTMBlockStack / xLSTMLMModel -----------------------------------------------------------------------
@@ -472,9 +468,9 @@ def _mlstm_block(net: _Net, block, i: int, x: str, states) -> str:
     g.op("Unsqueeze", [n_out, g.ints([3])], [states["n"].output], name=f"{p}.n_out")
     g.op("Unsqueeze", [m_out, g.ints([3])], [states["m"].output], name=f"{p}.m_out")
     on = cell.outnorm
-    h_norm = net.head_norm(h, dh, None if on.weight_proxy is None else _f32(on.weight_proxy),
-                           None if on.bias is None else _f32(on.bias), on.eps, f"{p}.outnorm")
-    skip = g.op("Mul", [net.param(f"{p}.learnable_skip", _f32(layer.learnable_skip)), x_c], name=f"{p}.skip")
+    h_norm = net.head_norm(h, dh, None if on.weight_proxy is None else f32(on.weight_proxy),
+                           None if on.bias is None else f32(on.bias), on.eps, f"{p}.outnorm")
+    skip = g.op("Mul", [net.param(f"{p}.learnable_skip", f32(layer.learnable_skip)), x_c], name=f"{p}.skip")
     h_skip = g.op("Add", [h_norm, skip], name=f"{p}.h_skip")
     h_state = g.op("Mul", [h_skip, net.silu(z, f"{p}.z_act")], name=f"{p}.h_gated")
     y = net.linear(h_state, layer.proj_down.weight, layer.proj_down.bias, f"{p}.proj_down")
@@ -498,8 +494,8 @@ def _slstm_block(net: _Net, block, i: int, x: str, states) -> str:
     wx = g.op("Concat", pre, name=f"{p}.gates_x", axis=-1)
     r_ext = cell._recurrent_kernel_int2ext(cell._recurrent_kernel)  # [NH, DH_in, 4, DH_out]
     b_ext = cell._bias_int2ext(cell._bias)  # [NH, 4, DH]
-    r, r_scale = stacked_weight(net.q, g, f"{p}.R", _f32(r_ext.permute(2, 0, 1, 3)))
-    weights = [r, net.param(f"{p}.b", _f32(b_ext.permute(1, 0, 2).reshape(-1))), *([r_scale] if r_scale else [])]
+    r, r_scale = stacked_weight(net.q, g, f"{p}.R", f32(r_ext.permute(2, 0, 1, 3)))
+    weights = [r, net.param(f"{p}.b", f32(b_ext.permute(1, 0, 2).reshape(-1))), *([r_scale] if r_scale else [])]
     op = "sLSTMSequence" if net.seq else "sLSTMCell"
     ins = [states[k].input for k in "ycnm"]
     outs = [states[k].output for k in "ycnm"]
@@ -512,8 +508,8 @@ def _slstm_block(net: _Net, block, i: int, x: str, states) -> str:
         y_all = states["y"].output
     gn = layer.group_norm
     out = net.head_norm(net.to_heads(y_all, nh, dh, f"{p}.y_heads"), dh,
-                        None if gn.weight_proxy is None else _f32(gn.weight_proxy),
-                        None if gn.bias is None else _f32(gn.bias), gn.eps, f"{p}.group_norm")
+                        None if gn.weight_proxy is None else f32(gn.weight_proxy),
+                        None if gn.bias is None else f32(gn.bias), gn.eps, f"{p}.group_norm")
     return g.op("Add", [x, out], name=f"{p}.residual")
 
 
@@ -595,7 +591,7 @@ class XLSTMLMRecipe(XLSTMStackRecipe):
 
     def embed(self, model, net: _Net, x: str) -> str:
         q = net.q
-        return q.to_float32(net.g, q.embedding(net.g, "token_embedding", _f32(model.token_embedding.weight), x))
+        return q.to_float32(net.g, q.embedding(net.g, "token_embedding", f32(model.token_embedding.weight), x))
 
     def head(self, model, net: _Net, h: str, y: str) -> None:
         q = net.q
@@ -633,8 +629,8 @@ def _large_block(net: _Net, block, i: int, x: str, states, config) -> str:
     g.custom(op, [*heads, i_pre, f_pre, *(states[s].input for s in "Cnm"), *consts],
              [h, *(states[s].output for s in "Cnm")], name=f"{p}.{op}", function=net.function(op))
     mn = layer.multihead_norm
-    h_norm = net.head_norm(h, dv, None if mn.weight is None else _f32(mn.weight),
-                           None if mn.bias is None else _f32(mn.bias), mn.eps, f"{p}.multihead_norm")
+    h_norm = net.head_norm(h, dv, None if mn.weight is None else f32(mn.weight),
+                           None if mn.bias is None else f32(mn.bias), mn.eps, f"{p}.multihead_norm")
     h_out = g.op("Mul", [g.op("Sigmoid", [o], name=f"{p}.ogate"), h_norm], name=f"{p}.h_out")
     x = g.op("Add", [x, net.linear(h_out, layer.out_proj.weight, layer.out_proj.bias, f"{p}.out_proj")],
              name=f"{p}.residual_mlstm")
@@ -666,7 +662,7 @@ class XLSTMLargeRecipe(ExportRecipe):
         specs = {name: self.state_io(g, name, shape) for name, shape in LargeStates(model).shapes.items()}
         _float32_states(q, specs)
         net = _Net(g, mode, opset)
-        h = q.to_float32(g, q.embedding(g, "embedding", _f32(model.embedding.weight), x_spec.name))
+        h = q.to_float32(g, q.embedding(g, "embedding", f32(model.embedding.weight), x_spec.name))
         for i, block in enumerate(model.backbone.blocks):
             block_states = {s: specs[f"b{i}.{s}"] for s in "Cnm"}
             h = _large_block(net, block, i, h, block_states, config)
