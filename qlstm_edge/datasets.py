@@ -193,3 +193,32 @@ def forecast_task(name: str, train_fraction: float = 0.7, values: Optional[np.nd
         cols += [np.sin(phase), np.cos(phase)]
     return ForecastTask(name=name, values=v, features=np.stack(cols, axis=1).astype(np.float32),
                         targets=(d[1:] / scale)[:, None].astype(np.float32), scale=scale, split=split)
+
+
+# -- formal languages over {0, 1}, with a label for every prefix (length generalisation) ------------------
+
+FORMAL_TASKS = {
+    "parity": "1 where the prefix has an odd number of 1s, else 0",
+    "even-pairs": "1 where the prefix has as many '01' as '10' pairs (its first and last symbols agree), else 0",
+}
+
+
+def formal_language(task: str, n: int, length: int, seed: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``n`` uniform random binary strings of ``length`` symbols, labelled at every prefix.
+
+    ``y[i, t]`` is the label of the prefix ``x[i, :t + 1]`` (see :data:`FORMAL_TASKS`), so a model with a
+    per-position head learns from every length 1 .. ``length`` at once, and is evaluated on longer strings
+    by generating them with a larger ``length``. Returns (x [n, length] int64 in {0, 1}, y [n, length]
+    int64 in {0, 1}).
+    """
+    if task not in FORMAL_TASKS:
+        raise ValueError(f"unknown formal-language task {task!r}; choose one of {sorted(FORMAL_TASKS)}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1 or isinstance(length, bool) \
+            or not isinstance(length, int) or length < 1:
+        raise ValueError(f"need integers n >= 1 and length >= 1, got n={n!r}, length={length!r}")
+    x = torch.randint(0, 2, (n, length), generator=torch.Generator().manual_seed(seed))
+    if task == "parity":
+        y = torch.cumsum(x, dim=1) % 2
+    else:  # the '01' and '10' pairs alternate, so they are equally many exactly when the ends agree
+        y = (x == x[:, :1]).long()
+    return x, y

@@ -433,11 +433,30 @@ def _npz(arg, options) -> TaskData:
                     description=f"arrays from {arg}")
 
 
+def _formal_language(arg, options) -> TaskData:
+    from .datasets import FORMAL_TASKS, formal_language
+
+    if arg not in FORMAL_TASKS:
+        raise ValueError(f"data 'formal-language' needs a task: formal-language:NAME with NAME one of "
+                         f"{sorted(FORMAL_TASKS)}")
+    o = _opts("formal-language", options, {"n": 2000, "length": 32, "eval_n": 200, "eval_length": 128, "seed": 0})
+    x, y = formal_language(arg, o["n"], o["length"], o["seed"])
+    xe, ye = formal_language(arg, o["eval_n"], o["eval_length"], o["seed"] + 1)
+
+    def targets(labels: torch.Tensor) -> torch.Tensor:  # per-prefix label 1 -> +1, 0 -> -1
+        return (2.0 * labels - 1.0).to(torch.float32)[..., None]
+
+    return TaskData(f"formal-language:{arg}", "regress", x, targets(y), xe, targets(ye),
+                    description=f"{arg} of binary strings, a +-1 target at every prefix ({FORMAL_TASKS[arg]}); "
+                                f"trained on length {o['length']}, evaluated on length {o['eval_length']}")
+
+
 DATASETS = {
     "long-range-sentiment": (_long_range_sentiment, "generated: one cue early in a 64-token document"),
     "sentiment-documents": (_sentiment_documents, "generated reviews: majority of negatable cues, far from the end"),
     "imdb": (_imdb, "imdb:PATH, the aclImdb folder (train/ and test/ with pos/ and neg/)"),
     "forecast": (_forecast, "forecast:co2|sunspots|elnino, a statsmodels series (needs the samples extra)"),
+    "formal-language": (_formal_language, "formal-language:parity|even-pairs, binary strings labelled at every prefix"),
     "npz": (_npz, "npz:PATH, arrays x_train, y_train[, x_eval, y_eval]"),
 }
 

@@ -140,3 +140,75 @@ def test_walkthrough_runs_end_to_end(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "bit-identical file for the same seed: True" in out and "assert_parity passed" in out
     assert out.count("parity PASS") == 2 and (tmp_path / "model_step.onnx").is_file()
+
+
+# -- the baselines' options that make samples/comparison fair ------------------------------------------------
+
+def _baseline(seed=0, **options):
+    from qlstm_edge.families.baseline import LSTMConfig, LSTMModel
+
+    torch.manual_seed(seed)
+    return LSTMModel(LSTMConfig(hidden_size=5, vocab_size=7, embed_size=3, **options))
+
+
+@pytest.mark.parametrize("cell,gate", [("lstm", 1), ("gru", 1)])  # torch's gate order: LSTM i,f,g,o; GRU r,z,n
+def test_baseline_forget_bias_sets_only_the_keep_gate(cell, gate):
+    plain = _baseline(cell=cell, num_layers=2, bidirectional=True)
+    biased = _baseline(cell=cell, num_layers=2, bidirectional=True, forget_bias=1.0)
+    h = 5
+    names = [n for n, _ in plain.rnn.named_parameters()]
+    assert len([n for n in names if n.startswith("bias_ih")]) == 4  # 2 layers x 2 directions
+    for name in names:
+        a, b = getattr(plain.rnn, name).detach(), getattr(biased.rnn, name).detach()
+        if not name.startswith("bias_"):
+            assert torch.equal(a, b)
+            continue
+        keep = slice(gate * h, (gate + 1) * h)
+        rest = torch.ones(len(a), dtype=torch.bool)
+        rest[keep] = False
+        assert torch.equal(a[rest], b[rest])
+        if name.startswith("bias_hh"):
+            assert torch.equal(b[keep], torch.zeros(h))
+        else:
+            assert torch.equal(b[keep], torch.ones(h))
+
+
+def nn_lstm(model, suffix):
+    """A one-directional torch.nn.LSTM with the weights of one direction of the model's bidirectional LSTM."""
+    lstm = torch.nn.LSTM(3, 5, batch_first=True)
+    with torch.no_grad():
+        for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
+            getattr(lstm, name).copy_(getattr(model.rnn, name + suffix))
+    return lstm
+
+
+def test_baseline_ends_readout_reads_both_directions_after_the_whole_sequence():
+    model = _baseline(bidirectional=True, readout="ends").eval()
+    x = torch.randint(0, 7, (3, 9))
+    with torch.no_grad():
+        y = model(x)[0]
+        e = model.embedding(x)
+        # reference: a one-directional LSTM with the forward weights, and one with the backward weights run
+        # on the reversed sequence; position t reads [forward h_t; backward h after the whole sequence]
+        fwd, bwd = nn_lstm(model, ""), nn_lstm(model, "_reverse")
+        h_fwd = fwd(e)[0]
+        h_bwd = bwd(e.flip(1))[0][:, -1]
+        for t in range(9):
+            assert torch.allclose(y[:, t], model.head(torch.cat([h_fwd[:, t], h_bwd], -1)), atol=1e-6)
+    step = _baseline(bidirectional=True).eval()
+    step.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert not torch.allclose(step(x)[0][:, -1], y[:, -1])  # "step" reads the backward state of one word
+
+
+def test_baseline_option_errors_and_old_checkpoints():
+    from qlstm_edge.config import ConfigError
+
+    with pytest.raises(ConfigError, match="readout 'ends' is for bidirectional models"):
+        _baseline(readout="ends")
+    with pytest.raises(ConfigError, match=r"readout must be one of \['step', 'ends'\]"):
+        _baseline(bidirectional=True, readout="mean")
+    with pytest.raises(ConfigError, match="forget_bias must be a finite number or null"):
+        _baseline(forget_bias="1")
+    old = load_checkpoint(SAMPLES / "forecasting" / "lstm_baseline.safetensors")  # saved before the options
+    assert old.config.forget_bias is None and old.config.readout == "step"

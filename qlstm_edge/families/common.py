@@ -8,7 +8,7 @@ checkpoint contract. The export side of this shape is ``exporters.recipe.Sequenc
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -27,9 +27,13 @@ class SequenceModelConfig(ModelConfig):
 
 
 class SequenceModel(nn.Module):
-    """``forward(x, state=None) -> (y[B, T, output_size], state)``; subclasses build ``self.rnn``."""
+    """``forward(x, state=None) -> (y[B, T, output_size], state)``.
 
-    def __init__(self, config: SequenceModelConfig, rnn: nn.Module, rnn_output_size: int):
+    ``make_rnn(embed_size)`` builds the core. Modules are created in the order input map, core, head, so a
+    seeded model gets the same initial weights (and a training script the same checkpoint) in every release.
+    """
+
+    def __init__(self, config: SequenceModelConfig, make_rnn: Callable[[int], nn.Module], rnn_output_size: int):
         super().__init__()
         config.validate()
         self.config = config
@@ -38,7 +42,7 @@ class SequenceModel(nn.Module):
             self.embedding = nn.Embedding(config.vocab_size, e)
         else:
             self.input_map = nn.Linear(config.input_size, e)
-        self.rnn = rnn
+        self.rnn = make_rnn(e)
         self.head = nn.Linear(rnn_output_size, config.output_size)
 
     @property

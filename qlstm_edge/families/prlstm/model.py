@@ -230,7 +230,5 @@ class PRLSTMModel(SequenceModel):
     config_class = PRLSTMConfig
 
     def __init__(self, config: PRLSTMConfig):
-        config.validate()
-        e = config.embed_size or config.hidden_size
-        super().__init__(config, PRLSTM(e, config.hidden_size, config.num_layers, config.stack_levels),
+        super().__init__(config, lambda e: PRLSTM(e, config.hidden_size, config.num_layers, config.stack_levels),
                          config.hidden_size)

@@ -149,8 +149,6 @@ class QLLSTMModel(SequenceModel):
     config_class = QLLSTMConfig
 
     def __init__(self, config: QLLSTMConfig):
-        config.validate()
-        e = config.embed_size or config.hidden_size
-        super().__init__(config, QLLSTM(e, config.hidden_size, config.num_layers, batch_first=True,
-                                        dropout=config.dropout, alpha=config.alpha, learn_alpha=config.learn_alpha),
-                         config.hidden_size)
+        super().__init__(config, lambda e: QLLSTM(e, config.hidden_size, config.num_layers, batch_first=True,
+                                                  dropout=config.dropout, alpha=config.alpha,
+                                                  learn_alpha=config.learn_alpha), config.hidden_size)
