@@ -63,6 +63,22 @@ def f32(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().numpy().astype(np.float32)
 
 
+class CoreIO:
+    """A bare recurrent core: feature vectors in, the last layer's hidden state out (mixed into recipes)."""
+
+    def input_spec(self, model, g: GraphBuilder, mode: str):
+        return ExportRecipe.data_io(g, mode, [model.input_size], g.quant.io_dtype, [model.hidden_size])
+
+    def embed(self, model, g: GraphBuilder, x: str, opset: int) -> str:
+        return g.quant.from_io(g, x)
+
+    def head(self, model, g: GraphBuilder, h: str, y: str, opset: int) -> None:
+        g.quant.to_io(g, h, y, compute=False)
+
+    def run_torch(self, model, x, state):
+        return model(x, state)
+
+
 class SequenceModelIO:
     """Export of the shared input map and head of ``families.common.SequenceModel`` (mixed into recipes)."""
 

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 
@@ -18,3 +20,17 @@ def exported(tmp_path_factory):
     d = tmp_path_factory.mktemp("exported")
     m = make_model()
     return m, {mode: export_onnx(m, d / f"{mode}.onnx", mode=mode) for mode in ("step", "sequence")}
+
+
+@pytest.fixture(scope="session")
+def lib_status():
+    """The native op library's status; skips (or fails under QLSTM_EDGE_REQUIRE_NATIVE=1) without it."""
+    from qlstm_edge.runtime import native_lib
+
+    st = native_lib.status()
+    if st["isa_supported"] is None:
+        msg = f"native op library unavailable: {st['reason']}"
+        if os.environ.get("QLSTM_EDGE_REQUIRE_NATIVE") == "1":
+            pytest.fail(msg + " (QLSTM_EDGE_REQUIRE_NATIVE=1)")
+        pytest.skip(msg)
+    return st

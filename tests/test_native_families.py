@@ -46,14 +46,9 @@ FAMILY_OPS = ["PRLSTMStep", "PRLSTMSequence", "sLSTMCell", "sLSTMSequence", "mLS
 
 
 @pytest.fixture(scope="module")
-def lib():
+def lib(lib_status):
     """Path of the native op library (it must list the family ops)."""
-    st = native_lib.status()
-    if st["isa_supported"] is None:
-        msg = f"native op library unavailable: {st['reason']}"
-        if os.environ.get("QLSTM_EDGE_REQUIRE_NATIVE") == "1":
-            pytest.fail(msg + " (QLSTM_EDGE_REQUIRE_NATIVE=1)")
-        pytest.skip(msg)
+    st = lib_status
     assert set(FAMILY_OPS) <= set(st["ops"] or []), f"{st['path']} lacks the family ops: rebuild it"
     return st["path"]
 

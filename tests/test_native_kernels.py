@@ -7,7 +7,6 @@ when QLSTM_EDGE_REQUIRE_NATIVE=1.
 from __future__ import annotations
 
 import ctypes
-import os
 import shutil
 import threading
 import subprocess
@@ -29,17 +28,6 @@ ISAS = ["scalar", "avx2", "avxvnni", "avx512", "avx512vnni"]
 D_FOR_H = {1: 2, 3: 5, 17: 9, 33: 40, 130: 67}
 TOL_VS_FUNCTION = 1e-5
 TOL_VS_FLOAT64 = 2e-5
-
-
-@pytest.fixture(scope="module")
-def lib_status():
-    st = native_lib.status()
-    if st["isa_supported"] is None:
-        msg = f"native op library unavailable: {st['reason']}"
-        if os.environ.get("QLSTM_EDGE_REQUIRE_NATIVE") == "1":
-            pytest.fail(msg + " (QLSTM_EDGE_REQUIRE_NATIVE=1)")
-        pytest.skip(msg)
-    return st
 
 
 @pytest.fixture(params=ISAS)

@@ -11,7 +11,6 @@ emulation to a bound derived from float16 rounding.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -31,17 +30,6 @@ SIZES = [(1, 21, 37, 16), (3, 50, 130, 32)]  # (B, D, H, int4 block_size): odd H
 T = 6
 TOL_FLOAT = 1e-5       # native vs body / reference where only float32 rounding differs
 FP16_ULP = 2.0 ** -10  # float16 spacing relative to |v| (upper bound)
-
-
-@pytest.fixture(scope="module")
-def lib_status():
-    st = native_lib.status()
-    if st["isa_supported"] is None:
-        msg = f"native op library unavailable: {st['reason']}"
-        if os.environ.get("QLSTM_EDGE_REQUIRE_NATIVE") == "1":
-            pytest.fail(msg + " (QLSTM_EDGE_REQUIRE_NATIVE=1)")
-        pytest.skip(msg)
-    return st
 
 
 @pytest.fixture(params=ISAS)

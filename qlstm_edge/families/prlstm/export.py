@@ -59,7 +59,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ...exporters.graph import FunctionBuilder, GraphBuilder, NodeBuilder, subgraph
 from ...exporters.quantize import MODES as QUANT_MODES, Quantizer, quantize_symmetric, to_fp16
-from ...exporters.recipe import ExportRecipe, SequenceModelIO, Signature, f32
+from ...exporters.recipe import CoreIO, ExportRecipe, SequenceModelIO, Signature, f32
 from .model import PRLSTM, PRLSTMModel, PRLSTMState
 
 STATES = ["block_h", "block_c", "prefix_h", "prefix_c", "count"]
@@ -512,7 +512,7 @@ def op_weights(q: Quantizer, g: GraphBuilder, core: PRLSTM) -> List[str]:
     return [*front[:4], w_unary, b_unary, *front[4:], *([unary_scale] if unary_scale else [])]
 
 
-class PRLSTMCoreRecipe(ExportRecipe):
+class PRLSTMCoreRecipe(CoreIO, ExportRecipe):
     """A bare ``PRLSTM``: features in, h of every prefix out."""
 
     quantization_modes = QUANT_MODES
@@ -543,18 +543,6 @@ class PRLSTMCoreRecipe(ExportRecipe):
             g.output(s.output, s.dtype, s.shape)
         extra = {"stack_levels": K, "max_steps": core.max_steps, "step_counter": STEP_COUNTER}
         return Signature([x_spec], [y_spec], states, extra)
-
-    def input_spec(self, model, g, mode):
-        return self.data_io(g, mode, [model.input_size], g.quant.io_dtype, [model.hidden_size])
-
-    def embed(self, model, g: GraphBuilder, x: str, opset: int) -> str:
-        return g.quant.from_io(g, x)
-
-    def head(self, model, g: GraphBuilder, h: str, y: str, opset: int) -> None:
-        g.quant.to_io(g, h, y, compute=False)
-
-    def run_torch(self, model, x, state):
-        return model(x, state)
 
     def reference(self, model, x, state: Optional[Dict[str, np.ndarray]]):
         if state is not None:

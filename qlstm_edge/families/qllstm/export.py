@@ -36,7 +36,7 @@ import torch
 
 from ...exporters.graph import FunctionBuilder, GraphBuilder, NodeBuilder, subgraph
 from ...exporters.quantize import MODES as QUANT_MODES, Quantizer
-from ...exporters.recipe import ExportRecipe, SequenceModelIO, Signature, f32
+from ...exporters.recipe import CoreIO, ExportRecipe, SequenceModelIO, Signature, f32
 from .model import QLLSTM, QLLSTMModel
 
 WEIGHTS = ["W_x", "W_h", "bias", "gate_scale", "gate_bias", "alpha"]
@@ -117,7 +117,7 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().numpy()
 
 
-class QLLSTMStackRecipe(ExportRecipe):
+class QLLSTMStackRecipe(CoreIO, ExportRecipe):
     """A bare ``QLLSTM`` stack: features in, the last layer's h out."""
 
     quantization_modes = QUANT_MODES
@@ -150,18 +150,6 @@ class QLLSTMStackRecipe(ExportRecipe):
         for s in states:
             g.output(s.output, s.dtype, s.shape)
         return Signature([x_spec], [y_spec], states)
-
-    def input_spec(self, model, g, mode):
-        return self.data_io(g, mode, [model.input_size], g.quant.io_dtype, [model.hidden_size])
-
-    def embed(self, model, g: GraphBuilder, x: str, opset: int) -> str:
-        return g.quant.from_io(g, x)
-
-    def head(self, model, g: GraphBuilder, h: str, y: str, opset: int) -> None:
-        g.quant.to_io(g, h, y, compute=False)
-
-    def run_torch(self, model, x, state):
-        return model(x, state)
 
     def reference(self, model, x, state: Optional[Dict[str, np.ndarray]]):
         stack = self.stack(model)
