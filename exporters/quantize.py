@@ -64,7 +64,7 @@ and list the supported modes in the recipe's ``quantization_modes``.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import ml_dtypes
 import numpy as np
@@ -84,6 +84,9 @@ ACT_SCALE_FLOOR = 1e-30  # int8-dynamic: smallest per-row scale, so an all-zero 
 FP16_MAX = float(np.finfo(np.float16).max)
 IO_DTYPES = ("float32", "float16")
 CONTRACT_VERSION = 1
+
+
+Weight = Tuple[str, Optional[str]]  # (the weight a MatMul reads, its scale for int8-dynamic's MatMulInteger)
 
 
 class QuantizationError(ValueError):
@@ -258,6 +261,42 @@ class Quantizer:
                                   "block_axis": (1 - channel_axis) if block else None, "block_size": block}
         return stored, scale_name
 
+    def store_stacked(self, g, name: str, w: np.ndarray) -> Weight:
+        """Add stacked matrices ``w`` [..., K, N] (each slice [K, N] input-major) as this mode stores a matrix,
+        slice by slice: int8 scale [..., N] (per output channel of each slice), int4 scale [..., ceil(K / bs), N]
+        (blocks of bs = block_size along K), fp16 float16. Returns (stored name, scale name or None).
+
+        The op contract for a stacked matrix input: the scale has the matrix's shape with K dropped (int8) or
+        cut into blocks (int4); slice ``w[j]`` with scale ``scale[j]`` follows the [K, N] rule.
+        """
+        w = np.asarray(w, dtype=np.float32)
+        if not self.integer:
+            return self._store_matrix(g, name, w, channel_axis=w.ndim - 1)
+        *lead, k, n = w.shape
+        bits, block = (4, self.block_size) if self.mode == "int4" else (8, None)
+        blocks = [] if block is None else [-(-k // block)]
+        if w.size:
+            side_by_side = np.moveaxis(w, -2, 0).reshape(k, -1)  # [K, slices * N]: every slice's channels as columns
+            wq, scale = quantize_symmetric(name, side_by_side, bits, channel_axis=1, block_size=block)
+            wq = np.moveaxis(wq.reshape(k, *lead, n), 0, -2)
+            scale = np.moveaxis(scale.reshape(*blocks, *lead, n), 0, -2) if block else scale.reshape(*lead, n)
+        else:  # no slices (PR-LSTM with num_layers = 1 has no unary refinements)
+            wq = np.zeros(w.shape, np.int8).astype(ml_dtypes.int4 if bits == 4 else np.int8)
+            scale = np.ones((*lead, *blocks, n), np.float32)
+        stored = g.weight(name, wq)
+        scale_name = g.weight(f"{name}_scale", scale)
+        self.quantized[stored] = {"dtype": "int4" if bits == 4 else "int8", "shape": list(w.shape),
+                                  "scale": scale_name, "scale_shape": list(scale.shape), "channel_axis": w.ndim - 1,
+                                  "block_axis": w.ndim - 2 if block else None, "block_size": block}
+        return stored, scale_name
+
+    def dequantize_stacked(self, nb, w: str, scale: str, name: str) -> str:
+        """float32 stacked matrices [..., K, N] from ``store_stacked``'s int8 / int4 storage."""
+        if self.mode == "int4":
+            return nb.op("DequantizeLinear", [w, scale], name=name, axis=-2, block_size=self.block_size)
+        return nb.op("Mul", [nb.op("Cast", [w], name=f"{name}.cast", to=TensorProto.FLOAT),
+                             stacked_scale(nb, scale, f"{name}.scale")], name=name)
+
     def param(self, g, name: str, array: np.ndarray, dtype: Optional[str] = None) -> str:
         """A float parameter kept float (biases, per-gate vectors): ``dtype``, default the compute dtype."""
         dtype = dtype or self.compute_dtype
@@ -380,6 +419,11 @@ class Quantizer:
             x16 = x if x_is_compute else nb.op("Cast", [x], name=f"{name}.x16", to=TensorProto.FLOAT16)
             return nb.op("Cast", [nb.op("MatMul", [x16, w], name=name)], name=f"{name}.f32", to=TensorProto.FLOAT)
         return nb.op("MatMul", [x, w], name=name)
+
+
+def stacked_scale(nb, scale: str, name: str) -> str:
+    """An int8 stacked scale [..., N] as [..., 1, N], to broadcast over the K rows of each slice."""
+    return nb.op("Unsqueeze", [scale, nb.ints([-2])], name=name)
 
 
 def dequantize_nodes(nb, q: str, scale: str, mode: str, block_size: int, axis: int, name: str) -> str:

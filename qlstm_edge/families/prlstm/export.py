@@ -30,7 +30,7 @@ The bodies unroll the R unary refinements (R is fixed per exported model) and us
 
 Quantized weights (exporters/quantize.py has the op contract; input positions never move). The matrices are
 W_leaf, W_merge and W_unary; W_unary is a stack of R matrices [H, 4H] and each slice W_unary[k] follows the
-contract's [K, N] rule with its own scale slice W_unary_scale[k] (``stacked_weight``):
+contract's [K, N] rule with its own scale slice W_unary_scale[k] (``Quantizer.store_stacked``):
     fp16          W_leaf, W_merge, W_unary float16 and x float16; the products x W_leaf, [h_l; h_r] W_merge and
                   h W_unary[k] run in float16 (h cast), their results and everything after them in float32.
     int8,         W_leaf, W_merge, W_unary int8, symmetric per output channel (of each slice); appended inputs
@@ -51,14 +51,13 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Tuple
 
-import ml_dtypes
 import numpy as np
 import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from ...exporters.graph import FunctionBuilder, GraphBuilder, NodeBuilder, subgraph
-from ...exporters.quantize import MODES as QUANT_MODES, Quantizer, quantize_symmetric, to_fp16
+from ...exporters.quantize import MODES as QUANT_MODES, Quantizer, Weight
 from ...exporters.recipe import CoreIO, ExportRecipe, SequenceModelIO, Signature, f32
 from .model import PRLSTM, PRLSTMModel, PRLSTMState
 
@@ -67,54 +66,6 @@ STATE_NAMES = ["block.h", "block.c", "prefix.h", "prefix.c", "count"]  # metadat
 WEIGHTS = ["W_leaf", "b_leaf", "W_merge", "b_merge", "W_unary", "b_unary"]
 MATRICES = ["W_leaf", "W_merge", "W_unary"]  # quantized inputs; their scales are appended in this order
 STEP_COUNTER = "count"
-Weight = Tuple[str, Optional[str]]  # (the weight a MatMul reads, its scale for int8-dynamic's MatMulInteger)
-
-
-def stacked_weight(q: Quantizer, g: GraphBuilder, name: str, w: np.ndarray) -> Weight:
-    """Add stacked matrices ``w`` [..., K, N] (each slice [K, N] input-major) as ``q``'s mode stores a matrix,
-    slice by slice: int8 scale [..., N] (per output channel of each slice), int4 scale [..., ceil(K / bs), N]
-    (blocks of bs = block_size along K), fp16 float16. Returns (stored name, scale name or None).
-
-    The op contract (exporters/quantize.py) for a stacked matrix input: the scale has the matrix's shape with
-    K dropped (int8) or cut into blocks (int4); slice ``w[j]`` with scale ``scale[j]`` follows the [K, N] rule.
-    """
-    w = np.asarray(w, dtype=np.float32)
-    if q.mode is None:
-        return g.weight(name, w), None
-    if q.mode == "fp16":
-        stored = g.weight(name, to_fp16(name, w))
-        q.quantized[stored] = {"dtype": "float16", "shape": list(w.shape)}
-        return stored, None
-    *lead, k, n = w.shape
-    bits, block = (4, q.block_size) if q.mode == "int4" else (8, None)
-    blocks = [] if block is None else [-(-k // block)]
-    if w.size:
-        side_by_side = np.moveaxis(w, -2, 0).reshape(k, -1)  # [K, slices * N]: every slice's channels as columns
-        wq, scale = quantize_symmetric(name, side_by_side, bits, channel_axis=1, block_size=block)
-        wq = np.moveaxis(wq.reshape(k, *lead, n), 0, -2)
-        scale = np.moveaxis(scale.reshape(*blocks, *lead, n), 0, -2) if block else scale.reshape(*lead, n)
-    else:  # no slices (PR-LSTM with num_layers = 1 has no unary refinements)
-        wq = np.zeros(w.shape, np.int8).astype(ml_dtypes.int4 if bits == 4 else np.int8)
-        scale = np.ones((*lead, *blocks, n), np.float32)
-    stored = g.weight(name, wq)
-    scale_name = g.weight(f"{name}_scale", scale)
-    q.quantized[stored] = {"dtype": "int4" if bits == 4 else "int8", "shape": list(w.shape), "scale": scale_name,
-                           "scale_shape": list(scale.shape), "channel_axis": w.ndim - 1,
-                           "block_axis": w.ndim - 2 if block else None, "block_size": block}
-    return stored, scale_name
-
-
-def dequantize_stacked(nb: NodeBuilder, q: Quantizer, w: str, scale: str, name: str) -> str:
-    """float32 stacked matrices [..., K, N] from ``stacked_weight``'s int8 / int4 storage."""
-    if q.mode == "int4":
-        return nb.op("DequantizeLinear", [w, scale], name=name, axis=-2, block_size=q.block_size)
-    return nb.op("Mul", [nb.op("Cast", [w], name=f"{name}.cast", to=TensorProto.FLOAT),
-                         stacked_scale(nb, scale, f"{name}.scale")], name=name)
-
-
-def stacked_scale(nb: NodeBuilder, scale: str, name: str) -> str:
-    """An int8 stacked scale [..., N] as [..., 1, N], to broadcast over the K rows of each slice."""
-    return nb.op("Unsqueeze", [scale, nb.ints([-2])], name=name)
 
 
 def loop_body(name: str, nodes: NodeBuilder, inputs: List[str], outputs: List[str]) -> onnx.GraphProto:
@@ -255,7 +206,7 @@ def prepare_weights(fb: FunctionBuilder, q: Quantizer, unary: int) -> Dict[str, 
     # rejects an int4 function input that no node reads
     source = "W_unary"
     if q.mode in ("int8", "int4"):
-        source = dequantize_stacked(fb, q, "W_unary", "W_unary_scale", name="W_unary_dq")
+        source = q.dequantize_stacked(fb, "W_unary", "W_unary_scale", name="W_unary_dq")
     for k in range(unary):
         idx = fb.op("Constant", [], name="unary.index", value=numpy_helper.from_array(np.array(k, np.int64)))
         fb.op("Gather", [source, idx], [f"W_unary.{k}"], name=f"W_unary.{k}", axis=0)
@@ -507,7 +458,7 @@ def op_weights(q: Quantizer, g: GraphBuilder, core: PRLSTM) -> List[str]:
     """The op's weight inputs in contract order: WEIGHTS, then (integer modes) the scales of MATRICES."""
     w = cell_weights(core)
     front = q.op_weights(g, "", {k: w[k] for k in WEIGHTS[:4]}, ["W_leaf", "W_merge"])  # + 2 scales
-    w_unary, unary_scale = stacked_weight(q, g, "W_unary", w["W_unary"])
+    w_unary, unary_scale = q.store_stacked(g, "W_unary", w["W_unary"])
     b_unary = q.param(g, "b_unary", w["b_unary"], "float32")
     return [*front[:4], w_unary, b_unary, *front[4:], *([unary_scale] if unary_scale else [])]
 

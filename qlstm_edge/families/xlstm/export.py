@@ -35,7 +35,7 @@ Quantization (exporters/quantize.py has the op contract; input positions never m
     FFN, xLSTMLarge's q/k/v/o, i/f gates and out_proj, the LM head); the head-wise (block-diagonal) projections
     (mLSTM q/k/v, sLSTM gate inputs), stored as stacked matrices [NH, in/NH, out/NH]; the embeddings. Biases,
     norm scales, the learnable skip and the depthwise conv taps [KS, D] (element-wise) stay float32.
-    sLSTMCell / sLSTMSequence: R is a stack of 4*NH matrices [DH, DH] (prlstm.export.stacked_weight: each slice
+    sLSTMCell / sLSTMSequence: R is a stack of 4*NH matrices [DH, DH] (Quantizer.store_stacked: each slice
     follows the contract's [K, N] rule). fp16: R float16, y cast to float16 for y @ R. int8 / int8-dynamic: R
     int8 and R_scale[4,NH,DH] appended (input 7); int4: R_scale[4,NH,ceil(DH/bs),DH]. Attributes quant_mode and
     block_size. x, the gates' input pre-activations, stays float32 (it enters no product inside the op).
@@ -64,9 +64,8 @@ import xlstm
 from xlstm.blocks.mlstm.layer import mLSTMLayer
 
 from ...exporters.graph import FunctionBuilder, GraphBuilder, NodeBuilder, subgraph
-from ...exporters.quantize import MODES as QUANT_MODES, Quantizer
+from ...exporters.quantize import MODES as QUANT_MODES, Quantizer, Weight, stacked_scale
 from ...exporters.recipe import ExportRecipe, Signature, f32
-from ..prlstm.export import Weight, dequantize_stacked, stacked_scale, stacked_weight
 from .model import (LargeStates, StackStates, _check_stack_config, block_stack, run_large_steps,
                     run_stack_steps)
 
@@ -121,7 +120,7 @@ def _slstm_recurrent(fb: FunctionBuilder, q: Quantizer) -> Weight:
     """R as the step's MatMul reads it (dequantized once per call in weight-only modes), and for int8-dynamic
     its scale as [4, NH, 1, DH]."""
     if q.mode in ("int8", "int4"):
-        return dequantize_stacked(fb, q, "R", "R_scale", name="R_dq"), None
+        return q.dequantize_stacked(fb, "R", "R_scale", name="R_dq"), None
     return "R", (stacked_scale(fb, "R_scale", "R_scale_col") if q.dynamic else None)
 
 
@@ -304,7 +303,7 @@ class _Net:
 
         Small heads (the mLSTM's q/k/v use blocks of 4) as one broadcast Mul and a ReduceSum over the
         head's inputs: onnxruntime's batched MatMul pays per head. Larger heads as a batched MatMul.
-        Quantized: the weights are stacked matrices [NH, in/NH, out/NH] (``stacked_weight``); fp16 and
+        Quantized: the weights are stacked matrices [NH, in/NH, out/NH] (``Quantizer.store_stacked``); fp16 and
         int8-dynamic (which quantizes each head's input row on the fly) use the batched MatMul.
         """
         q, g = self.q, self.g
@@ -316,9 +315,9 @@ class _Net:
         if q.mode is None:
             w_heads = self.param(f"{name}.weight", w) if small else self.param(f"{name}.weight_t", w.transpose(0, 2, 1))
         else:
-            w_heads, scale = stacked_weight(q, g, f"{name}.weight_t", w.transpose(0, 2, 1))
+            w_heads, scale = q.store_stacked(g, f"{name}.weight_t", w.transpose(0, 2, 1))
             if q.mode in ("int8", "int4"):  # weight-only: float32 weights computed from the stored ones
-                w_heads = dequantize_stacked(g, q, w_heads, scale, f"{name}.weight_dq")
+                w_heads = q.dequantize_stacked(g, w_heads, scale, f"{name}.weight_dq")
                 if small:
                     w_heads = g.op("Transpose", [w_heads], name=f"{name}.weight", perm=[0, 2, 1])
         if small:
@@ -494,7 +493,7 @@ def _slstm_block(net: _Net, block, i: int, x: str, states) -> str:
     wx = g.op("Concat", pre, name=f"{p}.gates_x", axis=-1)
     r_ext = cell._recurrent_kernel_int2ext(cell._recurrent_kernel)  # [NH, DH_in, 4, DH_out]
     b_ext = cell._bias_int2ext(cell._bias)  # [NH, 4, DH]
-    r, r_scale = stacked_weight(net.q, g, f"{p}.R", f32(r_ext.permute(2, 0, 1, 3)))
+    r, r_scale = net.q.store_stacked(g, f"{p}.R", f32(r_ext.permute(2, 0, 1, 3)))
     weights = [r, net.param(f"{p}.b", f32(b_ext.permute(1, 0, 2).reshape(-1))), *([r_scale] if r_scale else [])]
     op = "sLSTMSequence" if net.seq else "sLSTMCell"
     ins = [states[k].input for k in "ycnm"]
