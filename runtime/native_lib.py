@@ -111,24 +111,25 @@ def status(cuda: bool = False) -> dict:
     return out
 
 
-def unsupported_nodes(model_path, st: dict) -> list:
+def unsupported_nodes(model, st: dict) -> list:
     """Custom nodes of the model that the library described by ``st`` (``status()``) has no kernel for.
 
     onnxruntime checks a node against the registered op's signature, so a library registered on a session
     whose model has such a node (an op the library lacks is fine; a quantized node of a float32-only op is
     not) makes the model fail to load: run those models through the function bodies. Empty when the
     library does not list its ops, and for a file that is not an ONNX model (loading it reports that).
-    Entries read "OpName (quant_mode int8)".
+    Entries read "OpName (quant_mode int8)". ``model``: a file path, or an already parsed ModelProto.
     """
     ops, quantized = st.get("ops"), set(st.get("quantized_ops") or ())
     if ops is None:
         return []
     import onnx  # only when a model is checked
 
-    try:
-        model = onnx.load(str(model_path), load_external_data=False)
-    except Exception:  # not a model (protobuf decode errors have no common type): the session load says so
-        return []
+    if not isinstance(model, onnx.ModelProto):
+        try:
+            model = onnx.load(str(model), load_external_data=False)
+        except Exception:  # not a model (protobuf decode errors have no common type): the session load says so
+            return []
     out = []
     for node in model.graph.node:
         if node.domain != DOMAIN or node.op_type not in ops:

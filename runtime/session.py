@@ -41,14 +41,21 @@ class NativeLibraryError(RuntimeError):
 _warned_missing: List[bool] = []  # warn once per process that the library was never built
 
 
-def _check_external_data(path: Path) -> None:
-    """Refuse external-data references that leave the model's folder (absolute paths, "..", symlinks)."""
+def _parse(path: Path):
+    """The file's ModelProto without its external data, or None when it does not parse (onnxruntime then
+    reports the file as not loadable, with its reason)."""
     import onnx
 
     try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception:  # not parseable: onnxruntime reports the file as not loadable, with its reason
-        return
+        return onnx.load(str(path), load_external_data=False)
+    except Exception:  # protobuf decode errors have no common type
+        return None
+
+
+def _check_external_data(path: Path, proto) -> None:
+    """Refuse external-data references that leave the model's folder (absolute paths, "..", symlinks)."""
+    import onnx
+
     root = path.parent.resolve()
     graphs, tensors = [proto.graph], []
     while graphs:
@@ -91,9 +98,12 @@ class _Engine:
         if mode is None:
             raise ValueError(f"native must be 'auto', 'on' or 'off' (or True/False), got {native!r}")
         self.providers = self._providers(providers)
+        proto = _parse(path)  # parsed once for the checks below; onnxruntime loads the file itself
+        if proto is not None:
+            _check_external_data(path, proto)
         if mode != "off":
-            self._register_native(so, mode, cuda="CUDAExecutionProvider" in self.providers, path=path)
-        _check_external_data(path)
+            self._register_native(so, mode, cuda="CUDAExecutionProvider" in self.providers,
+                                  model=proto if proto is not None else path)
         try:
             self.sess = ort.InferenceSession(str(path), so, providers=self.providers)
         except Exception as e:  # onnxruntime raises its own exception types (InvalidProtobuf, Fail, ...)
@@ -155,7 +165,7 @@ class _Engine:
         covered = [op in self.native_ops for op in self.meta.custom_ops]
         return "native" if all(covered) else "mixed" if any(covered) else "function-body"
 
-    def _register_native(self, so: ort.SessionOptions, mode: str, cuda: bool, path: Path) -> None:
+    def _register_native(self, so: ort.SessionOptions, mode: str, cuda: bool, model) -> None:
         from . import native_lib
 
         if cuda and native_lib.library_path(cuda=True) is None:
@@ -170,7 +180,7 @@ class _Engine:
                 _warned_missing.append(True)
                 log.warning("native op library not used, running function bodies instead: %s", status["reason"])
             return
-        blocked = native_lib.unsupported_nodes(path, status)
+        blocked = native_lib.unsupported_nodes(model, status)
         if blocked:  # registering the library would make onnxruntime refuse these nodes (and the model)
             why = f"the native op library has no kernels for the nodes {blocked}"
             if mode == "on":
