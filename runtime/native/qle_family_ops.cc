@@ -25,6 +25,7 @@
 
 #include "qle_cpu.h"
 #include "qle_family_ops.h"
+#include "qle_ort_status.h"
 #include "qle_prlstm.h"
 #include "qle_xlstm.h"
 
@@ -144,17 +145,6 @@ struct Inputs {
     return nullptr;
   }
 };
-
-template <typename F>
-OrtStatusPtr guarded(const char* op, F&& body) {
-  try {
-    return body();
-  } catch (const Ort::Exception& e) {
-    return make_status(e.GetOrtErrorCode(), std::string(op) + ": " + e.what());
-  } catch (const std::exception& e) {
-    return make_status(ORT_FAIL, std::string(op) + ": " + e.what());
-  }
-}
 
 float* output(Ort::KernelContext& ctx, size_t i, const std::vector<int64_t>& shape) {
   return ctx.GetOutput(i, shape.data(), shape.size()).GetTensorMutableData<float>();
@@ -297,7 +287,7 @@ struct Kernel {
 
   OrtStatusPtr ComputeV2(OrtKernelContext* context) {
     const OpSpec& op = spec(kind);
-    return guarded(op.name, [&]() -> OrtStatusPtr {
+    return qle_guarded(op.name, [&]() -> OrtStatusPtr {
       g_calls.fetch_add(1, std::memory_order_relaxed);
       Ort::KernelContext ctx(context);
       Inputs in{op, {}, {}};

@@ -28,6 +28,7 @@
 
 #include "qle_cpu.h"
 #include "qle_family_ops.h"
+#include "qle_ort_status.h"
 #if defined(QLE_WITH_CUDA)
 #include "qle_cuda.h"
 #endif
@@ -230,21 +231,6 @@ OrtStatusPtr validate(const Ort::KernelContext& ctx, bool sequence, Mode mode, l
   p->H = (long)H;
   for (size_t i = 0; i < want_inputs; ++i) p->in[i] = ctx.GetInput(i).GetTensorRawData();
   return nullptr;
-}
-
-template <typename F>
-OrtStatusPtr guarded(const char* op, F&& body) {
-  try {
-    return body();
-  } catch (const Ort::Exception& e) {
-    char msg[512];
-    snprintf(msg, sizeof msg, "%s: %s", op, e.what());
-    return make_status(e.GetOrtErrorCode(), msg);
-  } catch (const std::exception& e) {
-    char msg[512];
-    snprintf(msg, sizeof msg, "%s: %s", op, e.what());
-    return make_status(ORT_FAIL, msg);
-  }
 }
 
 // Reads quant_mode / block_size from the node (absent quant_mode: fp32).
@@ -511,7 +497,7 @@ struct CpuKernel {
   const char* op() const { return sequence ? "QLLSTMSequence" : "QLLSTMCell"; }
 
   OrtStatusPtr ComputeV2(OrtKernelContext* context) {
-    return guarded(op(), [&]() -> OrtStatusPtr {
+    return qle_guarded(op(), [&]() -> OrtStatusPtr {
       g_compute_calls.fetch_add(1, std::memory_order_relaxed);
       Ort::KernelContext ctx(context);
       Problem p;
@@ -674,7 +660,7 @@ struct CpuOp : QleOpBase<CpuOp, CpuKernel> {
     long block;
     if (OrtStatusPtr st = read_mode(api, info, GetName(), &mode, &block)) return st;
     std::unique_ptr<CpuKernel> kern(new CpuKernel{k, sequence, mode, block, nullptr, {}});
-    OrtStatusPtr st = guarded(GetName(), [&]() -> OrtStatusPtr {
+    OrtStatusPtr st = qle_guarded(GetName(), [&]() -> OrtStatusPtr {
       prepack(info, kern.get());
       return nullptr;
     });
@@ -703,7 +689,7 @@ struct CudaKernel {
 
   OrtStatusPtr ComputeV2(OrtKernelContext* context) {
     const char* op = sequence ? "QLLSTMSequence" : "QLLSTMCell";
-    return guarded(op, [&]() -> OrtStatusPtr {
+    return qle_guarded(op, [&]() -> OrtStatusPtr {
       g_compute_calls.fetch_add(1, std::memory_order_relaxed);
       Ort::KernelContext ctx(context);
       Problem p;
