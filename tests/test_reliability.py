@@ -37,6 +37,32 @@ def test_50k_step_stream_of_the_trained_sample_stays_finite_and_in_parity(tmp_pa
     assert r.output_max_abs <= max(r.tolerance, 10 * r.fp32_floor), str(r)
 
 
+def _xlstm_lm():
+    pytest.importorskip("xlstm")
+    from test_xlstm import make_lm
+    return make_lm(E=32, heads=2, slstm_at=(1,))  # a random mLSTM + sLSTM language model, perturbed weights
+
+
+LONG_STREAMS = {  # family: (model, steps); the xLSTM reference is the package's own step (~1 ms per token)
+    "prlstm-trained-sample": (lambda: load_checkpoint(SAMPLE.parents[1] / "formal_language" / "model.safetensors"),
+                              50_000),
+    "xlstm-lm-mixed": (_xlstm_lm, 10_000),
+}
+
+
+@pytest.mark.parametrize("quantize", [None, "int8"])
+@pytest.mark.parametrize("family", sorted(LONG_STREAMS))
+def test_long_stream_of_each_family_stays_finite_without_state_drift(tmp_path, family, quantize):
+    make, steps = LONG_STREAMS[family]
+    model = make()
+    path = export_onnx(model, tmp_path / "seq.onnx", mode="sequence", quantize=quantize)
+    r = check_parity(model, path, steps=steps, batch=1, chunk_sizes=[4096, 1, 513])
+    session = StreamingSession(path)
+    session.run(random_inputs(session, steps, 1, seed=0))
+    assert all(np.isfinite(v).all() for v in session.get_state().values())
+    assert r.passed, str(r)  # outputs and every final state within the mode's tolerance after the whole stream
+
+
 def test_one_model_many_threads_each_with_own_streams(exported):
     _, paths = exported
     base = StreamingSession(paths["step"], native="auto")
