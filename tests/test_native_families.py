@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import os
 
+import ml_dtypes
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from qlstm_edge.exporters import export_onnx
+from qlstm_edge.exporters.quantize import Quantizer, quantize_symmetric, to_fp16
 from qlstm_edge.families.prlstm import PRLSTM
 from qlstm_edge.families.prlstm import export as pr_export
 from qlstm_edge.runtime import StreamingSession, native_lib
@@ -43,6 +45,7 @@ OPSET = 17
 DOMAIN = "qlstm_edge"
 ISAS = ["scalar", "avx2", "avx512"]
 FAMILY_OPS = ["PRLSTMStep", "PRLSTMSequence", "sLSTMCell", "sLSTMSequence", "mLSTMCell", "mLSTMSequence"]
+QUANTIZED_FAMILY_OPS = FAMILY_OPS[:4]  # the mLSTM ops hold no weights
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +91,8 @@ def session(model, lib_path=None, threads=1):
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.log_severity_level = 3
+    # as StreamingSession: onnxruntime's int4 MatMulNBits fusion keeps the body's float32 products
+    so.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "0")
     if lib_path is not None:
         so.register_custom_ops_library(str(lib_path))
     return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
@@ -441,18 +446,21 @@ def test_forced_unknown_isa_is_refused(lib, monkeypatch):
 def test_library_lists_its_ops(lib):
     st = native_lib.status()
     assert st["ops"] == ["QLLSTMCell", "QLLSTMSequence", *FAMILY_OPS]
-    assert st["quantized_ops"] == ["QLLSTMCell", "QLLSTMSequence"]
+    assert st["quantized_ops"] == ["QLLSTMCell", "QLLSTMSequence", *QUANTIZED_FAMILY_OPS]
 
 
 def test_quantized_family_nodes_are_reported_unsupported(lib, tmp_path):
-    """The family kernels take float32 nodes: a quantized node of theirs would fail the model's load once
-    the library is registered, so ``unsupported_nodes`` names it (and nothing for a float32 model)."""
+    """A library whose family kernels take float32 nodes only (as before they took quantized ones) would make
+    a quantized node of theirs fail the model's load once registered, so ``unsupported_nodes`` names it; this
+    library takes them (and nothing is reported for a float32 model)."""
     torch.manual_seed(0)
     m = PRLSTM(4, 8, num_layers=2, stack_levels=5).eval()
     st = native_lib.status()
     assert native_lib.unsupported_nodes(export_onnx(m, tmp_path / "f32.onnx", mode="step"), st) == []
     path = export_onnx(m, tmp_path / "int8.onnx", mode="sequence", quantize="int8")
-    assert native_lib.unsupported_nodes(path, st) == ["PRLSTMSequence (quant_mode int8)"]
+    assert native_lib.unsupported_nodes(path, st) == []
+    float_only = {**st, "quantized_ops": ["QLLSTMCell", "QLLSTMSequence"]}
+    assert native_lib.unsupported_nodes(path, float_only) == ["PRLSTMSequence (quant_mode int8)"]
     assert native_lib.unsupported_nodes(path, {**st, "ops": None}) == []  # a library that lists no ops
     (tmp_path / "junk.onnx").write_bytes(b"not a model")  # left to the session's load to report
     assert native_lib.unsupported_nodes(tmp_path / "junk.onnx", st) == []
@@ -529,3 +537,223 @@ def test_xlstm_large_streams(isa, lib, tmp_path):
     ids = np.random.default_rng(0).integers(0, 40, (2, 13))
     check_stream(export_onnx(m, tmp_path / "step.onnx", mode="step"), ids)
     check_stream(export_onnx(m, tmp_path / "seq.onnx", mode="sequence"), ids, chunks=[5, 1, 7])
+
+
+# -- quantized nodes (exporters/quantize.py contract) --------------------------------------------------
+QUANT_MODES = ("fp16", "int8", "int8-dynamic", "int4")
+PR_INPUTS = ["x", *pr_export.STATES, *pr_export.WEIGHTS]
+SLSTM_CELL_INPUTS = ["x", "y", "c", "n", "m", "R", "b"]
+SLSTM_SEQ_INPUTS = ["x", "y0", "c0", "n0", "m0", "R", "b"]
+
+
+def store_matrices(feeds, matrices, mode, block_size):
+    """``feeds`` with each (stacked) float32 matrix stored as ``mode`` stores it, slice by slice (fp16: float16;
+    int8 / int8-dynamic: int8 and a scale per output channel of each slice; int4: int4 and a scale per block of
+    ``block_size`` input rows), and the scales as ``<matrix>_scale``; fp16 also makes x float16 when it enters a
+    product (``x16``)."""
+    out = dict(feeds)
+    for name in matrices:
+        w = feeds[name]
+        if mode == "fp16":
+            out[name] = to_fp16(name, w)
+            continue
+        bits, block = (4, block_size) if mode == "int4" else (8, None)
+        K, N = w.shape[-2:]
+        slices = [quantize_symmetric(name, s, bits, channel_axis=1, block_size=block) for s in w.reshape(-1, K, N)]
+        blocks = [-(-K // block)] if block else []
+        q = np.stack([s[0] for s in slices]).reshape(w.shape) if slices else np.zeros(w.shape, np.int8)
+        out[name] = q.astype(ml_dtypes.int4) if bits == 4 else q
+        out[f"{name}_scale"] = (np.stack([s[1] for s in slices]) if slices else
+                                np.ones((0, *blocks, N), np.float32)).reshape(*w.shape[:-2], *blocks, N)
+    return out
+
+
+def quant_node_model(op, inputs, matrices, outputs, feeds, mode, block_size, function, constant=True):
+    """One ``qlstm_edge::op`` node of quantization ``mode`` over ``inputs`` and the appended scales of
+    ``matrices``, with the op's function body ``function(opset, quantizer)``. With ``constant`` the matrices and
+    scales are initializers (the kernel packs them once), else graph inputs (packed on every call). Returns the
+    model and the feeds of its graph inputs."""
+    q = Quantizer(mode, block_size=block_size)
+    opset, ir = (21, 10) if mode == "int4" else (OPSET, 8)
+    names = inputs + q.scale_inputs(matrices)
+    consts = set(matrices + q.scale_inputs(matrices)) if constant else set()
+    graph = helper.make_graph(
+        [helper.make_node(op, names, outputs, domain=DOMAIN, **q.op_attributes())], f"{op}_{mode}",
+        [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(feeds[n].dtype), list(feeds[n].shape))
+         for n in names if n not in consts],
+        [helper.make_tensor_value_info(o, TensorProto.INT64 if o.startswith("count") else TensorProto.FLOAT, None)
+         for o in outputs],
+        initializer=[numpy_helper.from_array(np.asarray(feeds[n]), n) for n in names if n in consts])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid(DOMAIN, 1)],
+                              functions=[function(opset, q)], ir_version=ir)
+    return model, {n: feeds[n] for n in names if n not in consts}
+
+
+def pr_quant_model(seq, feeds, mode, block_size, constant=True, **replace):
+    """A quantized PRLSTMStep / PRLSTMSequence node over ``feeds`` (float32), stored per ``mode``; ``replace``
+    overrides stored tensors (bad-input tests)."""
+    R = int(feeds["W_unary"].shape[0])
+    qf = store_matrices(feeds, pr_export.MATRICES, mode, block_size)
+    if mode == "fp16":  # x enters the leaf product: float16 in an fp16 node
+        qf["x"] = feeds["x"].astype(np.float16)
+    qf.update(replace)
+    op, fn = ("PRLSTMSequence", pr_export.sequence_function) if seq else ("PRLSTMStep", pr_export.step_function)
+    return quant_node_model(op, PR_INPUTS, pr_export.MATRICES, (["Y"] if seq else ["y"]) + PR_OUT[1:], qf, mode,
+                            block_size, lambda opset, q: fn(opset, R, q), constant)
+
+
+def slstm_quant_model(seq, feeds, mode, block_size, constant=True, **replace):
+    """A quantized sLSTMCell / sLSTMSequence node, as ``pr_quant_model``."""
+    qf = store_matrices(feeds, x_export.SLSTM_MATRICES, mode, block_size)  # x stays float32: it enters no product
+    qf.update(replace)
+    if seq:
+        return quant_node_model("sLSTMSequence", SLSTM_SEQ_INPUTS, x_export.SLSTM_MATRICES,
+                                ["Y", "y_T", "c_T", "n_T", "m_T"], qf, mode, block_size,
+                                x_export.slstm_sequence_function, constant)
+    return quant_node_model("sLSTMCell", SLSTM_CELL_INPUTS, x_export.SLSTM_MATRICES,
+                            ["y_out", "c_out", "n_out", "m_out"], qf, mode, block_size, x_export.slstm_cell_function,
+                            constant)
+
+
+# Native vs function body, max abs difference relative to max(1, max |body|). int8 / int4 are weight-only
+# (float32 products): float rounding only, as the fp32 kernels (measured <= 1.5e-6 on these cases and over
+# 300-token streams). fp16 and int8-dynamic round a product's result (float16) or its input (int8, per row)
+# on a grid: where the native gate maths and onnxruntime's differ in the last float32 bit, a value next to a
+# grid boundary lands one grid step apart, and that step carries on. One float16 step of the largest
+# pre-activations here (|v| < 8) is at most 2^-8 = 3.9e-3 (measured worst 1.5e-3 one-node, 2.2e-4 over
+# streams); one int8 activation step moves a product by max|a| / 127 * max|W| (measured worst 2.4e-7 one-node,
+# 2.3e-4 over streams). Where the int8-dynamic activation is an input (sLSTMCell's y) the integer products are
+# identical and the float32 tolerance holds.
+QUANT_TOL = {"fp16": 4e-3, "int8": TOL, "int8-dynamic": 1e-3, "int4": TOL}
+PR_QUANT_CASES = [(3, 1, 5, 9, 5, 2, [0, 7, 22], 4), (2, 6, 7, 10, 5, 1, [3, 11], 8),
+                  (1, 13, 4, 17, 6, 0, [18], 16)]  # (B, T, D, H, K, R, counts, block_size): K % bs != 0, R = 0
+SLSTM_QUANT_CASES = [(3, 1, 3, 5, 4), (2, 7, 2, 12, 8), (1, 9, 2, 19, 8)]  # (B, T, NH, DH, bs): odd DH * DH
+
+
+def assert_close(got, want, tol):
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype and g.shape == w.shape
+        if w.dtype == np.int64:
+            np.testing.assert_array_equal(g, w)
+            continue
+        assert np.array_equal(np.isnan(g), np.isnan(w))
+        if w.size:
+            scale = max(1.0, float(np.nanmax(np.abs(w))))
+            assert np.nanmax(np.abs(g.astype(np.float64) - w)) <= tol * scale, (np.nanmax(np.abs(g - w)), tol * scale)
+
+
+def compare_quant(model, feeds, lib_path, tol):
+    want = session(model).run(None, feeds)
+    calls = native_lib.compute_calls()
+    got = session(model, lib_path).run(None, feeds)
+    assert native_lib.compute_calls() == calls + 1  # the native kernel ran, not the function body
+    assert_close(got, want, tol)
+    return got
+
+
+@pytest.mark.parametrize("mode", QUANT_MODES)
+def test_quantized_prlstm_ops_match_function_body(isa, lib, mode):
+    rng = np.random.default_rng(21)
+    for B, T, D, H, K, R, counts, bs in PR_QUANT_CASES:
+        feeds = pr_feeds(rng, B, T, D, H, K, R, counts, T > 1)
+        compare_quant(*pr_quant_model(T > 1, feeds, mode, bs), lib, QUANT_TOL[mode])
+
+
+@needs_xlstm
+@pytest.mark.parametrize("mode", QUANT_MODES)
+def test_quantized_slstm_ops_match_function_body(isa, lib, mode):
+    rng = np.random.default_rng(22)
+    for B, T, NH, DH, bs in SLSTM_QUANT_CASES:
+        seq = T > 1
+        tol = TOL if mode == "int8-dynamic" and not seq else QUANT_TOL[mode]
+        compare_quant(*slstm_quant_model(seq, slstm_feeds(rng, B, T, NH, DH, seq), mode, bs), lib, tol)
+
+
+@pytest.mark.parametrize("mode", ["fp16", "int8", "int8-dynamic"])
+def test_quantized_weights_as_graph_inputs_pack_per_call(lib, mode):
+    """Weights fed as graph inputs are packed on each call: the same values as the once-packed initializers, on one
+    thread and with the batch rows split over two. (int4 cannot be fed from Python: numpy has no int4.)"""
+    rng = np.random.default_rng(23)
+    cases = [(pr_quant_model, pr_feeds(rng, 4, 9, 16, 64, 6, 1, [0, 3, 17, 40], True))]
+    if HAVE_XLSTM:
+        cases.append((slstm_quant_model, slstm_feeds(rng, 4, 16, 4, 32, True)))
+    for make, feeds in cases:
+        model, run_feeds = make(True, feeds, mode, 32)
+        packed = session(model, lib).run(None, run_feeds)
+        model, run_feeds = make(True, feeds, mode, 32, constant=False)
+        for threads in (1, 2):
+            for a, b in zip(session(model, lib, threads=threads).run(None, run_feeds), packed):
+                np.testing.assert_array_equal(a, b)
+
+
+def test_quantized_bad_inputs_are_refused_clearly(lib):
+    rng = np.random.default_rng(24)
+    f = pr_feeds(rng, 2, 1, 3, 4, 3, 1, [0, 1], False)
+    q8 = store_matrices(f, pr_export.MATRICES, "int8", 32)
+    model, feeds = pr_quant_model(False, f, "int8", 32, W_merge_scale=q8["W_merge_scale"][:-1])
+    refused(model, feeds, lib, "PRLSTMStep: input 'W_merge_scale' must have shape [5H] (one scale per output "
+                               "channel) = [20], got [19]")
+    model, feeds = pr_quant_model(False, f, "int8", 32, W_unary=f["W_unary"])
+    refused(model, feeds, lib, "PRLSTMStep: input 'W_unary' must be int8 for quant_mode 'int8', got float32")
+    model, feeds = pr_quant_model(False, f, "int8", 32)
+    del model.graph.node[0].input[-1]
+    refused(model, feeds, lib, "PRLSTMStep: quant_mode 'int8' needs 15 inputs (the 12 regular ones, then "
+                               "W_leaf_scale, W_merge_scale and W_unary_scale), got 14")
+    model, feeds = pr_quant_model(False, f, "fp16", 32, x=f["x"])
+    refused(model, feeds, lib, "PRLSTMStep: input 'x' must be float16 for quant_mode 'fp16', got float32")
+    q4 = store_matrices(f, pr_export.MATRICES, "int4", 2)
+    model, feeds = pr_quant_model(True, {**f, "x": f["x"][:, None]}, "int4", 2,
+                                  W_unary_scale=np.concatenate([q4["W_unary_scale"]] * 2, axis=1))
+    refused(model, feeds, lib, "PRLSTMSequence: input 'W_unary_scale' must have shape [R, ceil(H / block_size), "
+                               "4H] = [1, 2, 16], got [1, 4, 16]")
+    dyn = store_matrices(f, pr_export.MATRICES, "int8-dynamic", 32)
+    dyn["W_leaf"][0, 0] = -128
+    model, feeds = pr_quant_model(False, f, "int8-dynamic", 32, W_leaf=dyn["W_leaf"])
+    refused(model, feeds, lib, "PRLSTMStep: int8-dynamic weights must lie in [-127, 127]")
+    model, feeds = pr_quant_model(False, f, "int8", 32)
+    node = model.graph.node[0]
+    node.attribute[[a.name for a in node.attribute].index("quant_mode")].s = b"int3"
+    refused(model, feeds, lib, "PRLSTMStep: unknown quant_mode 'int3'")
+    if not HAVE_XLSTM:
+        return
+    f = slstm_feeds(rng, 2, 1, 2, 3, False)
+    q8 = store_matrices(f, x_export.SLSTM_MATRICES, "int8", 32)
+    model, feeds = slstm_quant_model(False, f, "int8", 32, R_scale=q8["R_scale"][:, :, :2])
+    refused(model, feeds, lib, "sLSTMCell: input 'R_scale' must have shape [4, NH, DH] (one scale per output "
+                               "channel of each slice) = [4, 2, 3], got [4, 2, 2]")
+    model, feeds = slstm_quant_model(False, f, "fp16", 32, R=f["R"])
+    refused(model, feeds, lib, "sLSTMCell: input 'R' must be float16 for quant_mode 'fp16', got float32")
+    model, feeds = slstm_quant_model(False, f, "int8", 32)
+    del model.graph.node[0].input[-1]
+    refused(model, feeds, lib, "sLSTMCell: quant_mode 'int8' needs 8 inputs (the 7 regular ones, then R_scale), "
+                               "got 7")
+    model, feeds = slstm_quant_model(False, f, "int8", 32)
+    del model.graph.node[0].attribute[:]
+    refused(model, feeds, lib, "sLSTMCell: expected 7 inputs for fp32 weights, got 8")
+
+
+def custom_nodes(path):
+    import onnx
+    return sum(n.domain == DOMAIN for n in onnx.load(str(path)).graph.node)
+
+
+@pytest.mark.parametrize("mode", QUANT_MODES)
+def test_quantized_models_stream_natively(lib, tmp_path, mode):
+    """Quantized PR-LSTM and xLSTM (mLSTM + sLSTM blocks) exports run every custom node natively, 300 tokens step
+    by step and in chunks (the state carried across calls), and match their function bodies."""
+    T = 300
+    torch.manual_seed(0)
+    cases = [(PRLSTM(5, 12, num_layers=3, stack_levels=10).eval(),
+              np.random.default_rng(0).standard_normal((2, T, 5)).astype(np.float32))]
+    if HAVE_XLSTM:
+        cases.append((xlstm_lm(24, 2, [1]), np.random.default_rng(1).integers(0, 40, (2, T))))
+    for m, xs in cases:
+        for graph_mode, chunks in (("step", None), ("sequence", [1, 120, 1, 178])):
+            path = export_onnx(m, tmp_path / f"{graph_mode}.onnx", mode=graph_mode, quantize=mode, block_size=8)
+            want, want_state = stream(path, "off", xs, chunks)
+            calls = native_lib.compute_calls()
+            got, got_state = stream(path, "on", xs, chunks)
+            assert native_lib.compute_calls() - calls == custom_nodes(path) * (T if chunks is None else len(chunks))
+            assert_close([got], [want], QUANT_TOL[mode])
+            assert got_state.keys() == want_state.keys()
+            assert_close([got_state[k] for k in want_state], list(want_state.values()), QUANT_TOL[mode])

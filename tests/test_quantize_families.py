@@ -404,8 +404,8 @@ def test_reference_evaluator_agrees_with_onnxruntime(built, reference, key, quan
 
 @pytest.mark.parametrize("key", ALL_KEYS)
 def test_native_auto_runs_quantized_exports_correctly(built, reference, key):
-    """A quantized sLSTM / PR-LSTM node is not the float32 op the native library implements: the model runs its
-    function bodies. mLSTM nodes hold no weight and stay float32, so xLSTMLarge keeps the native kernels."""
+    """The native library takes quantized PR-LSTM and sLSTM nodes (and the mLSTM nodes, which hold no weight and
+    stay float32): native="auto" runs every quantized export natively, and it matches the function bodies."""
     m, paths = built(key)
     x = reference(key)[0][:, :64]
     for quant in QMODES:
@@ -414,7 +414,7 @@ def test_native_auto_runs_quantized_exports_correctly(built, reference, key):
         y = off.run(x)
         assert np.abs(auto.run(x) - y).max() <= 1e-4 * max(1.0, float(np.abs(y).max()))
         if native_status()["available"]:
-            assert auto.op_path == ("native" if key == "xlstm-large" else "function-body")
+            assert auto.op_path == "native"
 
 
 # -- io dtype, edge cases, sizes -----------------------------------------------------------------------------------

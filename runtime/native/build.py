@@ -35,7 +35,7 @@ HEADERS_NPM_VERSION = "0.4.9"
 HEADERS_TARBALL_DIR = "package/Plugins/iOS~/onnxruntime.xcframework/ios-arm64/onnxruntime.framework/Headers/"
 HEADERS_API_VERSION = 29
 
-CPU_SOURCES = ["qle_ops.cc", "qle_cpu_scalar.cc", "qle_cpu_avx2.cc", "qle_cpu_avx512.cc",
+CPU_SOURCES = ["qle_ops.cc", "qle_qmatrix.cc", "qle_cpu_scalar.cc", "qle_cpu_avx2.cc", "qle_cpu_avx512.cc",
                "qle_family_ops.cc", "qle_prlstm.cc", "qle_xlstm.cc"]
 CUDA_SOURCES = ["qle_cuda.cu"]
 CXXFLAGS = ["-O3", "-std=c++17", "-fPIC", "-fvisibility=hidden", "-Wall", "-Wextra"]

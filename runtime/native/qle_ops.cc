@@ -11,8 +11,8 @@
 //   "int8-dynamic"  as int8, activations quantized per row on the fly, exact int32 products
 //   "int4"          W int4 [K, N], scales float32 [ceil(K / block_size), N] appended
 // CPU kernels always; CUDA kernels when built with QLE_WITH_CUDA.
-// The same domain also holds the PR-LSTM and xLSTM ops (qle_family_ops.cc; CPU kernels, float32
-// nodes only).
+// The same domain also holds the PR-LSTM and xLSTM ops (qle_family_ops.cc; CPU kernels, every mode).
+// Weight packing and the mode-dispatched product are shared with them (qle_qmatrix.h).
 #define ORT_API_MANUAL_INIT
 #include <onnxruntime_cxx_api.h>
 #undef ORT_API_MANUAL_INIT
@@ -29,6 +29,7 @@
 #include "qle_cpu.h"
 #include "qle_family_ops.h"
 #include "qle_ort_status.h"
+#include "qle_qmatrix.h"
 #if defined(QLE_WITH_CUDA)
 #include "qle_cuda.h"
 #endif
@@ -44,25 +45,12 @@ constexpr size_t kMaxInputs = 11;
 constexpr const char* kInputNames[kMaxInputs] = {
     "x", "h", "c", "W_x", "W_h", "bias", "gate_scale", "gate_bias", "alpha", "W_x_scale",
     "W_h_scale"};
-// int8-dynamic: |sum of K products| <= K * 255 * 127 must fit int32 (the VNNI form adds 128).
-constexpr long kMaxDynamicK = 65536;
-
 std::atomic<unsigned long long> g_compute_calls{0};
 
-enum class Mode { F32, F16, I8, I8Dyn, I4 };
+using Mode = QleQMode;
 
-const char* mode_name(Mode m) {
-  switch (m) {
-    case Mode::F32: return "fp32";
-    case Mode::F16: return "fp16";
-    case Mode::I8: return "int8";
-    case Mode::I8Dyn: return "int8-dynamic";
-    case Mode::I4: return "int4";
-  }
-  return "?";
-}
-
-bool quantized_integer(Mode m) { return m == Mode::I8 || m == Mode::I8Dyn || m == Mode::I4; }
+const char* mode_name(Mode m) { return qle_qmode_name(m); }
+bool quantized_integer(Mode m) { return qle_qmode_integer(m); }
 
 const char* type_name(ONNXTensorElementDataType t) {
   switch (t) {
@@ -81,15 +69,7 @@ const char* type_name(ONNXTensorElementDataType t) {
 // Element type the contract gives input i in mode m.
 ONNXTensorElementDataType expected_type(Mode m, size_t i) {
   if (i == 0) return m == Mode::F16 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16 : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
-  if (i == 3 || i == 4) {
-    switch (m) {
-      case Mode::F32: return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
-      case Mode::F16: return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16;
-      case Mode::I8:
-      case Mode::I8Dyn: return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8;
-      case Mode::I4: return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT4;
-    }
-  }
+  if (i == 3 || i == 4) return qle_qmode_weight_type(m);
   return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
 }
 
@@ -218,11 +198,11 @@ OrtStatusPtr validate(const Ort::KernelContext& ctx, bool sequence, Mode mode, l
         (st = expect_shape(op, 10, s[10], 2, hs, "[ceil(H / block_size), H]")))
       return st;
   }
-  if (mode == Mode::I8Dyn && (D > kMaxDynamicK || H > kMaxDynamicK)) {
+  if (mode == Mode::I8Dyn && (D > kQleMaxDynamicK || H > kQleMaxDynamicK)) {
     snprintf(msg, sizeof msg,
              "%s: int8-dynamic supports input sizes up to %ld (exact int32 sums), got D=%lld, "
              "H=%lld",
-             op, kMaxDynamicK, (long long)D, (long long)H);
+             op, kQleMaxDynamicK, (long long)D, (long long)H);
     return make_status(ORT_INVALID_ARGUMENT, msg);
   }
   p->B = (long)B;
@@ -233,193 +213,17 @@ OrtStatusPtr validate(const Ort::KernelContext& ctx, bool sequence, Mode mode, l
   return nullptr;
 }
 
-// Reads quant_mode / block_size from the node (absent quant_mode: fp32).
-OrtStatusPtr read_mode(const OrtApi& api, const OrtKernelInfo* info, const char* op, Mode* mode,
-                       long* block) {
-  *mode = Mode::F32;
-  *block = 0;
-  size_t size = 0;
-  if (OrtStatus* st = api.KernelInfoGetAttribute_string(info, "quant_mode", nullptr, &size)) {
-    api.ReleaseStatus(st);  // no such attribute: an unquantized node
-    return nullptr;
-  }
-  std::string value(size, '\0');
-  if (OrtStatus* st = api.KernelInfoGetAttribute_string(info, "quant_mode", &value[0], &size))
-    return st;
-  value.resize(strlen(value.c_str()));
-  const Mode modes[] = {Mode::F16, Mode::I8, Mode::I8Dyn, Mode::I4};
-  bool known = false;
-  for (Mode m : modes)
-    if (value == mode_name(m)) *mode = m, known = true;
-  char msg[400];
-  if (!known) {
-    snprintf(msg, sizeof msg,
-             "%s: unknown quant_mode '%s' (expected fp16, int8, int8-dynamic or int4; see "
-             "exporters/quantize.py)",
-             op, value.c_str());
-    return make_status(ORT_INVALID_ARGUMENT, msg);
-  }
-  int64_t bs = 0;
-  if (OrtStatus* st = api.KernelInfoGetAttribute_int64(info, "block_size", &bs)) {
-    api.ReleaseStatus(st);
-    bs = 0;
-  }
-  if (*mode == Mode::I4 && bs < 1) {
-    snprintf(msg, sizeof msg, "%s: quant_mode 'int4' needs a positive block_size attribute, got %lld",
-             op, (long long)bs);
-    return make_status(ORT_INVALID_ARGUMENT, msg);
-  }
-  *block = (long)bs;
-  return nullptr;
-}
-
 // ---------------------------------------------------------------------------------------------
 // CPU: weight matrices as the kernels read them
 
-long round_up(long v, long m) { return (v + m - 1) / m * m; }
-
-struct Matrix {
-  Mode mode = Mode::F32;
-  long K = 0, N = 0;
-  const float* f = nullptr;        // fp32: the input; fp16: converted copy
-  const int8_t* q = nullptr;       // int8: the input; int4: unpacked copy ([K, N])
-  const float* scale = nullptr;    // int8 / int4: the scale input
-  long block = 1;                  // int8: K (one block); int4: block_size
-  long Kp = 0, Np = 0;             // int8-dynamic packing
-  std::vector<float> f_own;
-  std::vector<int8_t> q_own;
-  std::vector<int32_t> colsum;
-  std::vector<float> ws;           // int8-dynamic: scale padded to Np
-};
-
-// Prepares W ([K, N], element type per mode) and its scale for the kernels. Returns an error
-// message or nullptr. Inputs that the kernels can read as they are (fp32, int8 and the scales)
-// are referenced, not copied: they must outlive the Matrix.
-const char* pack_matrix(Mode mode, long block, const void* data, const float* scale, long K,
-                        long N, Matrix* m) {
-  m->mode = mode;
-  m->K = K;
-  m->N = N;
-  const size_t n = (size_t)K * (size_t)N;
-  switch (mode) {
-    case Mode::F32:
-      m->f = static_cast<const float*>(data);
-      return nullptr;
-    case Mode::F16: {
-      const uint16_t* h = static_cast<const uint16_t*>(data);
-      m->f_own.resize(n);
-      for (size_t i = 0; i < n; ++i) m->f_own[i] = qle_f16_bits_to_f32(h[i]);
-      m->f = m->f_own.data();
-      return nullptr;
-    }
-    case Mode::I8:
-      m->q = static_cast<const int8_t*>(data);
-      m->scale = scale;
-      m->block = K > 0 ? K : 1;
-      return nullptr;
-    case Mode::I4: {
-      // ONNX INT4: element i of the row-major [K, N] tensor is nibble i % 2 (low first) of byte
-      // i / 2, two's complement.
-      const uint8_t* bytes = static_cast<const uint8_t*>(data);
-      m->q_own.resize(n);
-      for (size_t i = 0; i < n; ++i) {
-        const uint8_t nib = (uint8_t)((i & 1) ? bytes[i >> 1] >> 4 : bytes[i >> 1] & 0x0F);
-        m->q_own[i] = (int8_t)((int8_t)(nib << 4) >> 4);
-      }
-      m->q = m->q_own.data();
-      m->scale = scale;
-      m->block = block;
-      return nullptr;
-    }
-    case Mode::I8Dyn: {
-      const int8_t* w = static_cast<const int8_t*>(data);
-      m->Kp = round_up(K, 4);
-      m->Np = round_up(N, 16);
-      m->q_own.assign((size_t)m->Kp * (size_t)m->Np, 0);
-      m->colsum.assign((size_t)m->Np, 0);
-      for (long k = 0; k < K; ++k) {
-        for (long j = 0; j < N; ++j) {
-          const int8_t v = w[k * N + j];
-          if (v == -128)
-            return "int8-dynamic weights must lie in [-127, 127] (symmetric int8); found -128";
-          m->q_own[(size_t)(((k / 4) * m->Np + j) * 4 + k % 4)] = v;
-          m->colsum[(size_t)j] += v;
-        }
-      }
-      m->ws.assign((size_t)m->Np, 0.0f);
-      memcpy(m->ws.data(), scale, sizeof(float) * (size_t)N);
-      m->q = m->q_own.data();
-      return nullptr;
-    }
-  }
-  return "unknown mode";
-}
-
 struct Weights {
-  Matrix wx, wh;
+  QleQMatrix wx, wh;
 };
 
 const char* pack_weights(Mode mode, long block, const void* W_x, const void* W_h,
                          const float* sx, const float* sh, long D, long H, Weights* w) {
-  if (const char* e = pack_matrix(mode, block, W_x, sx, D, H, &w->wx)) return e;
-  return pack_matrix(mode, block, W_h, sh, H, H, &w->wh);
-}
-
-// Per-thread scratch (onnxruntime may run one kernel on several threads at once).
-struct Scratch {
-  std::vector<float> a, t, s;
-  std::vector<int8_t> q;
-};
-thread_local Scratch t_scratch;
-
-template <typename V>
-typename V::value_type* grow(V& v, size_t n) {
-  if (v.size() < n) v.resize(n);
-  return v.data();
-}
-
-// out[r, :] = init[r, :] + A[r, :] @ W for r < M, with W's mode arithmetic (the function body's):
-//   fp32: float32 products; fp16: A and the product rounded to float16, summed in float32;
-//   int8 / int4: float32 products with the int8 weights and the (block) scales;
-//   int8-dynamic: A quantized per row, exact int32 products, (acc * s_row) * s_col.
-// init may alias out (ldinit == 0 broadcasts one row).
-void matmul(const QleCpuKernels* k, const Matrix& W, long M, const float* A, long lda,
-            const float* init, long ldinit, float* out, long ldo) {
-  const long K = W.K, N = W.N;
-  Scratch& s = t_scratch;
-  switch (W.mode) {
-    case Mode::F32:
-      k->gemm(M, N, K, A, lda, W.f, N, init, ldinit, out, ldo);
-      return;
-    case Mode::F16: {
-      float* a16 = grow(s.a, (size_t)(M * K));
-      float* t = grow(s.t, (size_t)(M * N + N));
-      float* zero = t + M * N;
-      memset(zero, 0, sizeof(float) * (size_t)N);
-      for (long r = 0; r < M; ++r) k->round_f16(K, A + r * lda, a16 + r * K);
-      k->gemm(M, N, K, a16, K, W.f, N, zero, 0, t, N);
-      k->round_f16(M * N, t, t);
-      for (long r = 0; r < M; ++r) {
-        const float* in = init + r * ldinit;
-        const float* tr = t + r * N;
-        float* o = out + r * ldo;
-        for (long j = 0; j < N; ++j) o[j] = in[j] + tr[j];
-      }
-      return;
-    }
-    case Mode::I8:
-    case Mode::I4:
-      k->gemm_w8(M, N, K, A, lda, W.q, W.scale, W.block, init, ldinit, out, ldo);
-      return;
-    case Mode::I8Dyn: {
-      int8_t* q = grow(s.q, (size_t)(M * W.Kp));
-      float* xs = grow(s.s, (size_t)M);
-      k->quant_rows(M, K, A, lda, q, W.Kp, xs);
-      k->gemm_i8(M, N, W.Kp, q, W.Kp, xs, W.q, W.Np, W.colsum.data(), W.ws.data(), init, ldinit,
-                 out, ldo);
-      return;
-    }
-  }
+  if (const char* e = qle_qmatrix_pack(mode, block, W_x, 0, sx, D, H, &w->wx)) return e;
+  return qle_qmatrix_pack(mode, block, W_h, 0, sh, H, H, &w->wh);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -441,8 +245,8 @@ struct Args {
 void cell_rows(const Args& a, long r0, long r1) {
   const long m = r1 - r0, H = a.H;
   float* u = a.h_out + r0 * H;
-  matmul(a.k, a.w->wx, m, a.x + r0 * a.D, a.D, a.bias, 0, u, H);
-  matmul(a.k, a.w->wh, m, a.h + r0 * H, H, u, H, u, H);
+  qle_qmatmul(a.k, a.w->wx, m, a.x + r0 * a.D, a.D, a.bias, 0, u, H);
+  qle_qmatmul(a.k, a.w->wh, m, a.h + r0 * H, H, u, H, u, H);
   for (long r = r0; r < r1; ++r)
     a.k->gates(H, a.h_out + r * H, a.h + r * H, a.c + r * H, a.gs, a.gb, a.alpha,
                a.h_out + r * H, a.c_out + r * H);
@@ -458,7 +262,7 @@ void seq_project_task(void* p, size_t chunk) {
   const Args& a = *static_cast<const Args*>(p);
   const long M = a.B * a.T, r0 = (long)chunk * kProjChunk;
   const long m = M - r0 < kProjChunk ? M - r0 : kProjChunk;
-  matmul(a.k, a.w->wx, m, a.x + r0 * a.D, a.D, a.bias, 0, a.Y + r0 * a.H, a.H);
+  qle_qmatmul(a.k, a.w->wx, m, a.x + r0 * a.D, a.D, a.bias, 0, a.Y + r0 * a.H, a.H);
 }
 
 // Recurrence for batch rows [b0, b0 + m): Y[:, t] holds x_t @ W_x + bias and is overwritten
@@ -475,7 +279,7 @@ void seq_recur_task(void* p, size_t g) {
     const long ld_hp = t == 0 ? H : ldy;
     const float* cp = t == 0 ? a.c + b0 * H : c;
     float* u = y0 + t * H;
-    matmul(a.k, a.w->wh, m, hp, ld_hp, u, ldy, u, ldy);
+    qle_qmatmul(a.k, a.w->wh, m, hp, ld_hp, u, ldy, u, ldy);
     for (long r = 0; r < m; ++r)
       a.k->gates(H, u + r * ldy, hp + r * ld_hp, cp + r * H, a.gs, a.gb, a.alpha, u + r * ldy,
                  c + r * H);
@@ -524,9 +328,8 @@ struct CpuKernel {
   // x as float32: the input itself, or converted from float16 into `buf`.
   const float* x_f32(const Problem& p, long n, std::vector<float>* buf) const {
     if (mode != Mode::F16) return p.f(0);
-    const uint16_t* h = static_cast<const uint16_t*>(p.in[0]);
     buf->resize((size_t)n);
-    for (long i = 0; i < n; ++i) (*buf)[(size_t)i] = qle_f16_bits_to_f32(h[i]);
+    qle_f16_to_f32(n, static_cast<const uint16_t*>(p.in[0]), buf->data());
     return buf->data();
   }
 
@@ -569,7 +372,7 @@ struct CpuKernel {
     if (chunks > 1 && M * p.D * p.H >= kParallelMacs)
       ctx.ParallelFor(seq_project_task, (size_t)chunks, 0, const_cast<Args*>(&a));
     else
-      matmul(k, w->wx, M, a.x, p.D, a.bias, 0, Y, p.H);
+      qle_qmatmul(k, w->wx, M, a.x, p.D, a.bias, 0, Y, p.H);
     const long groups = (p.B + kRowGroup - 1) / kRowGroup;
     if (groups > 1 && p.T * p.H * p.H * kRowGroup >= kParallelMacs)
       ctx.ParallelFor(seq_recur_task, (size_t)groups, 0, const_cast<Args*>(&a));
@@ -611,7 +414,7 @@ void prepack(const OrtKernelInfo* info, CpuKernel* kern) {
     scx = static_cast<const float*>(v[2].GetTensorRawData());
     sch = static_cast<const float*>(v[3].GetTensorRawData());
   }
-  if (kern->mode == Mode::I8Dyn && (D > kMaxDynamicK || H > kMaxDynamicK)) return;
+  if (kern->mode == Mode::I8Dyn && (D > kQleMaxDynamicK || H > kQleMaxDynamicK)) return;
   std::unique_ptr<Weights> w(new Weights);
   if (const char* e = pack_weights(kern->mode, kern->block, v[0].GetTensorRawData(),
                                    v[1].GetTensorRawData(), scx, sch, D, H, w.get())) {
@@ -658,7 +461,7 @@ struct CpuOp : QleOpBase<CpuOp, CpuKernel> {
     }
     Mode mode;
     long block;
-    if (OrtStatusPtr st = read_mode(api, info, GetName(), &mode, &block)) return st;
+    if (OrtStatusPtr st = qle_read_qmode(api, info, GetName(), &mode, &block)) return st;
     std::unique_ptr<CpuKernel> kern(new CpuKernel{k, sequence, mode, block, nullptr, {}});
     OrtStatusPtr st = qle_guarded(GetName(), [&]() -> OrtStatusPtr {
       prepack(info, kern.get());
@@ -725,7 +528,7 @@ struct CudaOp : QleOpBase<CudaOp, CudaKernel> {
   OrtStatusPtr CreateKernelV2(const OrtApi& api, const OrtKernelInfo* info, void** kernel) const {
     Mode mode;
     long block;
-    if (OrtStatusPtr st = read_mode(api, info, GetName(), &mode, &block)) return st;
+    if (OrtStatusPtr st = qle_read_qmode(api, info, GetName(), &mode, &block)) return st;
     *kernel = new CudaKernel{sequence, mode, block};
     return nullptr;
   }
@@ -821,9 +624,13 @@ QLE_EXPORT const char* qle_native_info(void) {
                                best->name);
     for (size_t i = 0; i < ops.size() && used < sizeof g_info; ++i)
       used += (size_t)snprintf(g_info + used, sizeof g_info - used, "%s\"%s\"", i ? ", " : "", ops[i]);
+    std::vector<const char*> quantized = {"QLLSTMCell", "QLLSTMSequence"};
+    qle_family_quantized_op_names(&quantized);
     if (used < sizeof g_info)
-      snprintf(g_info + used, sizeof g_info - used,
-               "], \"quantized_ops\": [\"QLLSTMCell\", \"QLLSTMSequence\"]}");
+      used += (size_t)snprintf(g_info + used, sizeof g_info - used, "], \"quantized_ops\": [");
+    for (size_t i = 0; i < quantized.size() && used < sizeof g_info; ++i)
+      used += (size_t)snprintf(g_info + used, sizeof g_info - used, "%s\"%s\"", i ? ", " : "", quantized[i]);
+    if (used < sizeof g_info) snprintf(g_info + used, sizeof g_info - used, "]}");
   });
   return g_info;
 }

@@ -1,5 +1,5 @@
-// PR-LSTM CPU kernel (see qle_prlstm.h): matrix products through the qle_cpu.h gemm table, gate
-// maths through per-ISA element-wise loops compiled from one source (qle_family_math.h).
+// PR-LSTM CPU kernel (see qle_prlstm.h): matrix products through qle_qmatmul (the qle_cpu.h kernel
+// table, per quantization mode), gate maths through per-ISA element-wise loops compiled from one source (qle_family_math.h).
 #include "qle_prlstm.h"
 
 #include <math.h>
@@ -113,16 +113,32 @@ void combine(const Ctx& x, const float* h_l, const float* c_l, const float* h_r,
   const long H = a.H;
   memcpy(x.hh, h_l, sizeof(float) * H);
   memcpy(x.hh + H, h_r, sizeof(float) * H);
-  x.k->gemm(1, 5 * H, 2 * H, x.hh, 2 * H, a.W_merge, 5 * H, a.b_merge, 0, x.z, 5 * H);
+  qle_qmatmul(x.k, a.w->merge, 1, x.hh, 2 * H, a.b_merge, 0, x.z, 5 * H);
   x.g->merge(H, x.z, c_l, c_r, h, c);
   for (long r = 0; r < a.R; ++r) {
-    x.k->gemm(1, 4 * H, H, h, H, a.W_unary + r * H * 4 * H, 4 * H, a.b_unary + r * 4 * H, 0, x.z,
-              4 * H);
+    qle_qmatmul(x.k, a.w->unary[(size_t)r], 1, h, H, a.b_unary + r * 4 * H, 0, x.z, 4 * H);
     x.g->unary(H, x.z, c, h, c);
   }
 }
 
 }  // namespace
+
+const char* qle_prlstm_pack(QleQMode mode, long block, const void* W_leaf, const void* W_merge,
+                            const void* W_unary, const float* s_leaf, const float* s_merge,
+                            const float* s_unary, long D, long H, long R, QlePrlstmWeights* w) {
+  if (const char* e = qle_qmatrix_pack(mode, block, W_leaf, 0, s_leaf, D, 3 * H, &w->leaf)) return e;
+  if (const char* e = qle_qmatrix_pack(mode, block, W_merge, 0, s_merge, 2 * H, 5 * H, &w->merge)) return e;
+  // scale slice r: int8 [4H]; int4 [ceil(H / bs), 4H]
+  const long scale_slice = mode == QleQMode::I4 ? (H + block - 1) / block * 4 * H : 4 * H;
+  w->unary.resize((size_t)R);
+  for (long r = 0; r < R; ++r) {
+    const float* s = s_unary != nullptr ? s_unary + r * scale_slice : nullptr;
+    if (const char* e = qle_qmatrix_pack(mode, block, W_unary, (size_t)(r * H * 4 * H), s, H, 4 * H,
+                                         &w->unary[(size_t)r]))
+      return e;
+  }
+  return nullptr;
+}
 
 void qle_prlstm_rows(const QleCpuKernels* k, const QlePrlstmArgs& a, long r0, long r1) {
   const long H = a.H, K = a.K, T = a.T, D = a.D, KH = K * H;
@@ -156,7 +172,7 @@ void qle_prlstm_rows(const QleCpuKernels* k, const QlePrlstmArgs& a, long r0, lo
     memcpy(pc, a.prefix_c + r * KH, sizeof(float) * KH);
     int64_t n = a.count[r];
     // the chunk's leaf pre-activations in one product
-    k->gemm(T, 3 * H, D, a.x + r * T * D, D, a.W_leaf, 3 * H, a.b_leaf, 0, leaf_z, 3 * H);
+    qle_qmatmul(k, a.w->leaf, T, a.x + r * T * D, D, a.b_leaf, 0, leaf_z, 3 * H);
     for (long t = 0; t < T; ++t, ++n) {
       const uint64_t L = (uint64_t)n & low_mask;
       const long carries = L == low_mask ? 0 : __builtin_ctzll(~L);

@@ -17,20 +17,40 @@
 // outputs and count + T but different states (the sequence body's is not the step body's); the
 // native sequence op keeps going as the step op does. Weights are input-major, gate order along
 // the last axis.
+// Quantized weights (exporters/quantize.py): the three matrix products x W_leaf, [h_l; h_r] W_merge
+// and h W_unary[k] run with the mode's arithmetic (qle_qmatmul: fp16 rounds the product's input
+// and result to float16; int8-dynamic quantizes x, [h_l; h_r] and h per row); W_unary[k] is packed
+// with its own scale slice. Biases, gate maths and states are float32 in every mode.
 #pragma once
 
 #include <stdint.h>
 
+#include <vector>
+
 #include "qle_cpu.h"
+#include "qle_qmatrix.h"
+
+struct QlePrlstmWeights {
+  QleQMatrix leaf;                // [D, 3H]
+  QleQMatrix merge;               // [2H, 5H]
+  std::vector<QleQMatrix> unary;  // R slices [H, 4H]
+};
+
+// Packs W_leaf, W_merge and the R slices of W_unary (raw tensors, element type per mode) with their
+// scales (integer modes: int8 [3H], [5H], [R, 4H]; int4 [ceil(D / bs), 3H], [ceil(2H / bs), 5H],
+// [R, ceil(H / bs), 4H]; null otherwise). Returns an error message or nullptr; qle_qmatrix_pack's
+// lifetime rule applies.
+const char* qle_prlstm_pack(QleQMode mode, long block, const void* W_leaf, const void* W_merge,
+                            const void* W_unary, const float* s_leaf, const float* s_merge,
+                            const float* s_unary, long D, long H, long R, QlePrlstmWeights* w);
 
 struct QlePrlstmArgs {
   long B, T, D, H, K, R;
-  const float* x;  // [B, T, D]
+  const float* x;  // [B, T, D] (float32; an fp16 node's x converted by the caller)
   const float *block_h, *block_c, *prefix_h, *prefix_c;  // [B, K, H]
   const int64_t* count;                                  // [B], each in [0, INT64_MAX - T]
-  const float *W_leaf, *b_leaf;    // [D, 3H], [3H]
-  const float *W_merge, *b_merge;  // [2H, 5H], [5H]
-  const float *W_unary, *b_unary;  // [R, H, 4H], [R, 4H]
+  const QlePrlstmWeights* w;
+  const float *b_leaf, *b_merge, *b_unary;  // [3H], [5H], [R, 4H]
   float* Y;                        // [B, T, H]
   float *block_h_out, *block_c_out, *prefix_h_out, *prefix_c_out;  // [B, K, H]
   int64_t* count_out;                                              // [B]

@@ -1,5 +1,5 @@
-// xLSTM CPU kernels (see qle_xlstm.h): the sLSTM's block-diagonal recurrent product through the
-// qle_cpu.h gemm table; gate maths and the mLSTM matrix-memory update through per-ISA loops
+// xLSTM CPU kernels (see qle_xlstm.h): the sLSTM's block-diagonal recurrent product through
+// qle_qmatmul (the qle_cpu.h kernel table, per quantization mode); gate maths and the mLSTM matrix-memory update through per-ISA loops
 // compiled from one source (qle_family_math.h).
 #include "qle_xlstm.h"
 
@@ -104,6 +104,19 @@ float* scratch(size_t n) {
 
 }  // namespace
 
+const char* qle_slstm_pack(QleQMode mode, long block, const void* R, const float* scale, long NH,
+                           long DH, std::vector<QleQMatrix>* out) {
+  // scale slice: int8 [DH]; int4 [ceil(DH / bs), DH]
+  const long scale_slice = mode == QleQMode::I4 ? (DH + block - 1) / block * DH : DH;
+  out->resize((size_t)(4 * NH));
+  for (long s = 0; s < 4 * NH; ++s) {
+    const float* sc = scale != nullptr ? scale + s * scale_slice : nullptr;
+    if (const char* e = qle_qmatrix_pack(mode, block, R, (size_t)(s * DH * DH), sc, DH, DH, &(*out)[(size_t)s]))
+      return e;
+  }
+  return nullptr;
+}
+
 void qle_slstm_rows(const QleCpuKernels* k, const QleSlstmArgs& a, long r0, long r1) {
   const long NH = a.NH, DH = a.DH, H = NH * DH, T = a.T;
   if (H == 0) return;
@@ -125,8 +138,7 @@ void qle_slstm_rows(const QleCpuKernels* k, const QleSlstmArgs& a, long r0, long
     for (long t = 0; t < T; ++t) {
       for (long g = 0; g < 4; ++g)
         for (long h = 0; h < NH; ++h)
-          k->gemm(1, DH, DH, y + h * DH, DH, a.R + (g * NH + h) * DH * DH, DH, zero, 0,
-                  ry + g * H + h * DH, DH);
+          qle_qmatmul(k, a.R[g * NH + h], 1, y + h * DH, DH, zero, 0, ry + g * H + h * DH, DH);
       lp.slstm(H, a.x + (r * T + t) * 4 * H, ry, a.b, c, n, m, y_out, c_out, n_out, m_out);
       if (a.Y != nullptr) memcpy(a.Y + (r * T + t) * H, y_out, sizeof(float) * H);
       y = y_out;
