@@ -10,7 +10,8 @@ mode, and one random stream is fed, in chunks of 4096 with state carried across,
 --no-floor) and to every export side by side. The reference therefore runs once per checkpoint, however many
 modes are compared, and the outputs are never stored: a 1M-step stream needs no more memory than a chunk.
 At each length in --steps the report gives, per mode, the max abs error of the outputs so far and of the
-states at that step, and whether everything stayed finite, so drift and blow-up are visible side by side.
+states at that step, the largest |state| of the exact model at that step (the scale the state error is to be
+read against), and whether everything stayed finite, so drift and blow-up are visible side by side.
 """
 from __future__ import annotations
 
@@ -71,6 +72,7 @@ def stream(model, sessions: dict, steps: list, seed: int, floor: bool, chunk: in
             states_finite = all(np.isfinite(v).all() for v in got.values())
             rows.append({"quantize": q, "steps": n, "op_path": s.op_path, "output_max_abs": out_err[q],
                          "state_max_abs": max(_max_err(got[k], v) for k, v in exact["state"].items()),
+                         "state_scale": max(float(np.abs(v).max()) for v in exact["state"].values()),
                          "fp32_floor": floor_err if fp32 is not None else None,
                          "finite": finite[q] and states_finite, "seconds": round(time.perf_counter() - t0, 1)})
     return rows
@@ -123,15 +125,15 @@ def main() -> None:
                 row = {"checkpoint": name, **row}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    print(f"\n{'checkpoint':40} {'quant':>12} {'steps':>9} {'out err':>10} {'state err':>10} {'fp32 floor':>10} "
-          f"{'finite':>6}")
+    print(f"\n{'checkpoint':40} {'quant':>12} {'steps':>9} {'out err':>10} {'state err':>10} {'max |state|':>11} "
+          f"{'fp32 floor':>10} {'finite':>6}")
     for r in rows:
         if "error" in r:
             print(f"{r['checkpoint']:40} {r['quantize']:>12} {r['steps']:>9}  MODEL DIVERGES: {r['error']}")
             continue
         floor = "-" if r["fp32_floor"] is None else f"{r['fp32_floor']:.2e}"
         print(f"{r['checkpoint']:40} {r['quantize']:>12} {r['steps']:>9} {r['output_max_abs']:>10.2e} "
-              f"{r['state_max_abs']:>10.2e} {floor:>10} {str(r['finite']):>6}")
+              f"{r['state_max_abs']:>10.2e} {r['state_scale']:>11.2e} {floor:>10} {str(r['finite']):>6}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 
