@@ -282,18 +282,28 @@ def test_older_runtime_api_gets_clear_status(lib_status):
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not on PATH")
 def test_cuda_sources_compile_check(tmp_path):
-    """Compile check only (no GPU here): nvcc -c the kernels, and the CUDA op registration."""
-    proc = subprocess.run(["nvcc", "-std=c++17", "-Xcompiler", "-fPIC", f"-I{NATIVE_SRC}", "-c",
-                           str(NATIVE_SRC / "qle_cuda.cu"), "-o", str(tmp_path / "qle_cuda.o")],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    """Compile check only (no GPU here): nvcc -c the kernels with the build's flags (warnings are errors),
+    no fused multiply-add in the family kernels (they share their gate maths with the CPU kernels, built
+    without contraction; the QL-LSTM kernels use CUDA's expf / tanhf, which have their own), and the CUDA
+    op registrations."""
     sys.path.insert(0, str(NATIVE_SRC))
     import build as native_build
 
+    for src in native_build.CUDA_SOURCES:
+        proc = subprocess.run(["nvcc", *native_build.NVCCFLAGS, "-Werror", "all-warnings", "-Xcompiler",
+                               "-fPIC,-Wall,-Wextra,-Werror", f"-I{NATIVE_SRC}", "-c", str(NATIVE_SRC / src), "-o",
+                               str(tmp_path / (src + ".o"))], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+    ptx = tmp_path / "qle_family_cuda.ptx"
+    proc = subprocess.run(["nvcc", *native_build.NVCCFLAGS, f"-I{NATIVE_SRC}", "-ptx",
+                           str(NATIVE_SRC / "qle_family_cuda.cu"), "-o", str(ptx)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "fma.rn.f32" not in ptx.read_text(), "qle_family_cuda.cu: fused multiply-add in the device code"
     try:
         include = native_build.find_headers(fetch=False)
     except native_build.NativeBuildError as e:
         pytest.skip(f"CUDA kernels compile; registration not checked: {e}")
-    proc = subprocess.run(["g++", "-std=c++17", "-fsyntax-only", "-DQLE_WITH_CUDA", f"-I{include}",
-                           f"-I{NATIVE_SRC}", str(NATIVE_SRC / "qle_ops.cc")], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    for src in ["qle_ops.cc", *native_build.CUDA_CPU_SOURCES]:
+        proc = subprocess.run(["g++", "-std=c++17", "-fsyntax-only", "-Wall", "-Wextra", "-Werror", "-DQLE_WITH_CUDA",
+                               f"-I{include}", f"-I{NATIVE_SRC}", str(NATIVE_SRC / src)], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr

@@ -6,7 +6,8 @@ Usable standalone (``python runtime/native/build.py``) and from setup.py (``buil
   ``npm pack com.github.asus4.onnxruntime@0.4.9`` and cached under
   ``~/.cache/qlstm_edge/ort-headers/0.4.9/`` (``$XDG_CACHE_HOME`` respected).
 - CPU library: g++ (``$CXX``), one .so with scalar, AVX2+FMA and AVX-512 paths chosen at run time.
-- CUDA: when nvcc is on PATH the .cu sources are compile-checked (``nvcc -c``, object discarded).
+- CUDA: when nvcc is on PATH the .cu sources are compile-checked (``nvcc -c``, object discarded),
+  always with ``--fmad=false`` (the kernels share gate maths with the CPU, built without FMA contraction).
   With ``QLSTM_EDGE_BUILD_CUDA=1`` a second library ``runtime/libqlstm_edge_ops_cuda.so`` is
   linked (CPU + CUDA kernels, static cudart); it needs a CUDA driver at load time.
 
@@ -36,8 +37,10 @@ HEADERS_TARBALL_DIR = "package/Plugins/iOS~/onnxruntime.xcframework/ios-arm64/on
 HEADERS_API_VERSION = 29
 
 CPU_SOURCES = ["qle_ops.cc", "qle_qmatrix.cc", "qle_cpu_scalar.cc", "qle_cpu_avx2.cc", "qle_cpu_avx512.cc",
-               "qle_family_ops.cc", "qle_prlstm.cc", "qle_xlstm.cc"]
-CUDA_SOURCES = ["qle_cuda.cu"]
+               "qle_family_contract.cc", "qle_family_ops.cc", "qle_prlstm.cc", "qle_xlstm.cc"]
+CUDA_SOURCES = ["qle_cuda.cu", "qle_family_cuda.cu"]
+CUDA_CPU_SOURCES = ["qle_family_cuda_ops.cc"]  # C++ compiled only into the CUDA library (-DQLE_WITH_CUDA)
+NVCCFLAGS = ["-std=c++17", "--fmad=false"]
 CXXFLAGS = ["-O3", "-std=c++17", "-fPIC", "-fvisibility=hidden", "-Wall", "-Wextra"]
 
 
@@ -135,7 +138,7 @@ def _is_up_to_date(target: Path, inputs: list[Path]) -> bool:
 
 
 def _native_inputs() -> list[Path]:
-    return sorted(p for p in NATIVE_DIR.iterdir() if p.suffix in {".cc", ".h", ".cu"})
+    return sorted(p for p in NATIVE_DIR.iterdir() if p.suffix in {".cc", ".h", ".cu", ".cuh"})
 
 
 def build_cpu(include: Path, out_dir: Path = RUNTIME_DIR, force: bool = False) -> Path:
@@ -162,7 +165,7 @@ def check_cuda(include: Path) -> bool | None:
         return None
     with tempfile.TemporaryDirectory(prefix="qle-nvcc-") as tmp:
         for src in CUDA_SOURCES:
-            _run([nvcc, "-std=c++17", "-Xcompiler", "-fPIC", f"-I{NATIVE_DIR}", "-c",
+            _run([nvcc, *NVCCFLAGS, "-Xcompiler", "-fPIC", f"-I{NATIVE_DIR}", "-c",
                   str(NATIVE_DIR / src), "-o", str(Path(tmp) / (src + ".o"))], f"nvcc compile check of {src}")
     _log("CUDA sources compile (nvcc -c)")
     return True
@@ -189,12 +192,12 @@ def build_cuda(include: Path, out_dir: Path = RUNTIME_DIR) -> Path:
         objs = []
         for src in CUDA_SOURCES:
             obj = Path(tmp) / (src + ".o")
-            _run([nvcc, "-O3", "-std=c++17", "-Xcompiler", "-fPIC,-fvisibility=hidden", f"-I{NATIVE_DIR}",
+            _run([nvcc, "-O3", *NVCCFLAGS, "-Xcompiler", "-fPIC,-fvisibility=hidden", f"-I{NATIVE_DIR}",
                   "-c", str(NATIVE_DIR / src), "-o", str(obj)], f"nvcc build of {src}")
             objs.append(str(obj))
         tmp_target = target.with_name(target.name + ".tmp")
         _run([cxx, *CXXFLAGS, "-shared", "-DQLE_WITH_CUDA", f"-I{include}", f"-I{NATIVE_DIR}",
-              *(str(NATIVE_DIR / s) for s in CPU_SOURCES), *objs,
+              *(str(NATIVE_DIR / s) for s in CPU_SOURCES + CUDA_CPU_SOURCES), *objs,
               f"-L{cudart_dir}", "-lcudart_static", "-ldl", "-lrt", "-lpthread", "-o", str(tmp_target)],
              "CUDA library link")
         tmp_target.replace(target)

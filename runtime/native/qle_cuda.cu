@@ -1,85 +1,19 @@
 // CUDA kernels for QLLSTMCell / QLLSTMSequence in every weight mode; per-element gate maths from
 // qle_gates.h. One thread per (batch row, hidden unit): it computes that unit's dot products
-// (with the mode's arithmetic, see dot()) and gates. The sequence op writes the input projection
-// into Y and overwrites Y[:, t] with h_t step by step (one launch per step: a step needs all of
-// h_{t-1}).
+// (with the mode's arithmetic, see dot() in qle_cuda_common.cuh) and gates. The sequence op
+// writes the input projection into Y and overwrites Y[:, t] with h_t step by step (one launch per
+// step: a step needs all of h_{t-1}).
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
 
 #include "qle_cuda.h"
+#include "qle_cuda_common.cuh"
 #include "qle_gates.h"
 
 namespace {
 
 constexpr int kThreads = 128;
-
-// One matrix as the kernels read it.
-struct Mat {
-  int mode;
-  long block;
-  const void* w;
-  const float* scale;
-};
-
-__device__ inline float load_a(const float* a, long k) { return a[k]; }
-__device__ inline float load_a(const __half* a, long k) { return __half2float(a[k]); }
-
-__device__ inline float weight(const Mat& m, long k, long j, long N) {
-  const long i = k * N + j;
-  switch (m.mode) {
-    case QLE_CUDA_F16: return __half2float(static_cast<const __half*>(m.w)[i]);
-    case QLE_CUDA_I8:
-    case QLE_CUDA_I8_DYNAMIC: return (float)static_cast<const int8_t*>(m.w)[i];
-    case QLE_CUDA_I4: {
-      // ONNX INT4: element i is nibble i % 2 (low first) of byte i / 2, two's complement.
-      const uint8_t b = static_cast<const uint8_t*>(m.w)[i >> 1];
-      const int nib = (i & 1) ? (b >> 4) : (b & 0x0F);
-      return (float)((nib ^ 8) - 8);
-    }
-    default: return static_cast<const float*>(m.w)[i];
-  }
-}
-
-// sum_k a[k] * W[k, j] with the mode's arithmetic (exporters/quantize.py, function bodies):
-//   fp32: float32; fp16: a rounded to float16, float32 sum, result rounded to float16;
-//   int8: float32 sum times scale[j]; int4: per block, times scale[block, j];
-//   int8-dynamic: a quantized with the row scale s, exact int32 sum, (acc * s) * scale[j].
-template <typename TA>
-__device__ float dot(const Mat& m, const TA* a, long K, long j, long N) {
-  if (m.mode == QLE_CUDA_I8_DYNAMIC) {
-    float amax = 0.0f;
-    for (long k = 0; k < K; ++k) amax = fmaxf(amax, fabsf(load_a(a, k)));
-    float s = __fdiv_rn(amax, 127.0f);
-    s = s > 1e-30f ? s : 1e-30f;
-    const int8_t* w = static_cast<const int8_t*>(m.w);
-    int acc = 0;
-    for (long k = 0; k < K; ++k) {
-      const float q = fminf(fmaxf(rintf(__fdiv_rn(load_a(a, k), s)), -127.0f), 127.0f);
-      acc += (int)q * (int)w[k * N + j];
-    }
-    return __fmul_rn(__fmul_rn((float)acc, s), m.scale[j]);
-  }
-  if (m.mode == QLE_CUDA_I4) {
-    float total = 0.0f;
-    for (long k0 = 0, b = 0; k0 < K; k0 += m.block, ++b) {
-      const long k1 = k0 + m.block < K ? k0 + m.block : K;
-      float part = 0.0f;
-      for (long k = k0; k < k1; ++k) part += load_a(a, k) * weight(m, k, j, N);
-      total += m.scale[b * N + j] * part;
-    }
-    return total;
-  }
-  float s = 0.0f;
-  for (long k = 0; k < K; ++k) {
-    float ak = load_a(a, k);
-    if (m.mode == QLE_CUDA_F16) ak = __half2float(__float2half_rn(ak));
-    s += ak * weight(m, k, j, N);
-  }
-  if (m.mode == QLE_CUDA_F16) return __half2float(__float2half_rn(s));
-  if (m.mode == QLE_CUDA_I8) return s * m.scale[j];
-  return s;
-}
 
 // out[r, j] = bias[j] + A[r, :] @ W[:, j]  (r < M, j < N)
 template <typename TA>

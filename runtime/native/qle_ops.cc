@@ -11,7 +11,8 @@
 //   "int8-dynamic"  as int8, activations quantized per row on the fly, exact int32 products
 //   "int4"          W int4 [K, N], scales float32 [ceil(K / block_size), N] appended
 // CPU kernels always; CUDA kernels when built with QLE_WITH_CUDA.
-// The same domain also holds the PR-LSTM and xLSTM ops (qle_family_ops.cc; CPU kernels, every mode).
+// The same domain also holds the PR-LSTM and xLSTM ops (qle_family_ops.cc; CPU kernels, every mode;
+// with QLE_WITH_CUDA also CUDA kernels, qle_family_cuda_ops.cc).
 // Weight packing and the mode-dispatched product are shared with them (qle_qmatrix.h).
 #define ORT_API_MANUAL_INIT
 #include <onnxruntime_cxx_api.h>
@@ -32,6 +33,7 @@
 #include "qle_qmatrix.h"
 #if defined(QLE_WITH_CUDA)
 #include "qle_cuda.h"
+#include "qle_family_cuda.h"
 #endif
 
 #define QLE_EXPORT extern "C" __attribute__((visibility("default")))
@@ -555,6 +557,9 @@ void create_domain(const OrtApi* api) {
 #endif
   };
   qle_family_ops(&ops);
+#if defined(QLE_WITH_CUDA)
+  qle_family_cuda_ops(&ops);
+#endif
   for (const OrtCustomOp* op : ops) {
     if (st != nullptr) break;
     st = api->CustomOpDomain_Add(d, op);
@@ -567,7 +572,7 @@ void create_domain(const OrtApi* api) {
   g_domain = d;
 }
 
-char g_info[1024];
+char g_info[2048];
 std::once_flag g_info_once;
 
 }  // namespace
@@ -630,6 +635,16 @@ QLE_EXPORT const char* qle_native_info(void) {
       used += (size_t)snprintf(g_info + used, sizeof g_info - used, "], \"quantized_ops\": [");
     for (size_t i = 0; i < quantized.size() && used < sizeof g_info; ++i)
       used += (size_t)snprintf(g_info + used, sizeof g_info - used, "%s\"%s\"", i ? ", " : "", quantized[i]);
+    // the ops that also have CUDA kernels (registered for CUDAExecutionProvider); empty without CUDA
+    std::vector<const char*> cuda_ops;
+#if defined(QLE_WITH_CUDA)
+    cuda_ops = {"QLLSTMCell", "QLLSTMSequence"};
+    qle_family_cuda_op_names(&cuda_ops);
+#endif
+    if (used < sizeof g_info)
+      used += (size_t)snprintf(g_info + used, sizeof g_info - used, "], \"cuda_ops\": [");
+    for (size_t i = 0; i < cuda_ops.size() && used < sizeof g_info; ++i)
+      used += (size_t)snprintf(g_info + used, sizeof g_info - used, "%s\"%s\"", i ? ", " : "", cuda_ops[i]);
     if (used < sizeof g_info) snprintf(g_info + used, sizeof g_info - used, "]}");
   });
   return g_info;
@@ -638,5 +653,9 @@ QLE_EXPORT const char* qle_native_info(void) {
 // Number of kernel Compute calls in this process (lets tests and the runtime observe that the
 // native kernel, not the function body, ran).
 QLE_EXPORT unsigned long long qle_native_compute_calls(void) {
-  return g_compute_calls.load(std::memory_order_relaxed) + qle_family_compute_calls();
+  return g_compute_calls.load(std::memory_order_relaxed) + qle_family_compute_calls()
+#if defined(QLE_WITH_CUDA)
+         + qle_family_cuda_compute_calls()
+#endif
+      ;
 }

@@ -18,9 +18,10 @@ namespace {
 template <int W>
 QLE_FM_INLINE void leaf_lanes(long H, long j, long n, const float* z, float* h, float* c) {
   typedef QleLanes<W> L;
-  const typename L::F cj = qle_fm_sigmoid(L::load(z + j, n)) * qle_fm_tanh(L::load(z + H + j, n));
+  typename L::F hj, cj;
+  qle_fm_pr_leaf(L::load(z + j, n), L::load(z + H + j, n), L::load(z + 2 * H + j, n), &hj, &cj);
   L::store(c + j, cj, n);
-  L::store(h + j, qle_fm_sigmoid(L::load(z + 2 * H + j, n)) * qle_fm_tanh(cj), n);
+  L::store(h + j, hj, n);
 }
 
 // merge: c = sig(i) tanh(g) + (sig(f_l) c_l + sig(f_r) c_r); h = sig(o) tanh(c)
@@ -28,12 +29,12 @@ template <int W>
 QLE_FM_INLINE void merge_lanes(long H, long j, long n, const float* z, const float* c_l,
                                const float* c_r, float* h, float* c) {
   typedef QleLanes<W> L;
-  const typename L::F ig = qle_fm_sigmoid(L::load(z + j, n)) * qle_fm_tanh(L::load(z + H + j, n));
-  const typename L::F fc = qle_fm_sigmoid(L::load(z + 3 * H + j, n)) * L::load(c_l + j, n) +
-                           qle_fm_sigmoid(L::load(z + 4 * H + j, n)) * L::load(c_r + j, n);
-  const typename L::F cj = ig + fc;
+  typename L::F hj, cj;
+  qle_fm_pr_merge(L::load(z + j, n), L::load(z + H + j, n), L::load(z + 2 * H + j, n),
+                  L::load(z + 3 * H + j, n), L::load(z + 4 * H + j, n), L::load(c_l + j, n),
+                  L::load(c_r + j, n), &hj, &cj);
   L::store(c + j, cj, n);
-  L::store(h + j, qle_fm_sigmoid(L::load(z + 2 * H + j, n)) * qle_fm_tanh(cj), n);
+  L::store(h + j, hj, n);
 }
 
 // unary refinement: c' = sig(i) tanh(g) + sig(f) c; h = sig(o) tanh(c'). c may alias c_out.
@@ -41,10 +42,11 @@ template <int W>
 QLE_FM_INLINE void unary_lanes(long H, long j, long n, const float* z, const float* c, float* h,
                                float* c_out) {
   typedef QleLanes<W> L;
-  const typename L::F cj = qle_fm_sigmoid(L::load(z + j, n)) * qle_fm_tanh(L::load(z + H + j, n)) +
-                           qle_fm_sigmoid(L::load(z + 3 * H + j, n)) * L::load(c + j, n);
+  typename L::F hj, cj;
+  qle_fm_pr_unary(L::load(z + j, n), L::load(z + H + j, n), L::load(z + 2 * H + j, n),
+                  L::load(z + 3 * H + j, n), L::load(c + j, n), &hj, &cj);
   L::store(c_out + j, cj, n);
-  L::store(h + j, qle_fm_sigmoid(L::load(z + 2 * H + j, n)) * qle_fm_tanh(cj), n);
+  L::store(h + j, hj, n);
 }
 
 struct Gates {

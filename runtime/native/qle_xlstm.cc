@@ -19,21 +19,13 @@ QLE_FM_INLINE void slstm_lanes(long H, long j, long n, const float* x, const flo
                                float* y_out, float* c_out, float* n_out, float* m_out) {
   typedef QleLanes<W> L;
   typedef typename L::F F;
-  const F i_raw = (L::load(x + j, n) + L::load(ry + j, n)) + L::load(b + j, n);
-  const F f_raw = (L::load(x + H + j, n) + L::load(ry + H + j, n)) + L::load(b + H + j, n);
-  const F z_raw = (L::load(x + 2 * H + j, n) + L::load(ry + 2 * H + j, n)) + L::load(b + 2 * H + j, n);
-  const F o_raw = (L::load(x + 3 * H + j, n) + L::load(ry + 3 * H + j, n)) + L::load(b + 3 * H + j, n);
-  const F n_prev = L::load(n_ + j, n);
-  const F lfm = L::load(m + j, n) + qle_fm_logsigmoid(f_raw);
-  const F mx = i_raw > lfm ? i_raw : lfm;
-  const F m_new = n_prev == 0.0f ? i_raw : mx;
-  const F ei = qle_fm_exp(i_raw - m_new), ef = qle_fm_exp(lfm - m_new);
-  const F one = F{} + 1.0f;
-  const F ig = ei < 1.0f ? ei : one;
-  const F fg = ef < 1.0f ? ef : one;
-  const F c_new = fg * L::load(c + j, n) + ig * qle_fm_tanh(z_raw);
-  const F n_new = fg * n_prev + ig;
-  L::store(y_out + j, (qle_fm_sigmoid(o_raw) * c_new) / n_new, n);
+  F pre[4];
+  for (long g = 0; g < 4; ++g)
+    pre[g] = qle_fm_slstm_pre(L::load(x + g * H + j, n), L::load(ry + g * H + j, n), L::load(b + g * H + j, n));
+  F y_new, c_new, n_new, m_new;
+  qle_fm_slstm(pre[0], pre[1], pre[2], pre[3], L::load(c + j, n), L::load(n_ + j, n), L::load(m + j, n),
+               &y_new, &c_new, &n_new, &m_new);
+  L::store(y_out + j, y_new, n);
   L::store(c_out + j, c_new, n);
   L::store(n_out + j, n_new, n);
   L::store(m_out + j, m_new, n);
@@ -171,10 +163,8 @@ void qle_mlstm_streams(const QleCpuKernels* k, const QleMlstmArgs& a, long s0, l
       const float* q = a.q + g * DK;
       const float* kk = a.k + g * DK;
       const float* v = a.v + g * DV;
-      const float lfm = qle_fm_logsigmoid(a.f[g]) + m;
-      const float ig = a.i[g];
-      const float m_new = lfm > ig ? lfm : ig;
-      const float f_act = qle_fm_exp(lfm - m_new), i_act = qle_fm_exp(ig - m_new);
+      float f_act, i_act, m_new;
+      qle_fm_mlstm_gates(a.i[g], a.f[g], m, &f_act, &i_act, &m_new);
       float qn = 0.0f;
       for (long d = 0; d < DK; ++d) {
         ik[d] = i_act * (kk[d] * a.k_scale);
@@ -184,9 +174,7 @@ void qle_mlstm_streams(const QleCpuKernels* k, const QleMlstmArgs& a, long s0, l
       }
       float* hv = a.Hout + g * DV;
       lp.mlstm_memory(DK, DV, f_act, ik, v, C, qs, C_out, hv);
-      const float aq = qn < 0.0f ? -qn : qn;
-      const float floor = qle_fm_exp(-m_new);
-      const float denom = (aq > floor ? aq : floor) + a.eps;
+      const float denom = qle_fm_mlstm_denom(qn, m_new, a.eps);
       for (long j = 0; j < DV; ++j) hv[j] = hv[j] / denom;
       C = C_out;
       n = n_out;

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "qle_cpu.h"
+#include "qle_mlstm_args.h"
 #include "qle_qmatrix.h"
 
 // Packs the 4 NH slices of R [4, NH, DH, DH] (raw tensor, element type per mode) into out[g * NH + h]
@@ -36,17 +37,6 @@ struct QleSlstmArgs {
   const float* b;                 // [4H]
   float* Y;                       // [B, T, H]
   float *y_out, *c_out, *n_out, *m_out;  // [B, H]
-};
-
-struct QleMlstmArgs {
-  long B, T, NH, DK, DV;
-  const float *q, *k;             // [B, T, NH, DK]
-  const float* v;                 // [B, T, NH, DV]
-  const float *i, *f;             // [B, T, NH]
-  const float *C, *n, *m;         // [B, NH, DK, DV], [B, NH, DK], [B, NH, 1]
-  float q_scale, k_scale, eps;
-  float* Hout;                    // [B, T, NH, DV]
-  float *C_out, *n_out, *m_out;
 };
 
 // Rows [r0, r1) of the batch (independent: callers may split them across threads).

@@ -1,0 +1,315 @@
+// CUDA kernels of the PR-LSTM and xLSTM custom ops (launchers in qle_family_cuda.h), every mode
+// their nodes can have. The maths is the CPU kernels' (qle_prlstm.h, qle_xlstm.h): per-unit gate
+// maths from the same source (qle_family_math.h, float instantiation), matrix products through
+// dot() (qle_cuda_common.cuh, shared with the QL-LSTM kernels: ONNX weight layouts read in place,
+// int4 nibbles and float16 halves included, the fp16 / int8-dynamic arithmetic of the function
+// bodies). Build with --fmad=false: the shared gate maths must not be contracted into fused
+// multiply-adds (the CPU build has -ffp-contract=off), or results drift from the CPU kernels'.
+//
+// The recurrences are sequential per stream, so one thread block runs one stream from the first
+// token to the last: a batch row (PR-LSTM, sLSTM) or a (batch row, head) pair (mLSTM). Threads
+// split the units (outputs of a product, hidden units), and __syncthreads() separates every step
+// whose inputs another thread wrote. Correctness and clarity first: each thread does its dot
+// products on its own (no tiling, no tensor cores).
+//
+// Compile-checked only: no GPU was available where these kernels were written, so they have not
+// run.
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#include "qle_cuda_common.cuh"
+#include "qle_family_cuda.h"
+#include "qle_family_math.h"
+
+namespace {
+
+constexpr int kThreads = 128;
+
+// Slice `index` [K, N] of a stacked matrix input [..., K, N] and of its scales (int8 [..., N], int4
+// [..., ceil(K / block), N]; none in fp32 / fp16).
+__host__ __device__ inline Mat slice(const Mat& stack, long index, long K, long N) {
+  const long scale_len = stack.mode == QLE_CUDA_I4 ? (K + stack.block - 1) / stack.block * N : N;
+  return Mat{stack.mode, stack.block, stack.w,
+             stack.scale != nullptr ? stack.scale + index * scale_len : nullptr, index * K * N};
+}
+
+// out[o] = bias[o] + A @ W[:, o] for o < N, threads over o.
+template <typename TA>
+__device__ void project(const Mat& W, const TA* A, long K, const float* bias, float* out, long N) {
+  for (long o = threadIdx.x; o < N; o += blockDim.x) out[o] = bias[o] + dot(W, A, K, o, N);
+}
+
+// ---------------------------------------------------------------------------------------------
+// PR-LSTM (qle_prlstm.h): one block per batch row.
+
+constexpr long kPrScratch = 11;  // floats per unit and row: z [5H], hh [2H], two (h, c) pairs [4H]
+
+struct PrDev {
+  long T, D, H, K, R;
+  const void* x;
+  const float *block_h, *block_c, *prefix_h, *prefix_c;
+  Mat leaf, merge, unary;  // unary: the whole stack [R, H, 4H]
+  const float *b_leaf, *b_merge, *b_unary;
+  float* Y;
+  float *bh, *bc, *ph, *pc;  // the state outputs
+  int64_t* count;            // holds the input counts (copied in), overwritten with the new ones
+  float* scratch;            // [B, kPrScratch * H]
+};
+
+// (h, c) = combine((h_l, c_l), (h_r, c_r)): the merge, then the R unary refinements. z [5H] and
+// hh [2H] are the row's scratch; h, c must not alias the inputs. Ends synchronised.
+__device__ void pr_combine(const PrDev& a, float* z, float* hh, const float* h_l, const float* c_l,
+                           const float* h_r, const float* c_r, float* h, float* c) {
+  const long H = a.H;
+  for (long j = threadIdx.x; j < H; j += blockDim.x) {
+    hh[j] = h_l[j];
+    hh[H + j] = h_r[j];
+  }
+  __syncthreads();
+  project(a.merge, hh, 2 * H, a.b_merge, z, 5 * H);
+  __syncthreads();
+  for (long j = threadIdx.x; j < H; j += blockDim.x)
+    qle_fm_pr_merge(z[j], z[H + j], z[2 * H + j], z[3 * H + j], z[4 * H + j], c_l[j], c_r[j], &h[j],
+                    &c[j]);
+  __syncthreads();
+  for (long r = 0; r < a.R; ++r) {
+    project(slice(a.unary, r, H, 4 * H), h, H, a.b_unary + r * 4 * H, z, 4 * H);
+    __syncthreads();
+    for (long j = threadIdx.x; j < H; j += blockDim.x)
+      qle_fm_pr_unary(z[j], z[H + j], z[2 * H + j], z[3 * H + j], c[j], &h[j], &c[j]);
+    __syncthreads();
+  }
+}
+
+// TX: x's element type (float, or __half in fp16 nodes).
+template <typename TX>
+__global__ void __launch_bounds__(kThreads) prlstm_kernel(PrDev a) {
+  const long r = blockIdx.x, H = a.H, KH = a.K * H;
+  float* z = a.scratch + r * kPrScratch * H;
+  float* hh = z + 5 * H;
+  float *cur_h = hh + 2 * H, *cur_c = cur_h + H, *p_h = cur_c + H, *p_c = p_h + H;
+  float *bh = a.bh + r * KH, *bc = a.bc + r * KH, *ph = a.ph + r * KH, *pc = a.pc + r * KH;
+  for (long i = threadIdx.x; i < KH; i += blockDim.x) {
+    bh[i] = a.block_h[r * KH + i];
+    bc[i] = a.block_c[r * KH + i];
+    ph[i] = a.prefix_h[r * KH + i];
+    pc[i] = a.prefix_c[r * KH + i];
+  }
+  int64_t n = a.count[r];
+  __syncthreads();
+  const uint64_t low_mask = (1ull << a.K) - 1;  // K <= 62
+  const int64_t limit = (int64_t)1 << a.K;       // positions >= 2^K are past the stream limit
+  const float nan = __int_as_float(0x7fc00000);
+  const TX* x = static_cast<const TX*>(a.x) + r * a.T * a.D;
+  for (long t = 0; t < a.T; ++t, ++n) {
+    // carries: index of the lowest zero bit of L (0 when all K bits are set), at most K - 1
+    const uint64_t L = (uint64_t)n & low_mask;
+    const long carries = L == low_mask ? 0 : __ffsll((long long)~L) - 1;
+    project(a.leaf, x + t * a.D, a.D, a.b_leaf, z, 3 * H);
+    __syncthreads();
+    for (long j = threadIdx.x; j < H; j += blockDim.x)
+      qle_fm_pr_leaf(z[j], z[H + j], z[2 * H + j], &cur_h[j], &cur_c[j]);
+    __syncthreads();
+    for (long b = 0; b < carries; ++b) {  // cur = combine(block[b], cur)
+      pr_combine(a, z, hh, bh + b * H, bc + b * H, cur_h, cur_c, p_h, p_c);
+      float* swap = cur_h;
+      cur_h = p_h, p_h = swap;
+      swap = cur_c;
+      cur_c = p_c, p_c = swap;
+    }
+    const uint64_t above = L >> (carries + 1);
+    const float *P_h = cur_h, *P_c = cur_c;
+    if (above != 0) {  // P = combine(prefix[l], cur), l the lowest set bit of L above `carries`
+      const long base = carries + __ffsll((long long)above);
+      pr_combine(a, z, hh, ph + base * H, pc + base * H, cur_h, cur_c, p_h, p_c);
+      P_h = p_h, P_c = p_c;
+    }
+    float* y = a.Y + (r * a.T + t) * H;
+    const bool past = n + 1 >= limit;
+    for (long j = threadIdx.x; j < H; j += blockDim.x) y[j] = past ? nan : P_h[j];
+    for (long i = threadIdx.x; i < carries * H; i += blockDim.x) bh[i] = bc[i] = ph[i] = pc[i] = 0.0f;
+    for (long j = threadIdx.x; j < H; j += blockDim.x) {
+      bh[carries * H + j] = cur_h[j];
+      bc[carries * H + j] = cur_c[j];
+      ph[carries * H + j] = P_h[j];
+      pc[carries * H + j] = P_c[j];
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) a.count[r] = n;
+}
+
+// ---------------------------------------------------------------------------------------------
+// sLSTM (qle_xlstm.h): one block per batch row.
+
+struct SDev {
+  long T, NH, DH;
+  const float* x;
+  const float *y, *c, *n, *m;
+  Mat R;  // the whole stack [4, NH, DH, DH]: slice g * NH + h
+  const float* b;
+  float* Y;
+  float *y_out, *c_out, *n_out, *m_out;
+  float* scratch;  // [B, 4H]: y_h @ R[g, h], gate-major
+};
+
+__global__ void __launch_bounds__(kThreads) slstm_kernel(SDev a) {
+  const long r = blockIdx.x, DH = a.DH, H = a.NH * DH;
+  const float *y = a.y + r * H, *c = a.c + r * H, *n = a.n + r * H, *m = a.m + r * H;
+  float *y_out = a.y_out + r * H, *c_out = a.c_out + r * H, *n_out = a.n_out + r * H,
+        *m_out = a.m_out + r * H;
+  float* ry = a.scratch + r * 4 * H;
+  if (a.T == 0) {
+    for (long j = threadIdx.x; j < H; j += blockDim.x) {
+      y_out[j] = y[j];
+      c_out[j] = c[j];
+      n_out[j] = n[j];
+      m_out[j] = m[j];
+    }
+    return;
+  }
+  for (long t = 0; t < a.T; ++t) {
+    for (long u = threadIdx.x; u < 4 * H; u += blockDim.x) {
+      const long g = u / H, j = u % H, h = j / DH;
+      ry[u] = dot(slice(a.R, g * a.NH + h, DH, DH), y + h * DH, DH, j % DH, DH);
+    }
+    __syncthreads();
+    const float* x = a.x + (r * a.T + t) * 4 * H;
+    for (long j = threadIdx.x; j < H; j += blockDim.x) {
+      qle_fm_slstm(qle_fm_slstm_pre(x[j], ry[j], a.b[j]),
+                   qle_fm_slstm_pre(x[H + j], ry[H + j], a.b[H + j]),
+                   qle_fm_slstm_pre(x[2 * H + j], ry[2 * H + j], a.b[2 * H + j]),
+                   qle_fm_slstm_pre(x[3 * H + j], ry[3 * H + j], a.b[3 * H + j]), c[j], n[j], m[j],
+                   &y_out[j], &c_out[j], &n_out[j], &m_out[j]);
+      if (a.Y != nullptr) a.Y[(r * a.T + t) * H + j] = y_out[j];
+    }
+    __syncthreads();
+    y = y_out, c = c_out, n = n_out, m = m_out;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// mLSTM (qle_xlstm.h): one block per (batch row, head); threads over DK (n) and DV (C's columns,
+// h). Sums run in the CPU kernel's order (over d, sequentially).
+
+__global__ void __launch_bounds__(kThreads) mlstm_kernel(QleMlstmArgs a) {
+  const long s = blockIdx.x, r = s / a.NH, h = s % a.NH, DK = a.DK, DV = a.DV;
+  const float* C = a.C + s * DK * DV;
+  const float* n = a.n + s * DK;
+  float m = a.m[s];
+  float* C_out = a.C_out + s * DK * DV;
+  float* n_out = a.n_out + s * DK;
+  if (a.T == 0) {
+    for (long i = threadIdx.x; i < DK * DV; i += blockDim.x) C_out[i] = C[i];
+    for (long d = threadIdx.x; d < DK; d += blockDim.x) n_out[d] = n[d];
+  }
+  for (long t = 0; t < a.T; ++t) {
+    const long g = (r * a.T + t) * a.NH + h;  // index into [B, T, NH]
+    const float* q = a.q + g * DK;
+    const float* k = a.k + g * DK;
+    const float* v = a.v + g * DV;
+    float f_act, i_act, m_new;
+    qle_fm_mlstm_gates(a.i[g], a.f[g], m, &f_act, &i_act, &m_new);
+    for (long d = threadIdx.x; d < DK; d += blockDim.x)
+      n_out[d] = f_act * n[d] + i_act * (k[d] * a.k_scale);
+    float* hv = a.Hout + g * DV;
+    for (long j = threadIdx.x; j < DV; j += blockDim.x) {  // C' = f~ C + ik v^T; h_num = q~ C'
+      float h_num = 0.0f;
+      for (long d = 0; d < DK; ++d) {
+        const float cj = f_act * C[d * DV + j] + (i_act * (k[d] * a.k_scale)) * v[j];
+        C_out[d * DV + j] = cj;
+        h_num += (q[d] * a.q_scale) * cj;
+      }
+      hv[j] = h_num;
+    }
+    __syncthreads();
+    float qn = 0.0f;
+    for (long d = 0; d < DK; ++d) qn += (q[d] * a.q_scale) * n_out[d];
+    const float denom = qle_fm_mlstm_denom(qn, m_new, a.eps);
+    for (long j = threadIdx.x; j < DV; j += blockDim.x) hv[j] = hv[j] / denom;
+    __syncthreads();  // the next step rewrites n_out, read above by every thread
+    C = C_out, n = n_out, m = m_new;
+  }
+  if (threadIdx.x == 0) a.m_out[s] = m;
+}
+
+// Scratch device memory, ordered on the stream.
+struct StreamBuffer {
+  cudaStream_t stream;
+  float* p = nullptr;
+  cudaError_t alloc(size_t floats) {
+    if (floats == 0) return cudaSuccess;
+    return cudaMallocAsync(reinterpret_cast<void**>(&p), sizeof(float) * floats, stream);
+  }
+  // Frees after the work enqueued so far; returns `err`, or the free's error when err is success.
+  cudaError_t release(cudaError_t err) {
+    if (p == nullptr) return err;
+    const cudaError_t f = cudaFreeAsync(p, stream);
+    p = nullptr;
+    return err != cudaSuccess ? err : f;
+  }
+};
+
+}  // namespace
+
+int qle_cuda_prlstm(void* stream, const QleCudaPrlstm* p) {
+  if (p->B == 0) return 0;
+  cudaStream_t s = static_cast<cudaStream_t>(stream);
+  // The kernel updates the counts in place: count_host is pageable, so the copy has read it when
+  // cudaMemcpyAsync returns.
+  cudaError_t e = cudaMemcpyAsync(p->count_out, p->count_host, sizeof(int64_t) * p->B,
+                                  cudaMemcpyHostToDevice, s);
+  if (e != cudaSuccess) return (int)e;
+  StreamBuffer scratch{s};
+  if ((e = scratch.alloc((size_t)(p->B * kPrScratch * p->H))) != cudaSuccess) return (int)e;
+  const PrDev a{p->T,
+                p->D,
+                p->H,
+                p->K,
+                p->R,
+                p->x,
+                p->block_h,
+                p->block_c,
+                p->prefix_h,
+                p->prefix_c,
+                Mat{p->mode, p->block, p->W_leaf, p->s_leaf},
+                Mat{p->mode, p->block, p->W_merge, p->s_merge},
+                Mat{p->mode, p->block, p->W_unary, p->s_unary},
+                p->b_leaf,
+                p->b_merge,
+                p->b_unary,
+                p->Y,
+                p->block_h_out,
+                p->block_c_out,
+                p->prefix_h_out,
+                p->prefix_c_out,
+                p->count_out,
+                scratch.p};
+  if (p->mode == QLE_CUDA_F16)
+    prlstm_kernel<__half><<<(unsigned)p->B, kThreads, 0, s>>>(a);
+  else
+    prlstm_kernel<float><<<(unsigned)p->B, kThreads, 0, s>>>(a);
+  return (int)scratch.release(cudaGetLastError());
+}
+
+int qle_cuda_slstm(void* stream, const QleCudaSlstm* p) {
+  const long H = p->NH * p->DH;
+  if (p->B == 0 || H == 0) return 0;
+  cudaStream_t s = static_cast<cudaStream_t>(stream);
+  StreamBuffer scratch{s};
+  if (const cudaError_t e = scratch.alloc((size_t)(p->B * 4 * H))) return (int)e;
+  const SDev a{p->T,     p->NH,    p->DH,   p->x,
+               p->y,     p->c,     p->n,    p->m,
+               Mat{p->mode, p->block, p->R, p->R_scale},
+               p->b,     p->Y,     p->y_out, p->c_out,
+               p->n_out, p->m_out, scratch.p};
+  slstm_kernel<<<(unsigned)p->B, kThreads, 0, s>>>(a);
+  return (int)scratch.release(cudaGetLastError());
+}
+
+int qle_cuda_mlstm(void* stream, const QleMlstmArgs* p) {
+  if (p->B == 0 || p->NH == 0) return 0;
+  mlstm_kernel<<<(unsigned)(p->B * p->NH), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(*p);
+  return (int)cudaGetLastError();
+}
