@@ -351,6 +351,13 @@ class StreamingSession:
             if not self.allow_nonfinite:
                 self._check_finite(arr, f"state {name!r}")
             new[name] = np.array(arr, copy=True)
+        if self._e.step_limit is not None:
+            limit, counter = self._e.step_limit
+            bad = np.flatnonzero((new[counter] < 0) | (new[counter] > limit))
+            if bad.size:
+                r = int(bad[0])
+                raise InputError(f"state {counter!r} says stream {r} has taken {int(new[counter][r])} steps; a stream "
+                                 f"of this model takes 0 to {limit} steps (metadata extra['max_steps'])")
         with self._lock:
             self._state = new
 
