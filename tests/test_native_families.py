@@ -64,13 +64,6 @@ def isa(request, lib, monkeypatch):
     return request.param
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 # -- one-node graphs -----------------------------------------------------------------------------
 def op_model(op: str, function, feeds: dict, outputs: list, dynamic: bool = False):

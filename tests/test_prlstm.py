@@ -18,14 +18,6 @@ from qlstm_edge.runtime.session import InputError
 STATE_NAMES = ["block.h", "block.c", "prefix.h", "prefix.c", "count"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Many tiny ops: torch's thread pool only adds overhead here (and the machine is shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def naive_prefix_outputs(sd, x, unary):
     """h of P(L) for L = 1..T by the definition: left fold over the dyadic blocks of L, largest first,

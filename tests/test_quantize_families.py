@@ -47,14 +47,6 @@ BS = 32  # the default int4 block size
 INTEGER = {"int8": TensorProto.INT8, "int8-dynamic": TensorProto.INT8, "int4": TensorProto.INT4}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models: one torch thread is fastest and keeps the shared cores free."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 # -- models ------------------------------------------------------------------------------------------------
 

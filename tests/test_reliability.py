@@ -1,5 +1,4 @@
 """Reliability: long streams, concurrency, native-library fallback, untrusted files, atomic writes."""
-import threading
 
 import numpy as np
 import onnx
@@ -61,31 +60,6 @@ def test_long_stream_of_each_family_stays_finite_without_state_drift(tmp_path, f
     session.run(random_inputs(session, steps, 1, seed=0))
     assert all(np.isfinite(v).all() for v in session.get_state().values())
     assert r.passed, str(r)  # outputs and every final state within the mode's tolerance after the whole stream
-
-
-def test_one_model_many_threads_each_with_own_streams(exported):
-    _, paths = exported
-    base = StreamingSession(paths["step"], native="auto")
-    xs = [random_inputs(base, 120, 2, seed=k) for k in range(6)]
-    alone = []
-    for x in xs:
-        s = base.new_stream()
-        alone.append(s.run(x))
-    results = [None] * len(xs)
-    barrier = threading.Barrier(len(xs))
-
-    def work(k):
-        s = base.new_stream()
-        barrier.wait()
-        results[k] = np.concatenate([s.step(xs[k][:, t])[:, None] for t in range(xs[k].shape[1])], 1)
-
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(len(xs))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for a, b in zip(alone, results):
-        assert np.array_equal(a, b)
 
 
 def test_missing_native_library_falls_back_or_refuses(exported, monkeypatch, tmp_path, caplog):

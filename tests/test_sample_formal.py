@@ -23,14 +23,6 @@ FILES = {m: SAMPLE / "onnx" / f"parity_{m}.onnx" for m in ("step", "sequence")}
 STEPS = 2000
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def model():
     return load_checkpoint(SAMPLE / "model.safetensors")

@@ -24,16 +24,6 @@ BUNDLED = {  # sample -> (checkpoint, {mode: bundled ONNX file})
 STEPS = 2000
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The PyTorch reference runs thousands of tiny ops; on a busy 2-core machine, torch's thread pool
-    makes it ~30x slower than one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def needs_statsmodels():
     try:
         import statsmodels  # noqa: F401

@@ -44,14 +44,6 @@ CPU_KERNELS = dict(chunkwise_kernel="chunkwise--native_autograd", sequence_kerne
                    step_kernel="native", mode="inference", return_last_states=True)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models: one torch thread is fastest and keeps the shared CI cores free."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def perturb(model, seed=0, scale=0.1):
     """The package's init leaves recurrent and gate weights at zero; move every weight off its init."""
