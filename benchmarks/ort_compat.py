@@ -1,16 +1,17 @@
 """Check that exported files load and give the same numbers in an older onnxruntime.
 
-    python benchmarks/ort_compat.py 1.15.0 [1.16.3 ...]
+    python benchmarks/ort_compat.py 1.15.0 [1.16.3 ...] [--quantize none fp16 int8 int8-dynamic int4]
 
 For each version, a throwaway venv (under $TMPDIR) gets only `onnxruntime==VERSION` and numpy<2; the
-bundled quickstart model is exported in both modes here, streamed here (current onnxruntime, function
-bodies), then streamed in the old runtime with plain InferenceSession.run calls (no qlstm-edge code there:
-stock onnxruntime, function bodies inlined). Prints the max abs difference per mode.
+bundled quickstart model is exported in both modes and each --quantize mode here, streamed here (current
+onnxruntime, function bodies), then streamed in the old runtime with plain InferenceSession.run calls (no
+qlstm-edge code there: stock onnxruntime, function bodies inlined). Prints the max abs difference per file.
+int4 files (opset 21) are only tried in onnxruntime >= 1.19 (INT4_MIN_ONNXRUNTIME).
 """
 from __future__ import annotations
 
+import argparse
 import subprocess
-import sys
 import tempfile
 import venv
 from pathlib import Path
@@ -19,6 +20,7 @@ import numpy as np
 
 from qlstm_edge import load_checkpoint
 from qlstm_edge.exporters import export_onnx
+from qlstm_edge.exporters.quantize import INT4_MIN_ONNXRUNTIME
 from qlstm_edge.runtime import StreamingSession
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,8 +46,15 @@ print(ort.__version__)
 """
 
 
+def _version(v: str) -> tuple:
+    return tuple(int(p) for p in v.split(".")[:3])
+
+
 def main() -> int:
-    versions = sys.argv[1:] or ["1.15.0"]
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("versions", nargs="*", default=["1.15.0"])
+    ap.add_argument("--quantize", nargs="+", default=["none"], help="export modes to check ('none' = fp32)")
+    args = ap.parse_args()
     model = load_checkpoint(ROOT / "samples" / "quickstart" / "model.safetensors")
     x = np.random.default_rng(0).integers(0, model.config.vocab_size, (2, 64))
     failed = False
@@ -53,26 +62,30 @@ def main() -> int:
         d = Path(d)
         np.save(d / "x.npy", x)
         (d / "runner.py").write_text(OLD_RUNNER)
-        files = {m: export_onnx(model, d / f"{m}.onnx", mode=m) for m in ("step", "sequence")}
-        ours = {m: StreamingSession(p, native="off").run(x) for m, p in files.items()}
-        for version in versions:
+        files = {(q, m): export_onnx(model, d / f"{q}-{m}.onnx", mode=m, quantize=None if q == "none" else q)
+                 for q in args.quantize for m in ("step", "sequence")}
+        ours = {k: StreamingSession(p, native="off").run(x) for k, p in files.items()}
+        for version in args.versions:
             env = d / f"ort-{version}"
             venv.create(env, with_pip=True)
             py = env / "bin" / "python"
             subprocess.run([py, "-m", "pip", "install", "-q", f"onnxruntime=={version}", "numpy<2"], check=True)
-            for mode, path in files.items():
-                out = d / f"y-{version}-{mode}.npy"
+            for (q, mode), path in files.items():
+                what = f"onnxruntime {version} {q:12s} {mode:8s}"
+                if q == "int4" and _version(version) < _version(INT4_MIN_ONNXRUNTIME):
+                    print(f"{what}: skipped (int4 files need onnxruntime >= {INT4_MIN_ONNXRUNTIME})")
+                    continue
+                out = d / f"y-{version}-{q}-{mode}.npy"
                 got = subprocess.run([py, d / "runner.py", path, d / "x.npy", out, mode], capture_output=True,
                                      text=True)
                 if got.returncode != 0:
                     failed = True
-                    print(f"onnxruntime {version} {mode}: FAILED\n{got.stderr.strip()[-2000:]}")
+                    print(f"{what}: FAILED\n{got.stderr.strip()[-2000:]}")
                     continue
-                err = float(np.abs(np.load(out) - ours[mode]).max())
+                err = float(np.abs(np.load(out) - ours[q, mode]).max())
                 failed |= err > 1e-5
-                print(f"onnxruntime {got.stdout.strip()} {mode:8s}: loads and streams; max abs diff {err:.2e}")
+                print(f"{what}: loads and streams; max abs diff {err:.2e}")
     return 1 if failed else 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())
