@@ -51,8 +51,10 @@ block_size), so stock onnxruntime and ``onnx.reference`` run every mode with no 
 
 Standard-op layers (not custom ops) use the same storage: a matrix [K, N] quantized per output channel
 (int8) or in blocks along K (int4); an embedding table [V, E] is quantized per row (int8: scale [V]; int4:
-blocks along E, scale [V, ceil(E / block_size)]), and an int8 embedding gathers int8 rows and their scales
-(so only the rows used are dequantized).
+blocks along E, scale [V, ceil(E / block_size)]), and the Gather picks the stored rows and their scales before
+dequantizing (only the rows used are dequantized). onnxruntime has no Gather for INT4, so an int4 table is
+stored as uint8 [V, ceil(E_b / 2)], two values per byte (low nibble first) offset by 8 (E_b: E rounded up to
+whole blocks), and unpacked with BitwiseAnd / BitShift after the Gather.
 
 Adopting it in a family's recipe (``g.quant`` is the :class:`Quantizer` for the export; ``Quantizer()`` is fp32):
     y = q.linear(g, "head", q.to_compute(g, h), W_t, b)      # standard-op matrix layer (+ bias)
@@ -360,15 +362,58 @@ class Quantizer:
         if not self.integer:
             stored, _ = self._store_matrix(g, f"{name}.weight", table, channel_axis=0)
             return g.op("Gather", [stored, ids], name=name, axis=0)
+        if self.mode == "int4":
+            return self._int4_embedding(g, name, table, ids)
         stored, scale = self._store_matrix(g, f"{name}.weight", table, channel_axis=0)
-        if self.mode == "int4":  # onnxruntime has no Gather for int4: dequantize the table, then gather
-            self.notes.append(f"{stored}: int4 embedding table is dequantized whole on each call, then gathered")
-            full = dequantize_nodes(g, stored, scale, self.mode, self.block_size, axis=0, name=name)
-            return g.op("Gather", [full, ids], name=name, axis=0)
         rows = g.op("Gather", [stored, ids], name=f"{name}.rows", axis=0)
         row_scale = g.op("Gather", [scale, ids], name=f"{name}.row_scale", axis=0)
         row_scale = g.op("Unsqueeze", [row_scale, g.ints([-1])], name=f"{name}.row_scale_col")
         return g.op("Mul", [g.op("Cast", [rows], name=f"{name}.rows_f", to=TensorProto.FLOAT), row_scale], name=name)
+
+    def _int4_embedding(self, g, name: str, table: np.ndarray, ids: str) -> str:
+        """int4 rows of ``table`` [V, E] for ``ids``, dequantized after the Gather (only the rows used).
+
+        onnxruntime has no Gather for INT4 tensors, so the table is stored as uint8 [V, ceil(E_b / 2)], two
+        values per byte (low nibble first) offset by 8 (q + 8 in [1, 15]; E_b = E rounded up to whole blocks,
+        padding 0); its scale [V, ceil(E / block_size)] is the int4 blocked layout along E.
+        """
+        w = np.asarray(table, dtype=np.float32)
+        v, e = w.shape
+        bs = self.block_size
+        q, scale = quantize_symmetric(f"{name}.weight", w, 4, channel_axis=0, block_size=bs)
+        nb = scale.shape[1]
+        nibbles = np.full((v, nb * bs + (nb * bs) % 2), 8, np.uint8)
+        nibbles[:, :e] = q.astype(np.int8) + 8
+        stored = g.weight(f"{name}.weight", nibbles[:, 0::2] | (nibbles[:, 1::2] << 4))
+        scale_name = g.weight(f"{name}.weight_scale", scale)
+        self.quantized[stored] = {"dtype": "int4", "storage": "uint8, two per byte (low nibble first), q + 8",
+                                  "shape": [v, e], "scale": scale_name, "scale_shape": list(scale.shape),
+                                  "channel_axis": 0, "block_axis": 1, "block_size": bs}
+        rows = g.op("Gather", [stored, ids], name=f"{name}.rows", axis=0)  # [..., ceil(E_b / 2)] uint8
+        four = g.weight(f"{name}.four", np.array(4, np.uint8))
+        low = g.op("BitwiseAnd", [rows, g.weight(f"{name}.low_mask", np.array(15, np.uint8))], name=f"{name}.low")
+        high = g.op("BitShift", [rows, four], name=f"{name}.high", direction="RIGHT")
+        pairs = g.op("Concat", [g.op("Unsqueeze", [low, g.ints([-1])], name=f"{name}.low_col"),
+                                g.op("Unsqueeze", [high, g.ints([-1])], name=f"{name}.high_col")],
+                     name=f"{name}.pairs", axis=-1)
+        lead = g.op("Shape", [ids], name=f"{name}.ids_shape")
+
+        def reshape(x, tail, what):
+            shape = g.op("Concat", [lead, g.ints(tail)], name=f"{name}.{what}_shape", axis=0)
+            return g.op("Reshape", [x, shape], name=f"{name}.{what}")
+
+        flat = reshape(pairs, [-1], "nibbles")
+        if (nb * bs) % 2:  # the odd last nibble is padding
+            flat = g.op("Slice", [flat, g.ints([0]), g.ints([nb * bs]), g.ints([-1])], name=f"{name}.unpad")
+        qf = g.op("Sub", [g.op("Cast", [flat], name=f"{name}.q_f", to=TensorProto.FLOAT),
+                          g.weight(f"{name}.offset", np.array(8, np.float32))], name=f"{name}.q")
+        row_scale = g.op("Unsqueeze", [g.op("Gather", [scale_name, ids], name=f"{name}.row_scale", axis=0),
+                                       g.ints([-1])], name=f"{name}.row_scale_col")  # [..., nb, 1]
+        deq = g.op("Mul", [reshape(qf, [nb, bs], "blocks"), row_scale], name=f"{name}.dequantized")
+        out = reshape(deq, [nb * bs], "merged")
+        if nb * bs != e:
+            out = g.op("Slice", [out, g.ints([0]), g.ints([e]), g.ints([-1])], name=f"{name}.cut")
+        return out
 
     # -- custom ops ----------------------------------------------------------------------------------------
     def scale_inputs(self, matrices: Sequence[str]) -> List[str]:

@@ -6,6 +6,7 @@ import json
 import ml_dtypes
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 from click.testing import CliRunner
@@ -14,6 +15,7 @@ from onnx.reference import ReferenceEvaluator
 from qlstm_edge import QLLSTMConfig, QLLSTMModel, save_checkpoint
 from qlstm_edge.cli_quant import quantize_report
 from qlstm_edge.exporters import build_onnx, export_onnx
+from qlstm_edge.exporters.graph import GraphBuilder
 from qlstm_edge.exporters.quantize import QuantizationError, Quantizer, dequantize, quantize_symmetric
 from qlstm_edge.parity import TOLERANCES, check_parity, random_inputs
 from qlstm_edge.runtime import StreamingSession, native_lib, native_status
@@ -366,3 +368,27 @@ def test_quantize_report_cli(tmp_path):
     assert "int8-dynamic" in res.output and "accuracy" in res.output
     bad = CliRunner().invoke(quantize_report, [str(ckpt), "--modes", "int3"])
     assert bad.exit_code != 0
+
+
+@pytest.mark.parametrize("ids_shape", [(4,), (2, 3)])
+@pytest.mark.parametrize("width,block", [(13, 5), (16, 32), (12, 4)])
+def test_int4_embedding_gathers_packed_rows(ids_shape, width, block):
+    """int4 tables are stored two values per byte and only the gathered rows are dequantized: the rows equal
+    the numpy dequantization exactly, for odd widths, short last blocks and an odd number of nibbles."""
+    rng = np.random.default_rng(width)
+    table = rng.standard_normal((11, width)).astype(np.float32)
+    q = Quantizer("int4", block_size=block)
+    g = GraphBuilder(quant=q)
+    g.input("ids", "int64", [f"d{k}" for k in range(len(ids_shape))])
+    g.op("Identity", [q.embedding(g, "emb", table, "ids")], ["rows"])
+    g.output("rows", "float32", [*(f"d{k}" for k in range(len(ids_shape))), width])
+    proto = g.model("int4_embedding", opset=q.min_opset, ir_version=q.min_ir_version)
+    onnx.checker.check_model(proto, full_check=True)
+    stored = {t.name: t for t in proto.graph.initializer}["emb.weight"]
+    padded = -(-width // block) * block  # whole blocks
+    assert stored.data_type == onnx.TensorProto.UINT8 and list(stored.dims) == [11, -(-padded // 2)]
+    ids = rng.integers(0, 11, ids_shape)
+    want = dequantize(*quantize_symmetric("t", table, 4, channel_axis=0, block_size=block), 0, block)[ids]
+    got = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"ids": ids})[0]
+    assert got.shape == (*ids_shape, width) and np.array_equal(got, want)
+    assert np.array_equal(ReferenceEvaluator(proto).run(None, {"ids": ids})[0], want)
