@@ -5,7 +5,8 @@
 For each version, a throwaway venv (under $TMPDIR) gets only `onnxruntime==VERSION` and numpy<2; the
 bundled quickstart model is exported in both modes and each --quantize mode here, streamed here (current
 onnxruntime, function bodies), then streamed in the old runtime with plain InferenceSession.run calls (no
-qlstm-edge code there: stock onnxruntime, function bodies inlined). Prints the max abs difference per file.
+qlstm-edge code there: stock onnxruntime, function bodies inlined; the one session option StreamingSession sets is set there too).
+Prints the max abs difference per file.
 int4 files (opset 21) are only tried in onnxruntime >= 1.19 (INT4_MIN_ONNXRUNTIME).
 """
 from __future__ import annotations
@@ -29,7 +30,9 @@ OLD_RUNNER = r"""
 import sys, numpy as np, onnxruntime as ort
 path, x_path, out_path, mode = sys.argv[1:5]
 x = np.load(x_path)
-s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+so = ort.SessionOptions()
+so.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "0")  # as StreamingSession (int4 files)
+s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 names = [i.name for i in s.get_inputs()[1:]]
 state = {n: np.zeros((x.shape[0],) + tuple(i.shape[1:]), np.float32) for n, i in zip(names, s.get_inputs()[1:])}
 if mode == "sequence":
