@@ -750,3 +750,98 @@ def test_quantized_models_stream_natively(lib, tmp_path, mode):
             assert_close([got], [want], QUANT_TOL[mode])
             assert got_state.keys() == want_state.keys()
             assert_close([got_state[k] for k in want_state], list(want_state.values()), QUANT_TOL[mode])
+
+
+# -- long PR-LSTM chunks (the level path) --------------------------------------------------------
+# Chunks of at least 16 tokens (int4: 64; int8: none, qle_prlstm.cc level_min_t) run level by level, with each level's
+# merges batched into one product; shorter chunks token by token. The level path computes the same merges on the same
+# operands: only the float32 summation order of the products may differ.
+LEVEL_CASES = [  # (B, T, D, H, K, R, counts)
+    (2, 16, 5, 9, 12, 1, [0, 37]),
+    (1, 64, 3, 8, 7, 1, [63]),  # ends at 2^K - 1 = 127
+    (1, 127, 3, 8, 7, 2, [0]),  # fills the stack to 2^K - 1 = 127
+    (2, 300, 4, 16, 9, 2, [211, 6]),  # row 0 ends at 2^K - 1 = 511
+    (2, 1000, 3, 8, 14, 0, [5, 3001]),
+    (1, 2100, 2, 4, 13, 1, [1000]),  # two pieces (2048 + 52 tokens)
+]
+
+
+def pr_seq_model(feeds, mode, block_size=4):
+    """(model, feeds to run) of a PRLSTMSequence node over ``feeds`` (float32), fp32 or quantized per ``mode``."""
+    if mode == "fp32":
+        return pr_model(True, int(feeds["W_unary"].shape[0]), feeds), feeds
+    return pr_quant_model(True, feeds, mode, block_size)
+
+
+def pr_token_chain(feeds, mode, lib_path):
+    """The native PRLSTMSequence op over ``feeds``' chunk as T chunks of one token (the token-by-token path), the
+    state fed back: (Y, states)."""
+    model, run = pr_seq_model({**feeds, "x": feeds["x"][:, :1]}, mode)
+    sess = session(model, lib_path)
+    x = feeds["x"].astype(run["x"].dtype)
+    cur = [run[k] for k in pr_export.STATES]
+    ys = []
+    for t in range(x.shape[1]):
+        y, *cur = sess.run(None, {**run, "x": x[:, t:t + 1], **dict(zip(pr_export.STATES, cur))})
+        ys.append(y)
+    return [np.concatenate(ys, 1), *cur]
+
+
+@pytest.mark.parametrize("B,T,D,H,K,R,counts", LEVEL_CASES)
+def test_prlstm_long_chunks_match_token_path_and_body(isa, lib, B, T, D, H, K, R, counts):
+    """Long chunks (the level path) from nonzero, non-aligned counts, rows at different counts: the token-by-token
+    kernel's outputs and states, and the function body's."""
+    rng = np.random.default_rng(T + K)
+    feeds = pr_feeds(rng, B, T, D, H, K, R, counts, True)
+    got = compare(pr_model(True, R, feeds), feeds, lib)
+    want = pr_token_chain(feeds, "fp32", lib)
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype and g.shape == w.shape
+        assert np.abs(g - w).max() <= TOL
+    np.testing.assert_array_equal(got[-1], np.array(counts) + T)
+
+
+@pytest.mark.parametrize("mode", QUANT_MODES)
+def test_quantized_long_chunks_match_token_path_and_body(lib, mode):
+    """The level path in every quantization mode but int8 (which stays token by token): its batched products quantize
+    and round each row as the 1-row products do, so the token-by-token kernel's outputs and states within the mode's
+    tolerance, and the body's."""
+    rng = np.random.default_rng(25)
+    for B, T, D, H, K, R, counts in LEVEL_CASES[:4]:
+        feeds = pr_feeds(rng, B, T, D, H, K, R, counts, True)
+        model, run = pr_seq_model(feeds, mode)
+        got = compare_quant(model, run, lib, QUANT_TOL[mode])
+        assert_close(got, pr_token_chain(feeds, mode, lib), QUANT_TOL[mode])
+
+
+def test_prlstm_long_chunk_count_is_exact(lib):
+    """A count past 2^40 (positions, blocks and prefixes in 64-bit arithmetic): count_out = count + T exactly, and the
+    level path matches the token path and the body."""
+    rng = np.random.default_rng(26)
+    counts = [(1 << 40) + 12345, (1 << 41) - 301]  # row 1 ends at 2^41 - 1
+    feeds = pr_feeds(rng, 2, 300, 3, 6, 42, 1, counts, True)
+    got = compare(pr_model(True, 1, feeds), feeds, lib)
+    assert got[-1].dtype == np.int64
+    np.testing.assert_array_equal(got[-1], np.array(counts, np.int64) + 300)
+    for g, w in zip(got, pr_token_chain(feeds, "fp32", lib)):
+        assert np.abs(g - w).max() <= TOL
+
+
+def test_prlstm_long_chunk_past_the_limit(lib):
+    """In one batch a long chunk within the stream limit (level path) and one that runs past it (token path, as the
+    step op: NaN outputs from position 2^K on)."""
+    rng = np.random.default_rng(27)
+    counts = [0, 50]
+    feeds = pr_feeds(rng, 2, 100, 3, 6, 7, 1, counts, True)
+    Y, *state = session(pr_model(True, 1, feeds), lib).run(None, feeds)
+    want_Y, *want_state = session(pr_model(True, 1, feeds)).run(None, feeds)
+    pos = np.array(counts)[:, None] + np.arange(1, 101)[None]
+    assert np.array_equal(np.isnan(Y).all(-1), pos >= 128) and np.array_equal(np.isnan(Y), np.isnan(want_Y))
+    assert np.nanmax(np.abs(Y - want_Y)) <= TOL
+    for got, want in zip(state, want_state):  # row 0 ends within the limit: the body's state
+        assert np.abs(got[0] - want[0]).max() <= TOL
+    chain_Y, *chain_state = pr_token_chain(feeds, "fp32", lib)
+    assert np.array_equal(np.isnan(chain_Y), np.isnan(Y)) and np.nanmax(np.abs(Y - chain_Y)) <= TOL
+    for got, want in zip(state, chain_state):
+        assert np.abs(got - want).max() <= TOL
+
