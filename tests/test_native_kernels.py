@@ -97,6 +97,15 @@ def test_sequence_matches_function_and_reference(isa, B, H, T):
     check(out, function_outputs(True, feeds, ("seq", B, H, T)), ref)
 
 
+def test_sequence_large_chunk_projection(isa):
+    """A chunk of B * T >= 128 rows with D, H > 256 and odd tails: the input projection takes the gemm's
+    cache-blocked path (W copied in 256 x 256 blocks, later K blocks added into the output)."""
+    B, T, D, H = 3, 65, 301, 259
+    feeds = random_inputs(B, T, D, H, seed=77)
+    out = make_session(op_model(True), native=True).run(None, feeds)
+    check(out, function_outputs(True, feeds, ("seq-large", B, H, T)), reference(feeds, True))
+
+
 def test_sequence_equals_repeated_cell(isa):
     B, T, D, H = 2, 9, 7, 20
     feeds = random_inputs(B, T, D, H, seed=5)

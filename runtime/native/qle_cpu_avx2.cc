@@ -7,29 +7,54 @@
 #include <immintrin.h>
 #include <string.h>
 
+#include <vector>
+
 #include "qle_gates.h"
 
 #define QLE_T __attribute__((target("avx2,fma,f16c")))
 #define QLE_TV __attribute__((target("avx2,fma,f16c,avxvnni")))
 
 // out[r, 0:8*NV] = init[r, 0:8*NV] + sum_k A[r, k] * W[k, 0:8*NV]
+// The unroll pragmas let GCC keep acc[][] in registers (without them it spills every k step).
 template <int MR, int NV>
 static inline QLE_T void mk_avx2(long K, const float* A, long lda, const float* W, long ldw,
                                  const float* init, long ldinit, float* out, long ldo) {
   __m256 acc[MR][NV];
+#pragma GCC unroll 16
   for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 16
     for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_loadu_ps(init + r * ldinit + 8 * v);
   for (long k = 0; k < K; ++k) {
     const float* w = W + k * ldw;
     __m256 wv[NV];
+#pragma GCC unroll 16
     for (int v = 0; v < NV; ++v) wv[v] = _mm256_loadu_ps(w + 8 * v);
+#pragma GCC unroll 16
     for (int r = 0; r < MR; ++r) {
       const __m256 a = _mm256_broadcast_ss(A + r * lda + k);
+#pragma GCC unroll 16
       for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_fmadd_ps(a, wv[v], acc[r][v]);
     }
   }
+#pragma GCC unroll 16
   for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 16
     for (int v = 0; v < NV; ++v) _mm256_storeu_ps(out + r * ldo + 8 * v, acc[r][v]);
+}
+
+// The last m < 6 rows of one column panel.
+template <int NV>
+static inline QLE_T void mk_rows_avx2(long m, long K, const float* A, long lda, const float* W,
+                                      long ldw, const float* init, long ldinit, float* out,
+                                      long ldo) {
+  switch (m) {
+    case 1: mk_avx2<1, NV>(K, A, lda, W, ldw, init, ldinit, out, ldo); break;
+    case 2: mk_avx2<2, NV>(K, A, lda, W, ldw, init, ldinit, out, ldo); break;
+    case 3: mk_avx2<3, NV>(K, A, lda, W, ldw, init, ldinit, out, ldo); break;
+    case 4: mk_avx2<4, NV>(K, A, lda, W, ldw, init, ldinit, out, ldo); break;
+    case 5: mk_avx2<5, NV>(K, A, lda, W, ldw, init, ldinit, out, ldo); break;
+    default: break;
+  }
 }
 
 static void gemm_tail_cols(long M, long j0, long N, long K, const float* A, long lda,
@@ -44,37 +69,72 @@ static void gemm_tail_cols(long M, long j0, long N, long K, const float* A, long
   }
 }
 
+// One K x N block of the product (W, init and out already offset): row tiles of 6 rows x 16
+// columns (12 accumulators + 2 W vectors + 1 broadcast of the 16 ymm registers), then 8-column
+// panels, then the last N % 8 columns in scalar code.
+static inline QLE_T void gemm_block_avx2(long M, long N, long K, const float* A, long lda,
+                                         const float* W, long ldw, const float* init,
+                                         long ldinit, float* out, long ldo) {
+  constexpr int MR = 6, NV = 2;
+  long j = 0;
+  for (; j + 8 * NV <= N; j += 8 * NV) {
+    long r = 0;
+    for (; r + MR <= M; r += MR)
+      mk_avx2<MR, NV>(K, A + r * lda, lda, W + j, ldw, init + r * ldinit + j, ldinit,
+                      out + r * ldo + j, ldo);
+    if (r < M)
+      mk_rows_avx2<NV>(M - r, K, A + r * lda, lda, W + j, ldw, init + r * ldinit + j, ldinit,
+                       out + r * ldo + j, ldo);
+  }
+  for (; j + 8 <= N; j += 8) {
+    long r = 0;
+    for (; r + MR <= M; r += MR)
+      mk_avx2<MR, 1>(K, A + r * lda, lda, W + j, ldw, init + r * ldinit + j, ldinit,
+                     out + r * ldo + j, ldo);
+    if (r < M)
+      mk_rows_avx2<1>(M - r, K, A + r * lda, lda, W + j, ldw, init + r * ldinit + j, ldinit,
+                      out + r * ldo + j, ldo);
+  }
+  if (j < N) gemm_tail_cols(M, j, N, K, A, lda, W, ldw, init, ldinit, out, ldo);
+}
+
+// Blocking of the multi-row product, as in the AVX-512 path: below kPackRows rows the row tiles
+// read W in place; from kPackRows rows on, W is cut into kBlockK x kBlockN blocks, each copied
+// once per call into a contiguous per-thread scratch buffer (256 KiB, stays in L2), and chunks of
+// kRowChunk rows pass over it in turn. Later K blocks accumulate into out, so every output
+// element still sees init + A[r, 0] * W[0, n] + ... in k order, exactly as without blocking.
+static constexpr long kRowChunk = 256, kPackRows = 128, kBlockK = 256, kBlockN = 256;
+
 static QLE_T void gemm_avx2(long M, long N, long K, const float* A, long lda, const float* W,
                             long ldw, const float* init, long ldinit, float* out, long ldo) {
-  long j = 0;
   if (M == 1) {
+    long j = 0;
     for (; j + 64 <= N; j += 64) mk_avx2<1, 8>(K, A, lda, W + j, ldw, init + j, ldinit, out + j, ldo);
     for (; j + 8 <= N; j += 8) mk_avx2<1, 1>(K, A, lda, W + j, ldw, init + j, ldinit, out + j, ldo);
     if (j < N) gemm_tail_cols(1, j, N, K, A, lda, W, ldw, init, ldinit, out, ldo);
     return;
   }
-  // Row chunks keep the A rows cache resident while the W column panels stream past.
-  for (long r0 = 0; r0 < M; r0 += 64) {
-    const long m = M - r0 < 64 ? M - r0 : 64;
-    const float* a0 = A + r0 * lda;
-    const float* i0 = init + r0 * ldinit;
-    float* o0 = out + r0 * ldo;
-    j = 0;
-    for (; j + 16 <= N; j += 16) {
-      long r = 0;
-      for (; r + 4 <= m; r += 4)
-        mk_avx2<4, 2>(K, a0 + r * lda, lda, W + j, ldw, i0 + r * ldinit + j, ldinit, o0 + r * ldo + j, ldo);
-      for (; r < m; ++r)
-        mk_avx2<1, 2>(K, a0 + r * lda, lda, W + j, ldw, i0 + r * ldinit + j, ldinit, o0 + r * ldo + j, ldo);
+  if (M < kPackRows) {
+    gemm_block_avx2(M, N, K, A, lda, W, ldw, init, ldinit, out, ldo);
+    return;
+  }
+  static thread_local std::vector<float> scratch;
+  if (scratch.size() < (size_t)(kBlockK * kBlockN)) scratch.resize((size_t)(kBlockK * kBlockN));
+  float* wp = scratch.data();
+  for (long j0 = 0; j0 < N; j0 += kBlockN) {
+    const long nc = N - j0 < kBlockN ? N - j0 : kBlockN;
+    for (long k0 = 0; k0 < K; k0 += kBlockK) {
+      const long kc = K - k0 < kBlockK ? K - k0 : kBlockK;
+      for (long k = 0; k < kc; ++k)
+        memcpy(wp + k * nc, W + (k0 + k) * ldw + j0, (size_t)nc * sizeof(float));
+      const float* ini = k0 == 0 ? init + j0 : out + j0;
+      const long ldi = k0 == 0 ? ldinit : ldo;
+      for (long r0 = 0; r0 < M; r0 += kRowChunk) {
+        const long m = M - r0 < kRowChunk ? M - r0 : kRowChunk;
+        gemm_block_avx2(m, nc, kc, A + r0 * lda + k0, lda, wp, nc, ini + r0 * ldi, ldi,
+                        out + r0 * ldo + j0, ldo);
+      }
     }
-    for (; j + 8 <= N; j += 8) {
-      long r = 0;
-      for (; r + 4 <= m; r += 4)
-        mk_avx2<4, 1>(K, a0 + r * lda, lda, W + j, ldw, i0 + r * ldinit + j, ldinit, o0 + r * ldo + j, ldo);
-      for (; r < m; ++r)
-        mk_avx2<1, 1>(K, a0 + r * lda, lda, W + j, ldw, i0 + r * ldinit + j, ldinit, o0 + r * ldo + j, ldo);
-    }
-    if (j < N) gemm_tail_cols(m, j, N, K, a0, lda, W, ldw, i0, ldinit, o0, ldo);
   }
 }
 

@@ -10,6 +10,8 @@
 #include <immintrin.h>
 #include <string.h>
 
+#include <vector>
+
 #define QLE_T __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
 #define QLE_TV __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
 
@@ -18,27 +20,88 @@ static inline __mmask16 tail_mask(long n) {
 }
 
 // out[r, 0:16*NV] = init[r, ...] + sum_k A[r, k] * W[k, ...]; `last` masks the final vector.
+// The unroll pragmas let GCC keep acc[][] in registers (without them it spills every k step).
 template <int MR, int NV>
 static inline QLE_T void mk_avx512(long K, const float* A, long lda, const float* W, long ldw,
                                    const float* init, long ldinit, float* out, long ldo,
                                    __mmask16 last) {
   __m512 acc[MR][NV];
+#pragma GCC unroll 16
   for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 16
     for (int v = 0; v < NV; ++v)
       acc[r][v] = _mm512_maskz_loadu_ps(v == NV - 1 ? last : 0xFFFF, init + r * ldinit + 16 * v);
   for (long k = 0; k < K; ++k) {
     const float* w = W + k * ldw;
     __m512 wv[NV];
-    for (int v = 0; v < NV; ++v) wv[v] = _mm512_maskz_loadu_ps(v == NV - 1 ? last : 0xFFFF, w + 16 * v);
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v)
+      wv[v] = _mm512_maskz_loadu_ps(v == NV - 1 ? last : 0xFFFF, w + 16 * v);
+#pragma GCC unroll 16
     for (int r = 0; r < MR; ++r) {
       const __m512 a = _mm512_set1_ps(A[r * lda + k]);
+#pragma GCC unroll 16
       for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_fmadd_ps(a, wv[v], acc[r][v]);
     }
   }
+#pragma GCC unroll 16
   for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 16
     for (int v = 0; v < NV; ++v)
       _mm512_mask_storeu_ps(out + r * ldo + 16 * v, v == NV - 1 ? last : 0xFFFF, acc[r][v]);
 }
+
+// The last m < 6 rows of one column panel.
+template <int NV>
+static inline QLE_T void mk_rows_avx512(long m, long K, const float* A, long lda, const float* W,
+                                        long ldw, const float* init, long ldinit, float* out,
+                                        long ldo, __mmask16 last) {
+  switch (m) {
+    case 1: mk_avx512<1, NV>(K, A, lda, W, ldw, init, ldinit, out, ldo, last); break;
+    case 2: mk_avx512<2, NV>(K, A, lda, W, ldw, init, ldinit, out, ldo, last); break;
+    case 3: mk_avx512<3, NV>(K, A, lda, W, ldw, init, ldinit, out, ldo, last); break;
+    case 4: mk_avx512<4, NV>(K, A, lda, W, ldw, init, ldinit, out, ldo, last); break;
+    case 5: mk_avx512<5, NV>(K, A, lda, W, ldw, init, ldinit, out, ldo, last); break;
+    default: break;
+  }
+}
+
+// One K x N block of the product (W, init and out already offset), with row tiles of 6 rows x 64
+// columns (24 accumulators in registers) and column tails of 16 (masked).
+static inline QLE_T void gemm_block_avx512(long M, long N, long K, const float* A, long lda,
+                                           const float* W, long ldw, const float* init,
+                                           long ldinit, float* out, long ldo) {
+  constexpr int MR = 6, NV = 4;
+  long j = 0;
+  for (; j + 16 * NV <= N; j += 16 * NV) {
+    long r = 0;
+    for (; r + MR <= M; r += MR)
+      mk_avx512<MR, NV>(K, A + r * lda, lda, W + j, ldw, init + r * ldinit + j, ldinit,
+                        out + r * ldo + j, ldo, 0xFFFF);
+    if (r < M)
+      mk_rows_avx512<NV>(M - r, K, A + r * lda, lda, W + j, ldw, init + r * ldinit + j, ldinit,
+                         out + r * ldo + j, ldo, 0xFFFF);
+  }
+  for (; j < N; j += 16) {
+    const __mmask16 mask = tail_mask(N - j);
+    long r = 0;
+    for (; r + MR <= M; r += MR)
+      mk_avx512<MR, 1>(K, A + r * lda, lda, W + j, ldw, init + r * ldinit + j, ldinit,
+                       out + r * ldo + j, ldo, mask);
+    if (r < M)
+      mk_rows_avx512<1>(M - r, K, A + r * lda, lda, W + j, ldw, init + r * ldinit + j, ldinit,
+                        out + r * ldo + j, ldo, mask);
+  }
+}
+
+// Blocking of the multi-row product. Below kPackRows rows, the row tiles read W in place (it is
+// L2 resident for the model shapes). From kPackRows rows on, W is cut into kBlockK x kBlockN
+// blocks, each copied once per call into a contiguous per-thread scratch buffer (row stride
+// kBlockN, 256 KiB, stays in L2; no strided or 4 KiB-aliasing reads for wide W) and chunks of
+// kRowChunk rows (their A slice stays in L2) pass over it in turn. Later K blocks accumulate into
+// out, so every output element still sees init + A[r, 0] * W[0, n] + ... in k order, exactly as
+// without blocking. Below kPackRows the copy costs more than the strided reads it saves.
+static constexpr long kRowChunk = 256, kPackRows = 128, kBlockK = 256, kBlockN = 256;
 
 static QLE_T void gemm_avx512(long M, long N, long K, const float* A, long lda, const float* W,
                               long ldw, const float* init, long ldinit, float* out, long ldo) {
@@ -50,27 +113,26 @@ static QLE_T void gemm_avx512(long M, long N, long K, const float* A, long lda, 
       mk_avx512<1, 1>(K, A, lda, W + j, ldw, init + j, ldinit, out + j, ldo, tail_mask(N - j));
     return;
   }
-  // Row chunks keep the A rows cache resident while the W column panels stream past.
-  for (long r0 = 0; r0 < M; r0 += 64) {
-    const long m = M - r0 < 64 ? M - r0 : 64;
-    const float* a0 = A + r0 * lda;
-    const float* i0 = init + r0 * ldinit;
-    float* o0 = out + r0 * ldo;
-    long j = 0;
-    for (; j + 64 <= N; j += 64) {
-      long r = 0;
-      for (; r + 4 <= m; r += 4)
-        mk_avx512<4, 4>(K, a0 + r * lda, lda, W + j, ldw, i0 + r * ldinit + j, ldinit, o0 + r * ldo + j, ldo, 0xFFFF);
-      for (; r < m; ++r)
-        mk_avx512<1, 4>(K, a0 + r * lda, lda, W + j, ldw, i0 + r * ldinit + j, ldinit, o0 + r * ldo + j, ldo, 0xFFFF);
-    }
-    for (; j < N; j += 16) {
-      const __mmask16 mask = tail_mask(N - j);
-      long r = 0;
-      for (; r + 4 <= m; r += 4)
-        mk_avx512<4, 1>(K, a0 + r * lda, lda, W + j, ldw, i0 + r * ldinit + j, ldinit, o0 + r * ldo + j, ldo, mask);
-      for (; r < m; ++r)
-        mk_avx512<1, 1>(K, a0 + r * lda, lda, W + j, ldw, i0 + r * ldinit + j, ldinit, o0 + r * ldo + j, ldo, mask);
+  if (M < kPackRows) {
+    gemm_block_avx512(M, N, K, A, lda, W, ldw, init, ldinit, out, ldo);
+    return;
+  }
+  static thread_local std::vector<float> scratch;
+  if (scratch.size() < (size_t)(kBlockK * kBlockN)) scratch.resize((size_t)(kBlockK * kBlockN));
+  float* wp = scratch.data();
+  for (long j0 = 0; j0 < N; j0 += kBlockN) {
+    const long nc = N - j0 < kBlockN ? N - j0 : kBlockN;
+    for (long k0 = 0; k0 < K; k0 += kBlockK) {
+      const long kc = K - k0 < kBlockK ? K - k0 : kBlockK;
+      for (long k = 0; k < kc; ++k)
+        memcpy(wp + k * nc, W + (k0 + k) * ldw + j0, (size_t)nc * sizeof(float));
+      const float* ini = k0 == 0 ? init + j0 : out + j0;
+      const long ldi = k0 == 0 ? ldinit : ldo;
+      for (long r0 = 0; r0 < M; r0 += kRowChunk) {
+        const long m = M - r0 < kRowChunk ? M - r0 : kRowChunk;
+        gemm_block_avx512(m, nc, kc, A + r0 * lda + k0, lda, wp, nc, ini + r0 * ldi, ldi,
+                          out + r0 * ldo + j0, ldo);
+      }
     }
   }
 }
