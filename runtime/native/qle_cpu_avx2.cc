@@ -2,12 +2,11 @@
 // carry target attributes, so this translation unit is built with the baseline x86-64 flags and
 // is only entered after a CPU feature check.
 #include "qle_cpu.h"
+#include "qle_gemm_blocked.h"
 
 #if defined(QLE_X86)
 #include <immintrin.h>
 #include <string.h>
-
-#include <vector>
 
 #include "qle_gates.h"
 
@@ -98,13 +97,6 @@ static inline QLE_T void gemm_block_avx2(long M, long N, long K, const float* A,
   if (j < N) gemm_tail_cols(M, j, N, K, A, lda, W, ldw, init, ldinit, out, ldo);
 }
 
-// Blocking of the multi-row product, as in the AVX-512 path: below kPackRows rows the row tiles
-// read W in place; from kPackRows rows on, W is cut into kBlockK x kBlockN blocks, each copied
-// once per call into a contiguous per-thread scratch buffer (256 KiB, stays in L2), and chunks of
-// kRowChunk rows pass over it in turn. Later K blocks accumulate into out, so every output
-// element still sees init + A[r, 0] * W[0, n] + ... in k order, exactly as without blocking.
-static constexpr long kRowChunk = 256, kPackRows = 128, kBlockK = 256, kBlockN = 256;
-
 static QLE_T void gemm_avx2(long M, long N, long K, const float* A, long lda, const float* W,
                             long ldw, const float* init, long ldinit, float* out, long ldo) {
   if (M == 1) {
@@ -114,28 +106,7 @@ static QLE_T void gemm_avx2(long M, long N, long K, const float* A, long lda, co
     if (j < N) gemm_tail_cols(1, j, N, K, A, lda, W, ldw, init, ldinit, out, ldo);
     return;
   }
-  if (M < kPackRows) {
-    gemm_block_avx2(M, N, K, A, lda, W, ldw, init, ldinit, out, ldo);
-    return;
-  }
-  static thread_local std::vector<float> scratch;
-  if (scratch.size() < (size_t)(kBlockK * kBlockN)) scratch.resize((size_t)(kBlockK * kBlockN));
-  float* wp = scratch.data();
-  for (long j0 = 0; j0 < N; j0 += kBlockN) {
-    const long nc = N - j0 < kBlockN ? N - j0 : kBlockN;
-    for (long k0 = 0; k0 < K; k0 += kBlockK) {
-      const long kc = K - k0 < kBlockK ? K - k0 : kBlockK;
-      for (long k = 0; k < kc; ++k)
-        memcpy(wp + k * nc, W + (k0 + k) * ldw + j0, (size_t)nc * sizeof(float));
-      const float* ini = k0 == 0 ? init + j0 : out + j0;
-      const long ldi = k0 == 0 ? ldinit : ldo;
-      for (long r0 = 0; r0 < M; r0 += kRowChunk) {
-        const long m = M - r0 < kRowChunk ? M - r0 : kRowChunk;
-        gemm_block_avx2(m, nc, kc, A + r0 * lda + k0, lda, wp, nc, ini + r0 * ldi, ldi,
-                        out + r0 * ldo + j0, ldo);
-      }
-    }
-  }
+  qle_gemm_blocked<gemm_block_avx2>(M, N, K, A, lda, W, ldw, init, ldinit, out, ldo);
 }
 
 // exp with ~1 ulp error on [-87, 88] (Cephes polynomial); inputs are clamped to that range,

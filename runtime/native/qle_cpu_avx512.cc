@@ -2,6 +2,7 @@
 // is built with the baseline x86-64 flags and is only entered after a CPU feature check.
 // Column tails use AVX-512 lane masks.
 #include "qle_cpu.h"
+#include "qle_gemm_blocked.h"
 
 #if defined(QLE_X86)
 // GCC 12 reports -Wmaybe-uninitialized inside its own AVX-512 intrinsics (_mm512_undefined_ps
@@ -9,8 +10,6 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 #include <string.h>
-
-#include <vector>
 
 #define QLE_T __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
 #define QLE_TV __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
@@ -94,15 +93,6 @@ static inline QLE_T void gemm_block_avx512(long M, long N, long K, const float* 
   }
 }
 
-// Blocking of the multi-row product. Below kPackRows rows, the row tiles read W in place (it is
-// L2 resident for the model shapes). From kPackRows rows on, W is cut into kBlockK x kBlockN
-// blocks, each copied once per call into a contiguous per-thread scratch buffer (row stride
-// kBlockN, 256 KiB, stays in L2; no strided or 4 KiB-aliasing reads for wide W) and chunks of
-// kRowChunk rows (their A slice stays in L2) pass over it in turn. Later K blocks accumulate into
-// out, so every output element still sees init + A[r, 0] * W[0, n] + ... in k order, exactly as
-// without blocking. Below kPackRows the copy costs more than the strided reads it saves.
-static constexpr long kRowChunk = 256, kPackRows = 128, kBlockK = 256, kBlockN = 256;
-
 static QLE_T void gemm_avx512(long M, long N, long K, const float* A, long lda, const float* W,
                               long ldw, const float* init, long ldinit, float* out, long ldo) {
   if (M == 1) {
@@ -113,28 +103,7 @@ static QLE_T void gemm_avx512(long M, long N, long K, const float* A, long lda, 
       mk_avx512<1, 1>(K, A, lda, W + j, ldw, init + j, ldinit, out + j, ldo, tail_mask(N - j));
     return;
   }
-  if (M < kPackRows) {
-    gemm_block_avx512(M, N, K, A, lda, W, ldw, init, ldinit, out, ldo);
-    return;
-  }
-  static thread_local std::vector<float> scratch;
-  if (scratch.size() < (size_t)(kBlockK * kBlockN)) scratch.resize((size_t)(kBlockK * kBlockN));
-  float* wp = scratch.data();
-  for (long j0 = 0; j0 < N; j0 += kBlockN) {
-    const long nc = N - j0 < kBlockN ? N - j0 : kBlockN;
-    for (long k0 = 0; k0 < K; k0 += kBlockK) {
-      const long kc = K - k0 < kBlockK ? K - k0 : kBlockK;
-      for (long k = 0; k < kc; ++k)
-        memcpy(wp + k * nc, W + (k0 + k) * ldw + j0, (size_t)nc * sizeof(float));
-      const float* ini = k0 == 0 ? init + j0 : out + j0;
-      const long ldi = k0 == 0 ? ldinit : ldo;
-      for (long r0 = 0; r0 < M; r0 += kRowChunk) {
-        const long m = M - r0 < kRowChunk ? M - r0 : kRowChunk;
-        gemm_block_avx512(m, nc, kc, A + r0 * lda + k0, lda, wp, nc, ini + r0 * ldi, ldi,
-                          out + r0 * ldo + j0, ldo);
-      }
-    }
-  }
+  qle_gemm_blocked<gemm_block_avx512>(M, N, K, A, lda, W, ldw, init, ldinit, out, ldo);
 }
 
 // exp with ~1 ulp error on [-87, 88] (Cephes polynomial); inputs are clamped to that range,
