@@ -221,15 +221,20 @@ def _doc(q: Quantizer, what: str) -> str:
     return what if q.mode is None else f"{what} Weights {q.mode} (exporters/quantize.py, op contract)."
 
 
-def step_function(opset: int, unary: int, q: Optional[Quantizer] = None) -> onnx.FunctionProto:
+def _op_function(op: str, y: str, doc: str, opset: int, unary: int, q: Optional[Quantizer]):
+    """The builder of a PR-LSTM op's body (both ops take the same inputs: x, the stack, the weights, their scales),
+    with its quantizer, prepared weights, body helper and stack constants."""
     q = q or Quantizer()
-    fb = FunctionBuilder("PRLSTMStep", ["x", *STATES, *WEIGHTS, *q.scale_inputs(MATRICES)],
-                         ["y", *(f"{s}_out" for s in STATES)],
-                         doc=_doc(q, "One PR-LSTM token: leaf, carries through the stack, one merge for the prefix "
-                                     "(DESIGN.md, PR-LSTM)."))
+    fb = FunctionBuilder(op, ["x", *STATES, *WEIGHTS, *q.scale_inputs(MATRICES)], [y, *(f"{s}_out" for s in STATES)],
+                         doc=_doc(q, doc))
     weights = prepare_weights(fb, q, unary)
     e = _Body(fb, opset, unary, q, weights)
-    k = e.stack_constants()
+    return q, fb, weights, e, e.stack_constants()
+
+
+def step_function(opset: int, unary: int, q: Optional[Quantizer] = None) -> onnx.FunctionProto:
+    q, fb, weights, e, k = _op_function("PRLSTMStep", "y", "One PR-LSTM token: leaf, carries through the stack, one "
+                                        "merge for the prefix (DESIGN.md, PR-LSTM).", opset, unary, q)
     h0, c0 = e.leaf("x")
     nbits = e.bits("count", k["pow2"], "count_bits")  # [B,K]
     zeros_bits = fb.op("Cast", [fb.op("Equal", [nbits, e.scalar(0)], name="free")], name="free_i32",
@@ -276,14 +281,8 @@ def step_function(opset: int, unary: int, q: Optional[Quantizer] = None) -> onnx
 
 
 def sequence_function(opset: int, unary: int, q: Optional[Quantizer] = None) -> onnx.FunctionProto:
-    q = q or Quantizer()
-    fb = FunctionBuilder("PRLSTMSequence", ["x", *STATES, *WEIGHTS, *q.scale_inputs(MATRICES)],
-                         ["Y", *(f"{s}_out" for s in STATES)],
-                         doc=_doc(q, "A chunk of PR-LSTM tokens in O(log T) batched merge rounds, continuing the "
-                                     "stack (DESIGN.md, PR-LSTM)."))
-    weights = prepare_weights(fb, q, unary)
-    e = _Body(fb, opset, unary, q, weights)
-    k = e.stack_constants()
+    q, fb, weights, e, k = _op_function("PRLSTMSequence", "Y", "A chunk of PR-LSTM tokens in O(log T) batched merge "
+                                        "rounds, continuing the stack (DESIGN.md, PR-LSTM).", opset, unary, q)
     leaf_h, leaf_c = e.leaf("x")  # [B,T,H]
     T = e.dim("x", 1, "T")
     n = "count"
