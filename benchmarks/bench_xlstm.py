@@ -95,10 +95,10 @@ def matrix_floor(model, rows: int = 512) -> Callable[[object], object]:
     The weights (every parameter of rank >= 2 but the embedding table, zero padded) are laid out as one
     [rows, N] matrix, so the floor is one onnxruntime node streaming the same bytes through its GEMV.
     """
-    n_weights = sum(p.numel() for name, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in name)
-    w = np.zeros(rows * -(-n_weights // rows), np.float32)
-    w[:n_weights] = np.concatenate([p.detach().float().numpy().ravel() for name, p in model.named_parameters()
-                                    if p.ndim >= 2 and "embedding" not in name])
+    flat = np.concatenate([p.detach().float().numpy().ravel() for name, p in model.named_parameters()
+                           if p.ndim >= 2 and "embedding" not in name])
+    w = np.zeros(rows * -(-flat.size // rows), np.float32)
+    w[:flat.size] = flat
     graph = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"])], "matrix_floor", [],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
                               [numpy_helper.from_array(w.reshape(rows, -1), "W"),
