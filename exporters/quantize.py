@@ -195,7 +195,6 @@ class Quantizer:
         self.quantized: Dict[str, dict] = {}  # stored tensor name -> how it is stored
         self.float_tensors: List[str] = []
         self.float32_states: List[str] = []
-        self.notes: List[str] = []
 
     # -- facts -------------------------------------------------------------------------------------------
     @property
@@ -241,7 +240,7 @@ class Quantizer:
                 "scale_dtype": "float32" if self.integer else None, "activations": activations,
                 "compute_dtype": self.compute_dtype, "io_dtype": self.io_dtype,
                 "tensors": self.quantized, "float_tensors": list(self.float_tensors),
-                "float32_states": list(self.float32_states), "notes": list(self.notes),
+                "float32_states": list(self.float32_states),
                 "min_onnxruntime": self.min_onnxruntime}
 
     # -- storing weights ---------------------------------------------------------------------------------
