@@ -383,8 +383,8 @@ class _Net:
     def activation(self, kind: str, x: str, name: str) -> str:
         """The activations of xlstm's GatedFeedForward registry (torch's exact definitions)."""
         g = self.g
-        if kind == "gelu":  # exact (erf) GELU: x/2 (1 + erf(x/sqrt 2))
-            erf = g.op("Erf", [g.op("Mul", [x, self.scalar(f"{name}.rsqrt2", 0.5 ** 0.5)], name=f"{name}.scaled")],
+        if kind == "gelu":  # exact (erf) GELU: x/2 (1 + erf(x/sqrt 2)); onnxruntime fuses this form into one Gelu
+            erf = g.op("Erf", [g.op("Div", [x, self.scalar(f"{name}.sqrt2", 2 ** 0.5)], name=f"{name}.scaled")],
                        name=f"{name}.erf")
             half = g.op("Mul", [x, self.scalar(f"{name}.half", 0.5)], name=f"{name}.half_x")
             return g.op("Mul", [half, g.op("Add", [erf, self.scalar(f"{name}.one", 1.0)], name=f"{name}.1p")],
