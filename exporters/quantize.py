@@ -54,7 +54,11 @@ Standard-op layers (not custom ops) use the same storage: a matrix [K, N] quanti
 blocks along E, scale [V, ceil(E / block_size)]), and the Gather picks the stored rows and their scales before
 dequantizing (only the rows used are dequantized). onnxruntime has no Gather for INT4, so an int4 table is
 stored as uint8 [V, ceil(E_b / 2)], two values per byte (low nibble first) offset by 8 (E_b: E rounded up to
-whole blocks), and unpacked with BitwiseAnd / BitShift after the Gather.
+whole blocks), and unpacked with BitwiseAnd / BitShift after the Gather. Stacked matrices of standard-op layers
+(xLSTM's head-wise projections, [..., K, N]) are stored the same way, as uint8 [..., K, ceil(N / 2)] with the
+stacked int4 scale [..., ceil(K / block_size), N]: their dequantization then uses only ops onnxruntime folds
+at load (``Quantizer.stacked_weight``). The metadata's ``quantization.tensors`` entry of a packed tensor
+says so (``"storage"``).
 
 Adopting it in a family's recipe (``g.quant`` is the :class:`Quantizer` for the export; ``Quantizer()`` is fp32):
     y = q.linear(g, "head", q.to_compute(g, h), W_t, b)      # standard-op matrix layer (+ bias)
@@ -90,6 +94,7 @@ IO_DTYPES = ("float32", "float16")
 CONTRACT_VERSION = 1
 
 
+INT4_PACKED = "uint8, two per byte (low nibble first), q + 8"  # int4 tensors onnxruntime cannot gather or fold
 Weight = Tuple[str, Optional[str]]  # (the weight a MatMul reads, its scale for int8-dynamic's MatMulInteger)
 
 
@@ -369,6 +374,49 @@ class Quantizer:
         row_scale = g.op("Unsqueeze", [row_scale, g.ints([-1])], name=f"{name}.row_scale_col")
         return g.op("Mul", [g.op("Cast", [rows], name=f"{name}.rows_f", to=TensorProto.FLOAT), row_scale], name=name)
 
+    def stacked_weight(self, g, name: str, w: np.ndarray) -> Weight:
+        """Stacked matrices ``w`` [..., K, N] of a standard-op layer (head-wise projections) as its MatMul reads
+        them: float32 in fp32 and the weight-only modes, float16 in fp16, int8 with its scale in int8-dynamic.
+
+        Weight-only modes dequantize with ops onnxruntime folds into one float32 initializer when it loads the
+        file (int8: Cast * scale). int4 is stored as packed uint8 (``_int4_stacked``), not as a DequantizeLinear
+        of an INT4 tensor: onnxruntime keeps DequantizeLinear unfolded for its QDQ fusions and has no fused
+        kernel for stacked int4 products, so that would dequantize every slice on every call (~1 ns a weight: a
+        65k-weight sLSTM gate stack took 69 us where the float32 product takes 7), and onnxruntime 1.19 has no
+        Cast from INT4 to fold instead.
+        """
+        if self.mode == "int4":
+            return self._int4_stacked(g, name, w), None
+        stored, scale = self.store_stacked(g, name, w)
+        if self.mode == "int8":
+            return self.dequantize_stacked(g, stored, scale, f"{name}_dq"), None
+        return stored, scale
+
+    def _int4_stacked(self, g, name: str, w: np.ndarray) -> str:
+        """float32 [..., K, N] from int4 values quantized as ``store_stacked`` does (blocks along K, one scale
+        per block of each output channel), stored as uint8 [..., K, ceil(N / 2)] two per byte (``pack_int4``)."""
+        w = np.asarray(w, dtype=np.float32)
+        *lead, k, n = w.shape
+        bs = self.block_size
+        side_by_side = np.moveaxis(w, -2, 0).reshape(k, -1)
+        wq, scale = quantize_symmetric(name, side_by_side, 4, channel_axis=1, block_size=bs)
+        wq = np.moveaxis(wq.astype(np.int8).reshape(k, *lead, n), 0, -2)
+        scale = np.moveaxis(scale.reshape(-1, *lead, n), 0, -2)  # [..., ceil(K / bs), N]
+        stored = g.weight(name, pack_int4(wq))
+        scale_name = g.weight(f"{name}_scale", scale)
+        self.quantized[stored] = {"dtype": "int4", "storage": INT4_PACKED, "shape": list(w.shape),
+                                  "scale": scale_name, "scale_shape": list(scale.shape), "channel_axis": w.ndim - 1,
+                                  "block_axis": w.ndim - 2, "block_size": bs}
+        packed_shape = [*lead, k, -(-n // 2)]
+
+        def reshape(x, tail, what):
+            return g.op("Reshape", [x, g.ints(packed_shape[:-1] + tail)], name=f"{name}.{what}")
+
+        qf = unpack_int4(g, stored, reshape, n, name)
+        row_scale = g.op("Gather", [scale_name, g.weight(f"{name}.block_of_row", np.arange(k, dtype=np.int64) // bs)],
+                         name=f"{name}.row_scale", axis=w.ndim - 2)  # [..., K, N]
+        return g.op("Mul", [qf, row_scale], name=f"{name}_dq")
+
     def _int4_embedding(self, g, name: str, table: np.ndarray, ids: str) -> str:
         """int4 rows of ``table`` [V, E] for ``ids``, dequantized after the Gather (only the rows used).
 
@@ -381,31 +429,21 @@ class Quantizer:
         bs = self.block_size
         q, scale = quantize_symmetric(f"{name}.weight", w, 4, channel_axis=0, block_size=bs)
         nb = scale.shape[1]
-        nibbles = np.full((v, nb * bs + (nb * bs) % 2), 8, np.uint8)
-        nibbles[:, :e] = q.astype(np.int8) + 8
-        stored = g.weight(f"{name}.weight", nibbles[:, 0::2] | (nibbles[:, 1::2] << 4))
+        whole_blocks = np.zeros((v, nb * bs), np.int8)
+        whole_blocks[:, :e] = q.astype(np.int8)
+        stored = g.weight(f"{name}.weight", pack_int4(whole_blocks))
         scale_name = g.weight(f"{name}.weight_scale", scale)
-        self.quantized[stored] = {"dtype": "int4", "storage": "uint8, two per byte (low nibble first), q + 8",
-                                  "shape": [v, e], "scale": scale_name, "scale_shape": list(scale.shape),
-                                  "channel_axis": 0, "block_axis": 1, "block_size": bs}
+        self.quantized[stored] = {"dtype": "int4", "storage": INT4_PACKED, "shape": [v, e], "scale": scale_name,
+                                  "scale_shape": list(scale.shape), "channel_axis": 0, "block_axis": 1,
+                                  "block_size": bs}
         rows = g.op("Gather", [stored, ids], name=f"{name}.rows", axis=0)  # [..., ceil(E_b / 2)] uint8
-        four = g.weight(f"{name}.four", np.array(4, np.uint8))
-        low = g.op("BitwiseAnd", [rows, g.weight(f"{name}.low_mask", np.array(15, np.uint8))], name=f"{name}.low")
-        high = g.op("BitShift", [rows, four], name=f"{name}.high", direction="RIGHT")
-        pairs = g.op("Concat", [g.op("Unsqueeze", [low, g.ints([-1])], name=f"{name}.low_col"),
-                                g.op("Unsqueeze", [high, g.ints([-1])], name=f"{name}.high_col")],
-                     name=f"{name}.pairs", axis=-1)
         lead = g.op("Shape", [ids], name=f"{name}.ids_shape")
 
         def reshape(x, tail, what):
             shape = g.op("Concat", [lead, g.ints(tail)], name=f"{name}.{what}_shape", axis=0)
             return g.op("Reshape", [x, shape], name=f"{name}.{what}")
 
-        flat = reshape(pairs, [-1], "nibbles")
-        if (nb * bs) % 2:  # the odd last nibble is padding
-            flat = g.op("Slice", [flat, g.ints([0]), g.ints([nb * bs]), g.ints([-1])], name=f"{name}.unpad")
-        qf = g.op("Sub", [g.op("Cast", [flat], name=f"{name}.q_f", to=TensorProto.FLOAT),
-                          g.weight(f"{name}.offset", np.array(8, np.float32))], name=f"{name}.q")
+        qf = unpack_int4(g, rows, reshape, nb * bs, name)
         row_scale = g.op("Unsqueeze", [g.op("Gather", [scale_name, ids], name=f"{name}.row_scale", axis=0),
                                        g.ints([-1])], name=f"{name}.row_scale_col")  # [..., nb, 1]
         deq = g.op("Mul", [reshape(qf, [nb, bs], "blocks"), row_scale], name=f"{name}.dequantized")
@@ -465,6 +503,31 @@ class Quantizer:
             x16 = x if x_is_compute else nb.op("Cast", [x], name=f"{name}.x16", to=TensorProto.FLOAT16)
             return nb.op("Cast", [nb.op("MatMul", [x16, w], name=name)], name=f"{name}.f32", to=TensorProto.FLOAT)
         return nb.op("MatMul", [x, w], name=name)
+
+
+def pack_int4(q: np.ndarray) -> np.ndarray:
+    """int4 values q [..., W] (in [-8, 7]) as uint8 [..., ceil(W / 2)]: two per byte, low nibble first, each
+    stored as q + 8 (an odd W gets a padding nibble 8, i.e. 0)."""
+    nibbles = np.full((*q.shape[:-1], q.shape[-1] + q.shape[-1] % 2), 8, np.uint8)
+    nibbles[..., :q.shape[-1]] = q.astype(np.int8) + 8
+    return nibbles[..., 0::2] | (nibbles[..., 1::2] << 4)
+
+
+def unpack_int4(g, packed: str, reshape, width: int, name: str) -> str:
+    """float32 [..., width] int4 values from ``pack_int4`` storage [..., ceil(width / 2)] (BitwiseAnd and
+    BitShift: onnxruntime has no Gather for INT4, and 1.19 no Cast from it). ``reshape(x, tail, what)`` gives x
+    [..., ceil(width / 2), 2] the shape [..., *tail]."""
+    low = g.op("BitwiseAnd", [packed, g.weight(f"{name}.low_mask", np.array(15, np.uint8))], name=f"{name}.low")
+    high = g.op("BitShift", [packed, g.weight(f"{name}.four", np.array(4, np.uint8))], name=f"{name}.high",
+                direction="RIGHT")
+    pairs = g.op("Concat", [g.op("Unsqueeze", [low, g.ints([-1])], name=f"{name}.low_col"),
+                            g.op("Unsqueeze", [high, g.ints([-1])], name=f"{name}.high_col")],
+                 name=f"{name}.pairs", axis=-1)
+    flat = reshape(pairs, [-1], "nibbles")
+    if width % 2:  # the odd last nibble is padding
+        flat = g.op("Slice", [flat, g.ints([0]), g.ints([width]), g.ints([-1])], name=f"{name}.unpad")
+    return g.op("Sub", [g.op("Cast", [flat], name=f"{name}.q_f", to=TensorProto.FLOAT),
+                        g.weight(f"{name}.offset", np.array(8, np.float32))], name=f"{name}.q")
 
 
 def stacked_scale(nb, scale: str, name: str) -> str:

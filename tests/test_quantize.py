@@ -392,3 +392,41 @@ def test_int4_embedding_gathers_packed_rows(ids_shape, width, block):
     got = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"ids": ids})[0]
     assert got.shape == (*ids_shape, width) and np.array_equal(got, want)
     assert np.array_equal(ReferenceEvaluator(proto).run(None, {"ids": ids})[0], want)
+
+
+@pytest.mark.parametrize("shape,block", [((2, 3, 13, 5), 4), ((4, 16, 16), 32), ((1, 12, 7), 4)])
+def test_int4_stacked_layer_weights_are_exact_and_folded_at_load(tmp_path, shape, block):
+    """Stacked int4 matrices of standard-op layers (xLSTM head-wise projections) are stored packed two per byte
+    and dequantize to exactly the numpy values (odd widths, short last blocks), and onnxruntime folds the
+    dequantization into one float32 initializer when it loads the file instead of running it on every call."""
+    rng = np.random.default_rng(sum(shape))
+    w = rng.standard_normal(shape).astype(np.float32)
+    q = Quantizer("int4", block_size=block)
+    g = GraphBuilder(quant=q)
+    g.input("x", "float32", [*shape[:-2], 1, shape[-2]])
+    w_dq, scale = q.stacked_weight(g, "W", w)
+    assert scale is None
+    g.op("MatMul", ["x", w_dq], ["y"])
+    g.op("Identity", [w_dq], ["w"])
+    g.output("y", "float32", [*shape[:-2], 1, shape[-1]])
+    g.output("w", "float32", list(shape))
+    proto = g.model("int4_stacked", opset=q.min_opset, ir_version=q.min_ir_version)
+    onnx.checker.check_model(proto, full_check=True)
+    stored = {t.name: t for t in proto.graph.initializer}["W"]
+    assert stored.data_type == onnx.TensorProto.UINT8 and list(stored.dims) == [*shape[:-1], -(-shape[-1] // 2)]
+    assert q.quantized["W"]["storage"].startswith("uint8") and q.quantized["W"]["shape"] == list(shape)
+    k = shape[-2]
+    side_by_side = np.moveaxis(w, -2, 0).reshape(k, -1)  # the slices' channels as columns, as store_stacked
+    want_w = np.moveaxis(dequantize(*quantize_symmetric("W", side_by_side, 4, channel_axis=1, block_size=block),
+                                    1, block).reshape(k, *shape[:-2], shape[-1]), 0, -2)
+    x = rng.standard_normal((*shape[:-2], 1, k)).astype(np.float32)
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    y, got_w = ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    assert np.array_equal(got_w, want_w) and np.allclose(y, np.matmul(x, want_w), rtol=1e-5, atol=1e-5)
+    assert np.array_equal(ReferenceEvaluator(proto).run(["w"], {"x": x})[0], want_w)
+    optimized = onnx.load(str(tmp_path / "optimized.onnx"))
+    matmul = next(n for n in optimized.graph.node if n.op_type == "MatMul")
+    assert {n.op_type for n in optimized.graph.node} <= {"MatMul", "Identity"}  # nothing left to run per call
+    weight = next(t for t in optimized.graph.initializer if t.name == matmul.input[1])
+    assert np.array_equal(onnx.numpy_helper.to_array(weight), want_w)

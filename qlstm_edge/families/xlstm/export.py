@@ -303,7 +303,8 @@ class _Net:
 
         Small heads (the mLSTM's q/k/v use blocks of 4) as one broadcast Mul and a ReduceSum over the
         head's inputs: onnxruntime's batched MatMul pays per head. Larger heads as a batched MatMul.
-        Quantized: the weights are stacked matrices [NH, in/NH, out/NH] (``Quantizer.store_stacked``); fp16 and
+        Quantized: the weights are stacked matrices [NH, in/NH, out/NH] (``Quantizer.stacked_weight``: float32 in
+        the weight-only modes, dequantized by ops onnxruntime folds when it loads the file); fp16 and
         int8-dynamic (which quantizes each head's input row on the fly) use the batched MatMul.
         """
         q, g = self.q, self.g
@@ -315,11 +316,9 @@ class _Net:
         if q.mode is None:
             w_heads = self.param(f"{name}.weight", w) if small else self.param(f"{name}.weight_t", w.transpose(0, 2, 1))
         else:
-            w_heads, scale = q.store_stacked(g, f"{name}.weight_t", w.transpose(0, 2, 1))
-            if q.mode in ("int8", "int4"):  # weight-only: float32 weights computed from the stored ones
-                w_heads = q.dequantize_stacked(g, w_heads, scale, f"{name}.weight_dq")
-                if small:
-                    w_heads = g.op("Transpose", [w_heads], name=f"{name}.weight", perm=[0, 2, 1])
+            w_heads, scale = q.stacked_weight(g, f"{name}.weight_t", w.transpose(0, 2, 1))
+            if small:
+                w_heads = g.op("Transpose", [w_heads], name=f"{name}.weight", perm=[0, 2, 1])
         if small:
             prod = g.op("Mul", [heads, w_heads], name=f"{name}.Mul")
             y = g.op("ReduceSum", [prod, g.ints([-1])], name=f"{name}.ReduceSum", keepdims=0)
