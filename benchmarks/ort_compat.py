@@ -1,11 +1,14 @@
 """Check that exported files load and give the same numbers in an older onnxruntime.
 
     python benchmarks/ort_compat.py 1.15.0 [1.16.3 ...] [--quantize none fp16 int8 int8-dynamic int4]
+                                    [--models quickstart formal-language xlstm]
 
-For each version, a throwaway venv (under $TMPDIR) gets only `onnxruntime==VERSION` and numpy<2; the
-bundled quickstart model is exported in both modes and each --quantize mode here, streamed here (current
-onnxruntime, function bodies), then streamed in the old runtime with plain InferenceSession.run calls (no
-qlstm-edge code there: stock onnxruntime, function bodies inlined; the one session option StreamingSession sets is set there too).
+For each version, a throwaway venv (under $TMPDIR) gets only `onnxruntime==VERSION` and numpy<2. Each model
+(the bundled QL-LSTM quickstart and PR-LSTM formal-language samples, and a random xLSTM LM with an mLSTM and
+an sLSTM block) is exported in both modes and each --quantize mode here, streamed here (current onnxruntime,
+function bodies), then streamed in the old runtime with plain InferenceSession.run calls: no qlstm-edge code
+there, stock onnxruntime with the function bodies inlined, the states' shapes, types and initial values read
+from the file's metadata, and the one session option StreamingSession sets set there too.
 Prints the max abs difference per file.
 int4 files (opset 21) are only tried in onnxruntime >= 1.19 (INT4_MIN_ONNXRUNTIME).
 """
@@ -27,26 +30,46 @@ from qlstm_edge.runtime import StreamingSession
 ROOT = Path(__file__).resolve().parents[1]
 
 OLD_RUNNER = r"""
-import sys, numpy as np, onnxruntime as ort
-path, x_path, out_path, mode = sys.argv[1:5]
+import json, sys, numpy as np, onnxruntime as ort
+path, x_path, out_path = sys.argv[1:4]
 x = np.load(x_path)
 so = ort.SessionOptions()
 so.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "0")  # as StreamingSession (int4 files)
 s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-names = [i.name for i in s.get_inputs()[1:]]
-state = {n: np.zeros((x.shape[0],) + tuple(i.shape[1:]), np.float32) for n, i in zip(names, s.get_inputs()[1:])}
-if mode == "sequence":
-    y = s.run(None, {"x": x, **state})[0]
-else:
-    ys = []
-    for t in range(x.shape[1]):
-        out = s.run(None, {"x": x[:, t], **state})
-        ys.append(out[0])
-        state = dict(zip(names, out[1:]))
-    y = np.stack(ys, 1)
+meta = json.loads(s.get_modelmeta().custom_metadata_map["qlstm_edge"])
+states = meta["states"]
+state = {st["input"]: np.full([x.shape[0] if d == "batch" else d for d in st["shape"]], st["init"], st["dtype"])
+         for st in states}
+outs = [meta["outputs"][0]["name"]] + [st["output"] for st in states]
+chunks = [x] if meta["mode"] == "sequence" else [x[:, t] for t in range(x.shape[1])]
+ys = []
+for chunk in chunks:
+    out = s.run(outs, {meta["inputs"][0]["name"]: chunk, **state})
+    ys.append(out[0])
+    state = {st["input"]: o for st, o in zip(states, out[1:])}
+y = ys[0] if meta["mode"] == "sequence" else np.stack(ys, 1)
 np.save(out_path, y)
 print(ort.__version__)
 """
+
+
+def xlstm_lm():
+    import torch
+    from xlstm import (FeedForwardConfig, mLSTMBlockConfig, mLSTMLayerConfig, sLSTMBlockConfig, sLSTMLayerConfig,
+                       xLSTMLMModel, xLSTMLMModelConfig)
+
+    torch.manual_seed(0)
+    cfg = xLSTMLMModelConfig(
+        vocab_size=50, embedding_dim=64, num_blocks=2, context_length=64, slstm_at=[1],
+        mlstm_block=mLSTMBlockConfig(mlstm=mLSTMLayerConfig(conv1d_kernel_size=4, qkv_proj_blocksize=4, num_heads=4)),
+        slstm_block=sLSTMBlockConfig(slstm=sLSTMLayerConfig(backend="vanilla", num_heads=4, conv1d_kernel_size=4),
+                                     feedforward=FeedForwardConfig(proj_factor=1.3, act_fn="gelu")))
+    return xLSTMLMModel(cfg).eval()
+
+
+MODELS = {"quickstart": lambda: load_checkpoint(ROOT / "samples" / "quickstart" / "model.safetensors"),
+          "formal-language": lambda: load_checkpoint(ROOT / "samples" / "formal_language" / "model.safetensors"),
+          "xlstm": xlstm_lm}
 
 
 def _version(v: str) -> tuple:
@@ -57,35 +80,42 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("versions", nargs="*", default=["1.15.0"])
     ap.add_argument("--quantize", nargs="+", default=["none"], help="export modes to check ('none' = fp32)")
+    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     args = ap.parse_args()
-    model = load_checkpoint(ROOT / "samples" / "quickstart" / "model.safetensors")
-    x = np.random.default_rng(0).integers(0, model.config.vocab_size, (2, 64))
     failed = False
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
-        np.save(d / "x.npy", x)
         (d / "runner.py").write_text(OLD_RUNNER)
-        files = {(q, m): export_onnx(model, d / f"{q}-{m}.onnx", mode=m, quantize=None if q == "none" else q)
-                 for q in args.quantize for m in ("step", "sequence")}
-        ours = {k: StreamingSession(p, native="off").run(x) for k, p in files.items()}
+        files, ours = {}, {}
+        for name in args.models:
+            model = MODELS[name]()
+            path = export_onnx(model, d / f"{name}-probe.onnx", mode="step")
+            x_spec = StreamingSession(path, native="off").metadata.inputs[0]
+            x = np.random.default_rng(0).integers(*x_spec.range, (2, 64))  # every model here reads token ids
+            np.save(d / f"{name}-x.npy", x)
+            for q in args.quantize:
+                for m in ("step", "sequence"):
+                    path = export_onnx(model, d / f"{name}-{q}-{m}.onnx", mode=m, quantize=None if q == "none" else q)
+                    files[name, q, m] = path
+                    ours[name, q, m] = StreamingSession(path, native="off").run(x)
         for version in args.versions:
             env = d / f"ort-{version}"
             venv.create(env, with_pip=True)
             py = env / "bin" / "python"
             subprocess.run([py, "-m", "pip", "install", "-q", f"onnxruntime=={version}", "numpy<2"], check=True)
-            for (q, mode), path in files.items():
-                what = f"onnxruntime {version} {q:12s} {mode:8s}"
+            for (name, q, mode), path in files.items():
+                what = f"onnxruntime {version} {name:15s} {q:12s} {mode:8s}"
                 if q == "int4" and _version(version) < _version(INT4_MIN_ONNXRUNTIME):
                     print(f"{what}: skipped (int4 files need onnxruntime >= {INT4_MIN_ONNXRUNTIME})")
                     continue
-                out = d / f"y-{version}-{q}-{mode}.npy"
-                got = subprocess.run([py, d / "runner.py", path, d / "x.npy", out, mode], capture_output=True,
+                out = d / f"y-{version}-{name}-{q}-{mode}.npy"
+                got = subprocess.run([py, d / "runner.py", path, d / f"{name}-x.npy", out], capture_output=True,
                                      text=True)
                 if got.returncode != 0:
                     failed = True
                     print(f"{what}: FAILED\n{got.stderr.strip()[-2000:]}")
                     continue
-                err = float(np.abs(np.load(out) - ours[q, mode]).max())
+                err = float(np.abs(np.load(out) - ours[name, q, mode]).max())
                 failed |= err > 1e-5
                 print(f"{what}: loads and streams; max abs diff {err:.2e}")
     return 1 if failed else 0

@@ -482,8 +482,14 @@ class StreamingSession:
                 return
             if rng is None and (self.allow_nonfinite or np.isfinite(x).all()):
                 return  # the common case: a well-formed float input, checked with one numpy call
-            if rng is not None and rng[0] <= x.min() and x.max() < rng[1]:
-                return
+            if rng is not None:
+                if x.size <= 64:  # a streaming step's few ids: Python's min/max cost ~0.3 us, numpy's two ~2 us
+                    ids = x.ravel().tolist()
+                    lo, hi = min(ids), max(ids)
+                else:
+                    lo, hi = x.min(), x.max()
+                if rng[0] <= lo and hi < rng[1]:
+                    return
         self._explain_bad_x(x, chunk)
 
     def _explain_bad_x(self, x, chunk: bool) -> None:
