@@ -343,16 +343,18 @@ class _Net:
         """xlstm's LayerNorm (scale 1 + weight when residual_weight, optional bias)."""
         scale = norm.weight_proxy
         scale = np.ones(norm.ndim, np.float32) if scale is None else f32(scale)
-        inputs = [x, self.param(f"{name}.scale", scale)]
-        if norm.bias is not None:
-            inputs.append(self.param(f"{name}.bias", f32(norm.bias)))
-        return self.g.op("LayerNormalization", inputs, name=name, axis=-1, epsilon=float(norm.eps))
+        bias = np.zeros(norm.ndim, np.float32) if norm.bias is None else f32(norm.bias)
+        # the bias input is always given (zeros: the same values): onnxruntime 1.15's AttentionFusion reads a
+        # LayerNormalization's third input unchecked and aborts the process when one with several consumers has none
+        return self.g.op("LayerNormalization", [x, self.param(f"{name}.scale", scale), self.param(f"{name}.bias", bias)],
+                         name=name, axis=-1, epsilon=float(norm.eps))
 
     def head_norm(self, x: str, dh: int, scale: Optional[np.ndarray], bias: Optional[np.ndarray], eps: float,
                   name: str) -> str:
         """Layer norm of each head of x [..., NH, DH] over DH, then a per-channel scale/bias on [..., NH*DH]."""
-        y = self.g.op("LayerNormalization", [x, self.param(f"{name}.ones", np.ones(dh, np.float32))],
-                      name=f"{name}.normalize", axis=-1, epsilon=float(eps))
+        y = self.g.op("LayerNormalization", [x, self.param(f"{name}.ones", np.ones(dh, np.float32)),
+                                             self.param(f"{name}.zeros", np.zeros(dh, np.float32))],
+                      name=f"{name}.normalize", axis=-1, epsilon=float(eps))  # the bias: as layer_norm says
         y = self.merge_heads(y, f"{name}.merge")
         if scale is not None:
             y = self.g.op("Mul", [y, self.param(f"{name}.scale", scale)], name=f"{name}.scaled")
