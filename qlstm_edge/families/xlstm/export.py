@@ -298,37 +298,49 @@ class _Net:
                         name="lm_head")
         return q.linear(g, "lm_head", self.compute(x), f32(weight).T, None, self.opset, out=out)
 
-    def headwise(self, x: str, proj, name: str) -> str:
-        """xlstm's LinearHeadwiseExpand: per-head (block-diagonal) x_h @ W_h^T (+ bias).
+    def headwise(self, pairs: List[tuple], name: str) -> str:
+        """xlstm's LinearHeadwiseExpand for G projections of the same shape at once: ``pairs`` = [(x_g, proj_g)],
+        each x_g_h @ W_g_h^T per head h (a block-diagonal product) plus its bias; returns [..., G * out], the
+        G outputs concatenated in order.
 
-        Small heads (the mLSTM's q/k/v use blocks of 4) as one broadcast Mul and a ReduceSum over the
-        head's inputs: onnxruntime's batched MatMul pays per head. Larger heads as a batched MatMul.
-        Quantized: the weights are stacked matrices [NH, in/NH, out/NH] (``Quantizer.stacked_weight``: float32 in
-        the weight-only modes, dequantized by ops onnxruntime folds when it loads the file); fp16 and
+        One product for all G: the inputs' heads are stacked [..., G, NH, 1, in/NH] against the weights
+        [G, NH, in/NH, out/NH] (each output element the same sum as one projection alone would compute): one
+        node where G separate projections and their Concat were ~4G. Small heads (the mLSTM's q/k/v use blocks
+        of 4) as a broadcast Mul and a ReduceSum over the head's inputs: onnxruntime's batched MatMul pays per
+        head. Larger heads as a batched MatMul.
+        Quantized: the weights are stacked matrices [G, NH, in/NH, out/NH] (``Quantizer.stacked_weight``:
+        float32 in the weight-only modes, dequantized by ops onnxruntime folds when it loads the file); fp16 and
         int8-dynamic (which quantizes each head's input row on the fly) use the batched MatMul.
         """
         q, g = self.q, self.g
-        w = f32(proj.weight)  # [NH, out/NH, in/NH]
-        nh, _, d_in = w.shape
-        heads = g.op("Reshape", [x, g.ints(self.lead + [nh, 1, d_in])], name=f"{name}.heads")
+        w = np.stack([f32(proj.weight) for _, proj in pairs])  # [G, NH, out/NH, in/NH]
+        _, nh, _, d_in = w.shape
+        heads = {}
+        for x, _ in pairs:
+            if x not in heads:
+                heads[x] = g.op("Reshape", [x, g.ints(self.lead + [1, nh, 1, d_in])], name=f"{name}.heads{len(heads)}")
+        stacked = heads[pairs[0][0]] if len(pairs) == 1 else g.op(
+            "Concat", [heads[x] for x, _ in pairs], name=f"{name}.stacked", axis=len(self.lead))
         small = d_in <= SMALL_HEAD and q.mode in (None, "int8", "int4")
         scale = None
         if q.mode is None:
-            w_heads = self.param(f"{name}.weight", w) if small else self.param(f"{name}.weight_t", w.transpose(0, 2, 1))
+            w_heads = self.param(f"{name}.weight", w) if small else self.param(f"{name}.weight_t", w.transpose(0, 1, 3, 2))
         else:
-            w_heads, scale = q.stacked_weight(g, f"{name}.weight_t", w.transpose(0, 2, 1))
+            w_heads, scale = q.stacked_weight(g, f"{name}.weight_t", w.transpose(0, 1, 3, 2))
             if small:
-                w_heads = g.op("Transpose", [w_heads], name=f"{name}.weight", perm=[0, 2, 1])
+                w_heads = g.op("Transpose", [w_heads], name=f"{name}.weight", perm=[0, 1, 3, 2])
         if small:
-            prod = g.op("Mul", [heads, w_heads], name=f"{name}.Mul")
+            prod = g.op("Mul", [stacked, w_heads], name=f"{name}.Mul")
             y = g.op("ReduceSum", [prod, g.ints([-1])], name=f"{name}.ReduceSum", keepdims=0)
         else:
             scale = stacked_scale(g, scale, f"{name}.scale") if q.dynamic else None
-            y = q.body_matmul(g, heads, w_heads, scale, self.opset, name=f"{name}.MatMul")
+            y = q.body_matmul(g, stacked, w_heads, scale, self.opset, name=f"{name}.MatMul")
         y = g.op("Reshape", [y, g.ints(self.lead + [-1])], name=f"{name}.merge")
-        if proj.bias is None:
+        if all(proj.bias is None for _, proj in pairs):
             return y
-        return self.g.op("Add", [y, self.param(f"{name}.bias", f32(proj.bias))], name=name)
+        bias = np.concatenate([np.zeros(proj.weight.shape[0] * proj.weight.shape[1], np.float32) if proj.bias is None
+                               else f32(proj.bias) for _, proj in pairs])  # a missing bias adds zeros: the same values
+        return self.g.op("Add", [y, self.param(f"{name}.bias", bias)], name=name)
 
     def split(self, x: str, sizes: List[int], name: str) -> List[str]:
         return self.g.op("Split", [x, self.g.ints(sizes)], len(sizes), name=name, axis=-1)
@@ -449,10 +461,8 @@ def _mlstm_block(net: _Net, block, i: int, x: str, states) -> str:
                        f"{p}.split")
     x_c = net.silu(net.causal_conv(x_m, layer.conv1d.conv, states["conv"].input, states["conv"].output,
                                    f"{p}.conv"), f"{p}.conv_act")
-    q = net.headwise(x_c, layer.q_proj, f"{p}.q")
-    k = net.headwise(x_c, layer.k_proj, f"{p}.k")
-    v = net.headwise(x_m, layer.v_proj, f"{p}.v")
-    gate_in = g.op("Concat", [q, k, v], name=f"{p}.qkv", axis=-1)
+    gate_in = net.headwise([(x_c, layer.q_proj), (x_c, layer.k_proj), (x_m, layer.v_proj)], f"{p}.qkv")  # [q, k, v]
+    q, k, v = net.split(gate_in, [inner] * 3, f"{p}.qkv_split")
     i_pre = net.linear(gate_in, cell.igate.weight, cell.igate.bias, f"{p}.igate")
     f_pre = net.linear(gate_in, cell.fgate.weight, cell.fgate.bias, f"{p}.fgate")
     n_in = g.op("Squeeze", [states["n"].input, g.ints([3])], name=f"{p}.n_in")  # package: [B, NH, DH, 1]
@@ -489,9 +499,8 @@ def _slstm_block(net: _Net, block, i: int, x: str, states) -> str:
         x_c = net.silu(net.causal_conv(xn, layer.conv1d.conv, states["conv"].input, states["conv"].output,
                                        f"{p}.conv"), f"{p}.conv_act")
     # the package's sLSTMLayer feeds fgate's projection to the cell's i slot and igate's to f; kept as is
-    pre = [net.headwise(x_c, layer.fgate, f"{p}.i_pre"), net.headwise(x_c, layer.igate, f"{p}.f_pre"),
-           net.headwise(xn, layer.zgate, f"{p}.z_pre"), net.headwise(xn, layer.ogate, f"{p}.o_pre")]
-    wx = g.op("Concat", pre, name=f"{p}.gates_x", axis=-1)
+    wx = net.headwise([(x_c, layer.fgate), (x_c, layer.igate), (xn, layer.zgate), (xn, layer.ogate)],
+                      f"{p}.gates_x")  # [i, f, z, o] pre-activations, gate-major
     r_ext = cell._recurrent_kernel_int2ext(cell._recurrent_kernel)  # [NH, DH_in, 4, DH_out]
     b_ext = cell._bias_int2ext(cell._bias)  # [NH, 4, DH]
     r, r_scale = net.q.store_stacked(g, f"{p}.R", f32(r_ext.permute(2, 0, 1, 3)))
