@@ -463,8 +463,9 @@ def _mlstm_block(net: _Net, block, i: int, x: str, states) -> str:
                                    f"{p}.conv"), f"{p}.conv_act")
     gate_in = net.headwise([(x_c, layer.q_proj), (x_c, layer.k_proj), (x_m, layer.v_proj)], f"{p}.qkv")  # [q, k, v]
     q, k, v = net.split(gate_in, [inner] * 3, f"{p}.qkv_split")
-    i_pre = net.linear(gate_in, cell.igate.weight, cell.igate.bias, f"{p}.igate")
-    f_pre = net.linear(gate_in, cell.fgate.weight, cell.fgate.bias, f"{p}.fgate")
+    w_if = torch.cat([cell.igate.weight, cell.fgate.weight])  # one product for both gates (columns independent)
+    b_if = None if cell.igate.bias is None else torch.cat([cell.igate.bias, cell.fgate.bias])
+    i_pre, f_pre = net.split(net.linear(gate_in, w_if, b_if, f"{p}.ifgate"), [nh, nh], f"{p}.if_split")
     n_in = g.op("Squeeze", [states["n"].input, g.ints([3])], name=f"{p}.n_in")  # package: [B, NH, DH, 1]
     m_in = g.op("Squeeze", [states["m"].input, g.ints([3])], name=f"{p}.m_in")  # package: [B, NH, 1, 1]
     consts = [net.scalar(f"{p}.q_scale", 1.0), net.scalar(f"{p}.k_scale", dh ** -0.5),
