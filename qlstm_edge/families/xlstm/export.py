@@ -303,11 +303,14 @@ class _Net:
         each x_g_h @ W_g_h^T per head h (a block-diagonal product) plus its bias; returns [..., G * out], the
         G outputs concatenated in order.
 
-        One product for all G: the inputs' heads are stacked [..., G, NH, 1, in/NH] against the weights
-        [G, NH, in/NH, out/NH] (each output element the same sum as one projection alone would compute): one
-        node where G separate projections and their Concat were ~4G. Small heads (the mLSTM's q/k/v use blocks
-        of 4) as a broadcast Mul and a ReduceSum over the head's inputs: onnxruntime's batched MatMul pays per
-        head. Larger heads as a batched MatMul.
+        One product for all G: the inputs' heads are stacked against the weights [G, NH, in/NH, out/NH] (each
+        output element the same sum as one projection alone would compute): one node where G separate
+        projections and their Concat were ~4G. Large heads (> SMALL_HEAD inputs) as a batched MatMul of
+        [..., G, NH, 1, in/NH]. Small heads (the mLSTM's q/k/v use blocks of 4), where onnxruntime's batched
+        MatMul pays per head, as a Mul [..., 1, G, NH, in/NH] x [out/NH, G, NH, in/NH] and a ReduceSum over the
+        head's inputs: the broadcast is along the outermost axis, so the Mul runs over long contiguous rows (with
+        the broadcast along out/NH next to in/NH it ran rows of 4 and took 24 us for the E=256 mLSTM's q/k/v,
+        7 this way); a Transpose puts the outputs back in head order.
         Quantized: the weights are stacked matrices [G, NH, in/NH, out/NH] (``Quantizer.stacked_weight``:
         float32 in the weight-only modes, dequantized by ops onnxruntime folds when it loads the file); fp16 and
         int8-dynamic (which quantizes each head's input row on the fly) use the batched MatMul.
@@ -315,23 +318,27 @@ class _Net:
         q, g = self.q, self.g
         w = np.stack([f32(proj.weight) for _, proj in pairs])  # [G, NH, out/NH, in/NH]
         _, nh, _, d_in = w.shape
+        lead = len(self.lead)
+        small = d_in <= SMALL_HEAD and q.mode in (None, "int8", "int4")
+        head_shape, axis = ([1, 1, nh, d_in], lead + 1) if small else ([1, nh, 1, d_in], lead)
         heads = {}
         for x, _ in pairs:
             if x not in heads:
-                heads[x] = g.op("Reshape", [x, g.ints(self.lead + [1, nh, 1, d_in])], name=f"{name}.heads{len(heads)}")
+                heads[x] = g.op("Reshape", [x, g.ints(self.lead + head_shape)], name=f"{name}.heads{len(heads)}")
         stacked = heads[pairs[0][0]] if len(pairs) == 1 else g.op(
-            "Concat", [heads[x] for x, _ in pairs], name=f"{name}.stacked", axis=len(self.lead))
-        small = d_in <= SMALL_HEAD and q.mode in (None, "int8", "int4")
+            "Concat", [heads[x] for x, _ in pairs], name=f"{name}.stacked", axis=axis)
         scale = None
         if q.mode is None:
-            w_heads = self.param(f"{name}.weight", w) if small else self.param(f"{name}.weight_t", w.transpose(0, 1, 3, 2))
+            w_heads = (self.param(f"{name}.weight", w.transpose(2, 0, 1, 3)) if small
+                       else self.param(f"{name}.weight_t", w.transpose(0, 1, 3, 2)))
         else:
             w_heads, scale = q.stacked_weight(g, f"{name}.weight_t", w.transpose(0, 1, 3, 2))
             if small:
-                w_heads = g.op("Transpose", [w_heads], name=f"{name}.weight", perm=[0, 1, 3, 2])
+                w_heads = g.op("Transpose", [w_heads], name=f"{name}.weight", perm=[3, 0, 1, 2])
         if small:
-            prod = g.op("Mul", [stacked, w_heads], name=f"{name}.Mul")
+            prod = g.op("Mul", [stacked, w_heads], name=f"{name}.Mul")  # [..., out/NH, G, NH, in/NH]
             y = g.op("ReduceSum", [prod, g.ints([-1])], name=f"{name}.ReduceSum", keepdims=0)
+            y = g.op("Transpose", [y], name=f"{name}.head_order", perm=[*range(lead), lead + 1, lead + 2, lead])
         else:
             scale = stacked_scale(g, scale, f"{name}.scale") if q.dynamic else None
             y = q.body_matmul(g, stacked, w_heads, scale, self.opset, name=f"{name}.MatMul")
