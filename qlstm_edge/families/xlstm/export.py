@@ -33,8 +33,9 @@ only the recurrence. The state tensors keep the package's layouts (model.py: Sta
 Quantization (exporters/quantize.py has the op contract; input positions never move):
     Quantized matrices: the sLSTM ops' R; every dense projection (mLSTM proj_up, proj_down and i/f gates, the
     FFN, xLSTMLarge's q/k/v/o, i/f gates and out_proj, the LM head); the head-wise (block-diagonal) projections
-    (mLSTM q/k/v, sLSTM gate inputs), stored as stacked matrices [NH, in/NH, out/NH]; the embeddings. Biases,
-    norm scales, the learnable skip and the depthwise conv taps [KS, D] (element-wise) stay float32.
+    (mLSTM q/k/v, sLSTM gate inputs), stored per block as stacked matrices [G, NH, in/NH, out/NH] (int4: packed
+    two per byte, Quantizer.stacked_weight); the embeddings. Biases, norm scales, the learnable skip and the
+    depthwise conv taps [KS, D] (element-wise) stay float32.
     sLSTMCell / sLSTMSequence: R is a stack of 4*NH matrices [DH, DH] (Quantizer.store_stacked: each slice
     follows the contract's [K, N] rule). fp16: R float16, y cast to float16 for y @ R. int8 / int8-dynamic: R
     int8 and R_scale[4,NH,DH] appended (input 7); int4: R_scale[4,NH,ceil(DH/bs),DH]. Attributes quant_mode and
