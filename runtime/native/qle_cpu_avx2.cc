@@ -99,9 +99,17 @@ static inline QLE_T void gemm_block_avx2(long M, long N, long K, const float* A,
 
 static QLE_T void gemm_avx2(long M, long N, long K, const float* A, long lda, const float* W,
                             long ldw, const float* init, long ldinit, float* out, long ldo) {
-  if (M == 1) {
+  if (M == 1) {  // independent accumulators hide the FMA latency: as many 8-column vectors as N allows
     long j = 0;
     for (; j + 64 <= N; j += 64) mk_avx2<1, 8>(K, A, lda, W + j, ldw, init + j, ldinit, out + j, ldo);
+    if (j + 32 <= N) {
+      mk_avx2<1, 4>(K, A, lda, W + j, ldw, init + j, ldinit, out + j, ldo);
+      j += 32;
+    }
+    if (j + 16 <= N) {
+      mk_avx2<1, 2>(K, A, lda, W + j, ldw, init + j, ldinit, out + j, ldo);
+      j += 16;
+    }
     for (; j + 8 <= N; j += 8) mk_avx2<1, 1>(K, A, lda, W + j, ldw, init + j, ldinit, out + j, ldo);
     if (j < N) gemm_tail_cols(1, j, N, K, A, lda, W, ldw, init, ldinit, out, ldo);
     return;
@@ -229,6 +237,10 @@ static QLE_T void gemm_w8_avx2(long M, long N, long K, const float* A, long lda,
   if (M == 1) {
     for (; j + 32 <= N; j += 32)
       mk_w8_avx2<1, 4>(N, K, A, lda, W + j, scale + j, block, init + j, ldinit, out + j, ldo);
+    if (j + 16 <= N) {
+      mk_w8_avx2<1, 2>(N, K, A, lda, W + j, scale + j, block, init + j, ldinit, out + j, ldo);
+      j += 16;
+    }
   }
   for (; j + 8 <= N; j += 8) {
     long r = 0;

@@ -95,10 +95,18 @@ static inline QLE_T void gemm_block_avx512(long M, long N, long K, const float* 
 
 static QLE_T void gemm_avx512(long M, long N, long K, const float* A, long lda, const float* W,
                               long ldw, const float* init, long ldinit, float* out, long ldo) {
-  if (M == 1) {
+  if (M == 1) {  // independent accumulators hide the FMA latency: as many 16-column vectors as N allows
     long j = 0;
     for (; j + 128 <= N; j += 128)
       mk_avx512<1, 8>(K, A, lda, W + j, ldw, init + j, ldinit, out + j, ldo, 0xFFFF);
+    if (j + 64 <= N) {
+      mk_avx512<1, 4>(K, A, lda, W + j, ldw, init + j, ldinit, out + j, ldo, 0xFFFF);
+      j += 64;
+    }
+    if (j + 32 <= N) {
+      mk_avx512<1, 2>(K, A, lda, W + j, ldw, init + j, ldinit, out + j, ldo, 0xFFFF);
+      j += 32;
+    }
     for (; j < N; j += 16)
       mk_avx512<1, 1>(K, A, lda, W + j, ldw, init + j, ldinit, out + j, ldo, tail_mask(N - j));
     return;
@@ -210,6 +218,11 @@ static QLE_T void gemm_w8_avx512(long M, long N, long K, const float* A, long ld
     for (; j + 64 <= N; j += 64)
       mk_w8_avx512<1, 4>(N, K, A, lda, W + j, scale + j, block, init + j, ldinit, out + j, ldo,
                          0xFFFF);
+    if (j + 32 <= N) {
+      mk_w8_avx512<1, 2>(N, K, A, lda, W + j, scale + j, block, init + j, ldinit, out + j, ldo,
+                         0xFFFF);
+      j += 32;
+    }
   }
   for (; j < N; j += 16) {
     const __mmask16 mask = tail_mask(N - j);
