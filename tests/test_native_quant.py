@@ -98,6 +98,21 @@ def test_matches_body_and_reference(isa, mode, sequence, size):
         assert np.abs(got - b).max() <= tol_body, (np.abs(got - b).max(), tol_body)
 
 
+
+@pytest.mark.parametrize("B,steps", [(1, 7), (1, 2), (1, 3), (2, 5), (1, 11)], ids=lambda v: str(v))
+@pytest.mark.parametrize("mode", ["int8", "int4"])
+def test_weight_only_row_tiles_match_body(isa, mode, B, steps):
+    """The weight-only products tile rows by 6 (x @ W_x over B * T rows): every remainder of 1-5 rows and the
+    column tails (4H = 148: 32-column panels, then 16 and a masked 4) against the function body."""
+    D, H, bs = 21, 37, 16
+    qf = quantize_feeds(random_inputs(B, steps, D, H, seed=B * 100 + steps), mode, bs)
+    consts = {n: qf[n] for n in weight_names(mode)}
+    feeds = {n: qf[n] for n in INPUTS if n not in consts}
+    out = session(quant_op_model(True, mode, bs, constants=consts), native=True).run(None, feeds)
+    body = session(quant_op_model(True, mode, bs, constants=consts), native=False).run(None, feeds)
+    for got, b in zip(out, body):
+        assert got.shape == b.shape and np.abs(got - b).max() <= TOL_FLOAT, np.abs(got - b).max()
+
 @pytest.mark.parametrize("mode", ["fp16", "int8", "int8-dynamic"])
 def test_weights_as_graph_inputs_pack_per_call(lib_status, mode):
     """Weights fed as graph inputs (not constant initializers) are packed on each call: same

@@ -181,35 +181,46 @@ static QLE_T void gates_avx2(long H, const float* u, const float* h_prev, const 
 // ---------------------------------------------------------------------------------------------
 // Weight-only int8 (int4 unpacked to int8): int8 -> float on the fly, per-block scale.
 
-// Columns [j, j + 8*NV) of rows [0, MR).
+// Columns [j, j + 8*NV) of rows [0, MR). The unroll pragmas keep acc[][] and part[][] in registers.
 template <int MR, int NV>
 static inline QLE_T void mk_w8_avx2(long N, long K, const float* A, long lda, const int8_t* W,
                                     const float* scale, long block, const float* init,
                                     long ldinit, float* out, long ldo) {
   __m256 acc[MR][NV];
+#pragma GCC unroll 16
   for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 16
     for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_loadu_ps(init + r * ldinit + 8 * v);
   for (long k0 = 0; k0 < K; k0 += block, scale += N) {
     const long k1 = k0 + block < K ? k0 + block : K;
     __m256 part[MR][NV];
+#pragma GCC unroll 16
     for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 16
       for (int v = 0; v < NV; ++v) part[r][v] = _mm256_setzero_ps();
     for (long k = k0; k < k1; ++k) {
       const int8_t* w = W + k * N;
       __m256 wv[NV];
+#pragma GCC unroll 16
       for (int v = 0; v < NV; ++v)
         wv[v] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)(w + 8 * v))));
+#pragma GCC unroll 16
       for (int r = 0; r < MR; ++r) {
         const __m256 a = _mm256_broadcast_ss(A + r * lda + k);
+#pragma GCC unroll 16
         for (int v = 0; v < NV; ++v) part[r][v] = _mm256_fmadd_ps(a, wv[v], part[r][v]);
       }
     }
+#pragma GCC unroll 16
     for (int v = 0; v < NV; ++v) {
       const __m256 sc = _mm256_loadu_ps(scale + 8 * v);
+#pragma GCC unroll 16
       for (int r = 0; r < MR; ++r) acc[r][v] = _mm256_fmadd_ps(sc, part[r][v], acc[r][v]);
     }
   }
+#pragma GCC unroll 16
   for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 16
     for (int v = 0; v < NV; ++v) _mm256_storeu_ps(out + r * ldo + 8 * v, acc[r][v]);
 }
 

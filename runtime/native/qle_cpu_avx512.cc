@@ -175,65 +175,91 @@ static QLE_T void gates_avx512(long H, const float* u, const float* h_prev, cons
 // ---------------------------------------------------------------------------------------------
 // Weight-only int8 (int4 unpacked to int8): int8 -> float on the fly, per-block scale.
 
-// Columns [0, 16*NV) of rows [0, MR) (pointers already offset to the first column).
+// Columns [0, 16*NV) of rows [0, MR) (pointers already offset to the first column). The unroll pragmas
+// keep acc[][] and part[][] in registers, as in mk_avx512.
 template <int MR, int NV>
 static inline QLE_T void mk_w8_avx512(long N, long K, const float* A, long lda, const int8_t* W,
                                       const float* scale, long block, const float* init,
                                       long ldinit, float* out, long ldo, __mmask16 last) {
   __m512 acc[MR][NV];
+#pragma GCC unroll 16
   for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 16
     for (int v = 0; v < NV; ++v)
       acc[r][v] = _mm512_maskz_loadu_ps(v == NV - 1 ? last : 0xFFFF, init + r * ldinit + 16 * v);
   for (long k0 = 0; k0 < K; k0 += block, scale += N) {
     const long k1 = k0 + block < K ? k0 + block : K;
     __m512 part[MR][NV];
+#pragma GCC unroll 16
     for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 16
       for (int v = 0; v < NV; ++v) part[r][v] = _mm512_setzero_ps();
     for (long k = k0; k < k1; ++k) {
       const int8_t* w = W + k * N;
       __m512 wv[NV];
+#pragma GCC unroll 16
       for (int v = 0; v < NV; ++v)
         wv[v] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
             _mm_maskz_loadu_epi8(v == NV - 1 ? last : 0xFFFF, w + 16 * v)));
+#pragma GCC unroll 16
       for (int r = 0; r < MR; ++r) {
         const __m512 a = _mm512_set1_ps(A[r * lda + k]);
+#pragma GCC unroll 16
         for (int v = 0; v < NV; ++v) part[r][v] = _mm512_fmadd_ps(a, wv[v], part[r][v]);
       }
     }
+#pragma GCC unroll 16
     for (int v = 0; v < NV; ++v) {
       const __m512 sc = _mm512_maskz_loadu_ps(v == NV - 1 ? last : 0xFFFF, scale + 16 * v);
+#pragma GCC unroll 16
       for (int r = 0; r < MR; ++r) acc[r][v] = _mm512_fmadd_ps(sc, part[r][v], acc[r][v]);
     }
   }
+#pragma GCC unroll 16
   for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 16
     for (int v = 0; v < NV; ++v)
       _mm512_mask_storeu_ps(out + r * ldo + 16 * v, v == NV - 1 ? last : 0xFFFF, acc[r][v]);
+}
+
+// Rows [0, M) of one column panel: tiles of 6 rows (12 + 12 accumulators for NV = 2), then the rest.
+template <int NV>
+static inline QLE_T void w8_panel_avx512(long M, long N, long K, const float* A, long lda,
+                                         const int8_t* W, const float* scale, long block,
+                                         const float* init, long ldinit, float* out, long ldo,
+                                         __mmask16 last) {
+  long r = 0;
+  for (; r + 6 <= M; r += 6)
+    mk_w8_avx512<6, NV>(N, K, A + r * lda, lda, W, scale, block, init + r * ldinit, ldinit,
+                        out + r * ldo, ldo, last);
+  const float* a = A + r * lda;
+  const float* in = init + r * ldinit;
+  float* o = out + r * ldo;
+  switch (M - r) {
+    case 1: mk_w8_avx512<1, NV>(N, K, a, lda, W, scale, block, in, ldinit, o, ldo, last); break;
+    case 2: mk_w8_avx512<2, NV>(N, K, a, lda, W, scale, block, in, ldinit, o, ldo, last); break;
+    case 3: mk_w8_avx512<3, NV>(N, K, a, lda, W, scale, block, in, ldinit, o, ldo, last); break;
+    case 4: mk_w8_avx512<4, NV>(N, K, a, lda, W, scale, block, in, ldinit, o, ldo, last); break;
+    case 5: mk_w8_avx512<5, NV>(N, K, a, lda, W, scale, block, in, ldinit, o, ldo, last); break;
+    default: break;
+  }
 }
 
 static QLE_T void gemm_w8_avx512(long M, long N, long K, const float* A, long lda,
                                  const int8_t* W, const float* scale, long block,
                                  const float* init, long ldinit, float* out, long ldo) {
   long j = 0;
-  if (M == 1) {
+  if (M == 1) {  // one row: wide panels for independent accumulators
     for (; j + 64 <= N; j += 64)
       mk_w8_avx512<1, 4>(N, K, A, lda, W + j, scale + j, block, init + j, ldinit, out + j, ldo,
                          0xFFFF);
-    if (j + 32 <= N) {
-      mk_w8_avx512<1, 2>(N, K, A, lda, W + j, scale + j, block, init + j, ldinit, out + j, ldo,
-                         0xFFFF);
-      j += 32;
-    }
   }
-  for (; j < N; j += 16) {
-    const __mmask16 mask = tail_mask(N - j);
-    long r = 0;
-    for (; r + 4 <= M; r += 4)
-      mk_w8_avx512<4, 1>(N, K, A + r * lda, lda, W + j, scale + j, block, init + r * ldinit + j,
-                         ldinit, out + r * ldo + j, ldo, mask);
-    for (; r < M; ++r)
-      mk_w8_avx512<1, 1>(N, K, A + r * lda, lda, W + j, scale + j, block, init + r * ldinit + j,
-                         ldinit, out + r * ldo + j, ldo, mask);
-  }
+  for (; j + 32 <= N; j += 32)  // each converted W vector serves 6 rows
+    w8_panel_avx512<2>(M, N, K, A, lda, W + j, scale + j, block, init + j, ldinit, out + j, ldo,
+                       0xFFFF);
+  for (; j < N; j += 16)
+    w8_panel_avx512<1>(M, N, K, A, lda, W + j, scale + j, block, init + j, ldinit, out + j, ldo,
+                       tail_mask(N - j));
 }
 
 // ---------------------------------------------------------------------------------------------
