@@ -753,7 +753,7 @@ def test_quantized_models_stream_natively(lib, tmp_path, mode):
 
 
 # -- long PR-LSTM chunks (the level path) --------------------------------------------------------
-# Chunks of at least 16 tokens (int4: 64; int8: none, qle_prlstm.cc level_min_t) run level by level, with each level's
+# Chunks of at least 16 tokens (qle_prlstm.cc kLevelMinT) run level by level, with each level's
 # merges batched into one product; shorter chunks token by token. The level path computes the same merges on the same
 # operands: only the float32 summation order of the products may differ.
 LEVEL_CASES = [  # (B, T, D, H, K, R, counts)
@@ -803,9 +803,8 @@ def test_prlstm_long_chunks_match_token_path_and_body(isa, lib, B, T, D, H, K, R
 
 @pytest.mark.parametrize("mode", QUANT_MODES)
 def test_quantized_long_chunks_match_token_path_and_body(lib, mode):
-    """The level path in every quantization mode but int8 (which stays token by token): its batched products quantize
-    and round each row as the 1-row products do, so the token-by-token kernel's outputs and states within the mode's
-    tolerance, and the body's."""
+    """The level path in every quantization mode: its batched products quantize and round each row as the 1-row
+    products do, so the token-by-token kernel's outputs and states within the mode's tolerance, and the body's."""
     rng = np.random.default_rng(25)
     for B, T, D, H, K, R, counts in LEVEL_CASES[:4]:
         feeds = pr_feeds(rng, B, T, D, H, K, R, counts, True)

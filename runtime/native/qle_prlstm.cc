@@ -96,19 +96,11 @@ const Gates& gates_for(const QleCpuKernels* k) {
 
 // -- one stream --------------------------------------------------------------------------------
 
-// Pieces of at least level_min_t(mode) tokens run level by level, shorter ones token by token.
-// Measured (benchmarks, H = 128, R = 1, one thread, token / level time): fp32, fp16 and
-// int8-dynamic gain from 8 tokens on (1.0-1.1 at 8, 1.1-1.25 at 16, 1.2-1.45 from 64);
-// int4 breaks even at 16-32 (1.04 at 64, 1.1 from 256); int8 loses at every length (0.65 at 8,
-// 0.85-0.97 from 64 to 4096: the weight-only kernel's many-row tiles are no faster per row than
-// its one-row kernel), so int8 stays token by token.
-long level_min_t(QleQMode mode) {
-  switch (mode) {
-    case QleQMode::I8: return LONG_MAX;
-    case QleQMode::I4: return 64;
-    default: return 16;
-  }
-}
+// Pieces of at least kLevelMinT tokens run level by level, shorter ones token by token. Measured
+// (benchmarks, H = 128, R = 1, one thread, token / level time): fp32, fp16 and int8-dynamic gain from
+// 8 tokens on (1.0-1.1 at 8, 1.1-1.25 at 16, 1.2-1.45 from 64); int8 and int4 (weight-only, 6-row
+// tiles) 1.15-1.2 at 8, 1.2-1.25 at 16, 1.4-1.7 from 32 (H = 256: 1.2-1.35 at 8, 1.4-1.8 beyond).
+constexpr long kLevelMinT = 16;
 // A chunk runs in pieces of at most kPieceT tokens, one after another (the scratch is sized for
 // one piece); each piece starts from the state the previous one left.
 constexpr long kPieceT = 2048;
@@ -311,8 +303,7 @@ void qle_prlstm_rows(const QleCpuKernels* k, const QlePrlstmArgs& a, long r0, lo
   }
   const Gates& g = gates_for(k);
   const long P = T < kPieceT ? T : kPieceT;  // the longest piece
-  const long min_t = level_min_t(a.w->merge.mode);
-  const long M = P >= min_t ? (P + 1) / 2 : 1;  // the largest batch of merges
+  const long M = P >= kLevelMinT ? (P + 1) / 2 : 1;  // the largest batch of merges
   Work w{k, &g, &a, {}, {}, {}, {}, {}, {}, {}, {}, {}};
   w.leaf_z.resize((size_t)(P * 3 * H));
   w.hh.resize((size_t)(M * 2 * H));
@@ -320,7 +311,7 @@ void qle_prlstm_rows(const QleCpuKernels* k, const QlePrlstmArgs& a, long r0, lo
   w.cl.resize((size_t)M);
   w.cr.resize((size_t)M);
   w.tok.resize((size_t)(4 * H));
-  if (P >= min_t) {
+  if (P >= kLevelMinT) {
     w.blk_h.resize((size_t)((2 * P + K) * H));
     w.blk_c.resize((size_t)((2 * P + K) * H));
     w.pre_c.resize((size_t)(P * H));
@@ -338,7 +329,7 @@ void qle_prlstm_rows(const QleCpuKernels* k, const QlePrlstmArgs& a, long r0, lo
       // the piece's leaf pre-activations in one product
       qle_qmatmul(k, a.w->leaf, t1 - t0, a.x + (r * T + t0) * D, D, a.b_leaf, 0, w.leaf_z.data(), 3 * H);
       // past the stream limit (a position >= 2^K): token by token, as the step op
-      if (t1 - t0 >= min_t && s.n < limit - (t1 - t0))
+      if (t1 - t0 >= kLevelMinT && s.n < limit - (t1 - t0))
         run_levels(w, r, t0, t1, &s);
       else
         run_tokens(w, r, t0, t1, &s);

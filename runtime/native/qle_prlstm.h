@@ -13,13 +13,12 @@
 //   refinements [i; g; o; f] = h W_unary[k] + b_unary[k], c = sig(i) tanh(g) + sig(f) c,
 //   h = sig(o) tanh(c).
 // The sequence op computes the merges of T such token updates on the same operands (as the body's
-// O(log T) sweeps do): chunks of at least 16 tokens (int4: 64) level by level, each level's merges
-// as one batched product (blocks of 2^l positions bottom up, then the prefixes top down;
-// qle_prlstm.cc has the measured thresholds); shorter chunks and int8 (weight-only) nodes token by
-// token; long chunks in pieces of 2048 tokens. Past the stream limit (positions >= 2^K) both
-// bodies give NaN outputs and count + T but different states (the sequence body's is not the step
-// body's); there the native sequence op runs token by token, as the step op does. Weights are
-// input-major, gate order along the last axis.
+// O(log T) sweeps do): chunks of at least 16 tokens level by level, each level's merges as one
+// batched product (blocks of 2^l positions bottom up, then the prefixes top down; qle_prlstm.cc has
+// the measured threshold); shorter chunks token by token; long chunks in pieces of 2048 tokens.
+// Past the stream limit (positions >= 2^K) both bodies give NaN outputs and count + T but
+// different states (the sequence body's is not the step body's); there the native sequence op runs
+// token by token, as the step op does. Weights are input-major, gate order along the last axis.
 // Quantized weights (exporters/quantize.py): the three matrix products x W_leaf, [h_l; h_r] W_merge
 // and h W_unary[k] run with the mode's arithmetic (qle_qmatmul: fp16 rounds the product's input
 // and result to float16; int8-dynamic quantizes x, [h_l; h_r] and h per row); W_unary[k] is packed
