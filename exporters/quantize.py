@@ -284,10 +284,7 @@ class Quantizer:
         bits, block = (4, self.block_size) if self.mode == "int4" else (8, None)
         blocks = [] if block is None else [-(-k // block)]
         if w.size:
-            side_by_side = np.moveaxis(w, -2, 0).reshape(k, -1)  # [K, slices * N]: every slice's channels as columns
-            wq, scale = quantize_symmetric(name, side_by_side, bits, channel_axis=1, block_size=block)
-            wq = np.moveaxis(wq.reshape(k, *lead, n), 0, -2)
-            scale = np.moveaxis(scale.reshape(*blocks, *lead, n), 0, -2) if block else scale.reshape(*lead, n)
+            wq, scale = quantize_stacked(name, w, bits, block)
         else:  # no slices (PR-LSTM with num_layers = 1 has no unary refinements)
             wq = np.zeros(w.shape, np.int8).astype(ml_dtypes.int4 if bits == 4 else np.int8)
             scale = np.ones((*lead, *blocks, n), np.float32)
@@ -398,10 +395,7 @@ class Quantizer:
         w = np.asarray(w, dtype=np.float32)
         *lead, k, n = w.shape
         bs = self.block_size
-        side_by_side = np.moveaxis(w, -2, 0).reshape(k, -1)
-        wq, scale = quantize_symmetric(name, side_by_side, 4, channel_axis=1, block_size=bs)
-        wq = np.moveaxis(wq.astype(np.int8).reshape(k, *lead, n), 0, -2)
-        scale = np.moveaxis(scale.reshape(-1, *lead, n), 0, -2)  # [..., ceil(K / bs), N]
+        wq, scale = quantize_stacked(name, w, 4, bs)  # scale [..., ceil(K / bs), N]
         stored = g.weight(name, pack_int4(wq))
         scale_name = g.weight(f"{name}_scale", scale)
         self.quantized[stored] = {"dtype": "int4", "storage": INT4_PACKED, "shape": list(w.shape),
@@ -503,6 +497,18 @@ class Quantizer:
             x16 = x if x_is_compute else nb.op("Cast", [x], name=f"{name}.x16", to=TensorProto.FLOAT16)
             return nb.op("Cast", [nb.op("MatMul", [x16, w], name=name)], name=f"{name}.f32", to=TensorProto.FLOAT)
         return nb.op("MatMul", [x, w], name=name)
+
+
+def quantize_stacked(name: str, w: np.ndarray, bits: int, block_size: Optional[int]) -> Tuple[np.ndarray, np.ndarray]:
+    """Stacked matrices w [..., K, N] (non-empty) quantized slice by slice: (values [..., K, N], scale [..., N]
+    per output channel, or [..., ceil(K / block_size), N] in blocks along K)."""
+    *lead, k, n = w.shape
+    side_by_side = np.moveaxis(w, -2, 0).reshape(k, -1)  # [K, slices * N]: every slice's channels as columns
+    wq, scale = quantize_symmetric(name, side_by_side, bits, channel_axis=1, block_size=block_size)
+    wq = np.moveaxis(wq.reshape(k, *lead, n), 0, -2)
+    if block_size is None:
+        return wq, scale.reshape(*lead, n)
+    return wq, np.moveaxis(scale.reshape(-1, *lead, n), 0, -2)
 
 
 def pack_int4(q: np.ndarray) -> np.ndarray:

@@ -326,8 +326,7 @@ class _Net:
         for x, _ in pairs:
             if x not in heads:
                 heads[x] = g.op("Reshape", [x, g.ints(self.lead + head_shape)], name=f"{name}.heads{len(heads)}")
-        stacked = heads[pairs[0][0]] if len(pairs) == 1 else g.op(
-            "Concat", [heads[x] for x, _ in pairs], name=f"{name}.stacked", axis=axis)
+        stacked = g.op("Concat", [heads[x] for x, _ in pairs], name=f"{name}.stacked", axis=axis)
         scale = None
         if q.mode is None:
             w_heads = (self.param(f"{name}.weight", w.transpose(2, 0, 1, 3)) if small
