@@ -88,16 +88,16 @@ def main() -> int:
         (d / "runner.py").write_text(OLD_RUNNER)
         files, ours = {}, {}
         for name in args.models:
-            model = MODELS[name]()
-            path = export_onnx(model, d / f"{name}-probe.onnx", mode="step")
-            x_spec = StreamingSession(path, native="off").metadata.inputs[0]
-            x = np.random.default_rng(0).integers(*x_spec.range, (2, 64))  # every model here reads token ids
-            np.save(d / f"{name}-x.npy", x)
+            model, x = MODELS[name](), None
             for q in args.quantize:
                 for m in ("step", "sequence"):
                     path = export_onnx(model, d / f"{name}-{q}-{m}.onnx", mode=m, quantize=None if q == "none" else q)
+                    s = StreamingSession(path, native="off")
+                    if x is None:  # every model here reads token ids
+                        x = np.random.default_rng(0).integers(*s.metadata.inputs[0].range, (2, 64))
+                        np.save(d / f"{name}-x.npy", x)
                     files[name, q, m] = path
-                    ours[name, q, m] = StreamingSession(path, native="off").run(x)
+                    ours[name, q, m] = s.run(x)
         for version in args.versions:
             env = d / f"ort-{version}"
             venv.create(env, with_pip=True)

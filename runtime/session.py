@@ -244,8 +244,8 @@ class _Bound:
     """
 
     def __init__(self, e: _Engine, state: Dict[str, np.ndarray], x_shape: tuple):
-        self.sets = [{k: np.array(v, copy=True, order="C") for k, v in state.items()}, {}]
-        self.sets[1] = {k: np.empty_like(v) for k, v in self.sets[0].items()}
+        first = {k: np.array(v, copy=True, order="C") for k, v in state.items()}
+        self.sets = [first, {k: np.empty_like(v) for k, v in first.items()}]
         self.x = np.empty(x_shape, e.x_dtype)
         lead = x_shape[:2] if e.seq else x_shape[:1]
         self.y = np.empty((*lead, *e.y_tail), e.y_dtype)
