@@ -4,8 +4,8 @@
                                     [--models quickstart formal-language xlstm]
 
 For each version, a throwaway venv (under $TMPDIR) gets only `onnxruntime==VERSION` and numpy<2. Each model
-(the bundled QL-LSTM quickstart and PR-LSTM formal-language samples, and a random xLSTM LM with an mLSTM and
-an sLSTM block) is exported in both modes and each --quantize mode here, streamed here (current onnxruntime,
+(the bundled QL-LSTM quickstart and PR-LSTM formal-language samples, a random xLSTM LM with an mLSTM and
+an sLSTM block, and a random xLSTMLarge) is exported in both modes and each --quantize mode here, streamed here (current onnxruntime,
 function bodies), then streamed in the old runtime with plain InferenceSession.run calls: no qlstm-edge code
 there, stock onnxruntime with the function bodies inlined, the states' shapes, types and initial values read
 from the file's metadata, and the one session option StreamingSession sets set there too.
@@ -67,9 +67,20 @@ def xlstm_lm():
     return xLSTMLMModel(cfg).eval()
 
 
+def xlstm_large():
+    import torch
+    from xlstm.xlstm_large.model import xLSTMLarge, xLSTMLargeConfig
+
+    torch.manual_seed(0)
+    cfg = xLSTMLargeConfig(embedding_dim=64, num_heads=2, num_blocks=2, vocab_size=50, mode="inference",
+                           chunkwise_kernel="chunkwise--native_autograd", sequence_kernel="native_sequence__native",
+                           step_kernel="native", return_last_states=True)
+    return xLSTMLarge(cfg).eval()
+
+
 MODELS = {"quickstart": lambda: load_checkpoint(ROOT / "samples" / "quickstart" / "model.safetensors"),
           "formal-language": lambda: load_checkpoint(ROOT / "samples" / "formal_language" / "model.safetensors"),
-          "xlstm": xlstm_lm}
+          "xlstm": xlstm_lm, "xlstm-large": xlstm_large}
 
 
 def _version(v: str) -> tuple:

@@ -24,6 +24,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
                 allow_module_level=True)
 
 import onnx
+import onnxruntime as ort
 import torch
 from click.testing import CliRunner
 from xlstm import (FeedForwardConfig, mLSTMBlockConfig, mLSTMLayerConfig, sLSTMBlockConfig, sLSTMLayerConfig,
@@ -272,6 +273,18 @@ def test_graph_contract(mixed_files, mode):
     # process on these files before every norm got one: benchmarks/ort_compat.py 1.15.0)
     norms = [n for n in proto.graph.node if n.op_type == "LayerNormalization"]
     assert norms and all(len(n.input) == 3 and n.input[2] for n in norms)
+
+
+def test_onnxruntime_fuses_each_rms_norm_into_one_node(tmp_path):
+    """xLSTMLarge's RMSNorms are written in the form onnxruntime fuses (Pow, ReduceMean, Add, Sqrt, Div, Mul):
+    one SimplifiedLayerNormalization node each instead of six (with x * x for the square it fused none)."""
+    m = make_large()
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(export_onnx(m, tmp_path / "m.onnx", mode="step")), so, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(tmp_path / "optimized.onnx").graph.node]
+    assert ops.count("SimplifiedLayerNormalization") == 2 * len(m.backbone.blocks) + 1  # two per block, out_norm
+    assert "Sqrt" not in ops and "ReduceMean" not in ops
 
 
 def test_checkpoints_round_trip_every_family(tmp_path):

@@ -383,7 +383,7 @@ class _Net:
 
     def rms_norm(self, x: str, norm, name: str) -> str:
         """xLSTMLarge's RMSNorm: x / sqrt(mean(x^2) + eps) * weight (+ bias)."""
-        sq = self.g.op("Mul", [x, x], name=f"{name}.square")
+        sq = self.g.op("Pow", [x, self.scalar(f"{name}.two", 2.0)], name=f"{name}.square")
         if self.opset >= 18:
             ms = self.g.op("ReduceMean", [sq, self.g.ints([-1])], name=f"{name}.mean", keepdims=1)
         else:
@@ -469,7 +469,6 @@ def _mlstm_block(net: _Net, block, i: int, x: str, states) -> str:
     x_c = net.silu(net.causal_conv(x_m, layer.conv1d.conv, states["conv"].input, states["conv"].output,
                                    f"{p}.conv"), f"{p}.conv_act")
     gate_in = net.headwise([(x_c, layer.q_proj), (x_c, layer.k_proj), (x_m, layer.v_proj)], f"{p}.qkv")  # [q, k, v]
-    q, k, v = net.split(gate_in, [inner] * 3, f"{p}.qkv_split")
     w_if = torch.cat([cell.igate.weight, cell.fgate.weight])  # one product for both gates (columns independent)
     b_if = None if cell.igate.bias is None else torch.cat([cell.igate.bias, cell.fgate.bias])
     i_pre, f_pre = net.split(net.linear(gate_in, w_if, b_if, f"{p}.ifgate"), [nh, nh], f"{p}.if_split")
@@ -478,8 +477,8 @@ def _mlstm_block(net: _Net, block, i: int, x: str, states) -> str:
     consts = [net.scalar(f"{p}.q_scale", 1.0), net.scalar(f"{p}.k_scale", dh ** -0.5),
               net.scalar(f"{p}.eps", STACK_EPS_MLSTM)]
     op = "mLSTMSequence" if net.seq else "mLSTMCell"
-    heads = [net.to_heads(q, nh, dh, f"{p}.q_heads"), net.to_heads(k, nh, dh, f"{p}.k_heads"),
-             net.to_heads(v, nh, dh, f"{p}.v_heads")]
+    qkv_heads = net.to_heads(gate_in, 3 * nh, dh, f"{p}.qkv_heads")  # [..., 3 NH, DH]: q's heads, k's, v's
+    heads = g.op("Split", [qkv_heads, g.ints([nh] * 3)], 3, name=f"{p}.qkv_split", axis=-2)
     h, n_out, m_out = g.fresh(f"{p}.h"), g.fresh(f"{p}.n_cell"), g.fresh(f"{p}.m_cell")
     g.custom(op, [*heads, i_pre, f_pre, states["C"].input, n_in, m_in, *consts],
              [h, states["C"].output, n_out, m_out], name=f"{p}.{op}", function=net.function(op))
