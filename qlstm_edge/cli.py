@@ -154,7 +154,10 @@ def export(checkpoint, output, mode, target, opset, quantize, block_size, io_dty
 def parity(checkpoint, model, steps, batch, chunks, seed, tolerance, reference, native, providers, as_json):
     """Stream random data through MODEL (ONNX) and CHECKPOINT (PyTorch) and compare every step.
 
-    Exits 1 when the max abs error exceeds the tolerance.
+    Exits 1 when the max abs error on the outputs or on any final state exceeds the tolerance. A tensor on
+    which the PyTorch model's own fp32 run is more than a quarter of the tolerance from the float64 one
+    (ill-conditioned: e.g. an sLSTM normaliser after thousands of steps) is held to 4x that error instead;
+    the report lists each such tensor.
     """
     from .parity import check_parity
 

@@ -33,6 +33,12 @@ TOLERANCES: Dict[Optional[str], float] = {
     "int4": 1.0,
 }
 DEFAULT_CHUNKS = (1, 7, 64, 333)
+# Where the PyTorch model's own fp32 run is far from exact on a tensor (an sLSTM normaliser n sums the input
+# gates of the whole stream: ~150 after 2,000 steps, where one fp32 ulp is 1.5e-5, and PyTorch's own fp32 run
+# misses the float64 one by up to 8e-5 there), no fp32 export can be held to the tolerance: such a tensor is
+# judged against CONDITIONING times PyTorch's own fp32 error on it instead (float64 reference only; never less
+# than the tolerance). README, "Parity and tolerances".
+CONDITIONING = 4.0
 REL_FLOOR = 1e-3  # relative error is |a - b| / max(|b|, REL_FLOOR)
 
 
@@ -58,11 +64,21 @@ class ParityReport:
     worst_tensor: str
     output_max_abs: float
     state_max_abs: Dict[str, float] = field(default_factory=dict)
-    fp32_floor: Optional[float] = None  # the PyTorch model's own fp32 error vs float64 on this stream
+    fp32_floor: Optional[float] = None  # the PyTorch model's own fp32 error vs float64 on this stream: outputs
+    fp32_floor_states: Dict[str, float] = field(default_factory=dict)  # ... and each final state
+
+    def allowed(self, tensor: str) -> float:
+        """The error allowed on ``tensor`` ("output" or a state's name): the tolerance, or CONDITIONING times
+        PyTorch's own fp32 error on it where that is larger (an ill-conditioned tensor, see CONDITIONING)."""
+        floor = self.fp32_floor if tensor == "output" else self.fp32_floor_states.get(tensor)
+        return self.tolerance if floor is None else max(self.tolerance, CONDITIONING * floor)
+
+    def errors(self) -> Dict[str, float]:
+        return {"output": self.output_max_abs, **self.state_max_abs}
 
     @property
     def passed(self) -> bool:
-        return bool(self.max_abs <= self.tolerance)
+        return all(e <= self.allowed(t) for t, e in self.errors().items())
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -82,7 +98,10 @@ class ParityReport:
                 f"  max rel error {self.max_rel:.3e}; outputs {self.output_max_abs:.3e}; "
                 f"final states {max(self.state_max_abs.values(), default=0.0):.3e}"
                 + ("" if self.fp32_floor is None else
-                   f"\n  PyTorch's own fp32 run is {self.fp32_floor:.3e} from float64 on this stream (conditioning)"))
+                   f"\n  PyTorch's own fp32 run is {self.fp32_floor:.3e} from float64 on the outputs (conditioning)")
+                + "".join(f"\n  {'output' if t == 'output' else 'final state ' + t}: ill-conditioned (PyTorch's own "
+                          f"fp32 error on it is {self.allowed(t) / CONDITIONING:.3e}), allowed {self.allowed(t):.3e}, "
+                          f"error {e:.3e}" for t, e in self.errors().items() if self.allowed(t) > self.tolerance))
 
 
 def random_inputs(session: StreamingSession, steps: int, batch: int, seed: int) -> np.ndarray:
@@ -160,9 +179,11 @@ def check_parity(model: Union[nn.Module, str, os.PathLike], onnx_path: Union[str
     torch.set_num_threads(1)  # small recurrent steps: one thread is fastest, and much faster on a busy machine
     try:
         y_ref, ref_state = run_reference(ref_model, dtypes[reference])
-        floor = None
+        floor, state_floor = None, {}
         if reference == "float64":
-            floor = float(np.abs(run_reference(model, torch.float32)[0].astype(np.float64) - y_ref).max())
+            y32, state32 = run_reference(model, torch.float32)
+            floor = float(np.abs(y32.astype(np.float64) - y_ref).max())
+            state_floor = {k: float(np.abs(np.asarray(state32[k], np.float64) - v).max()) for k, v in ref_state.items()}
     finally:
         torch.set_num_threads(threads)
     finite = np.isfinite(y_ref).reshape(batch, steps, -1).all(axis=(0, 2))
@@ -192,7 +213,8 @@ def check_parity(model: Union[nn.Module, str, os.PathLike], onnx_path: Union[str
                         chunk_sizes=sizes if session.mode == "sequence" else [1], provider=session.provider,
                         op_path=session.op_path, quantization=quant, tolerance=tol, reference=reference, max_abs=max_abs,
                         max_rel=float(rel.max()), worst_step=worst_step, worst_tensor=worst_tensor,
-                        output_max_abs=out_max, state_max_abs=state_err, fp32_floor=floor)
+                        output_max_abs=out_max, state_max_abs=state_err, fp32_floor=floor,
+                        fp32_floor_states=state_floor)
 
 
 def assert_parity(model, onnx_path, **kw) -> ParityReport:

@@ -119,7 +119,7 @@ def test_step_parity_2000_steps_against_package_step(tmp_path, name):
             shapes.update({f"b{i}.{n}": list(t.shape[1:]) for n, t in zip("ycnm", s["slstm_state"])})
         shapes[f"b{i}.conv"] = list(s["conv_state"][0].shape[1:])
     assert {st.name: st.shape[1:] for st in StreamingSession(path, native="off").metadata.states} == shapes
-    assert set(r.state_max_abs) == set(shapes)
+    assert set(r.state_max_abs) == set(r.fp32_floor_states) == set(shapes)
 
 
 def test_lm_sequence_parity_2000_steps_in_chunks(tmp_path):
