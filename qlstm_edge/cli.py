@@ -84,7 +84,7 @@ def info(path, as_json):
         click.echo(json.dumps(doc, indent=2))
         return
     click.echo(f"{path}: {doc['kind']}, family {doc['family']}")
-    for k, v in doc["config"].items():
+    for k, v in _config_lines(doc["family"], doc["config"]).items():
         click.echo(f"  {k:<14} {v}")
     if doc["kind"] == "checkpoint":
         click.echo(f"  parameters     {doc['parameters']:,}")
@@ -106,6 +106,17 @@ def info(path, as_json):
     nat = doc["native"]
     click.echo(f"  native op library: {'available at ' + str(nat['path']) if nat['available'] else 'unavailable'}"
                + ("" if nat["available"] else f" ({nat['reason']})"))
+
+
+def _config_lines(family_name: str, config: dict) -> dict:
+    """A config as `info` prints it: the family's summary where it has one (--json prints the whole config)."""
+    from .registry import UnknownFamilyError, get_family
+
+    try:
+        summary = get_family(family_name).summary
+    except UnknownFamilyError:
+        summary = None
+    return config if summary is None else summary(config)
 
 
 @main.command()

@@ -30,6 +30,7 @@ class Family:
     recipe_path: Optional[str] = None  # "package.module:Class" of the export recipe
     description: str = ""
     diagnose: Optional[Callable[[nn.Module], List[str]]] = None  # warnings about a model (e.g. unstable maths)
+    summary: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None  # `info`'s lines for a config (default: it)
 
     def recipe(self):
         if self.recipe_path is None:

@@ -363,6 +363,27 @@ def test_cli_export_parity_stream_info(tmp_path):
     assert np.load(tmp_path / "y.npy").shape == (2, 30, 50)
 
 
+def test_info_summarises_the_package_config(tmp_path):
+    """`info` prints what the model is, not the package's whole config (which carries fields only its CUDA kernels
+    read, such as bfloat16 dtypes, that do not describe the export); --json still gives all of it."""
+    models = {"stack": make_stack(slstm_at=(1,), blocks=3), "slstm": make_lm(slstm_at="all"), "large": make_large()}
+    want = {"stack": ["blocks         3: mLSTM, sLSTM, mLSTM", "mLSTM          4 heads, up-projection x2.0",
+                      "sLSTM          4 heads, conv kernel 4, FFN ffn_gated x1.3 gelu; trained with backend 'vanilla'"],
+            "slstm": ["blocks         2: sLSTM, sLSTM", "vocab_size     50"],
+            "large": ["blocks         2: mLSTM", "mLSTM          2 heads, q/k dim x0.5, v dim x1.0",
+                      "soft_caps      gates 15.0, logits 30.0"]}
+    for name, m in models.items():
+        ckpt = save_checkpoint(m, tmp_path / f"{name}.safetensors")
+        onnx_path = export_onnx(m, tmp_path / f"{name}.onnx")
+        for path in (ckpt, onnx_path):
+            r = CliRunner().invoke(main, ["info", str(path)])
+            assert r.exit_code == 0 and all(line in r.output for line in want[name]), r.output
+            assert "bfloat16" not in r.output and "_block_map" not in r.output
+        full = json.loads(CliRunner().invoke(main, ["info", str(ckpt), "--json"]).output)["config"]
+        assert full == family_of(m).config_of(m)
+    assert "mLSTM " not in CliRunner().invoke(main, ["info", str(tmp_path / "slstm.onnx")]).output
+
+
 def test_missing_package_gives_install_hint(tmp_path):
     ckpt = save_checkpoint(make_stack(blocks=1), tmp_path / "m.safetensors")
     code = (

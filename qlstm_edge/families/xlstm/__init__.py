@@ -70,14 +70,17 @@ def _register() -> None:
 
     rec = "qlstm_edge.families.xlstm.export:"
     register(Family("xlstm-stack", xLSTMBlockStack, lambda mod: m.config_to_dict(mod.config), m.build_stack,
-                    recipe_path=rec + "XLSTMStackRecipe", description=_DESCRIPTIONS["xlstm-stack"][1]))
+                    recipe_path=rec + "XLSTMStackRecipe", summary=m.stack_summary,
+                    description=_DESCRIPTIONS["xlstm-stack"][1]))
     register(Family("xlstm-lm", xLSTMLMModel, lambda mod: m.config_to_dict(mod.config), m.build_lm,
-                    recipe_path=rec + "XLSTMLMRecipe", description=_DESCRIPTIONS["xlstm-lm"][1]))
+                    recipe_path=rec + "XLSTMLMRecipe", summary=m.stack_summary,
+                    description=_DESCRIPTIONS["xlstm-lm"][1]))
     if m.xLSTMLarge is None:
         register(_unavailable("xlstm-large", "xLSTMLarge", "the mlstm_kernels package (Python >= 3.11) is missing"))
     else:
         register(Family("xlstm-large", m.xLSTMLarge, lambda mod: m.large_config_dict(mod.config), m.build_large,
-                        recipe_path=rec + "XLSTMLargeRecipe", description=_DESCRIPTIONS["xlstm-large"][1]))
+                        recipe_path=rec + "XLSTMLargeRecipe", summary=m.large_summary,
+                        description=_DESCRIPTIONS["xlstm-large"][1]))
 
 
 _register()

@@ -157,6 +157,40 @@ def large_config_dict(config) -> Dict[str, Any]:
     return d
 
 
+def stack_summary(d: Dict[str, Any]) -> Dict[str, Any]:
+    """What ``qlstm-edge info`` prints for an xLSTMBlockStack / xLSTMLMModel config (``--json``: all of it; the
+    package's config also carries fields only its CUDA kernels read, such as their bfloat16 dtypes)."""
+    kinds = ["sLSTM" if k == "1" else "mLSTM" for k in str(d["_block_map"]).split(",")]
+    rows: Dict[str, Any] = {"blocks": f"{len(kinds)}: {', '.join(kinds)}", "embedding_dim": d["embedding_dim"]}
+    if "vocab_size" in d:
+        rows["vocab_size"] = d["vocab_size"]
+    rows["context_length"] = d["context_length"]
+    if "mLSTM" in kinds:
+        ml = d["mlstm_block"]["mlstm"]
+        rows["mLSTM"] = (f"{ml['num_heads']} heads, up-projection x{ml['proj_factor']} (inner "
+                         f"{ml['_inner_embedding_dim']}), conv kernel {ml['conv1d_kernel_size']}, q/k/v in blocks of "
+                         f"{ml['qkv_proj_blocksize']}, bias {ml['bias']}")
+    if "sLSTM" in kinds:
+        sl, ff = d["slstm_block"]["slstm"], d["slstm_block"]["feedforward"]
+        rows["sLSTM"] = (f"{sl['num_heads']} heads, conv kernel {sl['conv1d_kernel_size']}, FFN {ff['ff_type']} "
+                         f"x{ff['proj_factor']} {ff['act_fn']}; trained with backend {sl['backend']!r}, exported with "
+                         f"the vanilla maths in float32")
+    for key, label in (("add_post_blocks_norm", "post_blocks_norm"), ("tie_weights", "tie_weights")):
+        if key in d:
+            rows[label] = d[key]
+    return rows
+
+
+def large_summary(d: Dict[str, Any]) -> Dict[str, Any]:
+    """What ``qlstm-edge info`` prints for an xLSTMLarge config (``--json``: all of it)."""
+    return {"blocks": f"{d['num_blocks']}: mLSTM", "embedding_dim": d["embedding_dim"], "vocab_size": d["vocab_size"],
+            "mLSTM": f"{d['num_heads']} heads, q/k dim x{d['qk_dim_factor']}, v dim x{d['v_dim_factor']}, "
+                     f"bias {d['use_bias']}, weight_mode {d['weight_mode']!r}",
+            "FFN": f"x{d['ffn_proj_factor']} (rounded up to a multiple of {d['ffn_round_up_to_multiple_of']})",
+            "soft_caps": f"gates {d['gate_soft_cap']}, logits {d['output_logit_soft_cap']}",
+            "norm_eps": d["norm_eps"], "out_norm": d["add_out_norm"]}
+
+
 def build_large(d: Dict[str, Any]) -> "xLSTMLarge":
     if xLSTMLarge is None:
         raise ConfigError("xLSTMLarge needs the mlstm_kernels package (Python >= 3.11): "
