@@ -40,9 +40,9 @@ from qlstm_edge.runtime import StreamingSession
 VOCAB = 1000
 
 
-def lm(embedding_dim: int, heads: int, blocks: int, slstm_at):
+def lm(embedding_dim: int, heads: int, blocks: int, slstm_at, vocab: int = VOCAB):
     cfg = xLSTMLMModelConfig(
-        vocab_size=VOCAB, embedding_dim=embedding_dim, num_blocks=blocks, context_length=256, slstm_at=slstm_at,
+        vocab_size=vocab, embedding_dim=embedding_dim, num_blocks=blocks, context_length=256, slstm_at=slstm_at,
         mlstm_block=mLSTMBlockConfig(mlstm=mLSTMLayerConfig(conv1d_kernel_size=4, qkv_proj_blocksize=4,
                                                             num_heads=heads)),
         slstm_block=sLSTMBlockConfig(slstm=sLSTMLayerConfig(backend="vanilla", num_heads=heads, conv1d_kernel_size=4),
@@ -50,8 +50,8 @@ def lm(embedding_dim: int, heads: int, blocks: int, slstm_at):
     return xLSTMLMModel(cfg).eval()
 
 
-def large(embedding_dim: int, heads: int, blocks: int):
-    cfg = xLSTMLargeConfig(embedding_dim=embedding_dim, num_heads=heads, num_blocks=blocks, vocab_size=VOCAB,
+def large(embedding_dim: int, heads: int, blocks: int, vocab: int = VOCAB):
+    cfg = xLSTMLargeConfig(embedding_dim=embedding_dim, num_heads=heads, num_blocks=blocks, vocab_size=vocab,
                            chunkwise_kernel="chunkwise--native_autograd", sequence_kernel="native_sequence__native",
                            step_kernel="native", mode="inference", return_last_states=True)
     return xLSTMLarge(cfg).eval()

@@ -1,14 +1,15 @@
 """Check that exported files load and give the same numbers in an older onnxruntime.
 
     python benchmarks/ort_compat.py 1.15.0 [1.16.3 ...] [--quantize none fp16 int8 int8-dynamic int4]
-                                    [--models quickstart formal-language xlstm]
+                                    [--models quickstart formal-language xlstm xlstm-large]
 
 For each version, a throwaway venv (under $TMPDIR) gets only `onnxruntime==VERSION` and numpy<2. Each model
-(the bundled QL-LSTM quickstart and PR-LSTM formal-language samples, a random xLSTM LM with an mLSTM and
-an sLSTM block, and a random xLSTMLarge) is exported in both modes and each --quantize mode here, streamed here (current onnxruntime,
-function bodies), then streamed in the old runtime with plain InferenceSession.run calls: no qlstm-edge code
-there, stock onnxruntime with the function bodies inlined, the states' shapes, types and initial values read
-from the file's metadata, and the one session option StreamingSession sets set there too.
+(the bundled QL-LSTM quickstart and PR-LSTM formal-language samples, and benchmarks/bench_xlstm.py's random
+xLSTM LM with an mLSTM and an sLSTM block and xLSTMLarge, E = 64) is exported in both modes and each --quantize
+mode here, streamed here (current onnxruntime, function bodies), then streamed in the old runtime with plain
+InferenceSession.run calls: no qlstm-edge code there, stock onnxruntime with the function bodies inlined, the
+states' shapes, types and initial values read from the file's metadata, and the one session option
+StreamingSession sets set there too.
 Prints the max abs difference per file.
 int4 files (opset 21) are only tried in onnxruntime >= 1.19 (INT4_MIN_ONNXRUNTIME).
 """
@@ -55,27 +56,18 @@ print(ort.__version__)
 
 def xlstm_lm():
     import torch
-    from xlstm import (FeedForwardConfig, mLSTMBlockConfig, mLSTMLayerConfig, sLSTMBlockConfig, sLSTMLayerConfig,
-                       xLSTMLMModel, xLSTMLMModelConfig)
+    from bench_xlstm import lm
 
     torch.manual_seed(0)
-    cfg = xLSTMLMModelConfig(
-        vocab_size=50, embedding_dim=64, num_blocks=2, context_length=64, slstm_at=[1],
-        mlstm_block=mLSTMBlockConfig(mlstm=mLSTMLayerConfig(conv1d_kernel_size=4, qkv_proj_blocksize=4, num_heads=4)),
-        slstm_block=sLSTMBlockConfig(slstm=sLSTMLayerConfig(backend="vanilla", num_heads=4, conv1d_kernel_size=4),
-                                     feedforward=FeedForwardConfig(proj_factor=1.3, act_fn="gelu")))
-    return xLSTMLMModel(cfg).eval()
+    return lm(64, 4, 2, [1], vocab=50)
 
 
 def xlstm_large():
     import torch
-    from xlstm.xlstm_large.model import xLSTMLarge, xLSTMLargeConfig
+    from bench_xlstm import large
 
     torch.manual_seed(0)
-    cfg = xLSTMLargeConfig(embedding_dim=64, num_heads=2, num_blocks=2, vocab_size=50, mode="inference",
-                           chunkwise_kernel="chunkwise--native_autograd", sequence_kernel="native_sequence__native",
-                           step_kernel="native", return_last_states=True)
-    return xLSTMLarge(cfg).eval()
+    return large(64, 2, 2, vocab=50)
 
 
 MODELS = {"quickstart": lambda: load_checkpoint(ROOT / "samples" / "quickstart" / "model.safetensors"),
