@@ -67,10 +67,14 @@ class ParityReport:
     fp32_floor: Optional[float] = None  # the PyTorch model's own fp32 error vs float64 on this stream: outputs
     fp32_floor_states: Dict[str, float] = field(default_factory=dict)  # ... and each final state
 
+    def floor(self, tensor: str) -> Optional[float]:
+        """PyTorch's own fp32 error on ``tensor`` ("output" or a state's name); None without a float64 reference."""
+        return self.fp32_floor if tensor == "output" else self.fp32_floor_states.get(tensor)
+
     def allowed(self, tensor: str) -> float:
-        """The error allowed on ``tensor`` ("output" or a state's name): the tolerance, or CONDITIONING times
-        PyTorch's own fp32 error on it where that is larger (an ill-conditioned tensor, see CONDITIONING)."""
-        floor = self.fp32_floor if tensor == "output" else self.fp32_floor_states.get(tensor)
+        """The error allowed on ``tensor``: the tolerance, or CONDITIONING times PyTorch's own fp32 error on it
+        where that is larger (an ill-conditioned tensor, see CONDITIONING)."""
+        floor = self.floor(tensor)
         return self.tolerance if floor is None else max(self.tolerance, CONDITIONING * floor)
 
     def errors(self) -> Dict[str, float]:
@@ -100,7 +104,7 @@ class ParityReport:
                 + ("" if self.fp32_floor is None else
                    f"\n  PyTorch's own fp32 run is {self.fp32_floor:.3e} from float64 on the outputs (conditioning)")
                 + "".join(f"\n  {'output' if t == 'output' else 'final state ' + t}: ill-conditioned (PyTorch's own "
-                          f"fp32 error on it is {self.allowed(t) / CONDITIONING:.3e}), allowed {self.allowed(t):.3e}, "
+                          f"fp32 error on it is {self.floor(t):.3e}), allowed {self.allowed(t):.3e}, "
                           f"error {e:.3e}" for t, e in self.errors().items() if self.allowed(t) > self.tolerance))
 
 
