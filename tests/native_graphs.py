@@ -165,10 +165,12 @@ QUANT_MODES = ("fp16", "int8", "int8-dynamic", "int4")
 SCALE_INPUTS = ["W_x_scale", "W_h_scale"]
 
 
-def quantize_feeds(feeds: dict, mode: str, block_size: int = 32) -> dict:
+def quantize_feeds(feeds: dict, mode: str, block_size: int = 32, packed: bool = True) -> dict:
     """The op's inputs for ``mode``: W_x / W_h stored per the contract (scales appended for the
-    integer modes), x float16 in fp16 mode; everything else unchanged."""
-    from qlstm_edge.exporters.quantize import quantize_symmetric, to_fp16
+    integer modes), x float16 in fp16 mode; everything else unchanged. int4 matrices are packed
+    two per byte in uint8, or with ``packed=False`` ONNX INT4 (the form of files exported before
+    the packed one); ``<matrix>_q`` holds their int4 values either way."""
+    from qlstm_edge.exporters.quantize import pack_int4, quantize_symmetric, to_fp16
 
     out = dict(feeds)
     if mode == "fp16":
@@ -179,21 +181,26 @@ def quantize_feeds(feeds: dict, mode: str, block_size: int = 32) -> dict:
     bits = 4 if mode == "int4" else 8
     for m in ("W_x", "W_h"):
         out[m], out[f"{m}_scale"] = quantize_symmetric(m, feeds[m], bits, 1, block_size if bits == 4 else None)
+        if bits == 4:
+            out[f"{m}_q"] = out[m]
+            out[m] = pack_int4(out[m]) if packed else out[m]
     return out
 
 
 def quant_op_model(sequence: bool, mode: str, block_size: int = 32, constants: dict | None = None,
-                   with_function: bool = True):
+                   with_function: bool = True, packed: bool = True):
     """One QLLSTMCell / QLLSTMSequence node in quantization ``mode`` with the family's function
     body. Inputs named in ``constants`` become initializers (as in an exported model, where the
-    kernel packs them once); the others are graph inputs."""
+    kernel packs them once); the others are graph inputs. int4 matrices are uint8, or with
+    ``packed=False`` ONNX INT4 (opset 21, IR 10, as files exported before the packed form; no
+    function body reads that form: use it with_function=False)."""
     from onnx import numpy_helper
 
     from qlstm_edge.exporters.quantize import Quantizer
     from qlstm_edge.families.qllstm.export import cell_function, sequence_function
 
     q = Quantizer(mode, block_size=block_size)
-    opset, ir = (21, 10) if mode == "int4" else (17, IR_VERSION)
+    opset, ir = (q.min_opset, q.min_ir_version) if packed else (21, 10)
     fn = sequence_function(opset, q) if sequence else cell_function(opset, q)
     inputs = INPUTS + (SCALE_INPUTS if q.integer else [])
     outputs = SEQ_OUTPUTS if sequence else CELL_OUTPUTS
@@ -201,11 +208,13 @@ def quant_op_model(sequence: bool, mode: str, block_size: int = 32, constants: d
     constants = constants or {}
     elem = {"x": TensorProto.FLOAT16 if mode == "fp16" else TensorProto.FLOAT}
     wtype = {"fp16": TensorProto.FLOAT16, "int8": TensorProto.INT8, "int8-dynamic": TensorProto.INT8,
-             "int4": TensorProto.INT4}[mode]
+             "int4": TensorProto.UINT8 if packed else TensorProto.INT4}[mode]
     elem.update(W_x=wtype, W_h=wtype)
     x_shape = ["B", "T", "D"] if sequence else ["B", "D"]
     scale_rows = {"W_x_scale": f"ceil(D/{block_size})", "W_h_scale": f"ceil(H/{block_size})"}
-    shapes = dict(zip(INPUTS, [x_shape, ["B", "H"], ["B", "H"], ["D", "H"], ["H", "H"], ["H"], [4, "H"], [4, "H"], []]))
+    width = "ceil(H/2)" if mode == "int4" and packed else "H"
+    shapes = dict(zip(INPUTS, [x_shape, ["B", "H"], ["B", "H"], ["D", width], ["H", width], ["H"], [4, "H"], [4, "H"],
+                               []]))
     shapes.update({n: ([scale_rows[n], "H"] if mode == "int4" else ["H"]) for n in SCALE_INPUTS})
     graph = helper.make_graph(
         [helper.make_node(name, inputs, outputs, domain=DOMAIN, **q.op_attributes())], f"one_{name}_{mode}",
@@ -239,7 +248,7 @@ def _quant_matmul(a: np.ndarray, qf: dict, m: str, mode: str, block_size: int) -
         aq, s = quantize_rows_like_body(a)
         acc = aq.astype(np.int64) @ qf[m].astype(np.int64)
         return ((acc.astype(np.float32) * s) * qf[f"{m}_scale"]).astype(np.float64)
-    w = dequantize(qf[m], qf[f"{m}_scale"], 1, block_size if mode == "int4" else None)
+    w = dequantize(qf[f"{m}_q" if mode == "int4" else m], qf[f"{m}_scale"], 1, block_size if mode == "int4" else None)
     return np.asarray(a, dtype=np.float64) @ w.astype(np.float64)
 
 

@@ -21,7 +21,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from qlstm_edge.exporters import export_onnx
-from qlstm_edge.exporters.quantize import Quantizer, quantize_symmetric, to_fp16
+from qlstm_edge.exporters.quantize import Quantizer, pack_int4, quantize_symmetric, to_fp16
 from qlstm_edge.families.prlstm import PRLSTM
 from qlstm_edge.families.prlstm import export as pr_export
 from qlstm_edge.runtime import StreamingSession, native_lib
@@ -84,8 +84,6 @@ def session(model, lib_path=None, threads=1):
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.log_severity_level = 3
-    # as StreamingSession: onnxruntime's int4 MatMulNBits fusion keeps the body's float32 products
-    so.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "0")
     if lib_path is not None:
         so.register_custom_ops_library(str(lib_path))
     return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
@@ -539,9 +537,10 @@ SLSTM_CELL_INPUTS = ["x", "y", "c", "n", "m", "R", "b"]
 SLSTM_SEQ_INPUTS = ["x", "y0", "c0", "n0", "m0", "R", "b"]
 
 
-def store_matrices(feeds, matrices, mode, block_size):
+def store_matrices(feeds, matrices, mode, block_size, packed=True):
     """``feeds`` with each (stacked) float32 matrix stored as ``mode`` stores it, slice by slice (fp16: float16;
-    int8 / int8-dynamic: int8 and a scale per output channel of each slice; int4: int4 and a scale per block of
+    int8 / int8-dynamic: int8 and a scale per output channel of each slice; int4: packed two per byte in uint8, or
+    with ``packed=False`` ONNX INT4 as files exported before the packed form, and a scale per block of
     ``block_size`` input rows), and the scales as ``<matrix>_scale``; fp16 also makes x float16 when it enters a
     product (``x16``)."""
     out = dict(feeds)
@@ -555,7 +554,7 @@ def store_matrices(feeds, matrices, mode, block_size):
         slices = [quantize_symmetric(name, s, bits, channel_axis=1, block_size=block) for s in w.reshape(-1, K, N)]
         blocks = [-(-K // block)] if block else []
         q = np.stack([s[0] for s in slices]).reshape(w.shape) if slices else np.zeros(w.shape, np.int8)
-        out[name] = q.astype(ml_dtypes.int4) if bits == 4 else q
+        out[name] = (pack_int4(q) if packed else q.astype(ml_dtypes.int4)) if bits == 4 else q
         out[f"{name}_scale"] = (np.stack([s[1] for s in slices]) if slices else
                                 np.ones((0, *blocks, N), np.float32)).reshape(*w.shape[:-2], *blocks, N)
     return out
@@ -564,10 +563,12 @@ def store_matrices(feeds, matrices, mode, block_size):
 def quant_node_model(op, inputs, matrices, outputs, feeds, mode, block_size, function, constant=True):
     """One ``qlstm_edge::op`` node of quantization ``mode`` over ``inputs`` and the appended scales of
     ``matrices``, with the op's function body ``function(opset, quantizer)``. With ``constant`` the matrices and
-    scales are initializers (the kernel packs them once), else graph inputs (packed on every call). Returns the
-    model and the feeds of its graph inputs."""
+    scales are initializers (the kernel packs them once), else graph inputs (packed on every call). ONNX INT4
+    matrices (files exported before the packed form) make an opset 21 / IR 10 model without the function, which
+    reads only the packed form. Returns the model and the feeds of its graph inputs."""
     q = Quantizer(mode, block_size=block_size)
-    opset, ir = (21, 10) if mode == "int4" else (OPSET, 8)
+    legacy = any(feeds[m].dtype == ml_dtypes.int4 for m in matrices)
+    opset, ir = (21, 10) if legacy else (q.min_opset, q.min_ir_version)
     names = inputs + q.scale_inputs(matrices)
     consts = set(matrices + q.scale_inputs(matrices)) if constant else set()
     graph = helper.make_graph(
@@ -578,15 +579,15 @@ def quant_node_model(op, inputs, matrices, outputs, feeds, mode, block_size, fun
          for o in outputs],
         initializer=[numpy_helper.from_array(np.asarray(feeds[n]), n) for n in names if n in consts])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid(DOMAIN, 1)],
-                              functions=[function(opset, q)], ir_version=ir)
+                              functions=[] if legacy else [function(opset, q)], ir_version=ir)
     return model, {n: feeds[n] for n in names if n not in consts}
 
 
-def pr_quant_model(seq, feeds, mode, block_size, constant=True, **replace):
-    """A quantized PRLSTMStep / PRLSTMSequence node over ``feeds`` (float32), stored per ``mode``; ``replace``
-    overrides stored tensors (bad-input tests)."""
+def pr_quant_model(seq, feeds, mode, block_size, constant=True, packed=True, **replace):
+    """A quantized PRLSTMStep / PRLSTMSequence node over ``feeds`` (float32), stored per ``mode`` (``packed``:
+    ``store_matrices``); ``replace`` overrides stored tensors (bad-input tests)."""
     R = int(feeds["W_unary"].shape[0])
-    qf = store_matrices(feeds, pr_export.MATRICES, mode, block_size)
+    qf = store_matrices(feeds, pr_export.MATRICES, mode, block_size, packed)
     if mode == "fp16":  # x enters the leaf product: float16 in an fp16 node
         qf["x"] = feeds["x"].astype(np.float16)
     qf.update(replace)
@@ -595,9 +596,9 @@ def pr_quant_model(seq, feeds, mode, block_size, constant=True, **replace):
                             block_size, lambda opset, q: fn(opset, R, q), constant)
 
 
-def slstm_quant_model(seq, feeds, mode, block_size, constant=True, **replace):
+def slstm_quant_model(seq, feeds, mode, block_size, constant=True, packed=True, **replace):
     """A quantized sLSTMCell / sLSTMSequence node, as ``pr_quant_model``."""
-    qf = store_matrices(feeds, x_export.SLSTM_MATRICES, mode, block_size)  # x stays float32: it enters no product
+    qf = store_matrices(feeds, x_export.SLSTM_MATRICES, mode, block_size, packed)  # x float32: it enters no product
     qf.update(replace)
     if seq:
         return quant_node_model("sLSTMSequence", SLSTM_SEQ_INPUTS, x_export.SLSTM_MATRICES,
@@ -662,10 +663,31 @@ def test_quantized_slstm_ops_match_function_body(isa, lib, mode):
         compare_quant(*slstm_quant_model(seq, slstm_feeds(rng, B, T, NH, DH, seq), mode, bs), lib, tol)
 
 
-@pytest.mark.parametrize("mode", ["fp16", "int8", "int8-dynamic"])
+def test_int4_onnx_int4_storage_matches_packed_bit_for_bit(isa, lib):
+    """Files exported before the packed int4 form hold the matrices as ONNX INT4 [..., K, N] (opset 21): the PR-LSTM
+    and sLSTM kernels still run them (stacked slices included, an empty stack too), with exactly the numbers of the
+    same values packed two per byte."""
+    rng = np.random.default_rng(25)
+    cases = [(pr_quant_model, pr_feeds(rng, B, T, D, H, K, R, counts, T > 1), T > 1, bs)
+             for B, T, D, H, K, R, counts, bs in PR_QUANT_CASES]
+    if HAVE_XLSTM:
+        cases += [(slstm_quant_model, slstm_feeds(rng, B, T, NH, DH, T > 1), T > 1, bs)
+                  for B, T, NH, DH, bs in SLSTM_QUANT_CASES]
+    for make, feeds, seq, bs in cases:
+        outs = []
+        for packed in (True, False):
+            model, run = make(seq, feeds, "int4", bs, packed=packed)
+            calls = native_lib.compute_calls()
+            outs.append(session(model, lib).run(None, run))
+            assert native_lib.compute_calls() == calls + 1
+        for a, b in zip(*outs):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("mode", QUANT_MODES)
 def test_quantized_weights_as_graph_inputs_pack_per_call(lib, mode):
     """Weights fed as graph inputs are packed on each call: the same values as the once-packed initializers, on one
-    thread and with the batch rows split over two. (int4 cannot be fed from Python: numpy has no int4.)"""
+    thread and with the batch rows split over two."""
     rng = np.random.default_rng(23)
     cases = [(pr_quant_model, pr_feeds(rng, 4, 9, 16, 64, 6, 1, [0, 3, 17, 40], True))]
     if HAVE_XLSTM:
@@ -699,6 +721,12 @@ def test_quantized_bad_inputs_are_refused_clearly(lib):
                                   W_unary_scale=np.concatenate([q4["W_unary_scale"]] * 2, axis=1))
     refused(model, feeds, lib, "PRLSTMSequence: input 'W_unary_scale' must have shape [R, ceil(H / block_size), "
                                "4H] = [1, 2, 16], got [1, 4, 16]")
+    model, feeds = pr_quant_model(False, f, "int4", 2, W_merge=q4["W_merge"][:, :-1])
+    refused(model, feeds, lib, "PRLSTMStep: input 'W_merge' must have shape [2H, ceil(5H / 2)] (input-major, int4 two "
+                               "per byte) = [8, 10], got [8, 9]")
+    model, feeds = pr_quant_model(False, f, "int4", 2, W_leaf=q8["W_leaf"])
+    refused(model, feeds, lib, "PRLSTMStep: input 'W_leaf' must be uint8 (int4 packed two per byte) or int4 for "
+                               "quant_mode 'int4', got int8")
     dyn = store_matrices(f, pr_export.MATRICES, "int8-dynamic", 32)
     dyn["W_leaf"][0, 0] = -128
     model, feeds = pr_quant_model(False, f, "int8-dynamic", 32, W_leaf=dyn["W_leaf"])
@@ -716,6 +744,9 @@ def test_quantized_bad_inputs_are_refused_clearly(lib):
                                "channel of each slice) = [4, 2, 3], got [4, 2, 2]")
     model, feeds = slstm_quant_model(False, f, "fp16", 32, R=f["R"])
     refused(model, feeds, lib, "sLSTMCell: input 'R' must be float16 for quant_mode 'fp16', got float32")
+    model, feeds = slstm_quant_model(False, f, "int4", 32, R=np.zeros((4, 2, 3, 3), np.uint8))
+    refused(model, feeds, lib, "sLSTMCell: input 'R' must have shape [4, NH, DH, ceil(DH / 2)] (int4 two per byte) = "
+                               "[4, 2, 3, 2], got [4, 2, 3, 3]")
     model, feeds = slstm_quant_model(False, f, "int8", 32)
     del model.graph.node[0].input[-1]
     refused(model, feeds, lib, "sLSTMCell: quant_mode 'int8' needs 8 inputs (the 7 regular ones, then R_scale), "

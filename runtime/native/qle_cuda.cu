@@ -53,7 +53,7 @@ dim3 grid_for(long cols, long rows) {
 
 void project(cudaStream_t s, const QleCudaWeights* w, long M, long H, long D, const void* x,
              const float* bias, float* out) {
-  const Mat wx{w->mode, w->block, w->W_x, w->W_x_scale};
+  const Mat wx{w->W_x_mode, w->block, w->W_x, w->W_x_scale};
   if (w->mode == QLE_CUDA_F16)
     project_kernel<__half><<<grid_for(H, M), kThreads, 0, s>>>(
         M, H, D, static_cast<const __half*>(x), wx, bias, out);
@@ -69,7 +69,7 @@ int qle_cuda_cell(void* stream, const QleCudaWeights* w, long B, long D, long H,
                   const float* gate_bias, const float* alpha, float* h_out, float* c_out) {
   if (B == 0 || H == 0) return 0;
   cudaStream_t s = static_cast<cudaStream_t>(stream);
-  const Mat wh{w->mode, w->block, w->W_h, w->W_h_scale};
+  const Mat wh{w->W_h_mode, w->block, w->W_h, w->W_h_scale};
   project(s, w, B, H, D, x, bias, h_out);
   step_kernel<<<grid_for(H, B), kThreads, 0, s>>>(B, H, h_out, H, h, H, c, wh, gate_scale,
                                                   gate_bias, alpha, h_out, H, c_out);
@@ -87,7 +87,7 @@ int qle_cuda_sequence(void* stream, const QleCudaWeights* w, long B, long T, lon
     cudaMemcpyAsync(c_out, c0, sizeof(float) * B * H, cudaMemcpyDeviceToDevice, s);
     return (int)cudaGetLastError();
   }
-  const Mat wh{w->mode, w->block, w->W_h, w->W_h_scale};
+  const Mat wh{w->W_h_mode, w->block, w->W_h, w->W_h_scale};
   project(s, w, B * T, H, D, x, bias, Y);
   const dim3 grid = grid_for(H, B);
   const long ldy = T * H;

@@ -9,16 +9,20 @@ enum {
   QLE_CUDA_F16 = 1,        // x, W float16; products rounded to float16, summed in float32
   QLE_CUDA_I8 = 2,         // W int8 [K, N], scale [N]
   QLE_CUDA_I8_DYNAMIC = 3, // W int8, activations quantized per row, exact int32 products
-  QLE_CUDA_I4 = 4          // W int4 (ONNX layout), scale [ceil(K / block), N]
+  QLE_CUDA_I4 = 4,         // W int4 (ONNX INT4 [K, N], files exported before the packed form),
+                           // scale [ceil(K / block), N]
+  QLE_CUDA_I4_PACKED = 5   // W uint8 [K, ceil(N / 2)] (int4 two per byte, low nibble first, q + 8),
+                           // scale as QLE_CUDA_I4; a matrix's storage, never a node's mode
 };
 
 struct QleCudaWeights {
-  int mode;
+  int mode;             // the node's
   long block;           // int4 block size (unused otherwise)
   const void* W_x;      // [D, H]
   const void* W_h;      // [H, H]
   const float* W_x_scale;  // int modes only
   const float* W_h_scale;
+  int W_x_mode, W_h_mode;  // how each matrix is stored: `mode`, or QLE_CUDA_I4_PACKED
 };
 
 // x is float32, or float16 in QLE_CUDA_F16.

@@ -13,8 +13,9 @@
 namespace {
 
 // One matrix W [K, N] as the kernels read it: element (k, j) is element offset + k * N + j of the
-// raw tensor w (a slice of a stacked input starts at its offset; an int4 slice may start on a
-// high nibble). scale: the slice's own scales ([N], or [ceil(K / block), N] for int4).
+// [..., K, N] matrices the raw tensor w holds (a slice of a stacked input starts at its offset, a
+// multiple of N; an ONNX INT4 slice may start on a high nibble, a packed one starts at row
+// offset / N). scale: the slice's own scales ([N], or [ceil(K / block), N] for int4).
 struct Mat {
   int mode;
   long block;
@@ -38,9 +39,18 @@ __device__ inline float weight(const Mat& m, long k, long j, long N) {
       const int nib = (i & 1) ? (b >> 4) : (b & 0x0F);
       return (float)((nib ^ 8) - 8);
     }
+    case QLE_CUDA_I4_PACKED: {
+      // pack_int4: a row holds ceil(N / 2) bytes; column j is nibble j % 2 (low first) of byte
+      // j / 2, stored as q + 8.
+      const uint8_t b = static_cast<const uint8_t*>(m.w)[(m.offset / N + k) * (N / 2 + N % 2) + (j >> 1)];
+      return (float)(((j & 1) ? (b >> 4) : (b & 0x0F)) - 8);
+    }
     default: return static_cast<const float*>(m.w)[i];
   }
 }
+
+// int4 in either storage: block scales.
+__host__ __device__ inline bool int4_mode(int mode) { return mode == QLE_CUDA_I4 || mode == QLE_CUDA_I4_PACKED; }
 
 // sum_k a[k] * W[k, j] with the mode's arithmetic (exporters/quantize.py, function bodies):
 //   fp32: float32; fp16: a rounded to float16, float32 sum, result rounded to float16;
@@ -61,7 +71,7 @@ __device__ float dot(const Mat& m, const TA* a, long K, long j, long N) {
     }
     return __fmul_rn(__fmul_rn((float)acc, s), m.scale[j]);
   }
-  if (m.mode == QLE_CUDA_I4) {
+  if (int4_mode(m.mode)) {
     float total = 0.0f;
     for (long k0 = 0, b = 0; k0 < K; k0 += m.block, ++b) {
       const long k1 = k0 + m.block < K ? k0 + m.block : K;

@@ -59,9 +59,12 @@ OrtStatusPtr dynamic_limit(const QleFamilyInputs& in, const std::vector<std::pai
 
 ONNXTensorElementDataType QleFamilyOpSpec::type(QleQMode m, size_t i) const {
   if (i >= regular()) return F32;
-  if (is_matrix(i)) return qle_qmode_weight_type(m);
   if (i == 0 && x_in_product && m == QleQMode::F16) return F16;
   return input_types[i];
+}
+
+bool QleFamilyOpSpec::accepts(QleQMode m, size_t i, ONNXTensorElementDataType t) const {
+  return i < regular() && is_matrix(i) ? qle_qmode_accepts(m, t) : t == type(m, i);
 }
 
 const QleFamilyOpSpec& qle_family_spec(QleFamilyKind kind) {
@@ -111,20 +114,23 @@ OrtStatusPtr QleFamilyInputs::load(const Ort::KernelContext& ctx) {
   }
   shape.resize(n);
   data.resize(n);
+  type.resize(n);
   for (size_t i = 0; i < n; ++i) {
     Ort::ConstValue v = ctx.GetInput(i);
     Ort::TensorTypeAndShapeInfo info = v.GetTensorTypeAndShapeInfo();
-    const ONNXTensorElementDataType got = info.GetElementType(), want = op.type(mode, i);
-    if (got != want) {
+    const ONNXTensorElementDataType got = info.GetElementType();
+    if (!op.accepts(mode, i, got)) {
       std::string why;
       if (op.mode_typed(i))
         why = mode == QleQMode::F32 ? " (the node has no quant_mode attribute, so its weights are float32)"
                                     : std::string(" for quant_mode '") + qle_qmode_name(mode) + "'";
-      return invalid(*this, std::string("input '") + op.inputs[i] + "' must be " + type_name(want) + why + ", got " +
+      const char* want = op.is_matrix(i) ? qle_qmode_weight_types(mode) : type_name(op.type(mode, i));
+      return invalid(*this, std::string("input '") + op.inputs[i] + "' must be " + want + why + ", got " +
                                 type_name(got));
     }
     shape[i] = info.GetShape();
     data[i] = v.GetTensorRawData();
+    type[i] = got;
   }
   return nullptr;
 }
@@ -153,9 +159,12 @@ OrtStatusPtr QleFamilyInputs::scalar(size_t i, float* out) const {
 // -- PR-LSTM -----------------------------------------------------------------------------------
 OrtStatusPtr qle_check_pr_matrices(const QleFamilyInputs& in, long block, int64_t D, int64_t H, int64_t R) {
   OrtStatusPtr st = nullptr;
-  if ((st = in.expect(6, {D, 3 * H}, "[D, 3H] (input-major)")) ||
-      (st = in.expect(8, {2 * H, 5 * H}, "[2H, 5H] (input-major)")) ||
-      (st = in.expect(10, {R, H, 4 * H}, "[R, H, 4H] (input-major)")))
+  if ((st = in.expect(6, {D, in.width(6, 3 * H)},
+                      in.layout(6, "[D, 3H] (input-major)", "[D, ceil(3H / 2)] (input-major, int4 two per byte)"))) ||
+      (st = in.expect(8, {2 * H, in.width(8, 5 * H)},
+                      in.layout(8, "[2H, 5H] (input-major)", "[2H, ceil(5H / 2)] (input-major, int4 two per byte)"))) ||
+      (st = in.expect(10, {R, H, in.width(10, 4 * H)},
+                      in.layout(10, "[R, H, 4H] (input-major)", "[R, H, 2H] (input-major, int4 two per byte)"))))
     return st;
   if (qle_qmode_integer(in.mode)) {
     const QleQMode m = in.mode;
@@ -213,7 +222,9 @@ QlePrOutputs qle_prlstm_outputs(Ort::KernelContext& ctx, const QlePrDims& d, boo
 // -- sLSTM -------------------------------------------------------------------------------------
 OrtStatusPtr qle_check_slstm_matrices(const QleFamilyInputs& in, long block, int64_t NH, int64_t DH) {
   OrtStatusPtr st = nullptr;
-  if ((st = in.expect(5, {4, NH, DH, DH}, "[4, NH, DH, DH]"))) return st;
+  if ((st = in.expect(5, {4, NH, DH, in.width(5, DH)},
+                      in.layout(5, "[4, NH, DH, DH]", "[4, NH, DH, ceil(DH / 2)] (int4 two per byte)"))))
+    return st;
   if (qle_qmode_integer(in.mode) &&
       (st = in.expect(7, scale_shape(in.mode, block, {4, NH}, DH, DH),
                       in.mode == QleQMode::I4 ? "[4, NH, ceil(DH / block_size), DH]"

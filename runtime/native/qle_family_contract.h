@@ -43,8 +43,10 @@ struct QleFamilyOpSpec {
   bool on_host(size_t i) const { return std::find(host.begin(), host.end(), i) != host.end(); }
   // The inputs whose element type depends on the mode.
   bool mode_typed(size_t i) const { return is_matrix(i) || (i == 0 && x_in_product); }
-  // Element type of input i in a node of mode m.
+  // Element type of input i, not a matrix, in a node of mode m.
   ONNXTensorElementDataType type(QleQMode m, size_t i) const;
+  // Whether input i of a node of mode m may have element type t (a matrix: qle_qmode_accepts).
+  bool accepts(QleQMode m, size_t i, ONNXTensorElementDataType t) const;
 };
 
 const QleFamilyOpSpec& qle_family_spec(QleFamilyKind kind);
@@ -58,6 +60,7 @@ struct QleFamilyInputs {
   QleQMode mode;
   std::vector<std::vector<int64_t>> shape;
   std::vector<const void*> data;
+  std::vector<ONNXTensorElementDataType> type;
 
   // The input count (regular inputs, plus the scales in the integer modes) and element types.
   OrtStatusPtr load(const Ort::KernelContext& ctx);
@@ -65,6 +68,12 @@ struct QleFamilyInputs {
   const float* f(size_t i) const { return static_cast<const float*>(data[i]); }
   // A scale input of the integer modes (null otherwise).
   const float* scale(size_t i) const { return qle_qmode_integer(mode) ? f(i) : nullptr; }
+  // Last dimension of matrix input i holding N columns (qle_qmatrix_width).
+  int64_t width(size_t i, int64_t N) const { return qle_qmatrix_width(mode, type[i], N); }
+  // Layout text of matrix input i: `plain`, or `packed` for int4 packed two per byte.
+  const char* layout(size_t i, const char* plain, const char* packed) const {
+    return qle_qmatrix_packed(mode, type[i]) ? packed : plain;
+  }
 
   OrtStatusPtr rank(size_t i, size_t r, const char* layout) const;
   OrtStatusPtr expect(size_t i, const std::vector<int64_t>& want, const char* layout) const;
@@ -81,7 +90,7 @@ OrtStatusPtr qle_family_compute(OrtKernelContext* context, QleFamilyKind kind, Q
   return qle_guarded(op.name, [&]() -> OrtStatusPtr {
     calls->fetch_add(1, std::memory_order_relaxed);
     Ort::KernelContext ctx(context);
-    QleFamilyInputs in{op, mode, {}, {}};
+    QleFamilyInputs in{op, mode, {}, {}, {}};
     if (OrtStatusPtr st = in.load(ctx)) return st;
     return run(ctx, in);
   });
@@ -99,15 +108,16 @@ struct QleMlstmDims {
   float q_scale, k_scale, eps;  // the scalar inputs' values
 };
 
-// PR-LSTM: W_leaf [D, 3H], W_merge [2H, 5H], W_unary [R, H, 4H] and, in the integer modes, their
-// scales (exporters/quantize.py); int8-dynamic also bounds D and 2H. Needs only those inputs loaded.
+// PR-LSTM: W_leaf [D, 3H], W_merge [2H, 5H], W_unary [R, H, 4H] (int4 packed: the last dimension
+// halved, rounded up) and, in the integer modes, their scales (exporters/quantize.py); int8-dynamic also
+// bounds D and 2H. Needs only those inputs loaded.
 OrtStatusPtr qle_check_pr_matrices(const QleFamilyInputs& in, long block, int64_t D, int64_t H, int64_t R);
 // PRLSTMStep (seq false) / PRLSTMSequence: every input's shape, the stack depth K in [1, 62] and
 // count (host) in [0, 2^63 - 1 - T].
 OrtStatusPtr qle_check_prlstm(const QleFamilyInputs& in, long block, bool seq, QlePrDims* dims);
 
-// sLSTM: R [4, NH, DH, DH] and, in the integer modes, R_scale; int8-dynamic also bounds DH. Needs
-// only those inputs loaded.
+// sLSTM: R [4, NH, DH, DH] (int4 packed: [4, NH, DH, ceil(DH / 2)]) and, in the integer modes,
+// R_scale; int8-dynamic also bounds DH. Needs only those inputs loaded.
 OrtStatusPtr qle_check_slstm_matrices(const QleFamilyInputs& in, long block, int64_t NH, int64_t DH);
 // sLSTMCell (seq false) / sLSTMSequence: every input's shape.
 OrtStatusPtr qle_check_slstm(const QleFamilyInputs& in, long block, bool seq, QleSlstmDims* dims);

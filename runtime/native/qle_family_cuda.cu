@@ -29,7 +29,7 @@ constexpr int kThreads = 128;
 // Slice `index` [K, N] of a stacked matrix input [..., K, N] and of its scales (int8 [..., N], int4
 // [..., ceil(K / block), N]; none in fp32 / fp16).
 __host__ __device__ inline Mat slice(const Mat& stack, long index, long K, long N) {
-  const long scale_len = stack.mode == QLE_CUDA_I4 ? (K + stack.block - 1) / stack.block * N : N;
+  const long scale_len = int4_mode(stack.mode) ? (K + stack.block - 1) / stack.block * N : N;
   return Mat{stack.mode, stack.block, stack.w,
              stack.scale != nullptr ? stack.scale + index * scale_len : nullptr, index * K * N};
 }
@@ -273,9 +273,9 @@ int qle_cuda_prlstm(void* stream, const QleCudaPrlstm* p) {
                 p->block_c,
                 p->prefix_h,
                 p->prefix_c,
-                Mat{p->mode, p->block, p->W_leaf, p->s_leaf},
-                Mat{p->mode, p->block, p->W_merge, p->s_merge},
-                Mat{p->mode, p->block, p->W_unary, p->s_unary},
+                Mat{p->leaf_mode, p->block, p->W_leaf, p->s_leaf},
+                Mat{p->merge_mode, p->block, p->W_merge, p->s_merge},
+                Mat{p->unary_mode, p->block, p->W_unary, p->s_unary},
                 p->b_leaf,
                 p->b_merge,
                 p->b_unary,

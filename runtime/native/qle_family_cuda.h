@@ -24,6 +24,7 @@ struct QleCudaPrlstm {
   const float *block_h, *block_c, *prefix_h, *prefix_c;  // [B, K, H]
   const int64_t* count_host;  // [B], host memory, each in [0, INT64_MAX - T]
   const void *W_leaf, *W_merge, *W_unary;    // [D, 3H], [2H, 5H], [R, H, 4H]; element type per mode
+  int leaf_mode, merge_mode, unary_mode;     // how each is stored: `mode`, or QLE_CUDA_I4_PACKED
   const float *s_leaf, *s_merge, *s_unary;   // their scales (integer modes; null otherwise)
   const float *b_leaf, *b_merge, *b_unary;   // [3H], [5H], [R, 4H]
   float* Y;                                  // [B, T, H]
@@ -33,7 +34,7 @@ struct QleCudaPrlstm {
 
 // sLSTMCell (Y null, T = 1) / sLSTMSequence.
 struct QleCudaSlstm {
-  int mode;
+  int mode;                      // how R is stored (QLE_CUDA_I4_PACKED for int4 packed two per byte)
   long block;
   long B, T, NH, DH;             // H = NH * DH
   const float* x;                // [B, T, 4H]

@@ -45,6 +45,11 @@ int cuda_mode(QleQMode m) {
   return QLE_CUDA_F32;
 }
 
+// How matrix input i of a node is stored.
+int cuda_matrix_mode(const Inputs& in, size_t i) {
+  return qle_qmatrix_packed(in.mode, in.type[i]) ? QLE_CUDA_I4_PACKED : cuda_mode(in.mode);
+}
+
 // Each run_* checks the node (a failure in *st, 0 returned), then launches: 0 or a CUDA error.
 // -- PR-LSTM -----------------------------------------------------------------------------------
 int run_prlstm(Ort::KernelContext& ctx, const Inputs& in, long block, bool seq, void* stream,
@@ -59,6 +64,8 @@ int run_prlstm(Ort::KernelContext& ctx, const Inputs& in, long block, bool seq, 
   a.block_h = in.f(1), a.block_c = in.f(2), a.prefix_h = in.f(3), a.prefix_c = in.f(4);
   a.count_host = static_cast<const int64_t*>(in.data[5]);
   a.W_leaf = in.data[6], a.W_merge = in.data[8], a.W_unary = in.data[10];
+  a.leaf_mode = cuda_matrix_mode(in, 6), a.merge_mode = cuda_matrix_mode(in, 8);
+  a.unary_mode = cuda_matrix_mode(in, 10);
   a.s_leaf = in.scale(12), a.s_merge = in.scale(13), a.s_unary = in.scale(14);
   a.b_leaf = in.f(7), a.b_merge = in.f(9), a.b_unary = in.f(11);
   a.Y = o.Y, a.block_h_out = o.block_h, a.block_c_out = o.block_c;
@@ -72,7 +79,7 @@ int run_slstm(Ort::KernelContext& ctx, const Inputs& in, long block, bool seq, v
   if ((*st = qle_check_slstm(in, block, seq, &d))) return 0;
   const QleSlstmOutputs o = qle_slstm_outputs(ctx, d, seq);
   QleCudaSlstm a{};
-  a.mode = cuda_mode(in.mode), a.block = block;
+  a.mode = cuda_matrix_mode(in, 5), a.block = block;
   a.B = d.B, a.T = d.T, a.NH = d.NH, a.DH = d.DH;
   a.x = in.f(0), a.y = in.f(1), a.c = in.f(2), a.n = in.f(3), a.m = in.f(4);
   a.R = in.data[5], a.R_scale = in.scale(7), a.b = in.f(6);

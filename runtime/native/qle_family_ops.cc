@@ -20,7 +20,9 @@
 //                                 (the sLSTM's x enters no product: float32)
 //   "int8",         matrices int8 [..., K, N]; scales appended (PR-LSTM: W_leaf_scale [3H],
 //   "int8-dynamic"                W_merge_scale [5H], W_unary_scale [R, 4H]; sLSTM: R_scale [4, NH, DH])
-//   "int4"          matrices int4; scales [..., ceil(K / block_size), N] (W_leaf_scale
+//   "int4"          matrices uint8 [..., K, ceil(N / 2)] (int4 packed two per byte) or ONNX INT4
+//                                 [..., K, N] (files exported before the packed form); scales
+//                                 [..., ceil(K / block_size), N] (W_leaf_scale
 //                                 [ceil(D / bs), 3H], W_merge_scale [ceil(2H / bs), 5H], W_unary_scale
 //                                 [R, ceil(H / bs), 4H]; R_scale [4, NH, ceil(DH / bs), DH])
 // Constant weights (initializers) are packed once per kernel, others on every call. The mLSTM ops
@@ -90,7 +92,8 @@ OrtStatusPtr error_status(const Inputs& in, const char* e) {
 
 // -- PR-LSTM -----------------------------------------------------------------------------------
 const char* pack_pr(const Inputs& in, long block, int64_t D, int64_t H, int64_t R, QlePrlstmWeights* w) {
-  return qle_prlstm_pack(in.mode, block, in.data[6], in.data[8], in.data[10], in.scale(12), in.scale(13),
+  const ONNXTensorElementDataType types[3] = {in.type[6], in.type[8], in.type[10]};
+  return qle_prlstm_pack(in.mode, block, in.data[6], in.data[8], in.data[10], types, in.scale(12), in.scale(13),
                          in.scale(14), (long)D, (long)H, (long)R, w);
 }
 
@@ -130,7 +133,7 @@ OrtStatusPtr run_prlstm(Ort::KernelContext& ctx, const QleCpuKernels* k, const I
 
 // -- sLSTM -------------------------------------------------------------------------------------
 const char* pack_slstm(const Inputs& in, long block, int64_t NH, int64_t DH, std::vector<QleQMatrix>* R) {
-  return qle_slstm_pack(in.mode, block, in.data[5], in.scale(7), (long)NH, (long)DH, R);
+  return qle_slstm_pack(in.mode, block, in.data[5], in.type[5], in.scale(7), (long)NH, (long)DH, R);
 }
 
 OrtStatusPtr run_slstm(Ort::KernelContext& ctx, const QleCpuKernels* k, const Inputs& in, const Packed& pk,
@@ -195,7 +198,8 @@ void prepack(const OrtKernelInfo* info, const QleFamilyOpSpec& op, Packed* pk) {
   Ort::ConstKernelInfo ki(info);
   const size_t n = qle_qmode_integer(pk->mode) ? op.inputs.size() : op.regular();
   if (ki.GetInputCount() != n) return;
-  Inputs in{op, pk->mode, std::vector<std::vector<int64_t>>(n), std::vector<const void*>(n, nullptr)};
+  Inputs in{op, pk->mode, std::vector<std::vector<int64_t>>(n), std::vector<const void*>(n, nullptr),
+            std::vector<ONNXTensorElementDataType>(n, ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED)};
   std::vector<size_t> idx = op.matrices;
   for (size_t i = op.regular(); i < n; ++i) idx.push_back(i);
   for (size_t i : idx) {
@@ -203,9 +207,10 @@ void prepack(const OrtKernelInfo* info, const QleFamilyOpSpec& op, Packed* pk) {
     Ort::ConstValue v = ki.GetTensorConstantInput(i, &is_const);
     if (!is_const || v == nullptr) return;
     Ort::TensorTypeAndShapeInfo t = v.GetTensorTypeAndShapeInfo();
-    if (t.GetElementType() != op.type(pk->mode, i)) return;
+    if (!op.accepts(pk->mode, i, t.GetElementType())) return;
     in.shape[i] = t.GetShape();
     in.data[i] = v.GetTensorRawData();
+    in.type[i] = t.GetElementType();
   }
   auto rejected = [](OrtStatusPtr st) {
     if (st == nullptr) return false;

@@ -9,7 +9,8 @@
 //   "fp16"          x, W_x, W_h float16; products rounded to float16 like the function body
 //   "int8"          W int8 [K, N], scales float32 [N] appended (inputs 9, 10)
 //   "int8-dynamic"  as int8, activations quantized per row on the fly, exact int32 products
-//   "int4"          W int4 [K, N], scales float32 [ceil(K / block_size), N] appended
+//   "int4"          W uint8 [K, ceil(N / 2)] (int4 packed two per byte) or ONNX INT4 [K, N] (files
+//                   exported before the packed form), scales float32 [ceil(K / block_size), N] appended
 // CPU kernels always; CUDA kernels when built with QLE_WITH_CUDA.
 // The same domain also holds the PR-LSTM and xLSTM ops (qle_family_ops.cc; CPU kernels, every mode;
 // with QLE_WITH_CUDA also CUDA kernels, qle_family_cuda_ops.cc).
@@ -68,20 +69,29 @@ const char* type_name(ONNXTensorElementDataType t) {
   }
 }
 
-// Element type the contract gives input i in mode m.
+bool is_matrix(size_t i) { return i == 3 || i == 4; }
+
+// Element type the contract gives input i, not a matrix, in mode m.
 ONNXTensorElementDataType expected_type(Mode m, size_t i) {
   if (i == 0) return m == Mode::F16 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16 : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
-  if (i == 3 || i == 4) return qle_qmode_weight_type(m);
   return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+}
+
+// Whether input i may have element type t in mode m.
+bool type_ok(Mode m, size_t i, ONNXTensorElementDataType t) {
+  return is_matrix(i) ? qle_qmode_accepts(m, t) : t == expected_type(m, i);
 }
 
 struct Dims {
   size_t rank = 0;
   int64_t d[4] = {0, 0, 0, 0};
+  ONNXTensorElementDataType type = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
 };
 
 struct Problem {
   long B = 0, T = 1, D = 0, H = 0;
+  ONNXTensorElementDataType wx_type = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+  ONNXTensorElementDataType wh_type = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
   const void* in[kMaxInputs] = {};
   const float* f(size_t i) const { return static_cast<const float*>(in[i]); }
 };
@@ -104,8 +114,8 @@ OrtStatusPtr input_dims(const Ort::KernelContext& ctx, const char* op, Mode mode
   Ort::ConstValue v = ctx.GetInput(i);
   Ort::TensorTypeAndShapeInfo info = v.GetTensorTypeAndShapeInfo();
   char msg[400];
-  const ONNXTensorElementDataType got = info.GetElementType(), want = expected_type(mode, i);
-  if (got != want) {
+  const ONNXTensorElementDataType got = info.GetElementType();
+  if (!type_ok(mode, i, got)) {
     if (mode == Mode::F32)
       snprintf(msg, sizeof msg,
                "%s: input '%s' must be float32 (the node has no quant_mode attribute, so its "
@@ -113,9 +123,12 @@ OrtStatusPtr input_dims(const Ort::KernelContext& ctx, const char* op, Mode mode
                op, kInputNames[i], type_name(got));
     else
       snprintf(msg, sizeof msg, "%s: input '%s' must be %s for quant_mode '%s', got %s", op,
-               kInputNames[i], type_name(want), mode_name(mode), type_name(got));
+               kInputNames[i],
+               is_matrix(i) ? qle_qmode_weight_types(mode) : type_name(expected_type(mode, i)),
+               mode_name(mode), type_name(got));
     return make_status(ORT_INVALID_ARGUMENT, msg);
   }
+  out->type = got;
   out->rank = info.GetDimensionsCount();
   if (out->rank > 3) {
     snprintf(msg, sizeof msg, "%s: input '%s' has rank %zu, expected at most 3", op,
@@ -143,6 +156,11 @@ OrtStatusPtr expect_shape(const char* op, size_t i, const Dims& got, size_t rank
 }
 
 int64_t blocks_of(int64_t K, long block) { return (K + block - 1) / block; }
+
+// Layout text of matrix input s: `plain`, or `packed` for int4 packed two per byte.
+const char* layout(Mode m, const Dims& s, const char* plain, const char* packed) {
+  return qle_qmatrix_packed(m, s.type) ? packed : plain;
+}
 
 // Checks the inputs against the op contract for `mode` and fills *p (B, T, D, H, data pointers).
 OrtStatusPtr validate(const Ort::KernelContext& ctx, bool sequence, Mode mode, long block,
@@ -179,12 +197,18 @@ OrtStatusPtr validate(const Ort::KernelContext& ctx, bool sequence, Mode mode, l
   }
   const int64_t B = s[0].d[0], T = sequence ? s[0].d[1] : 1, D = s[0].d[xr - 1];
   const int64_t H = s[1].d[1];
-  const int64_t bh[2] = {B, H}, dh[2] = {D, H}, hh[2] = {H, H}, h1[1] = {H}, fh[2] = {4, H};
+  const int64_t bh[2] = {B, H}, h1[1] = {H}, fh[2] = {4, H};
+  const int64_t dh[2] = {D, qle_qmatrix_width(mode, s[3].type, H)};
+  const int64_t hh[2] = {H, qle_qmatrix_width(mode, s[4].type, H)};
   OrtStatusPtr st = nullptr;
   if ((st = expect_shape(op, 1, s[1], 2, bh, "[B, H] (B from x)")) ||
       (st = expect_shape(op, 2, s[2], 2, bh, "[B, H]")) ||
-      (st = expect_shape(op, 3, s[3], 2, dh, "[D, H] (input-major)")) ||
-      (st = expect_shape(op, 4, s[4], 2, hh, "[H, H] (input-major)")) ||
+      (st = expect_shape(op, 3, s[3], 2, dh,
+                         layout(mode, s[3], "[D, H] (input-major)",
+                                "[D, ceil(H / 2)] (input-major, int4 two per byte)"))) ||
+      (st = expect_shape(op, 4, s[4], 2, hh,
+                         layout(mode, s[4], "[H, H] (input-major)",
+                                "[H, ceil(H / 2)] (input-major, int4 two per byte)"))) ||
       (st = expect_shape(op, 5, s[5], 1, h1, "[H]")) ||
       (st = expect_shape(op, 6, s[6], 2, fh, "[4, H]")) ||
       (st = expect_shape(op, 7, s[7], 2, fh, "[4, H]")) ||
@@ -211,6 +235,8 @@ OrtStatusPtr validate(const Ort::KernelContext& ctx, bool sequence, Mode mode, l
   p->T = (long)T;
   p->D = (long)D;
   p->H = (long)H;
+  p->wx_type = s[3].type;
+  p->wh_type = s[4].type;
   for (size_t i = 0; i < want_inputs; ++i) p->in[i] = ctx.GetInput(i).GetTensorRawData();
   return nullptr;
 }
@@ -222,10 +248,11 @@ struct Weights {
   QleQMatrix wx, wh;
 };
 
-const char* pack_weights(Mode mode, long block, const void* W_x, const void* W_h,
-                         const float* sx, const float* sh, long D, long H, Weights* w) {
-  if (const char* e = qle_qmatrix_pack(mode, block, W_x, 0, sx, D, H, &w->wx)) return e;
-  return qle_qmatrix_pack(mode, block, W_h, 0, sh, H, H, &w->wh);
+const char* pack_weights(Mode mode, long block, const void* W_x, ONNXTensorElementDataType tx,
+                         const void* W_h, ONNXTensorElementDataType th, const float* sx,
+                         const float* sh, long D, long H, Weights* w) {
+  if (const char* e = qle_qmatrix_pack(mode, block, W_x, tx, 0, sx, D, H, &w->wx)) return e;
+  return qle_qmatrix_pack(mode, block, W_h, th, 0, sh, H, H, &w->wh);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -316,8 +343,8 @@ struct CpuKernel {
       Weights local;
       const Weights* w = packed.get();
       if (w == nullptr) {
-        if (const char* e = pack_weights(mode, block, p.in[3], p.in[4], p.f(9), p.f(10), p.D,
-                                         p.H, &local)) {
+        if (const char* e = pack_weights(mode, block, p.in[3], p.wx_type, p.in[4], p.wh_type,
+                                         p.f(9), p.f(10), p.D, p.H, &local)) {
           snprintf(msg, sizeof msg, "%s: %s", op(), e);
           return make_status(ORT_INVALID_ARGUMENT, msg);
         }
@@ -397,11 +424,15 @@ void prepack(const OrtKernelInfo* info, CpuKernel* kern) {
     int is_const = 0;
     v[j] = ki.GetTensorConstantInput(idx[j], &is_const);
     if (!is_const || v[j] == nullptr) return;
-    if (v[j].GetTensorTypeAndShapeInfo().GetElementType() != expected_type(kern->mode, idx[j])) return;
+    if (!type_ok(kern->mode, idx[j], v[j].GetTensorTypeAndShapeInfo().GetElementType())) return;
   }
+  const ONNXTensorElementDataType tx = v[0].GetTensorTypeAndShapeInfo().GetElementType();
+  const ONNXTensorElementDataType th = v[1].GetTensorTypeAndShapeInfo().GetElementType();
   const std::vector<int64_t> sx = v[0].GetTensorTypeAndShapeInfo().GetShape();
   const std::vector<int64_t> sh = v[1].GetTensorTypeAndShapeInfo().GetShape();
-  if (sx.size() != 2 || sh.size() != 2 || sh[0] != sh[1] || sx[1] != sh[1]) return;
+  if (sx.size() != 2 || sh.size() != 2 || sx[1] != qle_qmatrix_width(kern->mode, tx, sh[0]) ||
+      sh[1] != qle_qmatrix_width(kern->mode, th, sh[0]))
+    return;
   const long D = (long)sx[0], H = (long)sh[0];
   const float *scx = nullptr, *sch = nullptr;
   if (n == kMaxInputs) {
@@ -418,8 +449,8 @@ void prepack(const OrtKernelInfo* info, CpuKernel* kern) {
   }
   if (kern->mode == Mode::I8Dyn && (D > kQleMaxDynamicK || H > kQleMaxDynamicK)) return;
   std::unique_ptr<Weights> w(new Weights);
-  if (const char* e = pack_weights(kern->mode, kern->block, v[0].GetTensorRawData(),
-                                   v[1].GetTensorRawData(), scx, sch, D, H, w.get())) {
+  if (const char* e = pack_weights(kern->mode, kern->block, v[0].GetTensorRawData(), tx,
+                                   v[1].GetTensorRawData(), th, scx, sch, D, H, w.get())) {
     kern->pack_error = e;
     return;
   }
@@ -487,6 +518,11 @@ int cuda_mode(Mode m) {
   return QLE_CUDA_F32;
 }
 
+// How a matrix input of element type t is stored in mode m.
+int cuda_matrix_mode(Mode m, ONNXTensorElementDataType t) {
+  return qle_qmatrix_packed(m, t) ? QLE_CUDA_I4_PACKED : cuda_mode(m);
+}
+
 struct CudaKernel {
   bool sequence;
   Mode mode;
@@ -500,7 +536,14 @@ struct CudaKernel {
       Problem p;
       if (OrtStatusPtr st = validate(ctx, sequence, mode, block, &p)) return st;
       void* stream = ctx.GetGPUComputeStream();
-      QleCudaWeights w{cuda_mode(mode), block, p.in[3], p.in[4], p.f(9), p.f(10)};
+      QleCudaWeights w{cuda_mode(mode),
+                       block,
+                       p.in[3],
+                       p.in[4],
+                       p.f(9),
+                       p.f(10),
+                       cuda_matrix_mode(mode, p.wx_type),
+                       cuda_matrix_mode(mode, p.wh_type)};
       const int64_t sshape[2] = {p.B, p.H};
       int err;
       if (sequence) {

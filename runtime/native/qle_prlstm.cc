@@ -279,17 +279,19 @@ void run_levels(Work& w, long r, long t0, long t1, Stream* s) {
 }  // namespace
 
 const char* qle_prlstm_pack(QleQMode mode, long block, const void* W_leaf, const void* W_merge,
-                            const void* W_unary, const float* s_leaf, const float* s_merge,
-                            const float* s_unary, long D, long H, long R, QlePrlstmWeights* w) {
-  if (const char* e = qle_qmatrix_pack(mode, block, W_leaf, 0, s_leaf, D, 3 * H, &w->leaf)) return e;
-  if (const char* e = qle_qmatrix_pack(mode, block, W_merge, 0, s_merge, 2 * H, 5 * H, &w->merge)) return e;
+                            const void* W_unary, const ONNXTensorElementDataType types[3],
+                            const float* s_leaf, const float* s_merge, const float* s_unary, long D,
+                            long H, long R, QlePrlstmWeights* w) {
+  if (const char* e = qle_qmatrix_pack(mode, block, W_leaf, types[0], 0, s_leaf, D, 3 * H, &w->leaf)) return e;
+  if (const char* e = qle_qmatrix_pack(mode, block, W_merge, types[1], 0, s_merge, 2 * H, 5 * H, &w->merge))
+    return e;
   // scale slice r: int8 [4H]; int4 [ceil(H / bs), 4H]
   const long scale_slice = mode == QleQMode::I4 ? (H + block - 1) / block * 4 * H : 4 * H;
   w->unary.resize((size_t)R);
   for (long r = 0; r < R; ++r) {
     const float* s = s_unary != nullptr ? s_unary + r * scale_slice : nullptr;
-    if (const char* e = qle_qmatrix_pack(mode, block, W_unary, (size_t)(r * H * 4 * H), s, H, 4 * H,
-                                         &w->unary[(size_t)r]))
+    if (const char* e = qle_qmatrix_pack(mode, block, W_unary, types[2], (size_t)(r * H * 4 * H), s, H,
+                                         4 * H, &w->unary[(size_t)r]))
       return e;
   }
   return nullptr;

@@ -38,13 +38,14 @@ struct QlePrlstmWeights {
   std::vector<QleQMatrix> unary;  // R slices [H, 4H]
 };
 
-// Packs W_leaf, W_merge and the R slices of W_unary (raw tensors, element type per mode) with their
-// scales (integer modes: int8 [3H], [5H], [R, 4H]; int4 [ceil(D / bs), 3H], [ceil(2H / bs), 5H],
-// [R, ceil(H / bs), 4H]; null otherwise). Returns an error message or nullptr; qle_qmatrix_pack's
-// lifetime rule applies.
+// Packs W_leaf, W_merge and the R slices of W_unary (raw tensors of element types types[0..2], one
+// the mode reads) with their scales (integer modes: int8 [3H], [5H], [R, 4H]; int4 [ceil(D / bs), 3H],
+// [ceil(2H / bs), 5H], [R, ceil(H / bs), 4H]; null otherwise). Returns an error message or nullptr;
+// qle_qmatrix_pack's lifetime rule applies.
 const char* qle_prlstm_pack(QleQMode mode, long block, const void* W_leaf, const void* W_merge,
-                            const void* W_unary, const float* s_leaf, const float* s_merge,
-                            const float* s_unary, long D, long H, long R, QlePrlstmWeights* w);
+                            const void* W_unary, const ONNXTensorElementDataType types[3],
+                            const float* s_leaf, const float* s_merge, const float* s_unary, long D,
+                            long H, long R, QlePrlstmWeights* w);
 
 struct QlePrlstmArgs {
   long B, T, D, H, K, R;

@@ -46,9 +46,32 @@ ONNXTensorElementDataType qle_qmode_weight_type(QleQMode m) {
     case QleQMode::F16: return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16;
     case QleQMode::I8:
     case QleQMode::I8Dyn: return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8;
-    case QleQMode::I4: return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT4;
+    case QleQMode::I4: return ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
   }
   return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+}
+
+bool qle_qmode_accepts(QleQMode m, ONNXTensorElementDataType t) {
+  return t == qle_qmode_weight_type(m) || (m == QleQMode::I4 && t == ONNX_TENSOR_ELEMENT_DATA_TYPE_INT4);
+}
+
+const char* qle_qmode_weight_types(QleQMode m) {
+  switch (m) {
+    case QleQMode::F32: return "float32";
+    case QleQMode::F16: return "float16";
+    case QleQMode::I8:
+    case QleQMode::I8Dyn: return "int8";
+    case QleQMode::I4: return "uint8 (int4 packed two per byte) or int4";
+  }
+  return "?";
+}
+
+bool qle_qmatrix_packed(QleQMode m, ONNXTensorElementDataType t) {
+  return m == QleQMode::I4 && t == ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
+}
+
+int64_t qle_qmatrix_width(QleQMode m, ONNXTensorElementDataType t, int64_t N) {
+  return qle_qmatrix_packed(m, t) ? N / 2 + N % 2 : N;
 }
 
 OrtStatusPtr qle_read_qmode(const OrtApi& api, const OrtKernelInfo* info, const char* op, QleQMode* mode,
@@ -90,8 +113,8 @@ OrtStatusPtr qle_read_qmode(const OrtApi& api, const OrtKernelInfo* info, const 
   return nullptr;
 }
 
-const char* qle_qmatrix_pack(QleQMode mode, long block, const void* data, size_t offset, const float* scale,
-                             long K, long N, QleQMatrix* m) {
+const char* qle_qmatrix_pack(QleQMode mode, long block, const void* data, ONNXTensorElementDataType type,
+                             size_t offset, const float* scale, long K, long N, QleQMatrix* m) {
   m->mode = mode;
   m->K = K;
   m->N = N;
@@ -111,14 +134,28 @@ const char* qle_qmatrix_pack(QleQMode mode, long block, const void* data, size_t
       m->block = K > 0 ? K : 1;
       return nullptr;
     case QleQMode::I4: {
-      // ONNX INT4: element i of the row-major tensor is nibble i % 2 (low first) of byte i / 2, two's
-      // complement (a slice may start on a high nibble).
       const uint8_t* bytes = static_cast<const uint8_t*>(data);
       m->q_own.resize(n);
-      for (size_t i = 0; i < n; ++i) {
-        const size_t e = offset + i;
-        const uint8_t nib = (uint8_t)((e & 1) ? bytes[e >> 1] >> 4 : bytes[e >> 1] & 0x0F);
-        m->q_own[i] = (int8_t)((int8_t)(nib << 4) >> 4);
+      if (qle_qmatrix_packed(mode, type)) {
+        // pack_int4: row r holds ceil(N / 2) bytes; column j is nibble j % 2 (low first) of byte
+        // j / 2, stored as q + 8.
+        const size_t width = (size_t)qle_qmatrix_width(mode, type, N);
+        const uint8_t* rows = bytes + (N > 0 ? offset / (size_t)N : 0) * width;
+        for (long k = 0; k < K; ++k) {
+          const uint8_t* row = rows + (size_t)k * width;
+          for (long j = 0; j < N; ++j) {
+            const uint8_t b = row[j >> 1];
+            m->q_own[(size_t)k * (size_t)N + (size_t)j] = (int8_t)(((j & 1) ? b >> 4 : b & 0x0F) - 8);
+          }
+        }
+      } else {
+        // ONNX INT4: element i of the row-major tensor is nibble i % 2 (low first) of byte i / 2,
+        // two's complement (a slice may start on a high nibble).
+        for (size_t i = 0; i < n; ++i) {
+          const size_t e = offset + i;
+          const uint8_t nib = (uint8_t)((e & 1) ? bytes[e >> 1] >> 4 : bytes[e >> 1] & 0x0F);
+          m->q_own[i] = (int8_t)((int8_t)(nib << 4) >> 4);
+        }
       }
       m->q = m->q_own.data();
       m->scale = scale;

@@ -4,7 +4,8 @@
 //   fp16          W float16 [K, N]; the product rounds its input and its result to float16
 //   int8          W int8 [K, N], scale float32 [N] (weight-only: float32 products)
 //   int8-dynamic  as int8; the activation is quantized per row on the fly, exact int32 products
-//   int4          W int4 [K, N] (ONNX INT4, two per byte), scale float32 [ceil(K / block), N]
+//   int4          W uint8 [K, ceil(N / 2)] (pack_int4: two per byte, low nibble first, q + 8) or, in files
+//                 exported before that form, ONNX INT4 [K, N]; scale float32 [ceil(K / block), N]
 // A stacked matrix input [..., K, N] is packed slice by slice (qle_qmatrix_pack's `offset`).
 #pragma once
 
@@ -30,8 +31,16 @@ constexpr long kQleMaxDynamicK = 65536;
 OrtStatusPtr qle_read_qmode(const OrtApi& api, const OrtKernelInfo* info, const char* op, QleQMode* mode,
                             long* block);
 
-// Element type of a matrix input in mode m.
+// Element type of a matrix input in mode m (int4: the packed uint8 form).
 ONNXTensorElementDataType qle_qmode_weight_type(QleQMode m);
+// Whether mode m reads a matrix input of element type t: its weight type, and in int4 also ONNX INT4.
+bool qle_qmode_accepts(QleQMode m, ONNXTensorElementDataType t);
+// The element types mode m reads, in words (error messages).
+const char* qle_qmode_weight_types(QleQMode m);
+// Whether a matrix input of element type t is int4 packed two per byte (uint8 [..., K, ceil(N / 2)]).
+bool qle_qmatrix_packed(QleQMode m, ONNXTensorElementDataType t);
+// Last dimension of a matrix input of element type t with N >= 0 columns: ceil(N / 2) packed, else N.
+int64_t qle_qmatrix_width(QleQMode m, ONNXTensorElementDataType t, int64_t N);
 
 // One matrix W [K, N] as the kernels read it.
 struct QleQMatrix {
@@ -48,12 +57,14 @@ struct QleQMatrix {
   std::vector<float> ws;           // int8-dynamic: scale padded to Np
 };
 
-// Prepares W (the [K, N] slice starting at element `offset` of the raw tensor `data`, element type
-// per mode) and its scale (the slice's own: [N], or [ceil(K / block), N] for int4; unused in fp32
-// and fp16) for qle_qmatmul. Returns an error message or nullptr. Inputs the kernels can read as
-// they are (fp32, int8 and the scales) are referenced, not copied: they must outlive the matrix.
-const char* qle_qmatrix_pack(QleQMode mode, long block, const void* data, size_t offset, const float* scale,
-                             long K, long N, QleQMatrix* m);
+// Prepares W (the [K, N] slice starting at element `offset`, a multiple of N, of the [..., K, N]
+// matrices the raw tensor `data` of element type `type` holds; a packed int4 slice starts at byte
+// offset / N * ceil(N / 2)) and its scale (the slice's own: [N], or [ceil(K / block), N] for int4;
+// unused in fp32 and fp16) for qle_qmatmul. Returns an error message or nullptr. Inputs the kernels
+// can read as they are (fp32, int8 and the scales) are referenced, not copied: they must outlive
+// the matrix.
+const char* qle_qmatrix_pack(QleQMode mode, long block, const void* data, ONNXTensorElementDataType type,
+                             size_t offset, const float* scale, long K, long N, QleQMatrix* m);
 
 // out[r, :] = init[r, :] + A[r, :] @ W for r < M, with W's mode arithmetic (the function bodies'):
 //   fp32: float32 products; fp16: A and the product rounded to float16, summed in float32;

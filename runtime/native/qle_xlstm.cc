@@ -96,14 +96,14 @@ float* scratch(size_t n) {
 
 }  // namespace
 
-const char* qle_slstm_pack(QleQMode mode, long block, const void* R, const float* scale, long NH,
-                           long DH, std::vector<QleQMatrix>* out) {
+const char* qle_slstm_pack(QleQMode mode, long block, const void* R, ONNXTensorElementDataType type,
+                           const float* scale, long NH, long DH, std::vector<QleQMatrix>* out) {
   // scale slice: int8 [DH]; int4 [ceil(DH / bs), DH]
   const long scale_slice = mode == QleQMode::I4 ? (DH + block - 1) / block * DH : DH;
   out->resize((size_t)(4 * NH));
   for (long s = 0; s < 4 * NH; ++s) {
     const float* sc = scale != nullptr ? scale + s * scale_slice : nullptr;
-    if (const char* e = qle_qmatrix_pack(mode, block, R, (size_t)(s * DH * DH), sc, DH, DH, &(*out)[(size_t)s]))
+    if (const char* e = qle_qmatrix_pack(mode, block, R, type, (size_t)(s * DH * DH), sc, DH, DH, &(*out)[(size_t)s]))
       return e;
   }
   return nullptr;

@@ -23,11 +23,11 @@
 #include "qle_mlstm_args.h"
 #include "qle_qmatrix.h"
 
-// Packs the 4 NH slices of R [4, NH, DH, DH] (raw tensor, element type per mode) into out[g * NH + h]
-// with their scales (int8 [4, NH, DH]; int4 [4, NH, ceil(DH / bs), DH]; null otherwise). Returns an
-// error message or nullptr; qle_qmatrix_pack's lifetime rule applies.
-const char* qle_slstm_pack(QleQMode mode, long block, const void* R, const float* scale, long NH,
-                           long DH, std::vector<QleQMatrix>* out);
+// Packs the 4 NH slices of R [4, NH, DH, DH] (raw tensor of element type `type`, one the mode reads)
+// into out[g * NH + h] with their scales (int8 [4, NH, DH]; int4 [4, NH, ceil(DH / bs), DH]; null
+// otherwise). Returns an error message or nullptr; qle_qmatrix_pack's lifetime rule applies.
+const char* qle_slstm_pack(QleQMode mode, long block, const void* R, ONNXTensorElementDataType type,
+                           const float* scale, long NH, long DH, std::vector<QleQMatrix>* out);
 
 struct QleSlstmArgs {
   long B, T, NH, DH;              // H = NH * DH
