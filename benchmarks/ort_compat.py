@@ -11,7 +11,7 @@ InferenceSession.run calls: no qlstm-edge code there, stock onnxruntime with the
 states' shapes, types and initial values read from the file's metadata, and the one session option
 StreamingSession sets set there too.
 Prints the max abs difference per file.
-int4 files (opset 21) are only tried in onnxruntime >= 1.19 (INT4_MIN_ONNXRUNTIME).
+int4 files (opset 18: BitwiseAnd) are only tried in onnxruntime >= INT4_MIN_ONNXRUNTIME.
 """
 from __future__ import annotations
 

@@ -39,7 +39,8 @@ def build_onnx(model: nn.Module, *, mode: str = "step", target: str = "cpu", ops
     ir_version = max(DEFAULT_IR_VERSION, quant.min_ir_version) if ir_version is None else int(ir_version)
     if opset < quant.min_opset or ir_version < quant.min_ir_version:
         raise QuantizationError(f"quantize={quant.mode!r} needs opset >= {quant.min_opset} and IR version >= "
-                                f"{quant.min_ir_version} (INT4 tensors), got opset {opset}, IR version {ir_version}")
+                                f"{quant.min_ir_version} (int4 unpacks its packed weights with BitwiseAnd), got opset "
+                                f"{opset}, IR version {ir_version}")
     family = family_of(model)
     recipe = family.recipe()
     recipe.validate(model, mode)
@@ -70,7 +71,7 @@ def export_onnx(model: Union[nn.Module, str, os.PathLike], path: Union[str, os.P
     target: "cpu" or "cuda" (recorded in the metadata; the same graph runs on both providers).
     quantize: None (fp32), "fp16" (meant for target "cuda"), "int8" (weight-only, per output channel),
     "int8-dynamic" (int8 weights and per-row dynamic int8 activations) or "int4" (weight-only, blocks of
-    ``block_size`` along the input axis; written with opset 21 / IR 10: onnxruntime >= 1.19).
+    ``block_size`` along the input axis, packed two per byte; written with opset 18 / IR 8: onnxruntime >= 1.15).
     io_dtype: "float16" makes a float data input and the output float16 (fp16 only); states stay float32.
     The recipe goes in the metadata (``quantization``); exporters/quantize.py documents the op contract.
     """

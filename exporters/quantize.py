@@ -12,12 +12,19 @@ Modes (``export_onnx(..., quantize=MODE)``, ``qlstm-edge export --quantize MODE`
     "int8-dynamic"  int8 weights as "int8", and every matrix product quantizes its activation on the fly,
                     per row (per batch row and time step): scale = max(max|x| / 127, 1e-30),
                     x_q = Clip(Round(x / scale), -127, 127), y = MatMulInteger(x_q, W_q) * scale * W_scale:
-                    integer dot products, standard ops only. (The bodies store x_q + 128 as uint8 with zero point
-                    128, which gives the same int32 sums on onnxruntime's fast uint8 x int8 kernels.)
-    "int4"          weight-only, block-wise: values in [-7, 7] stored as ONNX INT4 (two per byte), one float32
-                    scale per block of ``block_size`` (default 32) consecutive input rows of one output channel,
-                    dequantized with DequantizeLinear(block_size). INT4 needs opset 21 and IR version 10, so
-                    int4 files are written with those (onnxruntime >= 1.19, see INT4_MIN_ONNXRUNTIME).
+                    integer dot products, standard ops only. Both operands enter MatMulInteger as uint8 with
+                    zero point 128 (x_q + 128, and W_q + 128 made from the stored int8 W_q by ops onnxruntime
+                    folds at load): that uint8 x uint8 form sums exactly on every onnxruntime CPU kernel, where
+                    uint8 x int8 saturates pairs of products to int16 on x86 without VNNI and int8 x int8 runs
+                    25-50x slower (docs/int8-dynamic.md has the measurements).
+    "int4"          weight-only, block-wise: values in [-7, 7], one float32 scale per block of ``block_size``
+                    (default 32) consecutive input rows of one output channel. Every int4 tensor is stored packed
+                    (INT4_PACKED, ``pack_int4``): uint8, two values per byte, low nibble first, each as q + 8. No
+                    file holds an ONNX INT4 tensor (onnxruntime's ORT format cannot, onnxoptimizer rejects it);
+                    the unpacking needs BitwiseAnd, so int4 files are written with opset 18 and IR version 8
+                    (onnxruntime >= 1.15, INT4_MIN_ONNXRUNTIME). Stock onnxruntime folds the dequantization of
+                    every weight matrix into a float32 initializer when it loads the file, as with int8: int4
+                    shrinks the file, not the run-time memory (the native kernels hold the weights as int8).
 
 Every weight-bearing layer is covered: the custom cell ops' matrices, embedding tables and the matrices of
 standard-op layers (input maps, heads). Vectors (biases, per-gate scales, ...) stay float32.
@@ -33,11 +40,15 @@ A quantized model still has ONE custom node per cell, with the same op name and 
                  stays float32); state inputs/outputs and the op's vector parameters stay float32.
 * int8 and
   int8-dynamic:  W int8 [K, N], symmetric, zero point 0; its scale is float32 [N]: W ~= W_q * scale[None, :].
-* int4:          W int4 [K, N] (values in [-7, 7]); its scale is float32 [ceil(K / block_size), N]:
-                 W[k, n] ~= W_q[k, n] * scale[k // block_size, n] (the last block may be short).
+* int4:          W_q [K, N] (values in [-7, 7]) stored packed: W uint8 [K, ceil(N / 2)], byte W[k, j] holding
+                 W_q[k, 2j] + 8 in its low nibble and W_q[k, 2j + 1] + 8 in its high one (an odd N pads the
+                 last high nibble with 8); its scale is float32 [ceil(K / block_size), N]:
+                 W[k, n] ~= W_q[k, n] * scale[k // block_size, n] (the last block may be short). N is the
+                 scale's last dimension. (Files exported before this storage hold W as ONNX INT4 [K, N] instead;
+                 the native kernels still accept that form.)
 * Stacked matrices: an input W [..., K, N] holding several [K, N] matrices (PR-LSTM's W_unary [R, H, 4H], the
-  sLSTM's R [4, NH, DH, DH]) is stored slice by slice: int8 scale [..., N], int4 scale
-  [..., ceil(K / block_size), N]; slice W[j] with scale[j] follows the rules above.
+  sLSTM's R [4, NH, DH, DH]) is stored slice by slice: int8 scale [..., N], int4 W uint8 [..., K, ceil(N / 2)]
+  and scale [..., ceil(K / block_size), N]; slice W[j] with scale[j] follows the rules above.
 * Scales: in int8 / int8-dynamic / int4 one scale input per matrix input is APPENDED after the op's last
   regular input, in the order of the matrix inputs (``<matrix>_scale``; for QL-LSTM: W_x_scale, W_h_scale).
 * Attributes (only on quantized nodes): ``quant_mode`` (string: "fp16", "int8", "int8-dynamic", "int4")
@@ -46,19 +57,18 @@ A quantized model still has ONE custom node per cell, with the same op name and 
   exact reference of that arithmetic); a product with stacked per-head matrices (the sLSTM's y @ R) quantizes
   each head's row of the activation on its own.
 
-Each op's function body dequantizes with standard ops (int8: Cast + Mul; int4: DequantizeLinear with
-block_size), so stock onnxruntime and ``onnx.reference`` run every mode with no extra library.
+Each op's function body dequantizes with standard ops (int8: Cast + Mul; int4: ``dequantize_int4``, the
+nibbles unpacked with BitwiseAnd / BitShift, then times the scale rows Gathered per input row), so stock
+onnxruntime and ``onnx.reference`` run every mode with no extra library.
 
 Standard-op layers (not custom ops) use the same storage: a matrix [K, N] quantized per output channel
-(int8) or in blocks along K (int4); an embedding table [V, E] is quantized per row (int8: scale [V]; int4:
-blocks along E, scale [V, ceil(E / block_size)]), and the Gather picks the stored rows and their scales before
-dequantizing (only the rows used are dequantized). onnxruntime has no Gather for INT4, so an int4 table is
-stored as uint8 [V, ceil(E_b / 2)], two values per byte (low nibble first) offset by 8 (E_b: E rounded up to
-whole blocks), and unpacked with BitwiseAnd / BitShift after the Gather. Stacked matrices of standard-op layers
-(xLSTM's head-wise projections, [..., K, N]) are stored the same way, as uint8 [..., K, ceil(N / 2)] with the
-stacked int4 scale [..., ceil(K / block_size), N]: their dequantization then uses only ops onnxruntime folds
-at load (``Quantizer.stacked_weight``). The metadata's ``quantization.tensors`` entry of a packed tensor
-says so (``"storage"``).
+(int8) or in blocks along K (int4, packed as above); an embedding table [V, E] is quantized per row (int8:
+scale [V]; int4: blocks along E, scale [V, ceil(E / block_size)]), and the Gather picks the stored rows and
+their scales before dequantizing (only the rows used are dequantized): an int4 table is stored packed as uint8
+[V, ceil(E / 2)] and unpacked after the Gather. Stacked matrices of
+standard-op layers (xLSTM's head-wise projections, [..., K, N]) are stored as stacked custom-op matrices are.
+Every dequantization of a weight matrix uses only ops onnxruntime folds at load. The metadata's
+``quantization.tensors`` entry of every int4 tensor says how it is stored (``"storage": INT4_PACKED``).
 
 Adopting it in a family's recipe (``g.quant`` is the :class:`Quantizer` for the export; ``Quantizer()`` is fp32):
     y = q.linear(g, "head", q.to_compute(g, h), W_t, b)      # standard-op matrix layer (+ bias)
@@ -83,18 +93,18 @@ NONE_ALIASES = (None, "none", "fp32", "float32")
 DEFAULT_BLOCK_SIZE = 32
 INT8_MAX = 127
 INT4_MAX = 7
-INT4_OPSET = 21
-INT4_IR_VERSION = 10
-INT4_MIN_ONNXRUNTIME = "1.19"  # INT4 DequantizeLinear with block_size on the CPU provider (upstream PRs 20362, 20901)
+INT4_OPSET = 18  # BitwiseAnd, which unpacks the packed nibbles (``unpack_int4``)
+INT4_IR_VERSION = 8
+INT4_MIN_ONNXRUNTIME = "1.15"  # opset 18 / IR 8, uint8 BitwiseAnd and BitShift (benchmarks/ort_compat.py)
 DEFAULT_MIN_ONNXRUNTIME = "1.15"  # IR 8 / opset 17 (benchmarks/ort_compat.py)
 ACT_SCALE_FLOOR = 1e-30  # int8-dynamic: smallest per-row scale, so an all-zero row never divides by zero
-ACT_ZERO_POINT = 128  # int8-dynamic: x_q is stored as uint8 x_q + 128 with this zero point (same products)
+ZERO_POINT = 128  # int8-dynamic: x_q and W_q enter MatMulInteger as uint8 x_q + 128, W_q + 128 (exact products)
 FP16_MAX = float(np.finfo(np.float16).max)
 IO_DTYPES = ("float32", "float16")
 CONTRACT_VERSION = 1
 
 
-INT4_PACKED = "uint8, two per byte (low nibble first), q + 8"  # int4 tensors onnxruntime cannot gather or fold
+INT4_PACKED = "uint8, two per byte (low nibble first), q + 8"  # how every int4 tensor is stored (pack_int4)
 Weight = Tuple[str, Optional[str]]  # (the weight a MatMul reads, its scale for int8-dynamic's MatMulInteger)
 
 
@@ -236,10 +246,13 @@ class Quantizer:
         activations = {"fp16": "float16 matrix-product inputs; element-wise maths and states float32",
                        "int8": "float32", "int4": "float32",
                        "int8-dynamic": f"int8, symmetric, per row and step, scale = max(max|x|/127, "
-                                       f"{ACT_SCALE_FLOOR:g})"}[self.mode]
+                                       f"{ACT_SCALE_FLOOR:g}); products read them as uint8 x_q + {ZERO_POINT} "
+                                       f"(zero point {ZERO_POINT}): uint8 x uint8 MatMulInteger, exact on every "
+                                       f"onnxruntime CPU kernel"}[self.mode]
         return {"mode": self.mode, "contract_version": CONTRACT_VERSION,
                 "weights": {"fp16": "float16", "int8": "int8 symmetric (zero point 0) in [-127, 127]",
-                            "int8-dynamic": "int8 symmetric (zero point 0) in [-127, 127]",
+                            "int8-dynamic": "int8 symmetric (zero point 0) in [-127, 127]; products read them as uint8 "
+                                                f"W_q + {ZERO_POINT} (zero point {ZERO_POINT})",
                             "int4": "int4 symmetric (zero point 0) in [-7, 7]"}[self.mode],
                 "granularity": granularity, "block_size": self.block_size if self.mode == "int4" else None,
                 "scale_dtype": "float32" if self.integer else None, "activations": activations,
@@ -261,9 +274,9 @@ class Quantizer:
         bits = 4 if self.mode == "int4" else 8
         block = self.block_size if bits == 4 else None
         q, scale = quantize_symmetric(name, w, bits, channel_axis, block)
-        stored = g.weight(name, q)
+        stored = g.weight(name, pack_int4(q) if bits == 4 else q)  # int4: [K, N] (channel_axis 1) packed
         scale_name = g.weight(f"{name}_scale", scale)
-        self.quantized[stored] = {"dtype": "int4" if bits == 4 else "int8", "shape": list(w.shape),
+        self.quantized[stored] = {**_stored_dtype(bits), "shape": list(w.shape),
                                   "scale": scale_name, "scale_shape": list(scale.shape),
                                   "channel_axis": channel_axis,
                                   "block_axis": (1 - channel_axis) if block else None, "block_size": block}
@@ -286,11 +299,11 @@ class Quantizer:
         if w.size:
             wq, scale = quantize_stacked(name, w, bits, block)
         else:  # no slices (PR-LSTM with num_layers = 1 has no unary refinements)
-            wq = np.zeros(w.shape, np.int8).astype(ml_dtypes.int4 if bits == 4 else np.int8)
+            wq = np.zeros(w.shape, np.int8)
             scale = np.ones((*lead, *blocks, n), np.float32)
-        stored = g.weight(name, wq)
+        stored = g.weight(name, pack_int4(wq) if bits == 4 else wq)
         scale_name = g.weight(f"{name}_scale", scale)
-        self.quantized[stored] = {"dtype": "int4" if bits == 4 else "int8", "shape": list(w.shape),
+        self.quantized[stored] = {**_stored_dtype(bits), "shape": list(w.shape),
                                   "scale": scale_name, "scale_shape": list(scale.shape), "channel_axis": w.ndim - 1,
                                   "block_axis": w.ndim - 2 if block else None, "block_size": block}
         return stored, scale_name
@@ -298,7 +311,7 @@ class Quantizer:
     def dequantize_stacked(self, nb, w: str, scale: str, name: str) -> str:
         """float32 stacked matrices [..., K, N] from ``store_stacked``'s int8 / int4 storage."""
         if self.mode == "int4":
-            return nb.op("DequantizeLinear", [w, scale], name=name, axis=-2, block_size=self.block_size)
+            return dequantize_int4(nb, w, scale, self.block_size, name)
         return nb.op("Mul", [nb.op("Cast", [w], name=f"{name}.cast", to=TensorProto.FLOAT),
                              stacked_scale(nb, scale, f"{name}.scale")], name=name)
 
@@ -350,7 +363,7 @@ class Quantizer:
         last = {"outputs": [out]} if out else {}
         if self.dynamic:
             stored, scale = self._store_matrix(g, f"{name}.weight_t", weight, channel_axis=1)
-            y = dynamic_matmul(g, x, stored, scale, opset, name=f"{name}.MatMul")
+            y = dynamic_matmul(g, x, unsigned_weight(g, stored, f"{stored}_u8"), scale, opset, name=f"{name}.MatMul")
         else:
             w = self.matmul_weight(g, f"{name}.weight_t", weight)
             y = g.op("MatMul", [x, w], name=f"{name}.MatMul", **({} if bias is not None else last))
@@ -373,78 +386,42 @@ class Quantizer:
 
     def stacked_weight(self, g, name: str, w: np.ndarray) -> Weight:
         """Stacked matrices ``w`` [..., K, N] of a standard-op layer (head-wise projections) as its MatMul reads
-        them: float32 in fp32 and the weight-only modes, float16 in fp16, int8 with its scale in int8-dynamic.
+        them: float32 in fp32 and the weight-only modes, float16 in fp16, ``unsigned_weight`` of the int8 storage
+        with its scale in int8-dynamic.
 
         Weight-only modes dequantize with ops onnxruntime folds into one float32 initializer when it loads the
-        file (int8: Cast * scale). int4 is stored as packed uint8 (``_int4_stacked``), not as a DequantizeLinear
-        of an INT4 tensor: onnxruntime keeps DequantizeLinear unfolded for its QDQ fusions and has no fused
-        kernel for stacked int4 products, so that would dequantize every slice on every call (~1 ns a weight: a
-        65k-weight sLSTM gate stack took 69 us where the float32 product takes 7), and onnxruntime 1.19 has no
-        Cast from INT4 to fold instead.
+        file (int8: Cast * scale; int4: its packed nibbles unpacked, times the block scales, ``dequantize_int4``).
         """
-        if self.mode == "int4":
-            return self._int4_stacked(g, name, w), None
         stored, scale = self.store_stacked(g, name, w)
-        if self.mode == "int8":
+        if self.mode in ("int8", "int4"):
             return self.dequantize_stacked(g, stored, scale, f"{name}_dq"), None
+        if self.dynamic:
+            return unsigned_weight(g, stored, f"{name}_u8"), scale
         return stored, scale
-
-    def _int4_stacked(self, g, name: str, w: np.ndarray) -> str:
-        """float32 [..., K, N] from int4 values quantized as ``store_stacked`` does (blocks along K, one scale
-        per block of each output channel), stored as uint8 [..., K, ceil(N / 2)] two per byte (``pack_int4``)."""
-        w = np.asarray(w, dtype=np.float32)
-        *lead, k, n = w.shape
-        bs = self.block_size
-        wq, scale = quantize_stacked(name, w, 4, bs)  # scale [..., ceil(K / bs), N]
-        stored = g.weight(name, pack_int4(wq))
-        scale_name = g.weight(f"{name}_scale", scale)
-        self.quantized[stored] = {"dtype": "int4", "storage": INT4_PACKED, "shape": list(w.shape),
-                                  "scale": scale_name, "scale_shape": list(scale.shape), "channel_axis": w.ndim - 1,
-                                  "block_axis": w.ndim - 2, "block_size": bs}
-        packed_shape = [*lead, k, -(-n // 2)]
-
-        def reshape(x, tail, what):
-            return g.op("Reshape", [x, g.ints(packed_shape[:-1] + tail)], name=f"{name}.{what}")
-
-        qf = unpack_int4(g, stored, reshape, n, name)
-        row_scale = g.op("Gather", [scale_name, g.weight(f"{name}.block_of_row", np.arange(k, dtype=np.int64) // bs)],
-                         name=f"{name}.row_scale", axis=w.ndim - 2)  # [..., K, N]
-        return g.op("Mul", [qf, row_scale], name=f"{name}_dq")
 
     def _int4_embedding(self, g, name: str, table: np.ndarray, ids: str) -> str:
         """int4 rows of ``table`` [V, E] for ``ids``, dequantized after the Gather (only the rows used).
 
-        onnxruntime has no Gather for INT4 tensors, so the table is stored as uint8 [V, ceil(E_b / 2)], two
-        values per byte (low nibble first) offset by 8 (q + 8 in [1, 15]; E_b = E rounded up to whole blocks,
-        padding 0); its scale [V, ceil(E / block_size)] is the int4 blocked layout along E.
+        The table is stored packed (``pack_int4``) as uint8 [V, ceil(E / 2)]; its scale [V, ceil(E / block_size)]
+        is the int4 blocked layout along E. The rows' values and their block scales are both spread to E columns
+        by Gathers along the last axis (no Reshape: shape inference keeps the rank).
         """
         w = np.asarray(table, dtype=np.float32)
         v, e = w.shape
         bs = self.block_size
         q, scale = quantize_symmetric(f"{name}.weight", w, 4, channel_axis=0, block_size=bs)
-        nb = scale.shape[1]
-        whole_blocks = np.zeros((v, nb * bs), np.int8)
-        whole_blocks[:, :e] = q.astype(np.int8)
-        stored = g.weight(f"{name}.weight", pack_int4(whole_blocks))
+        stored = g.weight(f"{name}.weight", pack_int4(q))
         scale_name = g.weight(f"{name}.weight_scale", scale)
-        self.quantized[stored] = {"dtype": "int4", "storage": INT4_PACKED, "shape": [v, e], "scale": scale_name,
+        self.quantized[stored] = {**_stored_dtype(4), "shape": [v, e], "scale": scale_name,
                                   "scale_shape": list(scale.shape), "channel_axis": 0, "block_axis": 1,
                                   "block_size": bs}
-        rows = g.op("Gather", [stored, ids], name=f"{name}.rows", axis=0)  # [..., ceil(E_b / 2)] uint8
-        lead = g.op("Shape", [ids], name=f"{name}.ids_shape")
-
-        def reshape(x, tail, what):
-            shape = g.op("Concat", [lead, g.ints(tail)], name=f"{name}.{what}_shape", axis=0)
-            return g.op("Reshape", [x, shape], name=f"{name}.{what}")
-
-        qf = unpack_int4(g, rows, reshape, nb * bs, name)
-        row_scale = g.op("Unsqueeze", [g.op("Gather", [scale_name, ids], name=f"{name}.row_scale", axis=0),
-                                       g.ints([-1])], name=f"{name}.row_scale_col")  # [..., nb, 1]
-        deq = g.op("Mul", [reshape(qf, [nb, bs], "blocks"), row_scale], name=f"{name}.dequantized")
-        out = reshape(deq, [nb * bs], "merged")
-        if nb * bs != e:
-            out = g.op("Slice", [out, g.ints([0]), g.ints([e]), g.ints([-1])], name=f"{name}.cut")
-        return out
+        rows = g.op("Gather", [stored, ids], name=f"{name}.rows", axis=0)  # [..., ceil(E / 2)] uint8
+        qf = unpack_int4(g, rows, e, name)  # [..., E]
+        row_scale = g.op("Gather", [scale_name, ids], name=f"{name}.row_scale", axis=0)  # [..., ceil(E / bs)]
+        block_of_col = g.op("Div", [_range(g, e, f"{name}.cols_e"), _constant(g, np.array(bs, np.int64), f"{name}.bs")],
+                            name=f"{name}.block_of_col")
+        col_scale = g.op("Gather", [row_scale, block_of_col], name=f"{name}.col_scale", axis=-1)  # [..., E]
+        return g.op("Mul", [qf, col_scale], name=name)
 
     # -- custom ops ----------------------------------------------------------------------------------------
     def scale_inputs(self, matrices: Sequence[str]) -> List[str]:
@@ -481,15 +458,27 @@ class Quantizer:
         return function
 
     def body_weight(self, nb, w: str, scale: Optional[str]) -> str:
-        """Inside a function body: the float weight a MatMul reads (int8/int4 dequantized; else ``w``).
-        int8-dynamic keeps the int8 weight for MatMulInteger: use ``body_matmul``."""
+        """Inside a function body: the weight a MatMul reads (int8/int4 dequantized; else ``w``). int8-dynamic
+        gives the uint8 form of the int8 weight for MatMulInteger (``unsigned_weight``): use ``body_matmul``."""
         if self.mode in ("int8", "int4"):
             return dequantize_nodes(nb, w, scale, self.mode, self.block_size, axis=1, name=f"{w}_dq")
+        if self.dynamic:
+            return unsigned_weight(nb, w, name=f"{w}_u8")
+        return w
+
+    def body_stacked(self, nb, w: str, scale: Optional[str], name: str) -> str:
+        """Inside a function body: the stacked matrices [..., K, N] a MatMul reads, made once per call (weight-only
+        modes dequantized, int8-dynamic as ``unsigned_weight``; else ``w``)."""
+        if self.mode in ("int8", "int4"):
+            return self.dequantize_stacked(nb, w, scale, name=name)
+        if self.dynamic:
+            return unsigned_weight(nb, w, name=f"{w}_u8")
         return w
 
     def body_matmul(self, nb, x: str, w: str, scale: Optional[str], opset: int, name: str,
                     x_is_compute: bool = False) -> str:
-        """``x @ W`` inside a function body, returned as float32. ``w`` comes from ``body_weight``; ``x`` is
+        """``x @ W`` inside a function body, returned as float32. ``w`` comes from ``body_weight`` (or
+        ``body_stacked``); ``x`` is
         float32 (cast to float16 in fp16 mode) unless ``x_is_compute`` says it already is the compute dtype."""
         if self.dynamic:
             return dynamic_matmul(nb, x, w, scale, opset, name=name)
@@ -519,21 +508,62 @@ def pack_int4(q: np.ndarray) -> np.ndarray:
     return nibbles[..., 0::2] | (nibbles[..., 1::2] << 4)
 
 
-def unpack_int4(g, packed: str, reshape, width: int, name: str) -> str:
-    """float32 [..., width] int4 values from ``pack_int4`` storage [..., ceil(width / 2)] (BitwiseAnd and
-    BitShift: onnxruntime has no Gather for INT4, and 1.19 no Cast from it). ``reshape(x, tail, what)`` gives x
-    [..., ceil(width / 2), 2] the shape [..., *tail]."""
-    low = g.op("BitwiseAnd", [packed, g.weight(f"{name}.low_mask", np.array(15, np.uint8))], name=f"{name}.low")
-    high = g.op("BitShift", [packed, g.weight(f"{name}.four", np.array(4, np.uint8))], name=f"{name}.high",
-                direction="RIGHT")
-    pairs = g.op("Concat", [g.op("Unsqueeze", [low, g.ints([-1])], name=f"{name}.low_col"),
-                            g.op("Unsqueeze", [high, g.ints([-1])], name=f"{name}.high_col")],
-                 name=f"{name}.pairs", axis=-1)
-    flat = reshape(pairs, [-1], "nibbles")
-    if width % 2:  # the odd last nibble is padding
-        flat = g.op("Slice", [flat, g.ints([0]), g.ints([width]), g.ints([-1])], name=f"{name}.unpad")
-    return g.op("Sub", [g.op("Cast", [flat], name=f"{name}.q_f", to=TensorProto.FLOAT),
-                        g.weight(f"{name}.offset", np.array(8, np.float32))], name=f"{name}.q")
+def _stored_dtype(bits: int) -> dict:
+    """The dtype (and for int4 the storage) of a quantized tensor's ``quantization.tensors`` entry."""
+    return {"dtype": "int4", "storage": INT4_PACKED} if bits == 4 else {"dtype": "int8"}
+
+
+def _constant(g, value: np.ndarray, name: str) -> str:
+    return g.op("Constant", [], name=name, value=numpy_helper.from_array(value))
+
+
+def _range(g, n, name: str) -> str:
+    """0, 1, ..., n - 1 (int64) for an int ``n`` or the name of a 0-d int64 tensor."""
+    end = n if isinstance(n, str) else _constant(g, np.array(n, np.int64), f"{name}_end")
+    return g.op("Range", [_constant(g, np.array(0, np.int64), f"{name}_start"), end,
+                          _constant(g, np.array(1, np.int64), f"{name}_step")], name=name)
+
+
+def unpack_int4(g, packed: str, width, name: str) -> str:
+    """float32 [..., width] int4 values from ``pack_int4`` storage [..., ceil(width / 2)]: value j is nibble j % 2
+    (low first) of byte j // 2, less 8. Each value's byte is Gathered along the last axis, then BitShift and
+    BitwiseAnd (ops onnxruntime has for uint8 since opset 18) pick its nibble: no Reshape, so shape inference
+    keeps the rank (onnxruntime 1.15 needs it inside Scan bodies) and an empty stack unpacks too. ``width`` is an
+    int, or the name of a 0-d int64 tensor holding it (a function body's). Only Constant nodes, so it works in
+    function bodies too."""
+    cols = _range(g, width, f"{name}.cols")
+    two = _constant(g, np.array(2, np.int64), f"{name}.two")
+    byte_of = g.op("Div", [cols, two], name=f"{name}.byte_of")
+    shift = g.op("Cast", [g.op("Mul", [g.op("Mod", [cols, two], name=f"{name}.high_nibble"),
+                                       _constant(g, np.array(4, np.int64), f"{name}.four")], name=f"{name}.bits")],
+                 name=f"{name}.shift", to=TensorProto.UINT8)
+    byte = g.op("Gather", [packed, byte_of], name=f"{name}.bytes", axis=-1)  # [..., width] uint8
+    nibbles = g.op("BitwiseAnd", [g.op("BitShift", [byte, shift], name=f"{name}.shifted", direction="RIGHT"),
+                                  _constant(g, np.array(15, np.uint8), f"{name}.low_mask")], name=f"{name}.nibbles")
+    return g.op("Sub", [g.op("Cast", [nibbles], name=f"{name}.q_f", to=TensorProto.FLOAT),
+                        _constant(g, np.array(8, np.float32), f"{name}.offset")], name=f"{name}.q")
+
+
+def dequantize_int4(nb, packed: str, scale: str, block_size: int, name: str) -> str:
+    """float32 matrices [..., K, N] from int4 in ``pack_int4`` storage: ``packed`` uint8 [..., K, ceil(N / 2)],
+    ``scale`` float32 [..., ceil(K / block_size), N]; W[..., k, n] = q[..., k, n] * scale[..., k // block_size, n].
+
+    N is the scale's last dimension and K the packed tensor's next-to-last, read from the shapes (a function
+    body serves matrices of several shapes), so any rank and an empty stack work. Every op reads only the two
+    tensors: where they are initializers (every exported file), onnxruntime folds this into one float32
+    initializer when it loads the file.
+    """
+    def dim(x, start, what):  # dimension start (< 0) of x as a 0-d int64 tensor
+        end = {"end": start + 1} if start < -1 else {}
+        return nb.op("Squeeze", [nb.op("Shape", [x], name=f"{name}.{what}_shape", start=start, **end)],
+                     name=f"{name}.{what}")
+
+    qf = unpack_int4(nb, packed, dim(scale, -1, "width"), name)  # [..., K, N]
+    rows = _range(nb, dim(packed, -2, "k"), f"{name}.rows")
+    block_of_row = nb.op("Div", [rows, _constant(nb, np.array(block_size, np.int64), f"{name}.block_size")],
+                         name=f"{name}.block_of_row")
+    row_scale = nb.op("Gather", [scale, block_of_row], name=f"{name}.row_scale", axis=-2)  # [..., K, N]
+    return nb.op("Mul", [qf, row_scale], name=name)
 
 
 def stacked_scale(nb, scale: str, name: str) -> str:
@@ -543,17 +573,26 @@ def stacked_scale(nb, scale: str, name: str) -> str:
 
 def dequantize_nodes(nb, q: str, scale: str, mode: str, block_size: int, axis: int, name: str) -> str:
     """Float32 weight from stored ``q`` and ``scale``: int8 Cast * scale (broadcast along ``axis``, the
-    channel axis of a 2-D weight); int4 DequantizeLinear with block_size along the other axis."""
+    channel axis of a 2-D weight); int4 (axis 1, packed) ``dequantize_int4``."""
     if mode == "int4":
-        return nb.op("DequantizeLinear", [q, scale], name=name, axis=1 - axis, block_size=block_size)
+        return dequantize_int4(nb, q, scale, block_size, name)
     qf = nb.op("Cast", [q], name=f"{name}.cast", to=TensorProto.FLOAT)
     if axis == 0:
         scale = nb.op("Unsqueeze", [scale, nb.ints([-1])], name=f"{name}.scale_col")
     return nb.op("Mul", [qf, scale], name=name)
 
 
-def dynamic_matmul(nb, x: str, w_q: str, w_scale: str, opset: int, name: str) -> str:
-    """float32 ``x @ W`` with x quantized per row on the fly and W int8 per output channel (MatMulInteger)."""
+def unsigned_weight(nb, w_q: str, name: str) -> str:
+    """int8 weights W_q in [-127, 127] as uint8 W_q + 128, the form int8-dynamic's MatMulInteger reads (zero point
+    ZERO_POINT); stored int8, converted by ops onnxruntime folds into one uint8 initializer at load."""
+    wide = nb.op("Cast", [w_q], name=f"{name}.wide", to=TensorProto.INT32)
+    offset = nb.op("Constant", [], name=f"{name}.offset", value=numpy_helper.from_array(np.array(ZERO_POINT, np.int32)))
+    return nb.op("Cast", [nb.op("Add", [wide, offset], name=f"{name}.shift")], name=name, to=TensorProto.UINT8)
+
+
+def dynamic_matmul(nb, x: str, w_u8: str, w_scale: str, opset: int, name: str) -> str:
+    """float32 ``x @ W`` with x quantized per row on the fly and W int8 per output channel, given as
+    ``unsigned_weight`` (uint8 x uint8 MatMulInteger, both zero points ZERO_POINT: exact int32 sums of x_q * W_q)."""
     ax = nb.op("Abs", [x], name=f"{name}.abs")
     if opset >= 18:
         amax = nb.op("ReduceMax", [ax, nb.ints([-1])], name=f"{name}.amax", keepdims=1)
@@ -562,14 +601,12 @@ def dynamic_matmul(nb, x: str, w_q: str, w_scale: str, opset: int, name: str) ->
     s = nb.op("Max", [nb.op("Div", [amax, nb.const(float(INT8_MAX), x)], name=f"{name}.amax_127"),
                       nb.const(ACT_SCALE_FLOOR, x)], name=f"{name}.x_scale")
     r = nb.op("Round", [nb.op("Div", [x, s], name=f"{name}.x_over_s")], name=f"{name}.round")
-    # x_q = clip(r, -127, 127), stored offset by 128 as uint8 with zero point 128: MatMulInteger then sums
-    # exactly the same int32 products, on onnxruntime's fast uint8 x int8 path (int8 x int8 is ~30x slower)
-    shifted = nb.op("Add", [r, nb.const(float(ACT_ZERO_POINT), x)], name=f"{name}.shift")
-    xq = nb.op("Cast", [nb.op("Clip", [shifted, nb.const(float(ACT_ZERO_POINT - INT8_MAX), x),
-                                       nb.const(float(ACT_ZERO_POINT + INT8_MAX), x)], name=f"{name}.clip")],
+    # x_q = clip(r, -127, 127), as uint8 x_q + 128 with zero point 128 (exact; module docstring)
+    shifted = nb.op("Add", [r, nb.const(float(ZERO_POINT), x)], name=f"{name}.shift")
+    xq = nb.op("Cast", [nb.op("Clip", [shifted, nb.const(float(ZERO_POINT - INT8_MAX), x),
+                                       nb.const(float(ZERO_POINT + INT8_MAX), x)], name=f"{name}.clip")],
                name=f"{name}.x_q", to=TensorProto.UINT8)
-    zero = nb.op("Constant", [], name=f"{name}.x_zero",
-                 value=numpy_helper.from_array(np.array(ACT_ZERO_POINT, np.uint8)))
-    acc = nb.op("MatMulInteger", [xq, w_q, zero], name=f"{name}.int")
+    zero = nb.op("Constant", [], name=f"{name}.zero", value=numpy_helper.from_array(np.array(ZERO_POINT, np.uint8)))
+    acc = nb.op("MatMulInteger", [xq, w_u8, zero, zero], name=f"{name}.int")
     y = nb.op("Mul", [nb.op("Cast", [acc], name=f"{name}.acc_f", to=TensorProto.FLOAT), s], name=f"{name}.row")
     return nb.op("Mul", [y, w_scale], name=name)

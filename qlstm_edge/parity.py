@@ -118,13 +118,21 @@ def random_inputs(session: StreamingSession, steps: int, batch: int, seed: int) 
     return rng.standard_normal((batch, steps, *shape)).astype(spec.dtype)  # float16 for fp16-io exports
 
 
-def _chunks(steps: int, sizes: Sequence[int]):
+def chunk_bounds(steps: int, sizes: Sequence[int]):
+    """(start, end) of each chunk when a stream of ``steps`` is fed in chunks of ``sizes`` (cycled)."""
     t = 0
     for size in itertools.cycle(sizes):
         if t >= steps:
             return
         yield t, min(t + size, steps)
         t += size
+
+
+def documented_tolerance(recipe, quant: Optional[str]) -> float:
+    """The tolerance parity applies to a family's exports in quantization mode ``quant`` (None = fp32): the
+    family recipe's own ``quantization_tolerances`` entry where measurements needed one, else TOLERANCES."""
+    family_tol = getattr(recipe, "quantization_tolerances", {})
+    return family_tol.get(quant, TOLERANCES.get(quant, TOLERANCES[None]))
 
 
 def check_parity(model: Union[nn.Module, str, os.PathLike], onnx_path: Union[str, os.PathLike], *,
@@ -166,8 +174,7 @@ def check_parity(model: Union[nn.Module, str, os.PathLike], onnx_path: Union[str
     if any(int(c) < 1 for c in sizes):
         raise ValueError(f"chunk sizes must be >= 1, got {sizes}")
     quant = (meta.quantization or {}).get("mode")
-    family_tol = getattr(recipe, "quantization_tolerances", {})  # a family's own, where measurements need one
-    tol = family_tol.get(quant, TOLERANCES.get(quant, TOLERANCES[None])) if tolerance is None else float(tolerance)
+    tol = documented_tolerance(recipe, quant) if tolerance is None else float(tolerance)
 
     def run_reference(net, dtype):
         ys, st = [], None
@@ -195,7 +202,7 @@ def check_parity(model: Union[nn.Module, str, os.PathLike], onnx_path: Union[str
         raise UnstableModelError(f"the PyTorch model itself produced non-finite outputs from step "
                                  f"{int(np.argmin(finite))} of this {steps}-step stream: its recurrence diverges "
                                  f"(see `qlstm-edge info` for stability warnings); parity cannot be judged")
-    for t0, t1 in _chunks(steps, sizes):
+    for t0, t1 in chunk_bounds(steps, sizes):
         if session.mode == "step" and t1 - t0 == 1:
             ys_got.append(session.step(np.ascontiguousarray(x[:, t0]))[:, None])
         else:

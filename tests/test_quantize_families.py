@@ -13,6 +13,7 @@ step API, a Python loop per token) and every export is compared with them.
 import copy
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -22,9 +23,10 @@ from onnx import TensorProto
 from onnx.reference import ReferenceEvaluator
 
 from qlstm_edge.exporters import build_onnx, export_onnx
-from qlstm_edge.exporters.quantize import QuantizationError
+from qlstm_edge.exporters.quantize import INT4_PACKED, QuantizationError
 from qlstm_edge.families.prlstm import PRLSTMConfig, PRLSTMModel
-from qlstm_edge.parity import TOLERANCES, random_inputs
+from qlstm_edge.families.qllstm.model import QLLSTMConfig, QLLSTMModel
+from qlstm_edge.parity import TOLERANCES, documented_tolerance, random_inputs
 from qlstm_edge.registry import family_of
 from qlstm_edge.runtime import StreamingSession, native_status
 
@@ -44,7 +46,7 @@ STEPS = 2000
 STEP_MODE_STEPS = 300
 CHUNKS = (1, 7, 64, 333)
 BS = 32  # the default int4 block size
-INTEGER = {"int8": TensorProto.INT8, "int8-dynamic": TensorProto.INT8, "int4": TensorProto.INT4}
+INTEGER = {"int8": TensorProto.INT8, "int8-dynamic": TensorProto.INT8, "int4": TensorProto.UINT8}  # int4: packed
 
 
 
@@ -105,10 +107,8 @@ ALL_KEYS = PR_KEYS + [pytest.param(k, marks=pytest.mark.skipif(XLSTM_MISSING is 
 
 
 def tolerance(model, quant):
-    """The mode's documented parity tolerance (a family may document its own: the recipe's
-    ``quantization_tolerances``)."""
-    own = getattr(family_of(model).recipe(), "quantization_tolerances", {})
-    return own.get(quant, TOLERANCES[quant])
+    """The mode's documented parity tolerance (a family may document its own)."""
+    return documented_tolerance(family_of(model).recipe(), quant)
 
 
 @pytest.fixture(scope="module")
@@ -240,7 +240,11 @@ def check_stored(init, name, quant, want, scale_shape):
         np.testing.assert_array_equal(array(init, name), want.astype(np.float32).astype(np.float16))
         return
     assert t.data_type == INTEGER[quant]
-    q = array(init, name).astype(np.float32)
+    q = array(init, name)
+    if quant == "int4":  # two per byte, low nibble first, each q + 8 (unpacked here, independently of the exporter)
+        assert q.shape == (*want.shape[:-1], -(-want.shape[-1] // 2))
+        q = np.stack([q & 15, q >> 4], -1).reshape(*q.shape[:-1], 2 * q.shape[-1])[..., :want.shape[-1]].astype(np.int8) - 8
+    q = q.astype(np.float32)
     s = array(init, f"{name}_scale")
     assert s.dtype == np.float32 and list(s.shape) == scale_shape and q.shape == want.shape
     assert (np.abs(q) <= (7 if quant == "int4" else 127)).all()
@@ -309,8 +313,6 @@ def test_contract_checker_and_metadata(built, key, quant, mode):
                and ".conv." not in t.name and t.name != "b_unary" and t.name not in scales]
     assert float2d == []
     stored = {TensorProto.FLOAT16} if quant == "fp16" else {INTEGER[quant]}
-    if quant == "int4":
-        stored.add(TensorProto.UINT8)  # int4 embedding tables: two values per byte (onnxruntime has no int4 Gather)
     matrices = {t.name for t in proto.graph.initializer if t.data_type in stored and len(t.dims) >= 2}
     assert set(q["tensors"]) == matrices and len(matrices) >= 3
     assert q["mode"] == quant and q["contract_version"] == 1 and "float_tensors" in q
@@ -319,8 +321,9 @@ def test_contract_checker_and_metadata(built, key, quant, mode):
     for name, rec in q["tensors"].items():
         if integer:
             assert rec["scale"] == f"{name}_scale" and rec["scale"] in init
+        assert rec.get("storage") == (INT4_PACKED if quant == "int4" else None)
     opsets = {o.domain: o.version for o in proto.opset_import}
-    assert (proto.ir_version, opsets[""]) == ((10, 21) if quant == "int4" else (8, 17))
+    assert (proto.ir_version, opsets[""]) == ((8, 18) if quant == "int4" else (8, 17))
 
 
 def test_fp32_export_is_unchanged_by_the_quantizer(built):
@@ -437,6 +440,70 @@ def test_prlstm_int4_block_size(tmp_path):
     assert array(init, "W_merge_scale").shape == (6, 60)
     node = [n for n in onnx.load(path).graph.node if n.domain == "qlstm_edge"][0]
     assert attrs_of(node)["block_size"] == 4
+
+
+@pytest.fixture(scope="module")
+def int4_files(tmp_path_factory):
+    """{(family model key, graph mode): path} of int4 exports of every family (QL-LSTM and MODELS)."""
+    d = tmp_path_factory.mktemp("int4")
+    torch.manual_seed(4)
+    makers = {"qllstm": lambda: QLLSTMModel(QLLSTMConfig(hidden_size=12, num_layers=2, vocab_size=40, output_size=3)),
+              **MODELS}
+    out = {}
+    for key, make in makers.items():
+        m = make().eval()
+        for mode in ("step", "sequence"):
+            out[(key, mode)] = export_onnx(m, d / key / f"{mode}.onnx", mode=mode, quantize="int4", block_size=8)
+    return out
+
+
+def int4_tensors(proto):
+    """Names of the ONNX INT4 tensors a file holds: initializers and Constant values of the graph, of every function
+    body and of their Loop / Scan bodies."""
+    found = [t.name for t in proto.graph.initializer if t.data_type == TensorProto.INT4]
+    todo = [proto.graph.node] + [f.node for f in proto.functions]
+    while todo:
+        for n in todo.pop():
+            for a in n.attribute:
+                if a.type == onnx.AttributeProto.TENSOR and a.t.data_type == TensorProto.INT4:
+                    found.append(n.name)
+                for g in [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs):
+                    found += [t.name for t in g.initializer if t.data_type == TensorProto.INT4]
+                    todo.append(g.node)
+    return found
+
+
+def test_int4_files_hold_no_int4_tensor(int4_files):
+    """Every int4 tensor is stored packed in uint8 (ORT format and onnxoptimizer cannot hold ONNX INT4)."""
+    for (key, mode), path in int4_files.items():
+        proto = onnx.load(path)
+        assert int4_tensors(proto) == [], (key, mode)
+        assert {t["storage"] for t in meta_of(proto)["quantization"]["tensors"].values()} == {INT4_PACKED}
+
+
+def test_int4_files_convert_to_ort_format(int4_files, tmp_path):
+    """An int4 file of each family converts to onnxruntime's ORT format (what mobile builds load) and streams there
+    as the .onnx does; with the native library given to the converter the custom nodes stay and run natively."""
+    from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
+
+    status = native_status()
+    lib = status["path"] if status["available"] else None
+    for key in ["qllstm", "prlstm-tokens-3layers", *(["xlstm-lm", "xlstm-large"] if XLSTM_MISSING is None else [])]:
+        for mode, native in (("step", "off"), ("sequence", "on" if lib and key.startswith("prlstm") else "off")):
+            path = int4_files[(key, mode)]
+            out = tmp_path / key / mode
+            convert_onnx_models_to_ort(path, out, [OptimizationStyle.Fixed],
+                                       custom_op_library_path=Path(lib) if native == "on" else None)
+            ort_file, = out.glob("*.ort")
+            ref, got = StreamingSession(path, native=native), StreamingSession(ort_file, native=native)
+            assert got.op_path == ref.op_path == ("native" if native == "on" else "function-body")
+            x = random_inputs(ref, 20, 2, seed=5)
+            if mode == "step":
+                y_ref = np.stack([ref.step(x[:, t]) for t in range(20)], 1)
+                y = np.stack([got.step(x[:, t]) for t in range(20)], 1)
+            else:
+                y_ref, y = ref.run(x), got.run(x)
+            np.testing.assert_allclose(y, y_ref, rtol=0, atol=1e-6 * max(1.0, float(np.abs(y_ref).max())))
 
 
 @pytest.mark.parametrize("quant", QMODES)

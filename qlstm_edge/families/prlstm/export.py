@@ -36,7 +36,8 @@ contract's [K, N] rule with its own scale slice W_unary_scale[k] (``Quantizer.st
     int8,         W_leaf, W_merge, W_unary int8, symmetric per output channel (of each slice); appended inputs
     int8-dynamic  12-14: W_leaf_scale[3H], W_merge_scale[5H], W_unary_scale[R,4H]. int8-dynamic quantizes x,
                   [h_l; h_r] and h per row (per stream, token and tree node) and multiplies with MatMulInteger.
-    int4          blocks of bs = block_size rows along the input axis: W_leaf_scale[ceil(D/bs),3H],
+    int4          W_leaf, W_merge, W_unary packed two per byte: uint8 [D, ceil(3H/2)], [2H, ceil(5H/2)],
+                  [R, H, 2H]; blocks of bs = block_size rows along the input axis: W_leaf_scale[ceil(D/bs),3H],
                   W_merge_scale[ceil(2H/bs),5H], W_unary_scale[R,ceil(H/bs),4H].
     Quantized nodes carry the attributes quant_mode (string) and block_size (int, 0 unless int4). Biases, the
     embedding / input map and the head follow the standard-op rules of exporters/quantize.py.
@@ -75,9 +76,9 @@ def loop_body(name: str, nodes: NodeBuilder, inputs: List[str], outputs: List[st
     call site, as for the untyped Scan bodies of the QL-LSTM ops.
     """
     graph = subgraph(name, nodes, inputs, outputs)
-    graph.input[0].CopyFrom(helper.make_tensor_value_info(inputs[0], TensorProto.INT64, []))
-    graph.input[1].CopyFrom(helper.make_tensor_value_info(inputs[1], TensorProto.BOOL, []))
-    graph.output[0].CopyFrom(helper.make_tensor_value_info(outputs[0], TensorProto.BOOL, []))
+    for v, elem in ((graph.input[0], TensorProto.INT64), (graph.input[1], TensorProto.BOOL),
+                    (graph.output[0], TensorProto.BOOL)):
+        v.CopyFrom(helper.make_tensor_value_info(v.name, elem, []))  # the name as subgraph() made it unique
     return graph
 
 
@@ -202,17 +203,14 @@ def prepare_weights(fb: FunctionBuilder, q: Quantizer, unary: int) -> Dict[str, 
     stacked unary weights."""
     scales = dict(zip(MATRICES, q.scale_inputs(MATRICES)))
     weights = {m: (q.body_weight(fb, m, scales.get(m)), scales.get(m)) for m in ("W_leaf", "W_merge")}
-    # weight-only modes dequantize the stack once and take float slices; an empty stack too, since onnxruntime
-    # rejects an int4 function input that no node reads
-    source = "W_unary"
-    if q.mode in ("int8", "int4"):
-        source = q.dequantize_stacked(fb, "W_unary", "W_unary_scale", name="W_unary_dq")
+    # the stack is prepared once and sliced (weight-only modes dequantized, int8-dynamic unsigned)
+    source = q.body_stacked(fb, "W_unary", "W_unary_scale" if q.integer else None, name="W_unary_dq")
     for k in range(unary):
         idx = fb.op("Constant", [], name="unary.index", value=numpy_helper.from_array(np.array(k, np.int64)))
         fb.op("Gather", [source, idx], [f"W_unary.{k}"], name=f"W_unary.{k}", axis=0)
         fb.op("Gather", ["b_unary", idx], [f"b_unary.{k}"], name=f"b_unary.{k}", axis=0)
         scale = (fb.op("Gather", ["W_unary_scale", idx], [f"W_unary_scale.{k}"], name=f"W_unary_scale.{k}", axis=0)
-                 if q.dynamic else None)  # int8-dynamic: int8 slice and its scale for MatMulInteger
+                 if q.dynamic else None)  # int8-dynamic: the slice's scale for MatMulInteger
         weights[f"W_unary.{k}"] = (f"W_unary.{k}", scale)
     return weights
 

@@ -17,8 +17,9 @@ Quantized weights (exporters/quantize.py has the full contract; input positions 
     int8,         W_x, W_h int8 [D,H] / [H,H], symmetric per output channel; appended inputs 9 and 10:
     int8-dynamic  W_x_scale[H], W_h_scale[H] float32 (W ~= W_q * scale). int8-dynamic quantizes x and h per row
                   and step and multiplies with MatMulInteger.
-    int4          W_x, W_h int4; appended W_x_scale[ceil(D/bs), H], W_h_scale[ceil(H/bs), H] float32, blocks of
-                  bs = block_size rows along the input axis.
+    int4          W_x, W_h int4 packed two per byte: uint8 [D, ceil(H/2)] / [H, ceil(H/2)]; appended
+                  W_x_scale[ceil(D/bs), H], W_h_scale[ceil(H/bs), H] float32, blocks of bs = block_size rows
+                  along the input axis.
     Quantized nodes carry attributes quant_mode (string) and block_size (int, 0 unless int4).
 Both recurrent states stay float32 in every mode. c is the cell's long-term memory (c = f c + i g), and
 in QL-LSTM h is a leaky integrator too (h = f h + (1-f) h~ + alpha h): with f near 1 the per-step

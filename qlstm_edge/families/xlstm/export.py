@@ -38,8 +38,9 @@ Quantization (exporters/quantize.py has the op contract; input positions never m
     depthwise conv taps [KS, D] (element-wise) stay float32.
     sLSTMCell / sLSTMSequence: R is a stack of 4*NH matrices [DH, DH] (Quantizer.store_stacked: each slice
     follows the contract's [K, N] rule). fp16: R float16, y cast to float16 for y @ R. int8 / int8-dynamic: R
-    int8 and R_scale[4,NH,DH] appended (input 7); int4: R_scale[4,NH,ceil(DH/bs),DH]. Attributes quant_mode and
-    block_size. x, the gates' input pre-activations, stays float32 (it enters no product inside the op).
+    int8 and R_scale[4,NH,DH] appended (input 7); int4: R packed two per byte, uint8 [4,NH,DH,ceil(DH/2)], and
+    R_scale[4,NH,ceil(DH/bs),DH]. Attributes quant_mode and block_size. x, the gates' input pre-activations,
+    stays float32 (it enters no product inside the op).
     int8-dynamic quantizes y per head (each head's DH values get their own scale), as the head-wise
     projections do with their inputs; dense projections quantize per row.
     mLSTMCell / mLSTMSequence hold no weight: the same op in every mode (float32 inputs, no attributes).
@@ -118,11 +119,10 @@ def _logsigmoid(nb: NodeBuilder, x: str, name: str) -> str:
 
 # -- sLSTM ---------------------------------------------------------------------------------------------
 def _slstm_recurrent(fb: FunctionBuilder, q: Quantizer) -> Weight:
-    """R as the step's MatMul reads it (dequantized once per call in weight-only modes), and for int8-dynamic
-    its scale as [4, NH, 1, DH]."""
-    if q.mode in ("int8", "int4"):
-        return q.dequantize_stacked(fb, "R", "R_scale", name="R_dq"), None
-    return "R", (stacked_scale(fb, "R_scale", "R_scale_col") if q.dynamic else None)
+    """R as the step's MatMul reads it (``q.body_stacked``, once per call), and for int8-dynamic its scale as
+    [4, NH, 1, DH]."""
+    r = q.body_stacked(fb, "R", "R_scale" if q.integer else None, name="R_dq")
+    return r, (stacked_scale(fb, "R_scale", "R_scale_col") if q.dynamic else None)
 
 
 def _slstm_head_shape(nb: NodeBuilder, r: str) -> str:
