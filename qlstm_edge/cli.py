@@ -54,11 +54,16 @@ def info(path, as_json):
     """Describe a checkpoint (.safetensors) or an exported model (.onnx).
 
     For a checkpoint: family, config, parameter count and that of the same model built on torch.nn.LSTM.
-    For an ONNX file: family, mode, inputs, state tensors, custom ops, and the native library status.
+    For an ONNX file: family, mode, inputs, state tensors, custom ops, the native library status, and a
+    warning for every integer product whose result depends on the CPU (older int8-dynamic exports multiplied
+    uint8 by int8, which saturates on x86 without VNNI; re-export them).
     """
     from .runtime import native_status
 
     if _is_onnx(path):
+        import onnx
+
+        from .exporters.saturation import saturating_products
         from .runtime import StreamingSession
 
         s = StreamingSession(path, native="off")
@@ -66,7 +71,9 @@ def info(path, as_json):
         doc = {"kind": "onnx", "path": str(path), "family": m.family, "mode": m.mode, "target": m.target,
                "toolkit_version": m.toolkit_version, "custom_ops": m.custom_ops, "quantization": m.quantization,
                "inputs": [vars(t) for t in m.inputs], "outputs": [vars(t) for t in m.outputs],
-               "states": [vars(t) for t in m.states], "config": m.config, "native": native_status()}
+               "states": [vars(t) for t in m.states], "config": m.config, "native": native_status(),
+               "warnings": [f"integer product that depends on the CPU: {line}; re-export the model with this "
+                            f"version of qlstm-edge" for line in saturating_products(onnx.load(str(path)))]}
     else:
         from . import count_parameters, load_checkpoint, lstm_parameter_count
         from .registry import family_of
@@ -92,8 +99,6 @@ def info(path, as_json):
             saved = 100 * (1 - doc["parameter_ratio"])
             click.echo(f"  same model on torch.nn.LSTM: {doc['lstm_parameters']:,} parameters "
                        f"({saved:.1f}% fewer here)")
-        for w in doc["warnings"]:
-            click.echo(f"  warning: {w}")
     else:
         click.echo(f"  mode {doc['mode']}, target {doc['target']}, custom ops {', '.join(doc['custom_ops'])}, "
                    f"quantization {doc['quantization'] or 'none (fp32)'}")
@@ -103,6 +108,8 @@ def info(path, as_json):
             click.echo(f"  output {t['name']} {t['shape']} {t['dtype']}")
         for st in doc["states"]:
             click.echo(f"  state  {st['name']} {st['shape']} {st['dtype']} ({st['input']} -> {st['output']})")
+    for w in doc["warnings"]:
+        click.echo(f"  warning: {w}")
     nat = doc["native"]
     click.echo(f"  native op library: {'available at ' + str(nat['path']) if nat['available'] else 'unavailable'}"
                + ("" if nat["available"] else f" ({nat['reason']})"))
@@ -128,11 +135,11 @@ def _config_lines(family_name: str, config: dict) -> dict:
 @click.option("--target", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Execution target recorded in the file (the graph runs on both).")
 @click.option("--opset", type=int, default=None,
-              help="ONNX opset (default 17: loads in onnxruntime >= 1.15; int4 needs and defaults to 21).")
+              help="ONNX opset (default 17: loads in onnxruntime >= 1.15; int4 needs and defaults to 18).")
 @click.option("--quantize", type=click.Choice(["none", "fp16", "int8", "int8-dynamic", "int4"]), default="none",
               show_default=True, help="fp16: float16 weights and products (for --target cuda); int8: int8 weights "
                                       "per output channel; int8-dynamic: int8 weights and activations (integer "
-                                      "products); int4: int4 weights in blocks (opset 21, onnxruntime >= 1.19).")
+                                      "products); int4: int4 weights in blocks (opset 18, onnxruntime >= 1.15).")
 @click.option("--block-size", type=click.IntRange(min=1), default=32, show_default=True,
               help="int4: input rows per scale block.")
 @click.option("--io-dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
