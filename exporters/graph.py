@@ -1,4 +1,11 @@
-"""Small builders for ONNX graphs and model-local functions with readable names (Netron-friendly)."""
+"""Small builders for ONNX graphs and model-local functions with readable names (Netron-friendly).
+
+Every value name is unique across the main graph and all functions (DESIGN.md, the ONNX contract): tools that
+inline or simplify (onnx's inliner, onnxsim, onnxruntime's ORT-format converter) may merge the scopes, and a name
+that meant one value in a function and another in the graph then means the wrong one. A function's values (its
+formal inputs and outputs, its nodes' outputs, and everything in its Scan/Loop bodies) are named
+``<function>.<name>``; a body's own values are named ``<body prefix><name>`` (``subgraph``) within that.
+"""
 from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence, Union
@@ -50,25 +57,65 @@ class NodeBuilder:
         return self.op("Constant", [], name="ints", value=numpy_helper.from_array(np.array(values, np.int64)))
 
 
+def _rename_scope(nodes: Sequence[onnx.NodeProto], formals: Sequence[str], rename, outer: Dict[str, str]
+                  ) -> Dict[str, str]:
+    """Rename the values defined in one scope (``formals`` and the nodes' outputs) with ``rename(name)``, and
+    every reference to them, in nested bodies too; ``outer`` maps the enclosing scopes' names (a body reads
+    them). Node names follow their scope's renaming. Returns this scope's map."""
+    names = dict(outer)
+    names.update((n, rename(n)) for n in formals)
+    names.update((o, rename(o)) for node in nodes for o in node.output if o)
+    for node in nodes:
+        node.name = rename(node.name) if node.name else node.name
+        for field in (node.input, node.output):
+            renamed = [names.get(n, n) for n in field]
+            del field[:]
+            field.extend(renamed)
+        for a in node.attribute:
+            for body in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                inner = _rename_scope(body.node, [v.name for v in body.input], rename, names)
+                for v in (*body.input, *body.output):
+                    v.name = inner.get(v.name, v.name)
+    return names
+
+
 class FunctionBuilder(NodeBuilder):
-    """Builds a model-local FunctionProto (a custom op's portable body made of standard ops)."""
+    """Builds a model-local FunctionProto (a custom op's portable body made of standard ops).
+
+    The body is written with short local names (formal inputs such as ``x``, ``W_h``); ``build`` names every
+    value of the function ``<name>.<local name>``, so no value name is shared with the graph or another function.
+    """
 
     def __init__(self, name: str, inputs: Sequence[str], outputs: Sequence[str], doc: str = ""):
         super().__init__()
         self.name, self.inputs, self.outputs, self.doc = name, list(inputs), list(outputs), doc
 
     def build(self, opset: int) -> onnx.FunctionProto:
-        f = helper.make_function(DOMAIN, self.name, self.inputs, self.outputs, self.nodes,
-                                 [helper.make_opsetid("", opset)])
+        nodes = [onnx.NodeProto() for _ in self.nodes]
+        for copy, node in zip(nodes, self.nodes):
+            copy.CopyFrom(node)
+        prefix = f"{self.name}."
+        names = _rename_scope(nodes, self.inputs, lambda n: prefix + n, {})
+        f = helper.make_function(DOMAIN, self.name, [names[n] for n in self.inputs],
+                                 [names[n] for n in self.outputs], nodes, [helper.make_opsetid("", opset)])
         f.doc_string = self.doc
         return f
 
 
 def subgraph(name: str, nodes: NodeBuilder, inputs: Sequence[str], outputs: Sequence[str]) -> onnx.GraphProto:
-    """An untyped body graph (Scan/Loop) for use inside a function: types come from the call site."""
+    """An untyped body graph (Scan/Loop) for use inside a function: types come from the call site.
+
+    The body's own values (its inputs, its nodes' outputs) are named with the builder's prefix (``name.`` when it
+    has none), so sibling bodies of one function never share a name; names it reads from the enclosing scope stay.
+    """
     untyped = onnx.TypeProto()
-    return helper.make_graph(nodes.nodes, name, [helper.make_value_info(n, untyped) for n in inputs],
-                             [helper.make_value_info(n, untyped) for n in outputs])
+    graph = helper.make_graph(nodes.nodes, name, [helper.make_value_info(n, untyped) for n in inputs],
+                              [helper.make_value_info(n, untyped) for n in outputs])
+    prefix = nodes.prefix or f"{name}."
+    local = _rename_scope(graph.node, list(inputs), lambda n: n if n.startswith(prefix) else prefix + n, {})
+    for v in (*graph.input, *graph.output):
+        v.name = local.get(v.name, v.name)
+    return graph
 
 
 class GraphBuilder(NodeBuilder):

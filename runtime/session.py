@@ -13,7 +13,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Union
 import numpy as np
 import onnxruntime as ort
 
-from .metadata import METADATA_KEY, MetadataError, ModelMetadata, TensorSpec
+from .metadata import DOMAIN, METADATA_KEY, MetadataError, ModelMetadata, TensorSpec
 
 log = logging.getLogger("qlstm_edge.runtime")
 
@@ -41,6 +41,14 @@ class NativeLibraryError(RuntimeError):
 _warned_missing: List[bool] = []  # warn once per process that the library was never built
 
 
+ORT_FORMAT_ID = b"ORTM"  # the flatbuffers file identifier of ORT-format models (bytes 4..8)
+
+
+def _is_ort_format(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(8)[4:] == ORT_FORMAT_ID
+
+
 def _parse(path: Path):
     """The file's ModelProto without its external data, or None when it does not parse (onnxruntime then
     reports the file as not loadable, with its reason)."""
@@ -50,6 +58,48 @@ def _parse(path: Path):
         return onnx.load(str(path), load_external_data=False)
     except Exception:  # protobuf decode errors have no common type
         return None
+
+
+def _proto_custom_ops(proto) -> set:
+    """The ``qlstm_edge`` op types of the custom nodes an ONNX graph runs: its nodes, those of its subgraphs, and
+    those nested in the bodies of the local functions it calls."""
+    functions = {(f.domain, f.name): f for f in proto.functions}
+    found, entered, todo = set(), set(), [proto.graph.node]
+    while todo:
+        for node in todo.pop():
+            key = (node.domain, node.op_type)
+            if node.domain == DOMAIN:
+                found.add(node.op_type)
+            if key in functions and key not in entered:
+                entered.add(key)
+                todo.append(functions[key].node)
+            for a in node.attribute:
+                todo.extend(g.node for g in ([a.g] if a.HasField("g") else []) + list(a.graphs))
+    return found
+
+
+def _ort_format_custom_ops(path: Path) -> Optional[set]:
+    """The ``qlstm_edge`` op types of the custom nodes of an ORT-format file's graph and subgraphs (the format has
+    no functions: the converter inlined those it had no kernel for); None when the file does not decode
+    (onnxruntime then reports it as not loadable)."""
+    from onnxruntime.tools.ort_format_model.ort_flatbuffers_py.fbs.InferenceSession import InferenceSession
+
+    found = set()
+    try:
+        graphs = [InferenceSession.GetRootAs(path.read_bytes(), 0).Model().Graph()]
+        while graphs:
+            g = graphs.pop()
+            for i in range(g.NodesLength()):
+                node = g.Nodes(i)
+                if (node.Domain() or b"").decode() == DOMAIN:
+                    found.add(node.OpType().decode())
+                for j in range(node.AttributesLength()):
+                    a = node.Attributes(j)
+                    graphs.extend([a.G()] if a.G() is not None else [])
+                    graphs.extend(a.Graphs(k) for k in range(a.GraphsLength()))
+    except Exception:  # flatbuffers raises struct, index and decode errors on a damaged file
+        return None
+    return found
 
 
 def _check_external_data(path: Path, proto) -> None:
@@ -98,10 +148,22 @@ class _Engine:
         if mode is None:
             raise ValueError(f"native must be 'auto', 'on' or 'off' (or True/False), got {native!r}")
         self.providers = self._providers(providers)
-        proto = _parse(path)  # parsed once for the checks below; onnxruntime loads the file itself
+        ort_format = _is_ort_format(path)
+        proto = None if ort_format else _parse(path)  # parsed once for the checks below; onnxruntime loads the file
         if proto is not None:
             _check_external_data(path, proto)
-        if mode != "off":
+        # the custom ops the graph actually has (a tool may have inlined their functions: none), not the metadata's;
+        # None: the file does not decode, and loading it below says so
+        found = _ort_format_custom_ops(path) if ort_format else None if proto is None else _proto_custom_ops(proto)
+        self.custom_ops = sorted(found or ())
+        inlined = None
+        if found is not None and not found:
+            inlined = (f"{path} has no {DOMAIN} custom nodes (op_path 'function-body'): a tool inlined the ops' "
+                       f"functions into standard ops (onnx's inliner, or the ORT-format converter run without the "
+                       f"native library)")
+            if mode == "auto":
+                self.native_note = f"{inlined}; the native library is not registered"
+        if mode != "off" and inlined is None:
             self._register_native(so, mode, cuda="CUDAExecutionProvider" in self.providers,
                                   model=proto if proto is not None else path)
         try:
@@ -121,8 +183,11 @@ class _Engine:
         self.step_limit = self._step_limit(path)
         self.provider = self.sess.get_providers()[0]
         self.op_path = self._op_path()
+        if mode == "on" and inlined is not None:
+            raise NativeLibraryError(f"native='on' but {inlined}, so no native kernel can run; use native='auto' or "
+                                     f"'off', or the file as exported")
         if mode == "on" and self.op_path != "native":
-            missing = sorted(set(self.meta.custom_ops) - (self.native_ops or set()))
+            missing = sorted(set(self.custom_ops) - (self.native_ops or set()))
             raise NativeLibraryError(f"native='on' but the native op library has no kernels for {missing} "
                                      f"(it implements {sorted(self.native_ops or [])}); use native='auto'")
         m = self.meta
@@ -162,13 +227,14 @@ class _Engine:
         return limit, counter
 
     def _op_path(self) -> str:
-        """"native" when the library has a kernel for every custom op of the model, "function-body" when it has
-        none (or is not registered), "mixed" otherwise (the library's info lists its ops)."""
-        if self.native_library is None:
+        """"native" when the library has a kernel for every custom node of the graph, "function-body" when it has
+        none (or is not registered, or the graph has no custom node left: a tool inlined their functions), "mixed"
+        otherwise (the library's info lists its ops)."""
+        if self.native_library is None or not self.custom_ops:
             return "function-body"
         if self.native_ops is None:
             return "native"
-        covered = [op in self.native_ops for op in self.meta.custom_ops]
+        covered = [op in self.native_ops for op in self.custom_ops]
         return "native" if all(covered) else "mixed" if any(covered) else "function-body"
 
     def _register_native(self, so: ort.SessionOptions, mode: str, cuda: bool, model) -> None:
@@ -327,7 +393,7 @@ class StreamingSession:
     def describe(self) -> Dict[str, object]:
         m = self._e.meta
         return {"path": str(self.path), "family": m.family, "mode": m.mode, "target": m.target,
-                "provider": self.provider, "op_path": self.op_path,
+                "provider": self.provider, "op_path": self.op_path, "custom_ops": list(self._e.custom_ops),
                 "native_library": str(self.native_library) if self.native_library else None,
                 "native_note": self._e.native_note or None, "quantization": m.quantization}
 
