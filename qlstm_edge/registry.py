@@ -92,3 +92,6 @@ def family_of(model: nn.Module) -> Family:
             return fam
     raise UnknownFamilyError(f"{type(model).__name__} is not a model family this toolkit knows; "
                              f"supported: {', '.join(f.module.__name__ for f in _FAMILIES.values())}")
+
+
+from . import families as _families  # noqa: E402,F401  (registers the built-in families; after register() exists)
