@@ -1,0 +1,277 @@
+"""CI lane: parity of every exportable family on x86 ISA levels this machine may not be, under qemu user mode.
+
+On the host (PyTorch): build a small model of every family, export it in every quantization mode x graph mode,
+draw a short stream (batch 2) and compute the float64 PyTorch reference and PyTorch's own fp32 error on it, all
+into a temporary folder. Then ONE emulated python process per CPU model (.ci/isa_lane_stream.py, PyTorch blocked)
+streams every file through the function bodies (native="off") and the native kernels (native="on").
+Each run is judged as ``check_parity`` judges it (a ParityReport: the mode's documented tolerance per family,
+raised only where PyTorch's own fp32 run is ill-conditioned), one line per run; the lane exits non-zero on any
+miss, any run that failed or never reported, a native run where no native kernel ran, PyTorch imported under
+emulation, or a native library that dispatched to another ISA than the emulated CPU's.
+
+int8-dynamic runs are judged a second time, independently of the (loose) documented tolerance: on the host,
+onnx.reference runs each int8-dynamic file on the same chunks, its states fed back as the streaming feeds them
+(the file's exact integer maths, ~2 s for all of them), and every emulated run of that file, native off and on,
+must agree with it within EXACT_FACTOR (2) times the exact maths' own distance from the float64 reference (max
+abs over the output and the final states). Products that saturate (uint8 x int8 MatMulInteger on x86 without
+VNNI) move a run far further from the exact maths than quantization moved the exact maths from float64.
+
+qemu 7.2 has no AVX-512 (AVX-512 and VNNI kernels need real hardware): the CPUs are Haswell (AVX2 + FMA, no
+AVX-512) and Nehalem (SSE4.2: the library's scalar path). README, "What has run where".
+
+usage: python .ci/isa_lane.py [--steps N] [--keep DIR] [--cpu haswell|nehalem ...]
+"""
+import argparse
+import copy
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from onnx.reference import ReferenceEvaluator
+
+from qlstm_edge.exporters import export_onnx
+from qlstm_edge.families.prlstm import PRLSTM, PRLSTMConfig, PRLSTMModel
+from qlstm_edge.families.qllstm import QLLSTM, QLLSTMConfig, QLLSTMModel
+from qlstm_edge.parity import (CONDITIONING, REL_FLOOR, ParityReport, chunk_bounds, documented_tolerance,
+                               random_inputs)
+from qlstm_edge.registry import families, get_family
+from qlstm_edge.runtime import StreamingSession
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from test_quantize_families import xlstm_large, xlstm_lm, xlstm_stack  # noqa: E402  (the tests' small xLSTMs)
+
+HERE = Path(__file__).resolve().parent
+CPUS = {  # name: (qemu -cpu model, ISA the native library must dispatch to)
+    "haswell": ("Haswell-noTSX,-pcid,-x2apic,-tsc-deadline,-invpcid", "avx2"),
+    "nehalem": ("Nehalem", "scalar"),
+}
+QUANTS = (None, "fp16", "int8", "int8-dynamic", "int4")
+MODES = ("step", "sequence")
+NATIVE = ("off", "on")
+BATCH = 2
+CHUNKS = (1, 7, 16)
+EMULATED_TIMEOUT_S = 1500
+EXACT_QUANT = "int8-dynamic"  # its runs must also agree with onnx.reference's exact integer maths of the file...
+EXACT_FACTOR = 2.0  # ...within this many times the exact maths' own distance from the float64 reference
+
+
+# one small model per exportable family (token input where the family has it, features otherwise)
+MODELS = {
+    "qllstm": lambda: QLLSTMModel(QLLSTMConfig(hidden_size=16, num_layers=2, output_size=3, vocab_size=40)),
+    "qllstm-stack": lambda: QLLSTM(input_size=5, hidden_size=16, num_layers=2),
+    "prlstm": lambda: PRLSTMModel(PRLSTMConfig(hidden_size=8, num_layers=2, output_size=3, stack_levels=8,
+                                               vocab_size=40)),
+    "prlstm-core": lambda: PRLSTM(input_size=5, hidden_size=8, num_layers=2, stack_levels=8),
+    "xlstm-stack": xlstm_stack,
+    "xlstm-lm": xlstm_lm,
+    "xlstm-large": xlstm_large,
+}
+
+
+def ensure_qemu() -> str:
+    exe = shutil.which("qemu-x86_64")
+    if exe is None:
+        if os.geteuid() != 0:
+            sys.exit("isa lane: qemu-x86_64 is missing; install the Debian package qemu-user")
+        print("isa lane: installing qemu-user", flush=True)
+        subprocess.run("apt-get update -qq && apt-get install -y -qq qemu-user", shell=True, check=True,
+                       stdout=subprocess.DEVNULL)
+        exe = shutil.which("qemu-x86_64")
+    return exe
+
+
+def exact_stream(path: Path, x: np.ndarray, out: Path):
+    """onnx.reference's run of the file (exact integer products), streamed as isa_lane_stream streams it: the same
+    chunks, each call's state outputs fed back as the next call's inputs (the states the metadata lists, from their
+    initial values). Writes y, the final states and the chunk bounds to ``out``; returns (y, states by name)."""
+    s = StreamingSession(path, native="off")
+    meta = s.metadata
+    s.reset(batch_size=x.shape[0])
+    state = s.get_state()
+    ev = ReferenceEvaluator(str(path))
+    bounds = list(chunk_bounds(x.shape[1], CHUNKS if meta.mode == "sequence" else (1,)))
+    ys = []
+    for t0, t1 in bounds:
+        xt = np.ascontiguousarray(x[:, t0:t1] if meta.mode == "sequence" else x[:, t0])
+        outs = dict(zip(ev.output_names, ev.run(None, {meta.inputs[0].name: xt,
+                                                       **{st.input: state[st.name] for st in meta.states}})))
+        y = outs[meta.outputs[0].name]
+        ys.append(y if meta.mode == "sequence" else y[:, None])
+        state = {st.name: outs[st.output] for st in meta.states}
+    y = np.concatenate(ys, axis=1).astype(np.float64)
+    state = {k: v.astype(np.float64) for k, v in state.items()}
+    np.savez(out, y=y, bounds=np.array(bounds, np.int64), **{f"state:{k}": v for k, v in state.items()})
+    return y, state
+
+
+def prepare(work: Path, steps: int):
+    """Export every family x quantization x graph mode and write the references; returns (manifest, facts) where
+    facts[run id] holds what the host needs to judge that run."""
+    exportable = sorted(f.name for f in families() if f.recipe_path is not None)
+    if sorted(MODELS) != exportable:
+        sys.exit(f"isa lane: the lane's models {sorted(MODELS)} are not the exportable families {exportable}")
+    runs, facts, exact_s = [], {}, 0.0
+    for k, (name, make) in enumerate(MODELS.items()):
+        torch.manual_seed(k)
+        model = make().eval()
+        recipe = get_family(name).recipe()
+        files = {(q, mode): export_onnx(model, work / f"{name}_{q or 'fp32'}_{mode}.onnx", mode=mode, quantize=q)
+                 for q in QUANTS for mode in MODES}
+        x = random_inputs(StreamingSession(files[(None, "sequence")], native="off"), steps, BATCH, seed=k)
+        xt = torch.from_numpy(x)
+        y64, s64 = recipe.reference(copy.deepcopy(model).double(), xt.double() if xt.is_floating_point() else xt, None)
+        y32, s32 = recipe.reference(model, xt, None)
+        floor = float(np.abs(np.asarray(y32, np.float64) - y64).max())
+        floor_states = {s: float(np.abs(np.asarray(s32[s], np.float64) - v).max()) for s, v in s64.items()}
+        ref = work / f"{name}_reference.npz"
+        np.savez(ref, x=x, y=y64, **{f"state:{s}": v for s, v in s64.items()})
+        for (q, mode), path in files.items():
+            exact = exact_distance = None
+            if q == EXACT_QUANT:
+                t = time.monotonic()
+                exact = work / f"{path.stem}_exact.npz"
+                ye, se = exact_stream(path, x, exact)
+                exact_distance = max([float(np.abs(ye - y64).max())]
+                                     + [float(np.abs(se[s] - np.asarray(v, np.float64)).max()) for s, v in s64.items()])
+                exact_s += time.monotonic() - t
+            for native in NATIVE:
+                rid = f"{name}/{q or 'fp32'}/{mode}/{native}"
+                runs.append({"id": rid, "file": str(path), "native": native, "reference": str(ref),
+                             "exact": str(exact) if exact else None})
+                facts[rid] = dict(family=name, mode=mode, quantization=q, tolerance=documented_tolerance(recipe, q),
+                                  fp32_floor=floor, fp32_floor_states=floor_states, native=native,
+                                  exact_distance=exact_distance)
+    return {"runs": runs, "chunk_sizes": list(CHUNKS)}, facts, exact_s
+
+
+def emulate(qemu: str, cpu: str, manifest: Path, out: Path, log: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "QLSTM_EDGE_NATIVE_ISA"}  # the library picks its own ISA
+    env["OMP_NUM_THREADS"] = "1"
+    return subprocess.Popen([qemu, "-cpu", CPUS[cpu][0], sys.executable, str(HERE / "isa_lane_stream.py"),
+                             str(manifest), str(out)], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+def judge(cpu: str, results: list, facts: dict, steps: int) -> list:
+    """Print one line per run; returns the problems (empty when the CPU passed)."""
+    problems = []
+    header = results[0] if results and "native" in results[0] else None
+    want_isa = CPUS[cpu][1]
+    if header is None:
+        problems.append(f"{cpu}: the emulated process wrote no header (it died before streaming)")
+    else:
+        native = header["native"]
+        print(f"{cpu}: native library ISA {native['isa']} (supported {native['isa_supported']}; "
+              f"available {native['available']}{', ' + native['reason'] if native['reason'] else ''})")
+        if native["isa"] != want_isa:
+            problems.append(f"{cpu}: the native library dispatched to {native['isa']}, not {want_isa}: the lane is "
+                            f"not testing the emulated ISA")
+        if header["rel_floor"] != REL_FLOOR:
+            problems.append(f"{cpu}: isa_lane_stream.REL_FLOOR {header['rel_floor']} != parity.REL_FLOOR {REL_FLOOR}")
+    got = {r["id"]: r for r in results if "id" in r}
+    for rid, f in facts.items():
+        label = f"{cpu:8} {f['family']:13} {f['mode']:8} {f['quantization'] or 'fp32':12} native={f['native']:3}"
+        r = got.get(rid)
+        if r is None:
+            print(f"{label} {'-':>9} tol {f['tolerance']:.1e} MISS (no result: the emulated process died)")
+            problems.append(f"{cpu} {rid}: no result")
+            continue
+        if "error" in r:
+            print(f"{label} {'-':>9} tol {f['tolerance']:.1e} MISS ({r['error']})")
+            problems.append(f"{cpu} {rid}: {r['error']}")
+            continue
+        out_max, states = r["output_max_abs"], r["state_max_abs"]
+        worst = max(states, key=states.get) if states else None
+        max_abs, worst_tensor = out_max, "output"
+        if worst is not None and states[worst] > out_max:
+            max_abs, worst_tensor = states[worst], f"final state {worst}"
+        report = ParityReport(family=f["family"], mode=f["mode"], steps=steps, batch=BATCH,
+                              chunk_sizes=list(CHUNKS) if f["mode"] == "sequence" else [1], provider=r["provider"],
+                              op_path=r["op_path"], quantization=f["quantization"], tolerance=f["tolerance"],
+                              reference="float64", max_abs=max_abs, max_rel=r["max_rel"], worst_step=r["worst_step"],
+                              worst_tensor=worst_tensor, output_max_abs=out_max, state_max_abs=states,
+                              fp32_floor=f["fp32_floor"], fp32_floor_states=f["fp32_floor_states"])
+        want_path = "native" if f["native"] == "on" else "function-body"
+        notes = [f"{t} allowed {report.allowed(t):.1e}" for t in report.errors() if report.allowed(t) > f["tolerance"]]
+        exact_ok, detail = True, []
+        if f["exact_distance"] is not None:  # the file's exact integer maths (onnx.reference), independent of tolerance
+            allowed = EXACT_FACTOR * f["exact_distance"]
+            vs = r.get("exact_max_abs")
+            exact_ok = vs is not None and vs <= allowed
+            notes.insert(0, f"vs exact {'-' if vs is None else f'{vs:.1e}'} (allowed {allowed:.1e})")
+            if not exact_ok:  # replaces that note in the problem's line
+                detail.append("no distance from the exact maths reported" if vs is None else
+                              f"{vs:.1e} from onnx.reference's exact maths in {r['exact_worst']}, allowed "
+                              f"{allowed:.1e} = {EXACT_FACTOR:g} x the exact maths' {f['exact_distance']:.1e} "
+                              "from float64")
+        if r["op_path"] != want_path:
+            notes.append(f"op path {r['op_path']}, not {want_path}")
+        if f["native"] == "on" and r["native_calls"] == 0:
+            notes.append("no native kernel ran")
+        ok = (report.passed and exact_ok and r["op_path"] == want_path
+              and (f["native"] == "off" or r["native_calls"] > 0))
+        print(f"{label} {max_abs:9.3e} tol {f['tolerance']:.1e} {'ok' if ok else 'MISS'} ({r['op_path']}, worst "
+              f"{worst_tensor}{'; ' + '; '.join(notes) if notes else ''})")
+        if not ok:
+            problems.append(f"{cpu} {rid}: max error {max_abs:.3e} in {worst_tensor}, tolerance {f['tolerance']:.1e}"
+                            + (f" ({'; '.join(detail + notes[len(detail):])})" if notes else ""))
+    tail = results[-1] if results else {}
+    if not tail.get("done"):
+        problems.append(f"{cpu}: the emulated process did not finish")
+    elif tail["torch_imported"]:
+        problems.append(f"{cpu}: PyTorch was imported in the emulated process")
+    return problems
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--steps", type=int, default=32, help="stream length (default 32)")
+    ap.add_argument("--cpu", action="append", choices=sorted(CPUS), help="emulated CPU (default: all)")
+    ap.add_argument("--keep", type=Path, help="write the exports, references and logs here instead of a temp folder")
+    args = ap.parse_args()
+    cpus = args.cpu or list(CPUS)
+    t0 = time.monotonic()
+    qemu = ensure_qemu()
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory(prefix="isa_lane_") as tmp:
+        work = args.keep or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        manifest, facts, exact_s = prepare(work, args.steps)
+        (work / "manifest.json").write_text(json.dumps(manifest))
+        n_exact = sum(1 for f in facts.values() if f["exact_distance"] is not None) // len(NATIVE)
+        print(f"isa lane: {len(manifest['runs'])} runs per CPU ({len(MODELS)} families x {len(QUANTS)} quantization "
+              f"modes x {len(MODES)} graph modes x native off/on), {args.steps} steps x batch {BATCH}; exported in "
+              f"{time.monotonic() - t0:.0f} s, of which {exact_s:.1f} s for the exact maths (onnx.reference) of the "
+              f"{n_exact} {EXACT_QUANT} files", flush=True)
+        procs = {cpu: emulate(qemu, cpu, work / "manifest.json", work / f"{cpu}.jsonl", work / f"{cpu}.log")
+                 for cpu in cpus}
+        problems = []
+        for cpu, proc in procs.items():
+            try:
+                rc = proc.wait(timeout=max(1.0, EMULATED_TIMEOUT_S - (time.monotonic() - t0)))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                rc = proc.wait()
+                problems.append(f"{cpu}: the emulated process ran past {EMULATED_TIMEOUT_S} s and was stopped")
+            out = work / f"{cpu}.jsonl"
+            results = [json.loads(line) for line in out.read_text().splitlines()] if out.is_file() else []
+            problems += judge(cpu, results, facts, args.steps)
+            if rc != 0:
+                log = (work / f"{cpu}.log").read_text()[-3000:]
+                problems.append(f"{cpu}: the emulated process exited with {rc}:\n{log}")
+    print(f"isa lane: {time.monotonic() - t0:.0f} s")
+    if problems:
+        print(f"isa lane FAILED ({len(problems)} problems):\n  " + "\n  ".join(problems))
+        return 1
+    print("isa lane passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
