@@ -1,6 +1,10 @@
 // The PR-LSTM and xLSTM ops' contract (qle_family_contract.h): specs and input checks.
 #include "qle_family_contract.h"
 
+#include <initializer_list>
+
+#include "qle_shape.h"
+
 namespace {
 
 constexpr long kMaxStackLevels = 62;  // PR-LSTM: count is int64
@@ -40,9 +44,16 @@ OrtStatusPtr invalid(const QleFamilyInputs& in, const std::string& msg) {
 // Scale shape of stacked matrices lead + [K, N] (exporters/quantize.py): int8 and int8-dynamic
 // lead + [N], int4 lead + [ceil(K / block), N].
 std::vector<int64_t> scale_shape(QleQMode mode, long block, std::vector<int64_t> lead, int64_t K, int64_t N) {
-  if (mode == QleQMode::I4) lead.push_back((K + block - 1) / block);
+  if (mode == QleQMode::I4) lead.push_back(qle_ceil_div(K, block));
   lead.push_back(N);
   return lead;
+}
+
+// The first failed size bound (qle_size_error texts, empty when met), or null.
+OrtStatusPtr size_bounds(const QleFamilyInputs& in, std::initializer_list<std::string> errors) {
+  for (const std::string& e : errors)
+    if (!e.empty()) return invalid(in, e);
+  return nullptr;
 }
 
 // int8-dynamic: the products' input sizes must keep the int32 sums exact.
@@ -159,7 +170,13 @@ OrtStatusPtr QleFamilyInputs::scalar(size_t i, float* out) const {
 // -- PR-LSTM -----------------------------------------------------------------------------------
 OrtStatusPtr qle_check_pr_matrices(const QleFamilyInputs& in, long block, int64_t D, int64_t H, int64_t R) {
   OrtStatusPtr st = nullptr;
-  if ((st = in.expect(6, {D, in.width(6, 3 * H)},
+  if ((st = size_bounds(in, {qle_size_error("the input size D", "x's last dimension, W_leaf's first", D, 1,
+                                            kQleMaxWidth),
+                             qle_size_error("the hidden size H", "block_h's last dimension, W_unary's second", H, 1,
+                                            kQleMaxWidth),
+                             qle_size_error("the number of unary refinements R", "W_unary's first dimension", R, 0,
+                                            kQleMaxRefinements)})) ||
+      (st = in.expect(6, {D, in.width(6, 3 * H)},
                       in.layout(6, "[D, 3H] (input-major)", "[D, ceil(3H / 2)] (input-major, int4 two per byte)"))) ||
       (st = in.expect(8, {2 * H, in.width(8, 5 * H)},
                       in.layout(8, "[2H, 5H] (input-major)", "[2H, ceil(5H / 2)] (input-major, int4 two per byte)"))) ||
@@ -222,7 +239,11 @@ QlePrOutputs qle_prlstm_outputs(Ort::KernelContext& ctx, const QlePrDims& d, boo
 // -- sLSTM -------------------------------------------------------------------------------------
 OrtStatusPtr qle_check_slstm_matrices(const QleFamilyInputs& in, long block, int64_t NH, int64_t DH) {
   OrtStatusPtr st = nullptr;
-  if ((st = in.expect(5, {4, NH, DH, in.width(5, DH)},
+  if ((st = size_bounds(in, {qle_size_error("the head count NH", "R's second dimension", NH, 1, kQleMaxHeads),
+                             qle_size_error("the head size DH", "R's third dimension", DH, 1, kQleMaxWidth)})) ||
+      (st = size_bounds(in, {qle_size_error("the hidden size H = NH * DH", "R's second and third dimensions", NH * DH,
+                                            1, kQleMaxWidth)})) ||
+      (st = in.expect(5, {4, NH, DH, in.width(5, DH)},
                       in.layout(5, "[4, NH, DH, DH]", "[4, NH, DH, ceil(DH / 2)] (int4 two per byte)"))))
     return st;
   if (qle_qmode_integer(in.mode) &&
@@ -238,9 +259,10 @@ OrtStatusPtr qle_check_slstm(const QleFamilyInputs& in, long block, bool seq, Ql
   if ((st = in.rank(0, seq ? 3 : 2, seq ? "[B, T, 4H]" : "[B, 4H]")) || (st = in.rank(5, 4, "[4, NH, DH, DH]")))
     return st;
   const std::vector<int64_t>& xs = in.shape[0];
-  const int64_t B = xs[0], T = seq ? xs[1] : 1, NH = in.shape[5][1], DH = in.shape[5][2], H = NH * DH;
-  if ((st = qle_check_slstm_matrices(in, block, NH, DH)) ||
-      (st = in.expect(0, seq ? std::vector<int64_t>{B, T, 4 * H} : std::vector<int64_t>{B, 4 * H},
+  const int64_t B = xs[0], T = seq ? xs[1] : 1, NH = in.shape[5][1], DH = in.shape[5][2];
+  if ((st = qle_check_slstm_matrices(in, block, NH, DH))) return st;
+  const int64_t H = NH * DH;  // bounded by the check above
+  if ((st = in.expect(0, seq ? std::vector<int64_t>{B, T, 4 * H} : std::vector<int64_t>{B, 4 * H},
                       seq ? "[B, T, 4H] (H = NH * DH from R)" : "[B, 4H] (H = NH * DH from R)")))
     return st;
   for (size_t i = 1; i <= 4; ++i)
@@ -270,6 +292,11 @@ OrtStatusPtr qle_check_mlstm(const QleFamilyInputs& in, bool seq, QleMlstmDims* 
     return st;
   const std::vector<int64_t>& qs = in.shape[0];
   const int64_t B = qs[0], T = seq ? qs[1] : 1, NH = qs[seq ? 2 : 1], DK = qs.back(), DV = in.shape[2].back();
+  if ((st = size_bounds(in, {qle_size_error("the head count NH", seq ? "q's third dimension" : "q's second dimension",
+                                            NH, 1, kQleMaxHeads),
+                             qle_size_error("the key size DK", "q's last dimension", DK, 1, kQleMaxWidth),
+                             qle_size_error("the value size DV", "v's last dimension", DV, 1, kQleMaxWidth)})))
+    return st;
   const std::vector<int64_t> lead = seq ? std::vector<int64_t>{B, T, NH} : std::vector<int64_t>{B, NH};
   std::vector<int64_t> kshape = lead, vshape = lead;
   kshape.push_back(DK);

@@ -108,21 +108,23 @@ struct QleMlstmDims {
   float q_scale, k_scale, eps;  // the scalar inputs' values
 };
 
-// PR-LSTM: W_leaf [D, 3H], W_merge [2H, 5H], W_unary [R, H, 4H] (int4 packed: the last dimension
-// halved, rounded up) and, in the integer modes, their scales (exporters/quantize.py); int8-dynamic also
-// bounds D and 2H. Needs only those inputs loaded.
+// PR-LSTM: D and H in [1, 2^24] and R in [0, 1024] (qle_shape.h), W_leaf [D, 3H], W_merge [2H, 5H],
+// W_unary [R, H, 4H] (int4 packed: the last dimension halved, rounded up) and, in the integer modes, their
+// scales (exporters/quantize.py); int8-dynamic also bounds D and 2H. Needs only those inputs loaded.
 OrtStatusPtr qle_check_pr_matrices(const QleFamilyInputs& in, long block, int64_t D, int64_t H, int64_t R);
 // PRLSTMStep (seq false) / PRLSTMSequence: every input's shape, the stack depth K in [1, 62] and
 // count (host) in [0, 2^63 - 1 - T].
 OrtStatusPtr qle_check_prlstm(const QleFamilyInputs& in, long block, bool seq, QlePrDims* dims);
 
-// sLSTM: R [4, NH, DH, DH] (int4 packed: [4, NH, DH, ceil(DH / 2)]) and, in the integer modes,
-// R_scale; int8-dynamic also bounds DH. Needs only those inputs loaded.
+// sLSTM: NH in [1, 4096], DH and H = NH * DH in [1, 2^24] (qle_shape.h), R [4, NH, DH, DH] (int4 packed:
+// [4, NH, DH, ceil(DH / 2)]) and, in the integer modes, R_scale; int8-dynamic also bounds DH. Needs only
+// those inputs loaded.
 OrtStatusPtr qle_check_slstm_matrices(const QleFamilyInputs& in, long block, int64_t NH, int64_t DH);
 // sLSTMCell (seq false) / sLSTMSequence: every input's shape.
 OrtStatusPtr qle_check_slstm(const QleFamilyInputs& in, long block, bool seq, QleSlstmDims* dims);
 
-// mLSTMCell (seq false) / mLSTMSequence: every input's shape and the scalars' values (host).
+// mLSTMCell (seq false) / mLSTMSequence: NH in [1, 4096], DK and DV in [1, 2^24] (qle_shape.h), every
+// input's shape and the scalars' values (host).
 OrtStatusPtr qle_check_mlstm(const QleFamilyInputs& in, bool seq, QleMlstmDims* dims);
 
 // The outputs of a checked node (onnxruntime allocates them in the execution provider's memory):

@@ -29,7 +29,7 @@ constexpr int kThreads = 128;
 // Slice `index` [K, N] of a stacked matrix input [..., K, N] and of its scales (int8 [..., N], int4
 // [..., ceil(K / block), N]; none in fp32 / fp16).
 __host__ __device__ inline Mat slice(const Mat& stack, long index, long K, long N) {
-  const long scale_len = int4_mode(stack.mode) ? (K + stack.block - 1) / stack.block * N : N;
+  const long scale_len = int4_mode(stack.mode) ? (K / stack.block + (K % stack.block != 0)) * N : N;
   return Mat{stack.mode, stack.block, stack.w,
              stack.scale != nullptr ? stack.scale + index * scale_len : nullptr, index * K * N};
 }

@@ -45,6 +45,7 @@
 #include "qle_ort_status.h"
 #include "qle_prlstm.h"
 #include "qle_qmatrix.h"
+#include "qle_shape.h"
 #include "qle_xlstm.h"
 
 namespace {
@@ -127,7 +128,9 @@ OrtStatusPtr run_prlstm(Ort::KernelContext& ctx, const QleCpuKernels* k, const I
   a.Y = o.Y, a.block_h_out = o.block_h, a.block_c_out = o.block_c;
   a.prefix_h_out = o.prefix_h, a.prefix_c_out = o.prefix_c, a.count_out = o.count;
   Ranges<QlePrlstmArgs, qle_prlstm_rows> job{k, &a, (long)B, (long)B};
-  job.run(ctx, (long)(B * T * (D * 3 * H + 2 * (10 * H * H + R * 4 * H * H))));
+  // per token; below 2^62 within the checked bounds (qle_shape.h)
+  const int64_t token = D * 3 * H + 2 * (10 + 4 * R) * H * H;
+  job.run(ctx, (long)qle_mul_sat(qle_mul_sat(B, T), token));
   return nullptr;
 }
 
@@ -153,7 +156,7 @@ OrtStatusPtr run_slstm(Ort::KernelContext& ctx, const QleCpuKernels* k, const In
   a.x = in.f(0), a.y = in.f(1), a.c = in.f(2), a.n = in.f(3), a.m = in.f(4), a.R = R->data(), a.b = in.f(6);
   a.Y = o.Y, a.y_out = o.y, a.c_out = o.c, a.n_out = o.n, a.m_out = o.m;
   Ranges<QleSlstmArgs, qle_slstm_rows> job{k, &a, (long)d.B, (long)d.B};
-  job.run(ctx, (long)(d.B * d.T * 4 * d.H * d.DH));
+  job.run(ctx, (long)qle_mul_sat(qle_mul_sat(d.B, d.T), qle_mul_sat(4 * d.H, d.DH)));
   return nullptr;
 }
 
@@ -165,7 +168,7 @@ OrtStatusPtr run_mlstm(Ort::KernelContext& ctx, const QleCpuKernels* k, const In
   qle_mlstm_args(in, d, qle_mlstm_outputs(ctx, d, seq), &a);
   const long streams = (long)(d.B * d.NH);
   Ranges<QleMlstmArgs, qle_mlstm_streams> job{k, &a, streams, streams};
-  job.run(ctx, streams * (long)(d.T * d.DK * d.DV * 3));
+  job.run(ctx, (long)qle_mul_sat(qle_mul_sat(streams, d.T), qle_mul_sat(3 * d.DK, d.DV)));
   return nullptr;
 }
 

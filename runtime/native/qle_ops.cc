@@ -32,6 +32,7 @@
 #include "qle_family_ops.h"
 #include "qle_ort_status.h"
 #include "qle_qmatrix.h"
+#include "qle_shape.h"
 #if defined(QLE_WITH_CUDA)
 #include "qle_cuda.h"
 #include "qle_family_cuda.h"
@@ -155,14 +156,13 @@ OrtStatusPtr expect_shape(const char* op, size_t i, const Dims& got, size_t rank
   return make_status(ORT_INVALID_ARGUMENT, msg);
 }
 
-int64_t blocks_of(int64_t K, long block) { return (K + block - 1) / block; }
-
 // Layout text of matrix input s: `plain`, or `packed` for int4 packed two per byte.
 const char* layout(Mode m, const Dims& s, const char* plain, const char* packed) {
   return qle_qmatrix_packed(m, s.type) ? packed : plain;
 }
 
-// Checks the inputs against the op contract for `mode` and fills *p (B, T, D, H, data pointers).
+// Checks the inputs against the op contract for `mode` (D and H in [1, 2^24], qle_shape.h) and fills
+// *p (B, T, D, H, data pointers).
 OrtStatusPtr validate(const Ort::KernelContext& ctx, bool sequence, Mode mode, long block,
                       Problem* p) {
   const char* op = sequence ? "QLLSTMSequence" : "QLLSTMCell";
@@ -197,6 +197,12 @@ OrtStatusPtr validate(const Ort::KernelContext& ctx, bool sequence, Mode mode, l
   }
   const int64_t B = s[0].d[0], T = sequence ? s[0].d[1] : 1, D = s[0].d[xr - 1];
   const int64_t H = s[1].d[1];
+  for (const std::string& e : {qle_size_error("the input size D", "x's last dimension", D, 1, kQleMaxWidth),
+                               qle_size_error("the hidden size H", "h's second dimension", H, 1, kQleMaxWidth)})
+    if (!e.empty()) {
+      snprintf(msg, sizeof msg, "%s: %s", op, e.c_str());
+      return make_status(ORT_INVALID_ARGUMENT, msg);
+    }
   const int64_t bh[2] = {B, H}, h1[1] = {H}, fh[2] = {4, H};
   const int64_t dh[2] = {D, qle_qmatrix_width(mode, s[3].type, H)};
   const int64_t hh[2] = {H, qle_qmatrix_width(mode, s[4].type, H)};
@@ -219,7 +225,7 @@ OrtStatusPtr validate(const Ort::KernelContext& ctx, bool sequence, Mode mode, l
         (st = expect_shape(op, 10, s[10], 1, h1, "[H] (one scale per output channel)")))
       return st;
   } else if (mode == Mode::I4) {
-    const int64_t xs[2] = {blocks_of(D, block), H}, hs[2] = {blocks_of(H, block), H};
+    const int64_t xs[2] = {qle_ceil_div(D, block), H}, hs[2] = {qle_ceil_div(H, block), H};
     if ((st = expect_shape(op, 9, s[9], 2, xs, "[ceil(D / block_size), H]")) ||
         (st = expect_shape(op, 10, s[10], 2, hs, "[ceil(H / block_size), H]")))
       return st;
@@ -376,7 +382,7 @@ struct CpuKernel {
     std::vector<float> xbuf;
     const Args a = args(p, w, x_f32(p, p.B * p.D, &xbuf), nullptr, h_out, c_out);
     const long groups = (p.B + kRowGroup - 1) / kRowGroup;
-    if (groups > 1 && p.B * (p.D + p.H) * p.H >= kParallelMacs)
+    if (groups > 1 && qle_mul_sat(qle_mul_sat(p.B, p.D + p.H), p.H) >= kParallelMacs)
       ctx.ParallelFor(cell_task, (size_t)groups, 0, const_cast<Args*>(&a));
     else
       cell_rows(a, 0, p.B);
@@ -398,12 +404,12 @@ struct CpuKernel {
     const long M = p.B * p.T;
     const Args a = args(p, w, x_f32(p, M * p.D, &xbuf), Y, h_out, c_out);
     const long chunks = (M + kProjChunk - 1) / kProjChunk;
-    if (chunks > 1 && M * p.D * p.H >= kParallelMacs)
+    if (chunks > 1 && qle_mul_sat(qle_mul_sat(M, p.D), p.H) >= kParallelMacs)
       ctx.ParallelFor(seq_project_task, (size_t)chunks, 0, const_cast<Args*>(&a));
     else
       qle_qmatmul(k, w->wx, M, a.x, p.D, a.bias, 0, Y, p.H);
     const long groups = (p.B + kRowGroup - 1) / kRowGroup;
-    if (groups > 1 && p.T * p.H * p.H * kRowGroup >= kParallelMacs)
+    if (groups > 1 && qle_mul_sat(qle_mul_sat(qle_mul_sat(p.T, p.H), p.H), kRowGroup) >= kParallelMacs)
       ctx.ParallelFor(seq_recur_task, (size_t)groups, 0, const_cast<Args*>(&a));
     else
       for (long g = 0; g < groups; ++g) seq_recur_task(const_cast<Args*>(&a), (size_t)g);
@@ -434,16 +440,17 @@ void prepack(const OrtKernelInfo* info, CpuKernel* kern) {
       sh[1] != qle_qmatrix_width(kern->mode, th, sh[0]))
     return;
   const long D = (long)sx[0], H = (long)sh[0];
+  if (!qle_size_ok(D, 1, kQleMaxWidth) || !qle_size_ok(H, 1, kQleMaxWidth)) return;
   const float *scx = nullptr, *sch = nullptr;
   if (n == kMaxInputs) {
-    const std::vector<int64_t> a = v[2].GetTensorTypeAndShapeInfo().GetShape();
-    const std::vector<int64_t> b = v[3].GetTensorTypeAndShapeInfo().GetShape();
-    const int64_t want_x = kern->mode == Mode::I4 ? blocks_of(D, kern->block) * H : H;
-    const int64_t want_h = kern->mode == Mode::I4 ? blocks_of(H, kern->block) * H : H;
-    int64_t na = 1, nb = 1;
-    for (int64_t d : a) na *= d;
-    for (int64_t d : b) nb *= d;
-    if (na != want_x || nb != want_h) return;
+    const bool i4 = kern->mode == Mode::I4;
+    const std::vector<int64_t> want_x = i4 ? std::vector<int64_t>{qle_ceil_div(D, kern->block), H}
+                                           : std::vector<int64_t>{H};
+    const std::vector<int64_t> want_h = i4 ? std::vector<int64_t>{qle_ceil_div(H, kern->block), H}
+                                           : std::vector<int64_t>{H};
+    if (v[2].GetTensorTypeAndShapeInfo().GetShape() != want_x ||
+        v[3].GetTensorTypeAndShapeInfo().GetShape() != want_h)
+      return;
     scx = static_cast<const float*>(v[2].GetTensorRawData());
     sch = static_cast<const float*>(v[3].GetTensorRawData());
   }

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "qle_family_math.h"
+#include "qle_shape.h"
 
 namespace {
 
@@ -286,7 +287,7 @@ const char* qle_prlstm_pack(QleQMode mode, long block, const void* W_leaf, const
   if (const char* e = qle_qmatrix_pack(mode, block, W_merge, types[1], 0, s_merge, 2 * H, 5 * H, &w->merge))
     return e;
   // scale slice r: int8 [4H]; int4 [ceil(H / bs), 4H]
-  const long scale_slice = mode == QleQMode::I4 ? (H + block - 1) / block * 4 * H : 4 * H;
+  const long scale_slice = mode == QleQMode::I4 ? (long)qle_ceil_div(H, block) * 4 * H : 4 * H;
   w->unary.resize((size_t)R);
   for (long r = 0; r < R; ++r) {
     const float* s = s_unary != nullptr ? s_unary + r * scale_slice : nullptr;

@@ -159,7 +159,7 @@ const char* qle_qmatrix_pack(QleQMode mode, long block, const void* data, ONNXTe
       }
       m->q = m->q_own.data();
       m->scale = scale;
-      m->block = block;
+      m->block = block < K ? block : (K > 0 ? K : 1);  // one block of K rows: the same scale rows
       return nullptr;
     }
     case QleQMode::I8Dyn: {

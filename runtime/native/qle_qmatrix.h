@@ -49,7 +49,7 @@ struct QleQMatrix {
   const float* f = nullptr;        // fp32: the input; fp16: converted copy
   const int8_t* q = nullptr;       // int8: the input; int4: unpacked copy ([K, N]); int8-dynamic: packed
   const float* scale = nullptr;    // int8 / int4: the scale input
-  long block = 1;                  // int8: K (one block); int4: block_size
+  long block = 1;                  // int8: K (one block); int4: block_size, at most K
   long Kp = 0, Np = 0;             // int8-dynamic packing
   std::vector<float> f_own;
   std::vector<int8_t> q_own;

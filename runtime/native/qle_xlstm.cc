@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "qle_family_math.h"
+#include "qle_shape.h"
 
 namespace {
 
@@ -99,7 +100,7 @@ float* scratch(size_t n) {
 const char* qle_slstm_pack(QleQMode mode, long block, const void* R, ONNXTensorElementDataType type,
                            const float* scale, long NH, long DH, std::vector<QleQMatrix>* out) {
   // scale slice: int8 [DH]; int4 [ceil(DH / bs), DH]
-  const long scale_slice = mode == QleQMode::I4 ? (DH + block - 1) / block * DH : DH;
+  const long scale_slice = mode == QleQMode::I4 ? (long)qle_ceil_div(DH, block) * DH : DH;
   out->resize((size_t)(4 * NH));
   for (long s = 0; s < 4 * NH; ++s) {
     const float* sc = scale != nullptr ? scale + s * scale_slice : nullptr;

@@ -1,0 +1,470 @@
+"""Fuzz of the native op library's input checks (issue 17): one-node graphs of every native op with random
+shapes, element types and attributes (quant_mode; block_size near 2^31, 2^32 and 2^63 - 1, 0, negative), sizes
+near the integer limits and zero-size dimensions. Cases run in batches, each batch in a subprocess (this file run
+as a script), so a crash fails the test instead of killing the suite: every case must end in a clean onnxruntime
+error or a correct run (a contract-valid case must run, give the contract's output shapes and finite values, and
+an int4 block_size beyond every K must give the numbers of one block per matrix), never a signal. A fixed seed:
+the same cases every run. Also the issue's reproducers as regular tests: int4 block_size = 2^63 - 1 with empty
+scales (which wrapped the scale-row check to 0 and read the scales out of bounds) and the empty sLSTM
+R [4, 2^21, 0, 0] (1.65 GB per step)."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+DOMAIN = "qlstm_edge"
+I64_MAX = 2 ** 63 - 1
+F32, F16, F64, I8, U8, I32, I64, INT4 = "float32", "float16", "float64", "int8", "uint8", "int32", "int64", "int4"
+DTYPES = [F32, F16, F64, I8, U8, I32, I64, INT4]
+MODES = [None, "fp16", "int8", "int8-dynamic", "int4"]
+OPS = ["QLLSTMCell", "QLLSTMSequence", "PRLSTMStep", "PRLSTMSequence", "sLSTMCell", "sLSTMSequence", "mLSTMCell",
+       "mLSTMSequence"]
+BLOCKS_VALID = [1, 2, 3, 7, 16, 32, 2 ** 31 - 1, 2 ** 31, 2 ** 32, 2 ** 32 + 1, 2 ** 62, I64_MAX]
+BLOCKS_BAD = [0, -1, -(2 ** 31), -(2 ** 63)]
+EXTREMES = [0, 1, 2 ** 16 + 1, 2 ** 21, 2 ** 24 + 1, 2 ** 31 - 1, 2 ** 31, 2 ** 32, 2 ** 32 + 1, 2 ** 40, 2 ** 62,
+            I64_MAX]
+WEIGHTS = {"W_x", "W_h", "W_leaf", "W_merge", "W_unary", "R"}
+SCALES = {w + "_scale" for w in WEIGHTS}  # the matrices' appended scales (not gate_scale, q_scale, k_scale)
+MAX_ELEMENTS = 4096  # real data per tensor; a larger shape gets a zero-size axis (an empty tensor)
+BIG_DIM = 2 ** 24    # a tensor with a larger dimension is an initializer (numpy cannot hold every such shape)
+CASE_SECONDS = 2.0   # a case taking longer, or a worker above MAX_RSS_MB, is a degenerate shape that costs a lot
+MAX_RSS_MB = 512
+
+
+# -- the ops' contract (exporters/quantize.py, runtime/native/qle_*.h) ---------------------------------------------
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def contract(op: str, d: dict, mode, bs: int, packed: bool = True):
+    """(inputs [(name, dtype, shape)], outputs [(name, dtype, shape)]) of a valid ``op`` node with sizes ``d``."""
+    seq = op.endswith("Sequence")
+    integer = mode in ("int8", "int8-dynamic", "int4")
+    wt = {None: F32, "fp16": F16, "int8": I8, "int8-dynamic": I8, "int4": U8 if packed else INT4}[mode]
+    xt = F16 if mode == "fp16" else F32
+
+    def width(n):
+        return (n + 1) // 2 if wt == U8 else n
+
+    def scale(lead, K, N):
+        return lead + ([ceil_div(K, bs)] if mode == "int4" else []) + [N]
+
+    B = d["B"]
+    lead = [B, d["T"]] if seq else [B]
+    if op.startswith("QLLSTM"):
+        D, H = d["D"], d["H"]
+        ins = [("x", xt, lead + [D]), ("h", F32, [B, H]), ("c", F32, [B, H]), ("W_x", wt, [D, width(H)]),
+               ("W_h", wt, [H, width(H)]), ("bias", F32, [H]), ("gate_scale", F32, [4, H]),
+               ("gate_bias", F32, [4, H]), ("alpha", F32, [])]
+        scales = [("W_x_scale", F32, scale([], D, H)), ("W_h_scale", F32, scale([], H, H))]
+        outs = ([("Y", F32, [B, d["T"], H])] if seq else []) + [("h_out", F32, [B, H]), ("c_out", F32, [B, H])]
+    elif op.startswith("PRLSTM"):
+        D, H, K, R = d["D"], d["H"], d["K"], d["R"]
+        state = [(n, F32, [B, K, H]) for n in ("block_h", "block_c", "prefix_h", "prefix_c")]
+        ins = [("x", xt, lead + [D]), *state, ("count", I64, [B]), ("W_leaf", wt, [D, width(3 * H)]),
+               ("b_leaf", F32, [3 * H]), ("W_merge", wt, [2 * H, width(5 * H)]), ("b_merge", F32, [5 * H]),
+               ("W_unary", wt, [R, H, width(4 * H)]), ("b_unary", F32, [R, 4 * H])]
+        scales = [("W_leaf_scale", F32, scale([], D, 3 * H)), ("W_merge_scale", F32, scale([], 2 * H, 5 * H)),
+                  ("W_unary_scale", F32, scale([R], H, 4 * H))]
+        outs = [("Y", F32, lead + [H])] + [(n + "_out", F32, s) for n, _, s in state] + [("count_out", I64, [B])]
+    elif op.startswith("sLSTM"):
+        NH, DH = d["NH"], d["DH"]
+        H = NH * DH
+        ins = [("x", F32, lead + [4 * H])] + [(n, F32, [B, H]) for n in "ycnm"] + \
+              [("R", wt, [4, NH, DH, width(DH)]), ("b", F32, [4 * H])]
+        scales = [("R_scale", F32, scale([4, NH], DH, DH))]
+        outs = ([("Y", F32, [B, d["T"], H])] if seq else []) + [(n + "_out", F32, [B, H]) for n in "ycnm"]
+    else:
+        NH, DK, DV = d["NH"], d["DK"], d["DV"]
+        hl = lead + [NH]
+        ins = [("q", F32, hl + [DK]), ("k", F32, hl + [DK]), ("v", F32, hl + [DV]), ("i", F32, hl),
+               ("f", F32, hl), ("C", F32, [B, NH, DK, DV]), ("n", F32, [B, NH, DK]), ("m", F32, [B, NH, 1]),
+               ("q_scale", F32, []), ("k_scale", F32, []), ("eps", F32, [])]
+        scales = []
+        outs = [("H", F32, hl + [DV]), ("C_out", F32, [B, NH, DK, DV]), ("n_out", F32, [B, NH, DK]),
+                ("m_out", F32, [B, NH, 1])]
+    return ins + (scales if integer else []), outs
+
+
+def attributes(op: str, mode, bs: int) -> dict:
+    if op.startswith("mLSTM") or mode is None:
+        return {}
+    return {"quant_mode": mode, "block_size": bs if mode == "int4" else 0}
+
+
+def max_k(op: str, d: dict) -> int:
+    """The largest K (input rows) of the op's matrices: a block_size at least this is one block per matrix."""
+    if op.startswith("QLLSTM"):
+        return max(d["D"], d["H"])
+    if op.startswith("PRLSTM"):
+        return max(d["D"], 2 * d["H"])
+    return d["DH"]
+
+
+# -- case generation -----------------------------------------------------------------------------------------------
+def valid_case(rng, op: str) -> dict:
+    """A contract-valid node: small sizes, a random mode and (int4) block size, weights constant or fed."""
+    seq = op.endswith("Sequence")
+    d = {"B": int(rng.choice([0, 1, 1, 2, 3])), "T": int(rng.choice([0, 1, 2, 5])) if seq else 1}
+    if op.startswith("QLLSTM"):
+        d.update(D=int(rng.integers(1, 10)), H=int(rng.integers(1, 10)))
+    elif op.startswith("PRLSTM"):  # count + T < 2^K: no position past the stream limit (NaN outputs)
+        d.update(D=int(rng.integers(1, 8)), H=int(rng.integers(1, 8)), K=int(rng.integers(4, 7)),
+                 R=int(rng.integers(0, 3)))
+    elif op.startswith("sLSTM"):
+        d.update(NH=int(rng.integers(1, 4)), DH=int(rng.integers(1, 7)))
+    else:
+        d.update(NH=int(rng.integers(1, 4)), DK=int(rng.integers(1, 7)), DV=int(rng.integers(1, 7)))
+    mode = None if op.startswith("mLSTM") else MODES[int(rng.integers(len(MODES)))]
+    bs = int(rng.choice(BLOCKS_VALID)) if mode == "int4" else 0
+    packed = mode != "int4" or bool(rng.random() < 0.8)
+    ins, outs = contract(op, d, mode, bs, packed)
+    const = bool(rng.random() < 0.5)
+    inputs = [{"name": n, "dtype": t, "shape": s, "const": const and n in WEIGHTS | SCALES}
+              for n, t, s in ins]
+    case = {"op": op, "attrs": attributes(op, mode, bs), "inputs": inputs, "outputs": [[n, t] for n, t, _ in outs],
+            "dims": d, "mode": mode, "valid": True, "expect": [s for _, _, s in outs]}
+    if mode == "int4" and bs > max_k(op, d):
+        case["same_as_block"] = max_k(op, d)
+    return case
+
+
+def fit(shape: list, rng) -> list:
+    """``shape`` with int64 dimensions; one holding more than MAX_ELEMENTS gets a zero-size axis (a small one)."""
+    shape = [min(int(v), I64_MAX) for v in shape]
+    if int(np.prod([float(v) for v in shape])) > MAX_ELEMENTS:
+        small = [i for i, v in enumerate(shape) if v <= 64] or [0]
+        shape[int(rng.choice(small))] = 0
+    return shape
+
+
+def mutate(rng, case: dict) -> dict:
+    """One crafted change of a valid case: an extreme size, a block size, an element type, a rank, a dimension, the
+    input count, the quant_mode, an attribute's type, or the scale rows an overflowing ceil(K / block) gave."""
+    c = json.loads(json.dumps(case))
+    c["valid"] = False
+    c.pop("expect", None)
+    c.pop("same_as_block", None)
+    kind = rng.choice(["size", "size", "size", "zero_size", "block", "dtype", "rank", "dim", "count", "mode",
+                       "attr_type", "wrapped_scale"])
+    ins = c["inputs"]
+    pick = ins[int(rng.integers(len(ins)))]
+    if kind in ("size", "zero_size"):
+        d = dict(c["dims"])
+        keys = [k for k in d if k != "T" or c["op"].endswith("Sequence")]
+        d[str(rng.choice(keys))] = int(rng.choice(EXTREMES))
+        if kind == "zero_size":  # a zero-size dimension next to a huge one: every tensor empty, the sizes free
+            d[str(rng.choice(keys))] = 0
+        bs = int(c["attrs"].get("block_size", 0))
+        new, _ = contract(c["op"], d, c["mode"], bs if bs >= 1 else 1)
+        for t, (_, _, s) in zip(ins, new):
+            t["shape"] = fit(s, rng)
+    elif kind == "block":
+        c["attrs"] = {"quant_mode": c["mode"] or "int4",
+                      "block_size": int(rng.choice(BLOCKS_VALID + BLOCKS_BAD + [2 ** 32 - 1]))}
+    elif kind == "dtype":
+        pick["dtype"] = str(rng.choice(DTYPES))
+    elif kind == "rank":
+        pick["shape"] = pick["shape"][:-1] if pick["shape"] and rng.random() < 0.5 else pick["shape"] + [1]
+    elif kind == "dim" and pick["shape"]:
+        i = int(rng.integers(len(pick["shape"])))
+        pick["shape"][i] = int(rng.choice([0, 1, pick["shape"][i] + 1, max(pick["shape"][i] - 1, 0), 2 ** 31,
+                                           2 ** 62, I64_MAX]))
+        pick["shape"] = fit(pick["shape"], rng)
+    elif kind == "count":
+        if rng.random() < 0.5:
+            ins.pop()
+        else:
+            ins.append(dict(ins[-1], name=ins[-1]["name"] + "_extra"))
+    elif kind == "mode":
+        c["attrs"] = {"quant_mode": str(rng.choice(["int8", "int4", "fp16", "int8-dynamic", "int2", ""])),
+                      "block_size": int(rng.choice([0, 32, I64_MAX]))}
+    elif kind == "attr_type":  # attributes of the wrong type: an int quant_mode, a float or string block_size
+        wrong = [{"quant_mode": 4}, {"block_size": 2.5}, {"block_size": "32"}]
+        c["attrs"] = dict(c["attrs"], **wrong[int(rng.integers(len(wrong)))])
+    elif kind == "wrapped_scale":
+        c["attrs"] = {"quant_mode": "int4", "block_size": I64_MAX}
+        for t in ins:
+            if t["name"] in SCALES and len(t["shape"]) >= 2:
+                t["shape"][-2] = 0
+    for t in ins:
+        if t["dtype"] == INT4 or max(t["shape"], default=0) > BIG_DIM:
+            t["const"] = True
+    return c
+
+
+def fuzz_cases(n: int, seed: int = 17) -> list:
+    rng = np.random.default_rng(seed)
+    cases = []
+    for i in range(n):
+        case = valid_case(rng, OPS[i % len(OPS)])
+        for _ in range(int(rng.choice([0, 1, 1, 1, 2]))):
+            case = mutate(rng, case)
+        cases.append(case)
+    return cases
+
+
+# -- the worker (this file run as a script): builds and runs each case, one result line per case -------------------
+def _tensor(rng, name: str, dtype: str, shape: list):
+    """An initializer of ``shape`` (raw data: no numpy array of that shape is needed)."""
+    from onnx import TensorProto
+    n = 1
+    for v in shape:
+        n *= v
+    t = TensorProto(name=name, data_type=_onnx_type(dtype), dims=shape)
+    t.raw_data = (bytes(rng.integers(0, 256, (n + 1) // 2, dtype=np.uint8)) if dtype == INT4
+                  else _values(rng, name, dtype, n).tobytes())
+    return t
+
+
+def _values(rng, name: str, dtype: str, n: int) -> np.ndarray:
+    if dtype == I64:
+        return rng.integers(0, 4, n).astype(np.int64)
+    if dtype in (I8, I32):
+        return rng.integers(-127, 128, n).astype(dtype)
+    if dtype == U8:
+        return rng.integers(0, 256, n).astype(np.uint8)
+    v = rng.standard_normal(n) * 0.3
+    if name in ("n", "eps") or name.endswith("_scale"):  # the sLSTM normaliser, positive scales
+        v = np.abs(v) + 0.1
+    return v.astype(dtype)
+
+
+def _onnx_type(dtype: str) -> int:
+    from onnx import TensorProto
+    return {F32: TensorProto.FLOAT, F16: TensorProto.FLOAT16, F64: TensorProto.DOUBLE, I8: TensorProto.INT8,
+            U8: TensorProto.UINT8, I32: TensorProto.INT32, I64: TensorProto.INT64, INT4: TensorProto.INT4}[dtype]
+
+
+def _run(case: dict, block_size=None) -> list:
+    import onnxruntime as ort
+    from onnx import helper
+
+    from qlstm_edge.runtime import native_lib
+
+    rng = np.random.default_rng(len(json.dumps(case)))  # the same values for the same case
+    attrs = dict(case["attrs"])
+    if block_size is not None:
+        attrs["block_size"] = block_size
+    inits, graph_inputs, feeds = [], [], {}
+    for t in case["inputs"]:
+        if t["const"]:
+            inits.append(_tensor(rng, t["name"], t["dtype"], t["shape"]))
+        else:
+            n = int(np.prod(t["shape"], dtype=np.int64))
+            feeds[t["name"]] = _values(rng, t["name"], t["dtype"], n).reshape(t["shape"])
+            graph_inputs.append(helper.make_tensor_value_info(t["name"], _onnx_type(t["dtype"]), None))
+    legacy = any(t["dtype"] == INT4 for t in case["inputs"])
+    node = helper.make_node(case["op"], [t["name"] for t in case["inputs"]], [n for n, _ in case["outputs"]],
+                            domain=DOMAIN, **attrs)
+    graph = helper.make_graph([node], "fuzz", graph_inputs,
+                              [helper.make_tensor_value_info(n, _onnx_type(t), None) for n, t in case["outputs"]],
+                              initializer=inits)
+    model = helper.make_model(graph, ir_version=10 if legacy else 8, opset_imports=[
+        helper.make_opsetid("", 21 if legacy else 17), helper.make_opsetid(DOMAIN, 1)])
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.log_severity_level = 4
+    native_lib.register(so)
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)
+
+
+def _check_valid(case: dict, out: list) -> str:
+    """Why a valid case's outputs are wrong ('' when right)."""
+    for o, want in zip(out, case["expect"]):
+        if list(o.shape) != want:
+            return f"output shape {list(o.shape)} != contract {want}"
+        if o.dtype != np.int64 and not np.isfinite(o).all():
+            return "non-finite output"
+    if "same_as_block" in case:
+        for a, b in zip(out, _run(case, case["same_as_block"])):
+            if not np.array_equal(a, b):
+                return f"block_size {case['attrs']['block_size']} differs from one block ({case['same_as_block']})"
+    return ""
+
+
+def worker(path: str) -> None:
+    import onnx  # noqa: F401 - imported before the first case, so no case's time counts the imports
+    import onnxruntime  # noqa: F401
+
+    from qlstm_edge.runtime import native_lib
+    native_lib.status()
+    cases = json.loads(Path(path).read_text())
+    for i, case in enumerate(cases):
+        print(f"START {i}", flush=True)
+        t0 = time.perf_counter()
+        res = {"i": i, "ok": True, "error": "", "kind": ""}
+        try:
+            out = _run(case)
+            if case["valid"]:
+                res["error"] = _check_valid(case, out)
+                res["ok"] = not res["error"]
+        except Exception as e:  # noqa: BLE001 - every clean error is recorded, the parent judges it
+            res.update(ok=False, error=str(e)[:400], kind=f"{type(e).__module__}.{type(e).__name__}")
+        res["seconds"] = time.perf_counter() - t0
+        res["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print("DONE " + json.dumps(res), flush=True)
+
+
+# -- the parent: runs batches in subprocesses and judges the results ------------------------------------------------
+def run_cases(cases: list, isa: str = "auto") -> list:
+    """Results of ``cases`` run by one worker subprocess under QLSTM_EDGE_NATIVE_ISA=isa; fails on a crash."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(cases, f)
+    env = dict(os.environ, QLSTM_EDGE_NATIVE_ISA=isa, OMP_NUM_THREADS="1")
+    try:
+        proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), f.name], env=env, capture_output=True,
+                              text=True, timeout=300)
+    finally:
+        os.unlink(f.name)
+    started = [int(line.split()[1]) for line in proc.stdout.splitlines() if line.startswith("START ")]
+    results = [json.loads(line[5:]) for line in proc.stdout.splitlines() if line.startswith("DONE ")]
+    if proc.returncode != 0:
+        last = cases[started[-1]] if started else None
+        raise AssertionError(f"the worker died (exit {proc.returncode}) running case {started[-1:]} "
+                             f"(ISA {isa}): {json.dumps(last)}\n{proc.stderr[-2000:]}")
+    assert len(results) == len(cases), proc.stderr[-2000:]
+    return results
+
+
+def judge(cases: list, results: list, isa: str) -> None:
+    for case, res in zip(cases, results):
+        what = f"case {res['i']} (ISA {isa}): {json.dumps(case)}\n-> {res}"
+        if case["valid"]:
+            assert res["ok"], "a contract-valid node must run correctly: " + what
+        elif not res["ok"]:  # a clean error: onnxruntime's (or numpy's on an output it cannot hold), with a text
+            assert res["kind"].startswith(("onnxruntime.", "builtins.ValueError")) and res["error"], what
+            assert "bad_alloc" not in res["error"], "a refused shape must not reach an allocation: " + what
+        assert res["seconds"] < CASE_SECONDS and res["rss_mb"] < MAX_RSS_MB, "a shape that costs a lot: " + what
+
+
+def _isas() -> list:
+    from qlstm_edge.runtime import native_lib
+    supported = native_lib.status()["isa_supported"]
+    return [isa for isa in ("scalar", "avx2", "avx512") if supported.get(isa)]
+
+
+N_CASES = 480
+BATCH = 120
+
+
+def test_fuzz_every_native_op(lib_status):
+    cases = fuzz_cases(N_CASES)
+    isas = _isas()
+    valid = sum(c["valid"] for c in cases)
+    assert valid >= N_CASES // 6 and N_CASES - valid >= N_CASES // 2  # both kinds drawn
+    for b in range(0, N_CASES, BATCH):
+        isa = isas[(b // BATCH) % len(isas)]
+        batch = cases[b:b + BATCH]
+        judge(batch, run_cases(batch, isa), isa)
+
+
+# -- the issue's reproducers ---------------------------------------------------------------------------------------
+REPRO_DIMS = {"QLLSTMCell": {"B": 2, "T": 1, "D": 16, "H": 9}, "PRLSTMSequence": {"B": 2, "T": 3, "D": 5, "H": 6,
+              "K": 4, "R": 1}, "sLSTMSequence": {"B": 2, "T": 3, "NH": 2, "DH": 5}}
+FIRST_SCALE = {"QLLSTMCell": "W_x_scale", "PRLSTMSequence": "W_leaf_scale", "sLSTMSequence": "R_scale"}
+
+
+def repro_case(op: str, block_size: int, scale_rows=None, const: bool = True) -> dict:
+    """A valid int4 ``op`` node (packed weights) with ``block_size``; ``scale_rows`` replaces every scale's row
+    count (the crafted file's 0, what (K + block - 1) / block wrapped to)."""
+    d = REPRO_DIMS[op]
+    ins, outs = contract(op, d, "int4", block_size)
+    inputs = [{"name": n, "dtype": t, "shape": list(s), "const": const and n in WEIGHTS | SCALES}
+              for n, t, s in ins]
+    for t in inputs:
+        if scale_rows is not None and t["name"] in SCALES:
+            t["shape"][-2] = scale_rows
+    return {"op": op, "attrs": attributes(op, "int4", block_size), "inputs": inputs,
+            "outputs": [[n, t] for n, t, _ in outs], "dims": d, "mode": "int4", "valid": scale_rows is None,
+            "expect": [s for _, _, s in outs], "same_as_block": max_k(op, d)}
+
+
+def test_int4_block_size_2_63_with_empty_scales_is_refused(lib_status):
+    """The crafted int4 file of issue 17: block_size = 2^63 - 1 and scales [0, N] passed the check, whose
+    ceil(K / block) wrapped to 0, and the AVX2 weight-only product read the scales out of bounds (SIGSEGV). Now
+    ceil(K / block) = 1 and the empty scales are refused, naming the input."""
+    cases = [repro_case(op, I64_MAX, scale_rows=0, const=const) for op in REPRO_DIMS for const in (True, False)]
+    for isa in _isas():
+        for case, res in zip(cases, run_cases(cases, isa)):
+            op = case["op"]
+            assert not res["ok"] and f"{op}: input '{FIRST_SCALE[op]}' must have shape" in res["error"], res
+            rows = ", ".join(map(str, case["inputs"][[t["name"] for t in case["inputs"]].index(FIRST_SCALE[op])]
+                                 ["shape"][:-2]))
+            lead = rows + ", " if rows else ""
+            assert f"= [{lead}1, " in res["error"] and f"got [{lead}0, " in res["error"], res
+
+
+def test_int4_block_size_beyond_k_is_one_block(lib_status):
+    """block_size beyond every K (2^31, 2^32, 2^63 - 1) is one block per matrix: scales [1, N], and the numbers of
+    block_size = K, bit for bit (judge checks same_as_block)."""
+    cases = [repro_case(op, bs, const=const) for op in REPRO_DIMS for bs in (2 ** 31, 2 ** 32, I64_MAX)
+             for const in (True, False)]
+    for isa in _isas():
+        judge(cases, run_cases(cases, isa), isa)
+
+
+def degenerate_cases() -> list:
+    """Small files whose sizes cost a lot: zero-size dimensions next to huge ones (every tensor empty, all of them
+    initializers); ``empty`` gives a tensor an empty shape where the sizes alone would make it large (its own shape
+    is checked after the sizes)."""
+    def case(op, mode, d, **empty):
+        ins, outs = contract(op, d, mode, 32)
+        return {"op": op, "attrs": attributes(op, mode, 32), "outputs": [[n, t] for n, t, _ in outs], "dims": d,
+                "mode": mode, "valid": False,
+                "inputs": [{"name": n, "dtype": t, "shape": empty.get(n, s), "const": True} for n, t, s in ins]}
+    return [
+        (case("sLSTMSequence", None, {"B": 1, "T": 1, "NH": 2 ** 21, "DH": 0}),
+         "sLSTMSequence: the head count NH (R's second dimension) must be in [1, 4096], got 2097152"),
+        (case("sLSTMCell", "int8", {"B": 1, "T": 1, "NH": 2, "DH": 0}),
+         "sLSTMCell: the head size DH (R's third dimension) must be in [1, 16777216], got 0"),
+        (case("sLSTMCell", "int4", {"B": 0, "T": 1, "NH": 4096, "DH": 4097}, R=[4, 4096, 4097, 0],
+              R_scale=[4, 4096, 0, 4097], b=[0]),
+         "sLSTMCell: the hidden size H = NH * DH (R's second and third dimensions) must be in [1, 16777216], "
+         "got 16781312"),
+        (case("PRLSTMSequence", "int4", {"B": 0, "T": 2, "D": 2 ** 40, "H": 0, "K": 3, "R": 2 ** 40}),
+         "PRLSTMSequence: the input size D (x's last dimension, W_leaf's first) must be in [1, 16777216], "
+         "got 1099511627776"),
+        (case("PRLSTMStep", "int8-dynamic", {"B": 1, "T": 1, "D": 3, "H": 0, "K": 3, "R": 2 ** 40}),
+         "PRLSTMStep: the hidden size H (block_h's last dimension, W_unary's second) must be in [1, 16777216], got 0"),
+        (case("PRLSTMStep", None, {"B": 1, "T": 1, "D": 3, "H": 1, "K": 3, "R": 2 ** 20}, W_unary=[2 ** 20, 1, 0],
+              b_unary=[2 ** 20, 0]),
+         "PRLSTMStep: the number of unary refinements R (W_unary's first dimension) must be in [0, 1024], "
+         "got 1048576"),
+        (case("mLSTMSequence", None, {"B": 0, "T": 2 ** 40, "NH": 2 ** 40, "DK": 0, "DV": 2 ** 40}),
+         "mLSTMSequence: the head count NH (q's third dimension) must be in [1, 4096], got 1099511627776"),
+        (case("mLSTMCell", None, {"B": 1, "T": 1, "NH": 2, "DK": 3, "DV": 0}),
+         "mLSTMCell: the value size DV (v's last dimension) must be in [1, 16777216], got 0"),
+        (case("QLLSTMSequence", "int4", {"B": 1, "T": 2 ** 40, "D": 0, "H": 4}),
+         "QLLSTMSequence: the input size D (x's last dimension) must be in [1, 16777216], got 0"),
+        (case("QLLSTMCell", "int8-dynamic", {"B": 0, "T": 1, "D": 2 ** 62, "H": 0}),
+         "QLLSTMCell: the input size D (x's last dimension) must be in [1, 16777216], got 4611686018427387904"),
+        (case("QLLSTMCell", None, {"B": 2, "T": 1, "D": 3, "H": 0}),
+         "QLLSTMCell: the hidden size H (h's second dimension) must be in [1, 16777216], got 0"),
+    ]
+
+
+def test_degenerate_shapes_are_refused_cheaply(lib_status):
+    """Issue 17 item 7: an empty sLSTM R [4, 2^21, 0, 0] cost 1.65 GB and 1-3 s per native step. Zero-size
+    widths and head counts, widths or products of them above 2^24, more than 4096 heads or 1024 unary refinements
+    are refused, naming the input and the bound, before any packing or allocation."""
+    pairs = degenerate_cases()
+    cases = [c for c, _ in pairs]
+    results = run_cases(cases)
+    for (_, needle), res in zip(pairs, results):
+        assert not res["ok"] and needle in res["error"], (needle, res)
+    judge(cases, results, "auto")
+
+
+if __name__ == "__main__":
+    worker(sys.argv[1])
