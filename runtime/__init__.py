@@ -1,8 +1,9 @@
 """Streaming runtime over onnxruntime (installed as ``qlstm_edge.runtime``; needs no torch)."""
 from .metadata import METADATA_KEY, MetadataError, ModelMetadata, StateSpec, TensorSpec
-from .session import InputError, ModelFileError, NativeLibraryError, StreamingSession, StreamLimitError
+from .session import (InputError, ModelFileError, NativeLibraryError, StreamingSession, StreamLimitError,
+                      TimeLimitError)
 
-__all__ = ["StreamingSession", "native_status", "StreamLimitError", "InputError", "ModelFileError", "NativeLibraryError", "ModelMetadata",
+__all__ = ["StreamingSession", "native_status", "StreamLimitError", "TimeLimitError", "InputError", "ModelFileError", "NativeLibraryError", "ModelMetadata",
            "MetadataError", "StateSpec", "TensorSpec", "METADATA_KEY"]
 
 

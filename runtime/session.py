@@ -7,8 +7,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Union
+from typing import Dict, Iterable, List, Optional, Union
 
 import numpy as np
 import onnxruntime as ort
@@ -34,13 +35,69 @@ class StreamLimitError(InputError):
     """A call that would take a stream past the most steps the model can hold (metadata ``extra["max_steps"]``)."""
 
 
+class TimeLimitError(RuntimeError):
+    """A call that ran past the session's ``time_limit_s`` and was stopped; the session's state is unchanged."""
+
+
 class NativeLibraryError(RuntimeError):
     """native='on' was asked for, but the native op library is missing or cannot be registered."""
 
 
+class _Watchdog:
+    """One daemon thread that stops the onnxruntime calls that pass their deadline, by setting the ``terminate``
+    flag of the RunOptions they run with (onnxruntime checks it between kernels, Loop and Scan iterations
+    included). The thread starts on first use and sleeps until the earliest armed deadline."""
+
+    def __init__(self):
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)  # the thread and a held lock do not survive a fork
+
+    def _reset(self) -> None:
+        self._cv = threading.Condition()
+        self._armed: Dict[int, tuple] = {}  # id(run options) -> (deadline, run options)
+        self._wake: Optional[float] = None  # the deadline the thread sleeps until (None: until woken)
+        self._thread: Optional[threading.Thread] = None
+
+    def arm(self, seconds: float) -> ort.RunOptions:
+        ro = ort.RunOptions()
+        ro.log_severity_level = 4  # a stopped call is reported by TimeLimitError, not by onnxruntime's error log
+        # onnxruntime's default graph id, stated: its Python run_with_iobinding looks the entry up and pays ~30 us
+        # for the exception a missing entry raises
+        ro.add_run_config_entry("gpu_graph_id", "0")
+        deadline = time.monotonic() + seconds
+        with self._cv:
+            self._armed[id(ro)] = (deadline, ro)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._watch, name="qlstm_edge-time-limit", daemon=True)
+                self._thread.start()
+            if self._wake is None or deadline < self._wake:
+                self._cv.notify()
+        return ro
+
+    def disarm(self, ro: ort.RunOptions) -> bool:
+        """Stop watching ``ro``; True when its deadline passed and the call was told to stop."""
+        with self._cv:
+            self._armed.pop(id(ro), None)
+            return ro.terminate
+
+    def _watch(self) -> None:
+        with self._cv:
+            while True:
+                now = time.monotonic()
+                for key, (deadline, ro) in list(self._armed.items()):
+                    if deadline <= now:
+                        ro.terminate = True
+                        del self._armed[key]
+                self._wake = min((deadline for deadline, _ in self._armed.values()), default=None)
+                self._cv.wait(None if self._wake is None else self._wake - now)
+
+
+_watchdog = _Watchdog()
 _warned_missing: List[bool] = []  # warn once per process that the library was never built
 
 
+MAX_STREAM_BYTES = 1 << 30  # the most a stream's state and one step's output may take: a file cannot make a
+# stream allocate more (xLSTM 7B's whole state is ~130 MB a stream)
 ORT_FORMAT_ID = b"ORTM"  # the flatbuffers file identifier of ORT-format models (bytes 4..8)
 
 
@@ -50,14 +107,15 @@ def _is_ort_format(path: Path) -> bool:
 
 
 def _parse(path: Path):
-    """The file's ModelProto without its external data, or None when it does not parse (onnxruntime then
-    reports the file as not loadable, with its reason)."""
+    """The file's ModelProto without its external data. A file that does not parse is refused here: the checks
+    below need the parsed model, and no file goes to onnxruntime unchecked."""
     import onnx
 
     try:
         return onnx.load(str(path), load_external_data=False)
-    except Exception:  # protobuf decode errors have no common type
-        return None
+    except Exception as e:  # protobuf decode errors have no common type
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ModelFileError(f"{path}: not a loadable ONNX model (it does not parse: {msg})") from None
 
 
 def _proto_custom_ops(proto) -> set:
@@ -102,29 +160,55 @@ def _ort_format_custom_ops(path: Path) -> Optional[set]:
     return found
 
 
+def _stored_tensors(proto) -> list:
+    """(name, TensorProto) for every tensor a model stores: the dense and sparse (values and indices)
+    initializers and the tensor attributes of its graph, their subgraphs at any depth, the local functions'
+    bodies and default attributes, and the training graphs."""
+    graphs = [proto.graph, *(g for info in proto.training_info for g in (info.initialization, info.algorithm))]
+    attrs = []
+    for f in proto.functions:
+        attrs.extend(f.attribute_proto)
+        attrs.extend(a for n in f.node for a in n.attribute)
+    tensors = []
+
+    def sparse(items):
+        for sp in items:
+            tensors.extend([(sp.values.name, sp.values), (sp.values.name or sp.indices.name, sp.indices)])
+
+    while graphs or attrs:
+        if graphs:
+            g = graphs.pop()
+            tensors.extend((t.name, t) for t in g.initializer)
+            sparse(g.sparse_initializer)
+            attrs.extend(a for n in g.node for a in n.attribute)
+            continue
+        a = attrs.pop()
+        tensors.extend((t.name, t) for t in ([a.t] if a.HasField("t") else []) + list(a.tensors))
+        sparse(([a.sparse_tensor] if a.HasField("sparse_tensor") else []) + list(a.sparse_tensors))
+        graphs.extend(([a.g] if a.HasField("g") else []) + list(a.graphs))
+    return tensors
+
+
+ORT_MEMORY_TAG = "*/_ORT_MEM_ADDR_/*"  # onnxruntime reads a tensor with this location from a memory address
+
+
 def _check_external_data(path: Path, proto) -> None:
-    """Refuse external-data references that leave the model's folder (absolute paths, "..", symlinks)."""
+    """Refuse external-data references that leave the model's folder (absolute paths, "..", symlinks), name
+    onnxruntime's in-memory tag, or name something other than a regular file."""
     import onnx
 
     root = path.parent.resolve()
-    graphs, tensors = [proto.graph], []
-    while graphs:
-        g = graphs.pop()
-        tensors.extend(g.initializer)
-        for node in g.node:
-            for a in node.attribute:
-                tensors.extend([a.t] if a.HasField("t") else [])
-                tensors.extend(a.tensors)
-                graphs.extend([a.g] if a.HasField("g") else [])
-                graphs.extend(a.graphs)
-    for t in tensors:
+    for name, t in _stored_tensors(proto):
         if t.data_location != onnx.TensorProto.EXTERNAL:
             continue
         location = next((e.value for e in t.external_data if e.key == "location"), "")
         target = (root / location).resolve()
-        if os.path.isabs(location) or root not in target.parents:
-            raise ModelFileError(f"{path}: tensor {t.name!r} points its external data at {location!r}, outside the "
+        if os.path.isabs(location) or root not in target.parents or location.startswith(ORT_MEMORY_TAG):
+            raise ModelFileError(f"{path}: tensor {name!r} points its external data at {location!r}, outside the "
                                  f"model's folder {root}; refusing to read it")
+        if target.exists() and not target.is_file():
+            raise ModelFileError(f"{path}: tensor {name!r} points its external data at {location!r}, which is not "
+                                 f"a regular file; refusing to read it")
 
 
 class _Engine:
@@ -153,8 +237,8 @@ class _Engine:
         if proto is not None:
             _check_external_data(path, proto)
         # the custom ops the graph actually has (a tool may have inlined their functions: none), not the metadata's;
-        # None: the file does not decode, and loading it below says so
-        found = _ort_format_custom_ops(path) if ort_format else None if proto is None else _proto_custom_ops(proto)
+        # None: an ORT-format file that does not decode, and loading it below says so
+        found = _ort_format_custom_ops(path) if ort_format else _proto_custom_ops(proto)
         self.custom_ops = sorted(found or ())
         inlined = None
         if found is not None and not found:
@@ -202,12 +286,11 @@ class _Engine:
         self.x_dtype = np.dtype(self.x_spec.dtype)
         fixed = all(isinstance(d, int) for d in self.step_shape)
         self.x_tail = tuple(self.step_shape) if fixed else None  # None: symbolic dims, always the slow path
-        y_tail = m.outputs[0].shape[2 if self.seq else 1:]
-        self.y_tail = tuple(y_tail) if all(isinstance(d, int) for d in y_tail) else None
+        self.y_tail = tuple(m.outputs[0].shape[2 if self.seq else 1:])  # fixed sizes (checked with the metadata)
         self.y_dtype = np.dtype(self.y_spec.dtype)
         # bound buffers skip the per-call numpy <-> onnxruntime conversion of every state (about 1.2 us a
         # state tensor); on the CPU provider only, where the buffers are the tensors the kernels read and write
-        self.bind = self.provider == "CPUExecutionProvider" and self.x_tail is not None and self.y_tail is not None
+        self.bind = self.provider == "CPUExecutionProvider" and self.x_tail is not None
 
     def _step_limit(self, path: Path):
         """(max_steps, counter state name) when the metadata bounds a stream's length, else None.
@@ -221,7 +304,7 @@ class _Engine:
             return None
         limit, counter = extra["max_steps"], extra.get("step_counter")
         spec = next((s for s in self.meta.states if s.name == counter), None)
-        if not isinstance(limit, int) or limit < 1 or spec is None or spec.dtype != "int64" or spec.shape != ["batch"]:
+        if type(limit) is not int or limit < 1 or spec is None or spec.dtype != "int64" or spec.shape != ["batch"]:
             raise ModelFileError(f"{path}: metadata extra max_steps={limit!r} needs a positive integer and "
                                  f"step_counter naming an int64 [batch] state, got step_counter={counter!r}")
         return limit, counter
@@ -283,21 +366,43 @@ class _Engine:
         return list(providers)
 
     def _check_graph(self, path: Path) -> None:
+        """The metadata's tensors are the graph's: names, dtypes and shapes (a fixed size the graph declares must
+        be the metadata's), and a stream's state and one step's output fit in MAX_STREAM_BYTES."""
         ins = {i.name: i for i in self.sess.get_inputs()}
         outs = {o.name: o for o in self.sess.get_outputs()}
         m = self.meta
-        want_in = [(t.name, t.dtype) for t in m.inputs] + [(s.input, s.dtype) for s in m.states]
-        want_out = [(t.name, t.dtype) for t in m.outputs] + [(s.output, s.dtype) for s in m.states]
+        want_in = [(t.name, t, "data input") for t in m.inputs] + [(s.input, s, f"state {s.name!r}") for s in m.states]
+        want_out = ([(t.name, t, "data output") for t in m.outputs]
+                    + [(s.output, s, f"state {s.name!r}") for s in m.states])
         for names, want, kind in ((ins, want_in, "input"), (outs, want_out, "output")):
-            for name, dtype in want:
+            for name, spec, what in want:
                 if name not in names:
                     raise ModelFileError(f"{path}: metadata names graph {kind} {name!r}, which the graph lacks")
                 got = ORT_TYPES.get(names[name].type, names[name].type)
-                if got != dtype:
-                    raise ModelFileError(f"{path}: metadata says graph {kind} {name!r} is {dtype}, the graph has {got}")
-            extra = sorted(set(names) - {n for n, _ in want})
+                if got != spec.dtype:
+                    raise ModelFileError(f"{path}: metadata says graph {kind} {name!r} is {spec.dtype}, the graph "
+                                         f"has {got}")
+                declared = names[name].shape  # [] when the graph declares no shape: nothing to compare
+                if declared and (len(declared) != len(spec.shape) or any(
+                        isinstance(d, int) and isinstance(g, int) and d != g for d, g in zip(spec.shape, declared))):
+                    raise ModelFileError(f"{path}: metadata gives the {what} the shape {spec.shape}, the graph "
+                                         f"declares its {kind} {name!r} as {declared}")
+            extra = sorted(set(names) - {n for n, _, _ in want})
             if extra:
                 raise ModelFileError(f"{path}: graph {kind}s {extra} are not described by the metadata")
+        y, lead = m.outputs[0], 2 if m.mode == "sequence" else 1  # per stream: a state's row, a step's output
+        total = 0
+        for what, spec, tail in ([(f"state {s.name!r}", s, s.shape[1:]) for s in m.states]
+                                 + [("data output", y, y.shape[lead:])]):
+            size = np.dtype(spec.dtype).itemsize
+            for d in tail:
+                size *= d if isinstance(d, int) else 1
+            total += size
+            if total > MAX_STREAM_BYTES:
+                raise ModelFileError(f"{path}: the {what} ({spec.shape}, {spec.dtype}) takes the states and one "
+                                     f"step's output of a stream to {total:,} bytes, over the runtime's bound of "
+                                     f"{MAX_STREAM_BYTES:,} bytes a stream (qlstm_edge.runtime.session."
+                                     f"MAX_STREAM_BYTES); refusing to allocate it")
 
 
 class _Bound:
@@ -331,9 +436,9 @@ class _Bound:
     def state(self) -> Dict[str, np.ndarray]:
         return self.sets[self.k]
 
-    def run(self, sess: ort.InferenceSession, x: np.ndarray) -> np.ndarray:
+    def run(self, sess: ort.InferenceSession, x: np.ndarray, ro: Optional[ort.RunOptions]) -> np.ndarray:
         np.copyto(self.x, x)
-        sess.run_with_iobinding(self.bindings[self.k])
+        sess.run_with_iobinding(self.bindings[self.k], ro)
         self.k ^= 1
         return self.y.copy()
 
@@ -349,16 +454,32 @@ class StreamingSession:
     native: "auto" (use the native op library when present), "on" (require it) or "off" (function bodies).
     threads: onnxruntime intra-op threads (default 1: batch-1 streaming is latency-bound).
     allow_nonfinite: let NaN/Inf inputs through instead of refusing them.
+    time_limit_s: stop a ``step``/``run`` call that takes longer (seconds; None: no limit) with TimeLimitError,
+    the state unchanged. A file from an untrusted source can otherwise cost unbounded time (a Loop of 2^62
+    iterations), and a running onnxruntime call does not see Ctrl-C. Settable on the session at any time.
     """
 
     def __init__(self, path: Union[str, os.PathLike], *, providers=None, native="auto", threads: Optional[int] = None,
-                 allow_nonfinite: bool = False, _engine: Optional[_Engine] = None):
+                 allow_nonfinite: bool = False, time_limit_s: Optional[float] = None,
+                 _engine: Optional[_Engine] = None):
         self.path = Path(path)
+        self.time_limit_s = time_limit_s
         self._e = _engine or _Engine(self.path, providers, native, threads)
         self.allow_nonfinite = allow_nonfinite
         self._state: Optional[Dict[str, np.ndarray]] = None
         self._bound: Optional[_Bound] = None
         self._lock = threading.Lock()
+
+    @property
+    def time_limit_s(self) -> Optional[float]:
+        return self._time_limit
+
+    @time_limit_s.setter
+    def time_limit_s(self, seconds: Optional[float]) -> None:
+        if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
+                                    or not 0 < seconds < float("inf")):
+            raise ValueError(f"time_limit_s must be a positive number of seconds or None, got {seconds!r}")
+        self._time_limit = seconds
 
     # -- facts -------------------------------------------------------------------------------------
     @property
@@ -399,22 +520,50 @@ class StreamingSession:
 
     def new_stream(self) -> "StreamingSession":
         """Another independent stream over the same loaded model (cheap; safe to use from another thread)."""
-        return StreamingSession(self.path, allow_nonfinite=self.allow_nonfinite, _engine=self._e)
+        return StreamingSession(self.path, allow_nonfinite=self.allow_nonfinite, time_limit_s=self.time_limit_s,
+                                _engine=self._e)
 
     # -- state -------------------------------------------------------------------------------------
     def _initial(self, batch: int) -> Dict[str, np.ndarray]:
-        return {s.name: np.full(self._concrete(s.shape, batch, s.name), s.init, dtype=s.dtype)
-                for s in self._e.meta.states}
+        # the metadata's state shapes are ["batch", fixed sizes...] (checked at load)
+        return {s.name: np.full((batch, *s.shape[1:]), s.init, dtype=s.dtype) for s in self._e.meta.states}
 
     @staticmethod
-    def _concrete(shape: Sequence, batch: int, name: str) -> tuple:
-        dims = [batch if d == "batch" else d for d in shape]
-        if not all(isinstance(d, int) for d in dims):
-            raise ModelFileError(f"state {name!r} has a symbolic dimension other than batch: {shape}")
-        return tuple(dims)
+    def _rows(rows, batch: int) -> np.ndarray:
+        """The row indices that ``rows`` names: integer row indices, or a boolean mask with one entry per stream."""
+        def refuse(what):
+            return InputError(f"reset rows must be integer row indices or a boolean mask of the batch size {batch}, "
+                              f"got {what}")
 
-    def reset(self, batch_size: Optional[int] = None, rows: Optional[Iterable[int]] = None) -> None:
-        """Restart the stream. ``rows``: restart only these batch rows; ``batch_size``: a new batch size."""
+        if type(rows) is np.ndarray:
+            if rows.ndim != 1:
+                raise refuse(f"a {rows.ndim}-D array")
+            if rows.dtype != bool and rows.dtype.kind not in "iu":
+                raise refuse(f"an array of {rows.dtype}")
+            items = rows.tolist()
+        elif isinstance(rows, (str, bytes, dict)) or not isinstance(rows, Iterable):
+            raise refuse(f"{type(rows).__name__} {rows!r}")
+        else:
+            items = list(rows)
+        flags = [isinstance(r, (bool, np.bool_)) for r in items]
+        for r, flag in zip(items, flags):
+            if not flag and not isinstance(r, (int, np.integer)):
+                raise refuse(f"{type(r).__name__} {r!r}")
+        if any(flags):
+            if not all(flags):
+                raise refuse("a mix of booleans and integers")
+            if len(items) != batch:
+                raise InputError(f"reset rows: a boolean mask needs one entry per stream ({batch}), got {len(items)}")
+            return np.flatnonzero(items)
+        outside = [int(r) for r in items if not 0 <= r < batch]
+        if outside:
+            raise InputError(f"reset rows {outside} out of range for batch size {batch}")
+        return np.array(items, dtype=np.int64)
+
+    def reset(self, batch_size: Optional[int] = None,
+              rows: Optional[Union[Iterable[int], Iterable[bool], np.ndarray]] = None) -> None:
+        """Restart the stream. ``rows``: restart only these batch rows, given as integer row indices or as a
+        boolean mask with one entry per stream (a done-mask); ``batch_size``: a new batch size."""
         with self._lock:
             if rows is None:
                 b = batch_size if batch_size is not None else self.batch_size
@@ -426,10 +575,7 @@ class StreamingSession:
                 raise InputError("reset: give either rows (restart some streams) or batch_size, not both")
             if self._state is None:
                 raise InputError("reset(rows=...): the stream has no state yet (no step run or batch size set)")
-            idx = np.asarray(list(rows), dtype=np.int64)
-            b = self.batch_size
-            if idx.size and (idx.min() < 0 or idx.max() >= b):
-                raise InputError(f"reset rows {idx.tolist()} out of range for batch size {b}")
+            idx = self._rows(rows, self.batch_size)
             state = {k: v.copy() for k, v in self._state.items()}  # a new dict: the bound buffers are rebuilt
             for s in self._e.meta.states:
                 state[s.name][idx] = s.init
@@ -451,10 +597,10 @@ class StreamingSession:
         new, batch = {}, None
         for name, spec in specs.items():
             arr = state[name]
-            if not isinstance(arr, np.ndarray):
-                raise InputError(f"state {name!r} must be a numpy array, got {type(arr).__name__}")
+            if type(arr) is not np.ndarray:
+                raise InputError(self._not_plain(arr, f"state {name!r}", "numpy array"))
             batch = arr.shape[0] if batch is None and arr.ndim else batch
-            want = self._concrete(spec.shape, batch if batch is not None else -1, name)
+            want = (batch if batch is not None else -1, *spec.shape[1:])
             if arr.shape != want:
                 raise InputError(f"state {name!r} has shape {list(arr.shape)}, expected {list(want)}")
             if arr.dtype != np.dtype(spec.dtype):
@@ -480,43 +626,70 @@ class StreamingSession:
         with self._lock:
             state = self._state_for(x.shape[0])
             self._check_limit(state, 1)
+            if self._time_limit is not None:
+                return self._timed(x, state, chunk=False)
             if e.seq:
                 return self._call(x[:, None], state)[:, 0]
             return self._call(x, state)
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        """A chunk of time steps: x [B, T, ...] -> y [B, T, ...] (T may be 0: nothing happens)."""
+        """A chunk of time steps: x [B, T, ...] -> y [B, T, ...] (T may be 0: nothing happens).
+
+        A call that fails or is interrupted part way (an error, Ctrl-C, the time limit) leaves the state as it
+        was before the call, on step-mode files too, which run the chunk one step at a time."""
         e = self._e
         self._check_x(x, chunk=True)
         with self._lock:
             state = self._state_for(x.shape[0])
             if x.shape[1] == 0:
-                return np.zeros((x.shape[0], 0, *self._out_step_shape()), np.float32)
+                return np.zeros((x.shape[0], 0, *e.y_tail), e.y_dtype)
             self._check_limit(state, x.shape[1])
-            if e.seq:
-                return self._call(x, state)
-            ys = []
-            for t in range(x.shape[1]):
-                ys.append(self._call(np.ascontiguousarray(x[:, t]), self._state))
-            return np.stack(ys, axis=1)
+            if self._time_limit is not None:
+                return self._timed(x, state, chunk=True)
+            return self._run(x, state)
 
-    def _out_step_shape(self) -> List[int]:
-        shape = self._e.y_spec.shape[2:] if self._e.seq else self._e.y_spec.shape[1:]
-        return [d for d in shape]
+    def _run(self, x: np.ndarray, state: Dict[str, np.ndarray], ro: Optional[ort.RunOptions] = None) -> np.ndarray:
+        if self._e.seq:
+            return self._call(x, state, ro)
+        # bound buffers are overwritten by the steps: keep a copy to put back (unbound states are never written)
+        saved = {k: v.copy() for k, v in state.items()} if self._e.bind and x.shape[1] > 1 else state
+        try:
+            ys = [self._call(np.ascontiguousarray(x[:, t]), self._state, ro) for t in range(x.shape[1])]
+        except BaseException:  # Ctrl-C as well: a chunk is applied whole or not at all
+            self._state = saved
+            raise
+        return np.stack(ys, axis=1)
 
-    def _call(self, x: np.ndarray, state: Dict[str, np.ndarray]) -> np.ndarray:
+    def _timed(self, x: np.ndarray, state: Dict[str, np.ndarray], chunk: bool) -> np.ndarray:
+        """step (x [B, ...]) or run (x [B, T, ...]) under the time limit: one deadline for the whole call."""
+        ro = _watchdog.arm(self._time_limit)
+        try:
+            if chunk:
+                y = self._run(x, state, ro)
+            else:
+                y = self._call(x[:, None], state, ro)[:, 0] if self._e.seq else self._call(x, state, ro)
+        except BaseException as err:  # Ctrl-C too: the watch ends with the call
+            if _watchdog.disarm(ro) and isinstance(err, Exception):
+                raise TimeLimitError(f"the call ran past the session's time limit of {self._time_limit} s and was "
+                                     f"stopped; the stream's state is unchanged") from err
+            raise
+        _watchdog.disarm(ro)
+        return y
+
+    def _call(self, x: np.ndarray, state: Dict[str, np.ndarray], ro: Optional[ort.RunOptions] = None) -> np.ndarray:
+        """One onnxruntime call; the stream's state moves on only when it succeeds."""
         e = self._e
         if e.bind:
             b = self._bound
             if b is None or b.state is not state or b.x.shape != x.shape:
                 b = self._bound = _Bound(e, state, x.shape)
-            y = b.run(e.sess, x)
+            y = b.run(e.sess, x, ro)
             self._state = b.state
             return y
         feed = {e.x_spec.name: x}
         for name, graph_input in e.state_inputs:
             feed[graph_input] = state[name]
-        outs = e.sess.run(e.out_names, feed)
+        outs = e.sess.run(e.out_names, feed, ro)
         self._state = dict(zip(e.state_names, outs[1:]))
         return outs[0]
 
@@ -563,8 +736,8 @@ class StreamingSession:
         e = self._e
         spec: TensorSpec = e.x_spec
         what = "x chunk" if chunk else "x"
-        if not isinstance(x, np.ndarray):
-            raise InputError(f"{what} must be a numpy array of {spec.dtype}, got {type(x).__name__}")
+        if type(x) is not np.ndarray:
+            raise InputError(self._not_plain(x, what, f"numpy array of {spec.dtype}"))
         if x.dtype != np.dtype(spec.dtype):
             raise InputError(f"{what} has dtype {x.dtype}, expected {spec.dtype} (use x.astype(np.{spec.dtype}))")
         step_shape = list(e.step_shape)
@@ -587,6 +760,17 @@ class StreamingSession:
                                  f"range [{lo}, {hi})")
         elif not self.allow_nonfinite:
             self._check_finite(x, what)
+
+    @staticmethod
+    def _not_plain(x, what: str, want: str) -> str:
+        """The message for an x or state that is not a plain numpy array. Subclasses are refused, not unwrapped:
+        onnxruntime reads an array's raw data, which a masked array's checks would not see (a NaN under the mask)
+        and which may not mean what the subclass means (units, a mask)."""
+        if not isinstance(x, np.ndarray):
+            return f"{what} must be a {want}, got {type(x).__name__}"
+        return (f"{what} must be a plain {want}, got {type(x).__module__}.{type(x).__name__} (an ndarray subclass: "
+                f"onnxruntime would read its raw data, masked entries included); pass np.asarray(x)"
+                + (", or x.filled(value)" if isinstance(x, np.ma.MaskedArray) else ""))
 
     @staticmethod
     def _check_finite(x: np.ndarray, what: str) -> None:
