@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any, Dict, Tuple, Union
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.nn.modules.module import register_module_buffer_registration_hook, \
+    register_module_parameter_registration_hook
 
 from . import families as _families  # noqa: F401  (registers the built-in families)
 from ._io import atomic_path
@@ -23,6 +27,7 @@ from .registry import family_of, get_family
 FORMAT = "qlstm_edge.checkpoint"
 FORMAT_VERSION = 1
 METADATA_KEY = "qlstm_edge"
+MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit on the JSON header
 
 PathLike = Union[str, os.PathLike]
 
@@ -39,9 +44,35 @@ def save_checkpoint(model: nn.Module, path: PathLike) -> Path:
     # clone: tied weights (e.g. an LM head sharing the embedding) are separate tensors in the file
     tensors = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
     path = Path(path)
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(doc)})
+    # safetensors' save_file writes its own temporary file and renames it over the path it is given, which
+    # would replace a device or FIFO that atomic_path writes in place: serialise, then write here
+    with atomic_path(path) as target:
+        data = save(tensors, metadata={METADATA_KEY: json.dumps(doc)})
+        with open(target, "wb") as fh:
+            fh.write(data)
     return path
+
+
+def _has_safetensors_layout(path: Path) -> bool:
+    """Whether ``path`` is laid out as a safetensors file: an 8-byte little-endian header length N that fits in
+    the file (and safetensors' limit), then N bytes holding a JSON object. Every file safetensors writes has it;
+    a torch file (a zip, or a pickle) does not, as its bytes after the first 8 are no JSON object. The first
+    byte alone cannot tell them apart: it is the header length's low byte, 0x80 (a pickle's first byte) for one
+    header length in 256."""
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            return False
+        size = os.fstat(fh.fileno()).st_size
+        length = int.from_bytes(head, "little")
+        if not 2 <= length <= min(size - 8, MAX_HEADER_BYTES) or fh.read(1) != b"{":
+            return False
+        fh.seek(8)
+        try:
+            header = json.loads(fh.read(length))
+        except ValueError:  # not UTF-8, or not JSON
+            return False
+    return isinstance(header, dict)
 
 
 def read_checkpoint(path: PathLike) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor]]:
@@ -49,10 +80,11 @@ def read_checkpoint(path: PathLike) -> Tuple[Dict[str, Any], Dict[str, torch.Ten
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
-    with open(path, "rb") as fh:
-        magic = fh.read(8)
-    if magic[:2] == b"PK" or magic[:1] == b"\x80":
-        return _read_torch_file(path)
+    if not _has_safetensors_layout(path):
+        with open(path, "rb") as fh:
+            magic = fh.read(2)
+        if magic == b"PK" or magic[:1] == b"\x80":
+            return _read_torch_file(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
@@ -100,18 +132,74 @@ def _check_doc(path: Path, doc: Any) -> Dict[str, Any]:
     return doc
 
 
+class _SkipInit(TorchFunctionMode):
+    """For meta builds: weight initialisers (``torch.nn.init``, ``Tensor.normal_`` and the other random fills)
+    return their tensor untouched. On meta tensors they compute nothing anyway, but the first call loads the
+    meta kernels' Python decompositions (sympy included: ~2 s per process)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if getattr(func, "__module__", None) == "torch.nn.init" or getattr(func, "__name__", None) in _RANDOM_FILLS:
+            return args[0] if args else kwargs["tensor"]
+        return func(*args, **kwargs)
+
+
+_RANDOM_FILLS = {"normal_", "uniform_", "bernoulli_", "cauchy_", "exponential_", "geometric_", "log_normal_",
+                 "random_"}
+
+
+class _TooManyTensors(Exception):
+    """Raised inside a meta build that registers more tensors than the file could match."""
+
+
+def _expected_tensors(path: Path, family, config: Any, available: int) -> Dict[str, torch.Tensor]:
+    """The state_dict of the model ``config`` describes, built on the meta device: names, shapes and dtypes,
+    with no storage allocated and no weights initialised (:class:`_SkipInit`), so a small file whose config
+    describes a huge model costs nothing. The build is stopped once it has registered more than
+    ``4 * available + 256`` parameters and buffers (``available``: the tensors the file holds), so that a config
+    of a million layers is refused before its million module objects are made; a model that matches the file
+    registers about ``available``."""
+    limit = 4 * available + 256
+    thread = threading.get_ident()
+    registered = 0
+
+    def count(module, name, value):
+        nonlocal registered
+        if threading.get_ident() == thread:
+            registered += 1
+            if registered > limit:
+                raise _TooManyTensors
+
+    hooks = [register_module_parameter_registration_hook(count), register_module_buffer_registration_hook(count)]
+    try:
+        with torch.device("meta"), _SkipInit():
+            model = family.build(config)
+    except _TooManyTensors:
+        raise CheckpointError(f"{path}: the {family.name} config describes a model of more than {limit} "
+                              f"tensors, the file holds {available}") from None
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: invalid {family.name} config: {e}") from None
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return model.state_dict()
+
+
 def load_checkpoint(path: PathLike) -> nn.Module:
-    """Build the model a checkpoint describes and load its tensors (strict names, shapes and dtypes)."""
+    """Build the model a checkpoint describes and load its tensors (strict names, shapes and dtypes).
+
+    The tensors are checked against the config (on a model built on the meta device) before the model is
+    built for real, so a refused file never costs the memory or time of the model its config describes.
+    """
     doc, tensors = read_checkpoint(path)
     try:
         family = get_family(doc["family"])
     except KeyError as e:
         raise CheckpointError(f"{path}: {e}") from None
-    try:
-        model = family.build(doc["config"])
-    except (ValueError, TypeError) as e:
-        raise CheckpointError(f"{path}: invalid {family.name} config: {e}") from None
-    expected = model.state_dict()
+    not_tensors = sorted(k for k, v in tensors.items() if not isinstance(v, torch.Tensor))
+    if not_tensors:
+        raise CheckpointError(f"{path}: entries {not_tensors} of the state dict are not tensors")
+    expected = _expected_tensors(Path(path), family, doc["config"], len(tensors))
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
@@ -125,6 +213,10 @@ def load_checkpoint(path: PathLike) -> nn.Module:
                                   f"{list(ref.shape)}")
         if got.dtype != ref.dtype:
             raise CheckpointError(f"{path}: tensor {name!r} has dtype {got.dtype}, expected {ref.dtype}")
+    try:
+        model = family.build(doc["config"])
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: invalid {family.name} config: {e}") from None
     model.load_state_dict(tensors, strict=True)
     model.eval()
     return model

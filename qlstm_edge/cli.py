@@ -1,13 +1,17 @@
 """The ``qlstm-edge`` command line: info, export, parity, stream."""
 from __future__ import annotations
 
+import io
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import click
 
 from ._version import __version__
+from .cli_paths import refuse_output_over_input
 
 
 class _Group(click.Group):
@@ -45,6 +49,15 @@ def main(ctx, debug):
       qlstm-edge stream model.onnx --input x.npy --output y.npy
     """
     ctx.ensure_object(dict)["debug"] = debug
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        ctx.call_on_close(lambda: signal.signal(signal.SIGTERM, previous))
+
+
+def _exit_on_sigterm(signum, frame):
+    """SIGTERM ends a command the way Ctrl-C does, by an exception: a write in progress removes its temporary
+    file (Python's default for SIGTERM is to die on the spot, leaving it). Exit status 143, as the shell's."""
+    raise SystemExit(128 + signum)
 
 
 @main.command()
@@ -148,6 +161,7 @@ def export(checkpoint, output, mode, target, opset, quantize, block_size, io_dty
     """Export CHECKPOINT to ONNX, one qlstm_edge custom node per recurrent layer."""
     from .exporters import export_onnx
 
+    refuse_output_over_input(output, "'-o' / '--output'", {"input CHECKPOINT": checkpoint})
     quant = None if quantize == "none" else quantize
     path = export_onnx(checkpoint, output, mode=mode, target=target, opset=opset, quantize=quant,
                        block_size=block_size, io_dtype=io_dtype)
@@ -205,6 +219,7 @@ def stream(model, input_path, output_path, chunk, native, providers):
     from ._io import atomic_path
     from .runtime import StreamingSession
 
+    refuse_output_over_input(output_path, "'--output'", {"MODEL": model, "--input file": input_path})
     try:
         x = np.load(input_path, allow_pickle=False)
     except ValueError as e:
@@ -215,9 +230,14 @@ def stream(model, input_path, output_path, chunk, native, providers):
     size = chunk or x.shape[1] or 1
     ys = [s.run(x[:, t:t + size]) for t in range(0, x.shape[1], size)] or [s.run(x)]
     y = np.concatenate(ys, axis=1)
-    with atomic_path(output_path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.save(fh, y)
+    with atomic_path(output_path) as target:
+        with open(target, "wb") as fh:
+            if fh.seekable():
+                np.save(fh, y)
+            else:  # a FIFO or a terminal: numpy writes a file's data through its position, which these lack
+                buf = io.BytesIO()
+                np.save(buf, y)
+                fh.write(buf.getbuffer())
     click.echo(f"wrote {output_path}: outputs {list(y.shape)} ({s.op_path} on {s.provider})")
 
 

@@ -213,8 +213,10 @@ def _k(n: int) -> str:
 def quantize_report(checkpoint, steps, batch, seed, modes, block_size, eval_path, stream, json_path):
     """Size, long-stream parity and (with --eval) task accuracy of every quantization mode of CHECKPOINT."""
     from ._io import atomic_path
+    from .cli_paths import refuse_output_over_input
     from .exporters.quantize import normalize_mode
 
+    refuse_output_over_input(json_path, "'--json'", {"input CHECKPOINT": checkpoint, "--eval file": eval_path})
     chosen = [normalize_mode(m.strip()) for m in modes.split(",") if m.strip()]  # unknown modes: a clear error
     eval_data = load_eval(eval_path) if eval_path else None
     given = None

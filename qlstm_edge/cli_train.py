@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from .cli_paths import refuse_output_over_input
 from .config import ConfigError
 from .datasets import MissingExtraError
 from .registry import UnknownFamilyError, families
@@ -20,9 +21,14 @@ def _families_epilog() -> str:
     return f"\b\nFamilies:\n{fams}\n\n\b\nData (--data):\n{data}"
 
 
+def _json_file(text: str):
+    """The file a JSON option names, or None when the option is an inline JSON object."""
+    return None if text.lstrip().startswith("{") else Path(text)
+
+
 def _parse_json(text: str, what: str) -> dict:
-    if not text.lstrip().startswith("{"):
-        path = Path(text)
+    path = _json_file(text)
+    if path is not None:
         if not path.is_file():
             raise click.BadParameter(f"{text!r} is neither a JSON object nor an existing .json file", param_hint=what)
         try:
@@ -75,15 +81,22 @@ def train(family, config_text, data_spec, data_options, output, epochs, batch_si
     """
     from .checkpoint import save_checkpoint
 
+    vocab_out = output.with_suffix(".vocab.json")
+    data_name, _, data_arg = data_spec.partition(":")
+    inputs = {"--config file": _json_file(config_text), "--data-options file": _json_file(data_options),
+              "--data file": Path(data_arg) if data_name == "npz" and data_arg else None}
+    refuse_output_over_input(output, "'-o' / '--output'", inputs)
     config = _parse_json(config_text, "'--config'")
     options = _parse_json(data_options, "'--data-options'")
     try:
         data = load_data(data_spec, options)
+        if data.vocab is not None:
+            refuse_output_over_input(vocab_out, "'-o' / '--output' (its vocabulary file)", inputs)
         cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, clip=clip,
                           seed=seed, max_steps=max_steps)
         result = train_model(family, config, data, cfg, progress=not quiet)
         path = save_checkpoint(result.model, output)
-        vocab_path = data.vocab.save(output.with_suffix(".vocab.json")) if data.vocab is not None else None
+        vocab_path = data.vocab.save(vocab_out) if data.vocab is not None else None
     except (ConfigError, *USER_ERRORS) as e:
         raise click.ClickException(str(e)) from None
     from .params import count_parameters

@@ -109,7 +109,7 @@ def test_interrupted_writes_leave_nothing_under_the_target_name(tmp_path, monkey
         export_onnx(m, tmp_path / "m.onnx")
     import qlstm_edge.checkpoint as ck
 
-    monkeypatch.setattr(ck, "save_file", boom)
+    monkeypatch.setattr(ck, "save", boom)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(m, tmp_path / "m.safetensors")
     assert list(tmp_path.iterdir()) == []
