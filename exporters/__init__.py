@@ -76,6 +76,9 @@ def export_onnx(model: Union[nn.Module, str, os.PathLike], path: Union[str, os.P
     The recipe goes in the metadata (``quantization``); exporters/quantize.py documents the op contract.
     """
     if not isinstance(model, nn.Module):
+        if Path(path).exists() and os.path.samefile(model, path):
+            raise ValueError(f"export_onnx: the output {path} is the checkpoint it exports ({model}); writing it "
+                             f"would destroy the checkpoint: choose another output path")
         model = load_checkpoint(model)
     was_training = model.training
     model.eval()

@@ -281,3 +281,10 @@ def test_outputs_that_are_not_inputs_still_work(files, tmp_path):
                                        str(tmp_path / "y.npy"), "--native", "off"])
     assert result.exit_code == 0, result.output
     assert np.load(tmp_path / "y.npy").shape[:2] == (1, 3)
+
+
+def test_export_onnx_refuses_to_write_over_the_checkpoint_it_exports(files):
+    before = files["ck"].read_bytes()
+    with pytest.raises(ValueError, match="is the checkpoint it exports"):
+        export_onnx(files["soft"], files["ck"])
+    assert files["ck"].read_bytes() == before
