@@ -1,4 +1,8 @@
-"""The ``qlstm-edge`` command line: info, export, parity, stream."""
+"""The ``qlstm-edge`` command line: info, export, parity, stream (and generate, quantize-report, train).
+
+Importing it needs no PyTorch: the commands that run PyTorch models import it when they run, and say which
+extra to install when it is missing (cli_extras.py).
+"""
 from __future__ import annotations
 
 import io
@@ -11,6 +15,7 @@ from pathlib import Path
 import click
 
 from ._version import __version__
+from .cli_extras import EXTRA_MODULES, require_extra
 from .cli_paths import refuse_output_over_input
 
 
@@ -47,6 +52,11 @@ def main(ctx, debug):
       qlstm-edge export model.safetensors -o model.onnx   # step-mode ONNX for streaming
       qlstm-edge parity model.safetensors model.onnx      # prove it matches PyTorch (exit 1 if not)
       qlstm-edge stream model.onnx --input x.npy --output y.npy
+
+    \b
+    pip install qlstm-edge (the device install) runs stream, generate and info on
+    an .onnx file; export, parity, quantize-report, train and info on a checkpoint
+    run PyTorch: pip install 'qlstm-edge[export]'.
     """
     ctx.ensure_object(dict)["debug"] = debug
     if threading.current_thread() is threading.main_thread():
@@ -88,6 +98,7 @@ def info(path, as_json):
                "warnings": [f"integer product that depends on the CPU: {line}; re-export the model with this "
                             f"version of qlstm-edge" for line in saturating_products(onnx.load(str(path)))]}
     else:
+        require_extra("qlstm-edge info on a checkpoint")
         from . import count_parameters, load_checkpoint, lstm_parameter_count
         from .registry import family_of
 
@@ -129,8 +140,14 @@ def info(path, as_json):
 
 
 def _config_lines(family_name: str, config: dict) -> dict:
-    """A config as `info` prints it: the family's summary where it has one (--json prints the whole config)."""
-    from .registry import UnknownFamilyError, get_family
+    """A config as `info` prints it: the family's summary where it has one (--json prints the whole config).
+    The summaries live with the families' PyTorch code: without the export extra, the whole config."""
+    try:
+        from .registry import UnknownFamilyError, get_family
+    except ModuleNotFoundError as e:
+        if e.name not in EXTRA_MODULES["export"]:
+            raise
+        return config
 
     try:
         summary = get_family(family_name).summary
@@ -159,6 +176,7 @@ def _config_lines(family_name: str, config: dict) -> dict:
               help="fp16 only: float16 data input/output (recurrent states stay float32).")
 def export(checkpoint, output, mode, target, opset, quantize, block_size, io_dtype):
     """Export CHECKPOINT to ONNX, one qlstm_edge custom node per recurrent layer."""
+    require_extra("qlstm-edge export")
     from .exporters import export_onnx
 
     refuse_output_over_input(output, "'-o' / '--output'", {"input CHECKPOINT": checkpoint})
@@ -191,6 +209,7 @@ def parity(checkpoint, model, steps, batch, chunks, seed, tolerance, reference, 
     (ill-conditioned: e.g. an sLSTM normaliser after thousands of steps) is held to 4x that error instead;
     the report lists each such tensor.
     """
+    require_extra("qlstm-edge parity")
     from .parity import check_parity
 
     sizes = [int(c) for c in chunks.split(",")] if chunks else None

@@ -212,6 +212,9 @@ def _k(n: int) -> str:
               help="Also write the report as JSON to this file (atomic write).")
 def quantize_report(checkpoint, steps, batch, seed, modes, block_size, eval_path, stream, json_path):
     """Size, long-stream parity and (with --eval) task accuracy of every quantization mode of CHECKPOINT."""
+    from .cli_extras import require_extra
+
+    require_extra("qlstm-edge quantize-report")
     from ._io import atomic_path
     from .cli_paths import refuse_output_over_input
     from .exporters.quantize import normalize_mode

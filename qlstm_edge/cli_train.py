@@ -6,19 +6,30 @@ from pathlib import Path
 
 import click
 
+from .cli_extras import require_extra
 from .cli_paths import refuse_output_over_input
-from .config import ConfigError
-from .datasets import MissingExtraError
-from .registry import UnknownFamilyError, families
-from .training import DATASETS, TrainConfig, load_data, train_model
-
-USER_ERRORS = (ValueError, TypeError, UnknownFamilyError, OSError, FloatingPointError, MissingExtraError)
 
 
 def _families_epilog() -> str:
+    from .registry import families
+    from .training import DATASETS
+
     fams = "\n".join(f"  {f.name:<22} {f.description}" for f in families())
     data = "\n".join(f"  {name:<22} {desc}" for name, (_, desc) in DATASETS.items())
     return f"\b\nFamilies:\n{fams}\n\n\b\nData (--data):\n{data}"
+
+
+class _TrainCommand(click.Command):
+    """``train --help`` lists the registered families and data sets; they are PyTorch code, loaded only then."""
+
+    def format_epilog(self, ctx, formatter):
+        try:
+            epilog = _families_epilog()
+        except ImportError as e:
+            epilog = f"\b\nFamilies and data sets need the export extra ({e}):\n  pip install 'qlstm-edge[export]'"
+        formatter.write_paragraph()
+        with formatter.indentation():
+            formatter.write_text(epilog)
 
 
 def _json_file(text: str):
@@ -44,7 +55,7 @@ def _parse_json(text: str, what: str) -> dict:
     return doc
 
 
-@click.command("train", epilog=_families_epilog())
+@click.command("train", cls=_TrainCommand)
 @click.argument("family")
 @click.option("-c", "--config", "config_text", default="{}", show_default=True,
               help="Model config: a JSON object, or a .json file holding one. Sizes the data fixes "
@@ -79,8 +90,15 @@ def train(family, config_text, data_spec, data_options, output, epochs, batch_si
 
     Progress goes to stderr: a live bar on a terminal, one line per epoch otherwise.
     """
+    require_extra("qlstm-edge train")
     from .checkpoint import save_checkpoint
+    from .config import ConfigError
+    from .datasets import MissingExtraError
+    from .registry import UnknownFamilyError
+    from .training import TrainConfig, load_data, train_model
 
+    user_errors = (ConfigError, ValueError, TypeError, UnknownFamilyError, OSError, FloatingPointError,
+                   MissingExtraError)
     vocab_out = output.with_suffix(".vocab.json")
     data_name, _, data_arg = data_spec.partition(":")
     inputs = {"--config file": _json_file(config_text), "--data-options file": _json_file(data_options),
@@ -97,7 +115,7 @@ def train(family, config_text, data_spec, data_options, output, epochs, batch_si
         result = train_model(family, config, data, cfg, progress=not quiet)
         path = save_checkpoint(result.model, output)
         vocab_path = data.vocab.save(vocab_out) if data.vocab is not None else None
-    except (ConfigError, *USER_ERRORS) as e:
+    except user_errors as e:
         raise click.ClickException(str(e)) from None
     from .params import count_parameters
 
