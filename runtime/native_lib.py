@@ -3,7 +3,10 @@
 The library is ``libqlstm_edge_ops.so`` next to this file (built by ``runtime/native/build.py``,
 also at install time), or the file named by ``$QLSTM_EDGE_NATIVE_LIB``. With CUDA kernels it is
 ``libqlstm_edge_ops_cuda.so`` (built only with ``QLSTM_EDGE_BUILD_CUDA=1``).
-``$QLSTM_EDGE_NATIVE_ISA`` (scalar | avx2 | avxvnni | avx512 | avx512vnni | auto) forces the CPU code path.
+``$QLSTM_EDGE_NATIVE_ISA`` forces the CPU code path: auto, scalar, or one of the library's architecture
+(x86-64: avx2 | avxvnni | avx512 | avx512vnni; aarch64: neon | neon-dotprod).
+A library built for another architecture (a cross build) is refused with a message naming both,
+read from its ELF header before it is loaded.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import platform
 import sys
 from pathlib import Path
 from typing import Optional
@@ -19,7 +23,12 @@ LIB_NAME = "libqlstm_edge_ops.so"
 CUDA_LIB_NAME = "libqlstm_edge_ops_cuda.so"
 LIB_ENV = "QLSTM_EDGE_NATIVE_LIB"
 ISA_ENV = "QLSTM_EDGE_NATIVE_ISA"
-ISA_CHOICES = ("scalar", "avx2", "avxvnni", "avx512", "avx512vnni")
+ISAS_BY_ARCH = {"x86_64": ("scalar", "avx2", "avxvnni", "avx512", "avx512vnni"),
+                "aarch64": ("scalar", "neon", "neon-dotprod")}
+ISA_CHOICES = tuple(dict.fromkeys(isa for isas in ISAS_BY_ARCH.values() for isa in isas))
+# ELF e_machine values of the architectures a library may be built for, and platform.machine() names
+ELF_MACHINES = {62: "x86_64", 183: "aarch64", 3: "i386", 40: "arm", 243: "riscv64", 21: "ppc64"}
+MACHINE_ALIASES = {"amd64": "x86_64", "arm64": "aarch64"}
 DOMAIN = "qlstm_edge"
 
 _HERE = Path(__file__).resolve().parent
@@ -52,12 +61,35 @@ def _missing_reason(cuda: bool) -> str:
             "or reinstall without QLSTM_EDGE_SKIP_NATIVE")
 
 
+def host_arch() -> str:
+    machine = platform.machine().lower()
+    return MACHINE_ALIASES.get(machine, machine)
+
+
+def library_arch(path: Path) -> Optional[str]:
+    """Architecture a shared library is built for, from its ELF header (None: not an ELF file)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(20)
+    except OSError:
+        return None
+    if len(head) < 20 or head[:4] != b"\x7fELF" or head[5] not in (1, 2):
+        return None
+    machine = int.from_bytes(head[18:20], "little" if head[5] == 1 else "big")
+    return ELF_MACHINES.get(machine, f"ELF machine {machine}")
+
+
 def _load(path: Path) -> ctypes.CDLL:
     """dlopen the library once per process and keep it loaded: onnxruntime opens the same file,
     so this also pins it for as long as sessions may use its kernels."""
     key = str(path)
     lib = _loaded.get(key)
     if lib is None:
+        arch, host = library_arch(path), host_arch()
+        if arch is not None and arch != host:
+            raise NativeOpsError(f"the native op library {path} is built for {arch}, this machine is {host}: "
+                                 f"use a library built for {host} (`python runtime/native/build.py` on this "
+                                 f"machine, or `--target {host}` cross-compiled elsewhere)")
         try:
             lib = ctypes.CDLL(key)
         except OSError as e:
@@ -73,22 +105,27 @@ def _effective_isa(info: dict) -> tuple[Optional[str], Optional[str]]:
     forced = os.environ.get(ISA_ENV, "").strip()
     if forced in ("", "auto"):
         return info["isa_auto"], None
+    arch = info.get("arch", "x86_64")
     if forced not in ISA_CHOICES:
         return None, f"{ISA_ENV}={forced!r} is not one of {', '.join(ISA_CHOICES)}, auto"
+    if forced not in info["isa_supported"]:
+        return None, (f"{ISA_ENV}={forced} is not an instruction set of this {arch} library "
+                      f"({', '.join(info['isa_supported'])}, auto)")
     if not info["isa_supported"].get(forced, False):
         return None, f"{ISA_ENV}={forced} but this CPU does not support it"
     return forced, None
 
 
 def status(cuda: bool = False) -> dict:
-    """{available, path, reason, isa, isa_supported, cuda, ort_api_version, ops, quantized_ops} for this machine.
+    """{available, path, reason, arch, isa, isa_supported, cuda, ort_api_version, ops, quantized_ops} for this
+    machine (arch: the library's architecture).
 
     ops: every custom op the library registers (None for a library that does not list them);
     quantized_ops: those of them that also take quantized nodes (a quant_mode attribute); the others
     take float32 nodes only.
     """
     path = library_path(cuda)
-    out = {"available": False, "path": str(path) if path else None, "reason": None, "isa": None,
+    out = {"available": False, "path": str(path) if path else None, "reason": None, "arch": None, "isa": None,
            "isa_supported": None, "cuda": None, "ort_api_version": None, "ops": None, "quantized_ops": None}
     if path is None:
         out["reason"] = _missing_reason(cuda)
@@ -102,7 +139,7 @@ def status(cuda: bool = False) -> dict:
         out["reason"] = f"{path} is not a qlstm_edge native op library: {e}"
         return out
     isa, why = _effective_isa(info)
-    out.update(isa=isa, isa_supported=info["isa_supported"], cuda=info["cuda"],
+    out.update(arch=info.get("arch", "x86_64"), isa=isa, isa_supported=info["isa_supported"], cuda=info["cuda"],
                ort_api_version=info["ort_api_version"], ops=info.get("ops"), quantized_ops=info.get("quantized_ops"))
     if why:
         out["reason"] = why

@@ -24,7 +24,7 @@ from qlstm_edge.runtime import native_lib  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 NATIVE_SRC = REPO / "runtime" / "native"
-ISAS = ["scalar", "avx2", "avxvnni", "avx512", "avx512vnni"]
+ISAS = list(native_lib.ISA_CHOICES)
 D_FOR_H = {1: 2, 3: 5, 17: 9, 33: 40, 130: 67}
 TOL_VS_FUNCTION = 1e-5
 TOL_VS_FLOAT64 = 2e-5
@@ -219,6 +219,24 @@ def test_forced_unknown_isa_is_refused(lib_status, monkeypatch):
     so.register_custom_ops_library(str(native_lib.library_path()))
     with pytest.raises(Exception, match="QLSTM_EDGE_NATIVE_ISA=sse9"):
         ort.InferenceSession(op_model(False).SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def test_info_reports_architecture_and_its_isas(lib_status):
+    assert lib_status["arch"] == native_lib.host_arch()
+    assert list(lib_status["isa_supported"]) == list(native_lib.ISAS_BY_ARCH[lib_status["arch"]])
+
+
+def test_library_of_another_architecture_is_refused(monkeypatch, tmp_path):
+    """A cross-built library is recognised from its ELF header before dlopen (whose error would be "No such file")."""
+    host = native_lib.host_arch()
+    other, machine = ("x86_64", 62) if host == "aarch64" else ("aarch64", 183)
+    fake = tmp_path / "libqlstm_edge_ops.so"
+    fake.write_bytes(b"\x7fELF\x02\x01\x01" + bytes(11) + machine.to_bytes(2, "little") + bytes(44))
+    monkeypatch.setenv(native_lib.LIB_ENV, str(fake))
+    st = native_lib.status()
+    assert st["available"] is False and f"is built for {other}, this machine is {host}" in st["reason"]
+    with pytest.raises(native_lib.NativeOpsError, match=f"built for {other}"):
+        native_lib.register(ort.SessionOptions())
 
 
 def test_status_reports_missing_library(monkeypatch, tmp_path):

@@ -2,11 +2,22 @@
 
 Usable standalone (``python runtime/native/build.py``) and from setup.py (``build_native``).
 
+- Targets: x86_64 and aarch64. The default is this machine's architecture, built into
+  ``runtime/libqlstm_edge_ops.so`` with g++ (``$CXX``). ``--target aarch64`` on an x86-64 machine
+  (or ``--target x86_64`` on an ARM one) cross-compiles with ``aarch64-linux-gnu-g++``
+  (``x86_64-linux-gnu-g++``; ``--cxx`` names another) into ``build/native/libqlstm_edge_ops.aarch64.so``
+  (``--out DIR`` to choose the folder), never over the host's library. A library is rebuilt when a
+  source is newer or when its build fingerprint (compiler, target, flags, sources; stored in the
+  library) differs from the requested build.
+- Every build uses ``-ffp-contract=off``: no multiply-add is fused behind the source's back, so the
+  scalar and element-wise float arithmetic is the same on every architecture.
+
 - onnxruntime C/C++ API headers: ``$ORT_INCLUDE_DIR`` if set, else fetched once with
   ``npm pack com.github.asus4.onnxruntime@0.4.9`` and cached under
   ``~/.cache/qlstm_edge/ort-headers/0.4.9/`` (``$XDG_CACHE_HOME`` respected).
-- CPU library: g++ (``$CXX``), one .so with scalar, AVX2+FMA and AVX-512 paths chosen at run time.
-- CUDA: when nvcc is on PATH the .cu sources are compile-checked (``nvcc -c``, object discarded),
+- CPU library: one .so with a scalar path and, chosen at run time, AVX2+FMA and AVX-512 paths on
+  x86-64, NEON and NEON + dot-product paths on aarch64.
+- CUDA (host builds only): when nvcc is on PATH the .cu sources are compile-checked (``nvcc -c``, object discarded),
   always with ``--fmad=false`` (the kernels share gate maths with the CPU, built without FMA contraction).
   With ``QLSTM_EDGE_BUILD_CUDA=1`` a second library ``runtime/libqlstm_edge_ops_cuda.so`` is
   linked (CPU + CUDA kernels, static cudart); it needs a CUDA driver at load time.
@@ -18,7 +29,10 @@ turns "no compiler / no headers / build failed" into an error instead of a warni
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -28,6 +42,7 @@ from pathlib import Path
 
 NATIVE_DIR = Path(__file__).resolve().parent
 RUNTIME_DIR = NATIVE_DIR.parent
+CROSS_OUT_DIR = RUNTIME_DIR.parent / "build" / "native"
 LIB_NAME = "libqlstm_edge_ops.so"
 CUDA_LIB_NAME = "libqlstm_edge_ops_cuda.so"
 
@@ -37,11 +52,14 @@ HEADERS_TARBALL_DIR = "package/Plugins/iOS~/onnxruntime.xcframework/ios-arm64/on
 HEADERS_API_VERSION = 29
 
 CPU_SOURCES = ["qle_ops.cc", "qle_qmatrix.cc", "qle_cpu_scalar.cc", "qle_cpu_avx2.cc", "qle_cpu_avx512.cc",
-               "qle_family_contract.cc", "qle_family_ops.cc", "qle_prlstm.cc", "qle_xlstm.cc"]
+               "qle_cpu_neon.cc", "qle_family_contract.cc", "qle_family_ops.cc", "qle_prlstm.cc", "qle_xlstm.cc"]
 CUDA_SOURCES = ["qle_cuda.cu", "qle_family_cuda.cu"]
 CUDA_CPU_SOURCES = ["qle_family_cuda_ops.cc"]  # C++ compiled only into the CUDA library (-DQLE_WITH_CUDA)
 NVCCFLAGS = ["-std=c++17", "--fmad=false"]
-CXXFLAGS = ["-O3", "-std=c++17", "-fPIC", "-fvisibility=hidden", "-Wall", "-Wextra"]
+CXXFLAGS = ["-O3", "-std=c++17", "-ffp-contract=off", "-fPIC", "-fvisibility=hidden", "-Wall", "-Wextra"]
+# target architecture: (GNU triple of its cross compiler, names platform.machine() gives for it)
+TARGETS = {"x86_64": ("x86_64-linux-gnu", ("x86_64", "amd64")), "aarch64": ("aarch64-linux-gnu", ("aarch64", "arm64"))}
+BUILD_ID_PREFIX = "qlstm_edge-build:"
 
 
 class NativeBuildError(RuntimeError):
@@ -130,29 +148,65 @@ def _run(cmd: list[str], what: str) -> None:
         raise NativeBuildError(f"{what} failed (exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-4000:]}")
 
 
-def _is_up_to_date(target: Path, inputs: list[Path]) -> bool:
+def host_arch() -> str:
+    """This machine's architecture as a TARGETS key (the machine name itself when it is not one)."""
+    machine = platform.machine().lower()
+    return next((arch for arch, (_, names) in TARGETS.items() if machine in names), machine)
+
+
+def _is_up_to_date(target: Path, inputs: list[Path], build_id: str) -> bool:
     if not target.is_file():
         return False
     t = target.stat().st_mtime
-    return all(p.stat().st_mtime <= t for p in inputs)
+    return all(p.stat().st_mtime <= t for p in inputs) and (BUILD_ID_PREFIX + build_id).encode() in target.read_bytes()
 
 
 def _native_inputs() -> list[Path]:
     return sorted(p for p in NATIVE_DIR.iterdir() if p.suffix in {".cc", ".h", ".cu", ".cuh"})
 
 
-def build_cpu(include: Path, out_dir: Path = RUNTIME_DIR, force: bool = False) -> Path:
-    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
-    if cxx is None:
-        raise NativeBuildError("no C++ compiler found (g++ / $CXX)")
-    target = out_dir / LIB_NAME
-    if not force and _is_up_to_date(target, _native_inputs()):
+def _compiler(arch: str, cxx: str | None) -> str:
+    if cxx:
+        if shutil.which(cxx) is None:
+            raise NativeBuildError(f"C++ compiler {cxx!r} not found")
+        return cxx
+    if arch == host_arch():
+        found = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+        if found is None:
+            raise NativeBuildError("no C++ compiler found (g++ / $CXX)")
+        return found
+    triple = TARGETS[arch][0]
+    found = shutil.which(f"{triple}-g++")
+    if found is None:
+        raise NativeBuildError(f"cross-compiling for {arch} needs {triple}-g++ (Debian/Ubuntu: apt-get install "
+                               f"g++-{triple.replace('_', '-')}), or name a compiler with --cxx")
+    return found
+
+
+def library_output(arch: str, out_dir: Path | None = None) -> Path:
+    """Where the library for ``arch`` goes: the host's in runtime/, another architecture's in build/native/."""
+    if arch == host_arch():
+        return (out_dir or RUNTIME_DIR) / LIB_NAME
+    return (out_dir or CROSS_OUT_DIR) / LIB_NAME.replace(".so", f".{arch}.so")
+
+
+def build_cpu(include: Path, out_dir: Path | None = None, force: bool = False, arch: str | None = None,
+              cxx: str | None = None) -> Path:
+    arch = arch or host_arch()
+    if arch not in TARGETS:
+        raise NativeBuildError(f"unsupported target architecture {arch!r} (one of {', '.join(TARGETS)})")
+    cxx = _compiler(arch, cxx)
+    target = library_output(arch, out_dir)
+    version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+    build_id = hashlib.sha256(json.dumps([cxx, version, arch, CXXFLAGS, CPU_SOURCES]).encode()).hexdigest()[:16]
+    if not force and _is_up_to_date(target, _native_inputs(), build_id):
         _log(f"up to date: {target}")
         return target
+    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".tmp")
-    cmd = [cxx, *CXXFLAGS, "-shared", f"-I{include}", f"-I{NATIVE_DIR}",
-           *(str(NATIVE_DIR / s) for s in CPU_SOURCES), "-o", str(tmp)]
-    _run(cmd, "C++ build")
+    cmd = [cxx, *CXXFLAGS, f'-DQLE_BUILD_ID="{BUILD_ID_PREFIX}{build_id}"', "-shared", f"-I{include}",
+           f"-I{NATIVE_DIR}", *(str(NATIVE_DIR / s) for s in CPU_SOURCES), "-o", str(tmp)]
+    _run(cmd, f"C++ build ({arch})")
     tmp.replace(target)
     _log(f"built {target}")
     return target
@@ -205,22 +259,29 @@ def build_cuda(include: Path, out_dir: Path = RUNTIME_DIR) -> Path:
     return target
 
 
-def build_native(require: bool | None = None, force: bool = False) -> Path | None:
-    """Build the library; returns its path, or None when skipped / impossible and not required."""
+def build_native(require: bool | None = None, force: bool = False, arch: str | None = None,
+                 out_dir: Path | None = None, cxx: str | None = None) -> Path | None:
+    """Build the library for ``arch`` (default: this machine); returns its path, or None when skipped /
+    impossible and not required. A cross build (another architecture) builds the CPU library only."""
     if _env_flag("QLSTM_EDGE_SKIP_NATIVE"):
         _log("QLSTM_EDGE_SKIP_NATIVE=1: not building the native op library")
         return None
+    cross = (arch or host_arch()) != host_arch()  # a cross build is asked for explicitly: its failure is an error
     if require is None:
         require = _env_flag("QLSTM_EDGE_REQUIRE_NATIVE")
     try:
         include = find_headers()
-        lib = build_cpu(include, force=force)
+        lib = build_cpu(include, out_dir=out_dir, force=force, arch=arch, cxx=cxx)
     except (NativeBuildError, OSError) as exc:
+        if cross:
+            raise
         if require:
             raise NativeBuildError(f"native op library is required (QLSTM_EDGE_REQUIRE_NATIVE=1) but could not be built: {exc}") from exc
         _log(f"WARNING: installing without the native op library ({exc}). "
              "Models still run through the ONNX function bodies (native='off').")
         return None
+    if cross:
+        return lib
     try:
         check_cuda(include)
         if _env_flag("QLSTM_EDGE_BUILD_CUDA"):
@@ -236,10 +297,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--force", action="store_true", help="rebuild even if up to date")
     parser.add_argument("--require", action="store_true", help="fail instead of warning when the build is impossible")
+    parser.add_argument("--target", choices=sorted(TARGETS), default=None,
+                        help=f"architecture to build for (default: this machine, {host_arch()}); another one "
+                             "cross-compiles into build/native/libqlstm_edge_ops.ARCH.so")
+    parser.add_argument("--out", type=Path, default=None, help="folder for the library (default: see --target)")
+    parser.add_argument("--cxx", default=None, help="C++ compiler (default: $CXX or g++ for this machine, "
+                                                    "TRIPLE-g++ for a cross build)")
     args = parser.parse_args(argv)
     try:
-        lib = build_native(require=True if args.require else None, force=args.force)
-    except NativeBuildError as exc:
+        lib = build_native(require=True if args.require else None, force=args.force, arch=args.target,
+                           out_dir=args.out, cxx=args.cxx)
+    except (NativeBuildError, OSError) as exc:
         _log(f"ERROR: {exc}")
         return 1
     if lib is not None:

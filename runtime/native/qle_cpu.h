@@ -1,5 +1,6 @@
-// CPU kernel table: one scalar reference implementation plus vectorised variants (AVX2+FMA,
-// AVX2 + AVX-VNNI, AVX-512, AVX-512 + VNNI), chosen at run time (qle_select_isa).
+// CPU kernel table: one scalar reference implementation plus vectorised variants chosen at run
+// time (qle_select_isa): on x86-64 AVX2+FMA, AVX2 + AVX-VNNI, AVX-512, AVX-512 + VNNI; on aarch64
+// NEON and NEON + the ARMv8.2 dot-product instructions.
 #pragma once
 
 #include <stdint.h>
@@ -58,14 +59,33 @@ struct QleCpuKernels {
 extern const QleCpuKernels qle_kernels_scalar;
 #if defined(__x86_64__) || defined(_M_X64)
 #define QLE_X86 1
+#define QLE_ARCH "x86_64"
+#define QLE_ISA_COUNT 5
 extern const QleCpuKernels qle_kernels_avx2;
 extern const QleCpuKernels qle_kernels_avxvnni;
 extern const QleCpuKernels qle_kernels_avx512;
 extern const QleCpuKernels qle_kernels_avx512vnni;
+#elif defined(__aarch64__)
+#define QLE_ARM64 1
+#define QLE_ARCH "aarch64"
+#define QLE_ISA_COUNT 3
+extern const QleCpuKernels qle_kernels_neon;
+extern const QleCpuKernels qle_kernels_neon_dotprod;
+#else
+#define QLE_ARCH "other"
+#define QLE_ISA_COUNT 1
 #endif
 
-// ISA names in preference order (best last); qle_cpu_supports(name) tells what this CPU runs.
-extern const char* const qle_isa_names[5];
+// IEEE binary16 (g++ 12 has no _Float16 in C++ on aarch64; __fp16 is the same format there).
+#if defined(__aarch64__)
+typedef __fp16 qle_f16;
+#else
+typedef _Float16 qle_f16;
+#endif
+
+// This architecture's ISA names in preference order (best last); qle_cpu_supports(name) tells
+// what this CPU runs.
+extern const char* const qle_isa_names[QLE_ISA_COUNT];
 bool qle_cpu_supports(const char* isa);
 
 // Kernel table for `isa` (one of qle_isa_names, or nullptr/""/"auto" for the best this CPU has).

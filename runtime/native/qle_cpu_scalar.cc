@@ -75,10 +75,10 @@ static void quant_rows_scalar(long M, long K, const float* x, long ldx, int8_t* 
   }
 }
 
-float qle_round_f16_scalar(float x) { return (float)(_Float16)x; }
+float qle_round_f16_scalar(float x) { return (float)(qle_f16)x; }
 
 float qle_f16_bits_to_f32(uint16_t h) {
-  _Float16 v;
+  qle_f16 v;
   memcpy(&v, &h, sizeof v);
   return (float)v;
 }
@@ -99,9 +99,10 @@ const QleCpuKernels qle_kernels_scalar = {"scalar",          gemm_scalar,      g
                                           gemm_i8_scalar,    quant_rows_scalar, round_f16_scalar,
                                           gates_scalar};
 
-const char* const qle_isa_names[5] = {"scalar", "avx2", "avxvnni", "avx512", "avx512vnni"};
-
 #if defined(QLE_X86)
+const char* const qle_isa_names[QLE_ISA_COUNT] = {"scalar", "avx2", "avxvnni", "avx512", "avx512vnni"};
+#define QLE_ISA_LIST "scalar, avx2, avxvnni, avx512, avx512vnni"
+
 static bool has_avx2() {
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
          __builtin_cpu_supports("f16c");
@@ -120,13 +121,32 @@ static bool cpu_supports(const char* isa) {
   return false;
 }
 
-static const QleCpuKernels* const kTables[5] = {&qle_kernels_scalar, &qle_kernels_avx2,
-                                                &qle_kernels_avxvnni, &qle_kernels_avx512,
-                                                &qle_kernels_avx512vnni};
+static const QleCpuKernels* const kTables[QLE_ISA_COUNT] = {
+    &qle_kernels_scalar, &qle_kernels_avx2, &qle_kernels_avxvnni, &qle_kernels_avx512,
+    &qle_kernels_avx512vnni};
+#elif defined(QLE_ARM64)
+#include <sys/auxv.h>
+
+const char* const qle_isa_names[QLE_ISA_COUNT] = {"scalar", "neon", "neon-dotprod"};
+#define QLE_ISA_LIST "scalar, neon, neon-dotprod"
+
+// The kernel's HWCAP bits (ASIMD: NEON, ASIMDDP: sdot/udot), not /proc/cpuinfo.
+static bool cpu_supports(const char* isa) {
+  const unsigned long hw = getauxval(AT_HWCAP);
+  if (strcmp(isa, "scalar") == 0) return true;
+  if (strcmp(isa, "neon") == 0) return (hw & HWCAP_ASIMD) != 0;
+  if (strcmp(isa, "neon-dotprod") == 0) return (hw & HWCAP_ASIMD) != 0 && (hw & HWCAP_ASIMDDP) != 0;
+  return false;
+}
+
+static const QleCpuKernels* const kTables[QLE_ISA_COUNT] = {&qle_kernels_scalar, &qle_kernels_neon,
+                                                            &qle_kernels_neon_dotprod};
 #else
+const char* const qle_isa_names[QLE_ISA_COUNT] = {"scalar"};
+#define QLE_ISA_LIST "scalar"
+
 static bool cpu_supports(const char* isa) { return strcmp(isa, "scalar") == 0; }
-static const QleCpuKernels* const kTables[5] = {&qle_kernels_scalar, nullptr, nullptr, nullptr,
-                                                nullptr};
+static const QleCpuKernels* const kTables[QLE_ISA_COUNT] = {&qle_kernels_scalar};
 #endif
 
 bool qle_cpu_supports(const char* isa) { return cpu_supports(isa); }
@@ -134,16 +154,16 @@ bool qle_cpu_supports(const char* isa) { return cpu_supports(isa); }
 const QleCpuKernels* qle_select_isa(const char* isa, const char** error) {
   *error = nullptr;
   if (isa == nullptr || isa[0] == '\0' || strcmp(isa, "auto") == 0) {
-    for (int i = 4; i > 0; --i)
+    for (int i = QLE_ISA_COUNT - 1; i > 0; --i)
       if (cpu_supports(qle_isa_names[i])) return kTables[i];
     return &qle_kernels_scalar;
   }
-  for (int i = 0; i < 5; ++i) {
+  for (int i = 0; i < QLE_ISA_COUNT; ++i) {
     if (strcmp(isa, qle_isa_names[i]) != 0) continue;
     if (cpu_supports(isa)) return kTables[i];
     *error = "this CPU does not support that instruction set";
     return nullptr;
   }
-  *error = "unknown ISA name (expected scalar, avx2, avxvnni, avx512, avx512vnni or auto)";
+  *error = "unknown ISA name (this " QLE_ARCH " library has " QLE_ISA_LIST " or auto)";
   return nullptr;
 }

@@ -3,10 +3,11 @@
 //
 // The functions are templates over a lane type: float (one value) or a GCC vector of W floats
 // (QleLanes<W>). Every CPU kernel loop is written once over QleLanes<W> and compiled for W = 4
-// (baseline x86-64, SSE2), 8 (AVX2+FMA) and 16 (AVX-512); selects are lane-wise masks, so the
-// loops have no branches. Each lane does the same operations in the same order on every path
-// (the build has no fused multiply-add contraction: -std=c++17 implies -ffp-contract=off), so
-// all paths return the same values. Accuracy: exp and log ~1 ulp (Cephes polynomials), tanh
+// (baseline x86-64 SSE2; NEON on aarch64), 8 (AVX2+FMA) and 16 (AVX-512); selects are lane-wise
+// masks, so the loops have no branches. Each lane does the same operations in the same order on
+// every path and architecture (build.py passes -ffp-contract=off: no fused multiply-add
+// contraction, which g++ otherwise does in C++ even with -std=c++17), so all paths return the
+// same values. Accuracy: exp and log ~1 ulp (Cephes polynomials), tanh
 // ~1e-7 absolute; NaN propagates.
 //
 // Under nvcc (__CUDACC__) the float instantiations are __host__ __device__: the CUDA kernels call

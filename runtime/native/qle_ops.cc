@@ -625,6 +625,13 @@ void create_domain(const OrtApi* api) {
 char g_info[2048];
 std::once_flag g_info_once;
 
+// The build fingerprint (compiler, target, flags) that runtime/native/build.py's up-to-date check
+// looks for in the file.
+#if !defined(QLE_BUILD_ID)
+#define QLE_BUILD_ID "qlstm_edge-build:unstamped"
+#endif
+__attribute__((used)) const char kBuildId[] = QLE_BUILD_ID;
+
 }  // namespace
 
 QLE_EXPORT OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options,
@@ -658,16 +665,16 @@ QLE_EXPORT const char* qle_native_info(void) {
     const QleCpuKernels* best = qle_select_isa(nullptr, &err);
     size_t used = (size_t)snprintf(
         g_info, sizeof g_info,
-        "{\"ort_api_version\": %d, \"cuda\": %s, \"quant_modes\": [\"fp16\", \"int8\", "
-        "\"int8-dynamic\", \"int4\"], \"isa_supported\": {",
-        ORT_API_VERSION,
+        "{\"arch\": \"%s\", \"ort_api_version\": %d, \"cuda\": %s, \"quant_modes\": [\"fp16\", "
+        "\"int8\", \"int8-dynamic\", \"int4\"], \"isa_supported\": {",
+        QLE_ARCH, ORT_API_VERSION,
 #if defined(QLE_WITH_CUDA)
         "true"
 #else
         "false"
 #endif
     );
-    for (int i = 0; i < 5 && used < sizeof g_info; ++i)
+    for (int i = 0; i < QLE_ISA_COUNT && used < sizeof g_info; ++i)
       used += (size_t)snprintf(g_info + used, sizeof g_info - used, "%s\"%s\": %s", i ? ", " : "",
                                qle_isa_names[i], qle_cpu_supports(qle_isa_names[i]) ? "true" : "false");
     // every op the domain registers; the quant_modes above apply to the quantized_ops only (the
