@@ -1,13 +1,19 @@
-"""CI lane: parity of every exportable family on x86 ISA levels this machine may not be, under qemu user mode.
+"""CI lane: parity of every exportable family on CPUs this machine may not be (x86 ISA levels, ARM64 cores), under
+qemu user mode.
 
 On the host (PyTorch): build a small model of every family, export it in every quantization mode x graph mode,
 draw a short stream (batch 2) and compute the float64 PyTorch reference and PyTorch's own fp32 error on it, all
-into a temporary folder. Then ONE emulated python process per CPU model (.ci/isa_lane_stream.py, PyTorch blocked)
-streams every file through the function bodies (native="off") and the native kernels (native="on").
+into a temporary folder. Then ONE emulated python process per CPU model (.ci/isa_lane_stream.py, PyTorch blocked;
+as many at a time as this machine has cores) streams every file through the function bodies (native="off") and the
+native kernels (native="on"), timing each stream (session creation excluded; emulated: not a performance figure).
+x86 CPUs run the host venv's python under qemu-x86_64; ARM64 cores run Debian's arm64 python under qemu-aarch64,
+with the host's numpy/onnx/onnxruntime versions as aarch64 wheels and the native library cross-built for aarch64
+(.ci/aarch64_env.py: sysroot, wheels, /proc/cpuinfo and cross build, cached between runs).
 Each run is judged as ``check_parity`` judges it (a ParityReport: the mode's documented tolerance per family,
 raised only where PyTorch's own fp32 run is ill-conditioned), one line per run; the lane exits non-zero on any
 miss, any run that failed or never reported, a native run where no native kernel ran, PyTorch imported under
-emulation, or a native library that dispatched to another ISA than the emulated CPU's.
+emulation, a native library that dispatched to another ISA than the emulated CPU's, or a CPU without a native
+library for its architecture (its native runs are each a miss).
 
 int8-dynamic runs are judged a second time, independently of the (loose) documented tolerance: on the host,
 onnx.reference runs each int8-dynamic file on the same chunks, its states fed back as the streaming feeds them
@@ -16,16 +22,17 @@ must agree with it within EXACT_FACTOR (2) times the exact maths' own distance f
 abs over the output and the final states). Products that saturate (uint8 x int8 MatMulInteger on x86 without
 VNNI) move a run far further from the exact maths than quantization moved the exact maths from float64.
 
-qemu 7.2 has no AVX-512 (AVX-512 and VNNI kernels need real hardware): the CPUs are Haswell (AVX2 + FMA, no
-AVX-512) and Nehalem (SSE4.2: the library's scalar path). README, "What has run where".
+qemu 7.2 has no AVX-512 (AVX-512 and VNNI kernels need real hardware): the x86 CPUs are Haswell (AVX2 + FMA, no
+AVX-512) and Nehalem (SSE4.2: the library's scalar path). The ARM64 cores are Cortex-A72 (Raspberry Pi 4: NEON,
+no dot product) and Cortex-A76 (Raspberry Pi 5, Jetson Orin class: NEON + sdot/udot). README, "What has run where".
 
-usage: python .ci/isa_lane.py [--steps N] [--keep DIR] [--cpu haswell|nehalem ...]
+usage: python .ci/isa_lane.py [--steps N] [--keep DIR] [--cpu haswell|nehalem|cortex-a72|cortex-a76 ...]
 """
 import argparse
+import concurrent.futures
 import copy
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -48,10 +55,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from test_quantize_families import xlstm_large, xlstm_lm, xlstm_stack  # noqa: E402  (the tests' small xLSTMs)
 
 HERE = Path(__file__).resolve().parent
-CPUS = {  # name: (qemu -cpu model, ISA the native library must dispatch to)
-    "haswell": ("Haswell-noTSX,-pcid,-x2apic,-tsc-deadline,-invpcid", "avx2"),
-    "nehalem": ("Nehalem", "scalar"),
+sys.path.insert(0, str(HERE))
+import aarch64_env  # noqa: E402
+
+CPUS = {  # name: (architecture, qemu -cpu model, ISA the native library must dispatch to)
+    "haswell": ("x86_64", "Haswell-noTSX,-pcid,-x2apic,-tsc-deadline,-invpcid", "avx2"),
+    "nehalem": ("x86_64", "Nehalem", "scalar"),
+    "cortex-a72": ("aarch64", "cortex-a72", "neon"),
+    "cortex-a76": ("aarch64", "cortex-a76", "neon-dotprod"),
 }
+DEBIAN_PACKAGES = {"x86_64": ("qemu-user",), "aarch64": aarch64_env.PACKAGES}
 QUANTS = (None, "fp16", "int8", "int8-dynamic", "int4")
 MODES = ("step", "sequence")
 NATIVE = ("off", "on")
@@ -75,16 +88,27 @@ MODELS = {
 }
 
 
-def ensure_qemu() -> str:
-    exe = shutil.which("qemu-x86_64")
-    if exe is None:
-        if os.geteuid() != 0:
-            sys.exit("isa lane: qemu-x86_64 is missing; install the Debian package qemu-user")
-        print("isa lane: installing qemu-user", flush=True)
-        subprocess.run("apt-get update -qq && apt-get install -y -qq qemu-user", shell=True, check=True,
-                       stdout=subprocess.DEVNULL)
-        exe = shutil.which("qemu-x86_64")
-    return exe
+def ensure_packages(packages: list):
+    """Install the Debian packages that are missing (as root; otherwise say which)."""
+    missing = [p for p in packages if subprocess.run(["dpkg-query", "-W", "-f=${Status}", p], capture_output=True,
+                                                     text=True).stdout != "install ok installed"]
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        sys.exit(f"isa lane: missing Debian packages; install them: apt-get install {' '.join(missing)}")
+    print(f"isa lane: installing {' '.join(missing)}", flush=True)
+    subprocess.run(f"apt-get update -qq && apt-get install -y -qq {' '.join(missing)}", shell=True, check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def prepare_aarch64(work: Path, cores: list) -> dict:
+    """The emulated ARM64 device: {"site", "packages", "roots": {core: root}, "library": the cross-built native
+    library (None when the build failed), "no_library": why there is none}."""
+    env = aarch64_env.prepare()
+    library, why = aarch64_env.native_library()
+    return {"site": env / "site", "packages": aarch64_env.package_view(work / "aarch64_packages"),
+            "roots": {c: aarch64_env.core_root(env, CPUS[c][1], work / f"{c}_root") for c in cores},
+            "library": library, "no_library": why}
 
 
 def exact_stream(path: Path, x: np.ndarray, out: Path):
@@ -151,33 +175,71 @@ def prepare(work: Path, steps: int):
     return {"runs": runs, "chunk_sizes": list(CHUNKS)}, facts, exact_s
 
 
-def emulate(qemu: str, cpu: str, manifest: Path, out: Path, log: Path) -> subprocess.Popen:
+def emulate(cpu: str, manifest: Path, out: Path, log: Path, arm: dict) -> subprocess.Popen:
+    arch, model, _ = CPUS[cpu]
     env = {k: v for k, v in os.environ.items() if k != "QLSTM_EDGE_NATIVE_ISA"}  # the library picks its own ISA
     env["OMP_NUM_THREADS"] = "1"
-    return subprocess.Popen([qemu, "-cpu", CPUS[cpu][0], sys.executable, str(HERE / "isa_lane_stream.py"),
-                             str(manifest), str(out)], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    script = [str(HERE / "isa_lane_stream.py"), str(manifest), str(out)]
+    if arch == "x86_64":
+        cmd = ["qemu-x86_64", "-cpu", model, sys.executable] + script
+    else:
+        root = arm["roots"][cpu]
+        cmd = ["qemu-aarch64", "-cpu", model, "-L", str(root), str(root / "usr" / "bin" / f"python{aarch64_env.PY}")]
+        cmd += script
+        env.pop("PYTHONHOME", None)
+        env.update(PYTHONPATH=f"{arm['site']}:{arm['packages']}", PYTHONNOUSERSITE="1")
+        if arm["library"] is not None:
+            env["QLSTM_EDGE_NATIVE_LIB"] = str(arm["library"])
+    return subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
-def judge(cpu: str, results: list, facts: dict, steps: int) -> list:
-    """Print one line per run; returns the problems (empty when the CPU passed)."""
+def run_emulated(cpus: list, work: Path, arm: dict) -> dict:
+    """Run the CPUs' emulated processes, as many at a time as this machine has cores; {cpu: (rc, timed out)}."""
+    slots = len(os.sched_getaffinity(0))
+    pending, running, done = list(cpus), {}, {}
+    while pending or running:
+        while pending and len(running) < slots:
+            cpu = pending.pop(0)
+            running[cpu] = (emulate(cpu, work / f"manifest_{cpu}.json", work / f"{cpu}.jsonl", work / f"{cpu}.log",
+                                    arm), time.monotonic())
+        time.sleep(0.5)
+        for cpu, (proc, start) in list(running.items()):
+            timed_out = proc.poll() is None and time.monotonic() - start > EMULATED_TIMEOUT_S
+            if timed_out:
+                proc.kill()
+            if proc.poll() is not None or timed_out:
+                done[cpu] = (proc.wait(), timed_out)
+                del running[cpu]
+    return done
+
+
+def judge(cpu: str, results: list, facts: dict, steps: int, no_native: str | None = None) -> list:
+    """Print one line per run; returns the problems (empty when the CPU passed). ``no_native``: why this CPU has
+    no native library (its native runs were not streamed: each is a miss)."""
     problems = []
     header = results[0] if results and "native" in results[0] else None
-    want_isa = CPUS[cpu][1]
+    want_isa = CPUS[cpu][2]
     if header is None:
         problems.append(f"{cpu}: the emulated process wrote no header (it died before streaming)")
     else:
         native = header["native"]
-        print(f"{cpu}: native library ISA {native['isa']} (supported {native['isa_supported']}; "
+        print(f"{cpu}: native library {native['arch']} ISA {native['isa']} (supported {native['isa_supported']}; "
               f"available {native['available']}{', ' + native['reason'] if native['reason'] else ''})")
-        if native["isa"] != want_isa:
+        if no_native:
+            problems.append(f"{cpu}: {no_native}")
+        elif native["isa"] != want_isa:
             problems.append(f"{cpu}: the native library dispatched to {native['isa']}, not {want_isa}: the lane is "
                             f"not testing the emulated ISA")
         if header["rel_floor"] != REL_FLOOR:
             problems.append(f"{cpu}: isa_lane_stream.REL_FLOOR {header['rel_floor']} != parity.REL_FLOOR {REL_FLOOR}")
     got = {r["id"]: r for r in results if "id" in r}
     for rid, f in facts.items():
-        label = f"{cpu:8} {f['family']:13} {f['mode']:8} {f['quantization'] or 'fp32':12} native={f['native']:3}"
+        label = f"{cpu:10} {f['family']:13} {f['mode']:8} {f['quantization'] or 'fp32':12} native={f['native']:3}"
         r = got.get(rid)
+        if no_native and f["native"] == "on":
+            print(f"{label} {'-':>9} tol {f['tolerance']:.1e} MISS ({no_native})")
+            problems.append(f"{cpu} {rid}: {no_native}")
+            continue
         if r is None:
             print(f"{label} {'-':>9} tol {f['tolerance']:.1e} MISS (no result: the emulated process died)")
             problems.append(f"{cpu} {rid}: no result")
@@ -216,8 +278,8 @@ def judge(cpu: str, results: list, facts: dict, steps: int) -> list:
             notes.append("no native kernel ran")
         ok = (report.passed and exact_ok and r["op_path"] == want_path
               and (f["native"] == "off" or r["native_calls"] > 0))
-        print(f"{label} {max_abs:9.3e} tol {f['tolerance']:.1e} {'ok' if ok else 'MISS'} ({r['op_path']}, worst "
-              f"{worst_tensor}{'; ' + '; '.join(notes) if notes else ''})")
+        print(f"{label} {max_abs:9.3e} tol {f['tolerance']:.1e} {'ok' if ok else 'MISS'} {r['seconds'] * 1e3:5.0f} ms "
+              f"({r['op_path']}, worst {worst_tensor}{'; ' + '; '.join(notes) if notes else ''})")
         if not ok:
             problems.append(f"{cpu} {rid}: max error {max_abs:.3e} in {worst_tensor}, tolerance {f['tolerance']:.1e}"
                             + (f" ({'; '.join(detail + notes[len(detail):])})" if notes else ""))
@@ -235,33 +297,37 @@ def main() -> int:
     ap.add_argument("--cpu", action="append", choices=sorted(CPUS), help="emulated CPU (default: all)")
     ap.add_argument("--keep", type=Path, help="write the exports, references and logs here instead of a temp folder")
     args = ap.parse_args()
-    cpus = args.cpu or list(CPUS)
+    cpus = [c for c in CPUS if c in (args.cpu or CPUS)]
+    arm_cores = [c for c in cpus if CPUS[c][0] == "aarch64"]
     t0 = time.monotonic()
-    qemu = ensure_qemu()
+    ensure_packages(sorted({p for c in cpus for p in DEBIAN_PACKAGES[CPUS[c][0]]}))
     torch.set_num_threads(1)
-    with tempfile.TemporaryDirectory(prefix="isa_lane_") as tmp:
+    with tempfile.TemporaryDirectory(prefix="isa_lane_") as tmp, concurrent.futures.ThreadPoolExecutor(1) as pool:
         work = args.keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
+        arm_setup = pool.submit(prepare_aarch64, work, arm_cores) if arm_cores else None  # while exporting
         manifest, facts, exact_s = prepare(work, args.steps)
-        (work / "manifest.json").write_text(json.dumps(manifest))
+        arm = arm_setup.result() if arm_setup else None
+        no_native = {c: arm["no_library"] for c in arm_cores if arm["library"] is None}
+        for cpu in cpus:
+            runs = [r for r in manifest["runs"] if not (cpu in no_native and r["native"] == "on")]
+            (work / f"manifest_{cpu}.json").write_text(json.dumps({**manifest, "runs": runs}))
         n_exact = sum(1 for f in facts.values() if f["exact_distance"] is not None) // len(NATIVE)
         print(f"isa lane: {len(manifest['runs'])} runs per CPU ({len(MODELS)} families x {len(QUANTS)} quantization "
               f"modes x {len(MODES)} graph modes x native off/on), {args.steps} steps x batch {BATCH}; exported in "
               f"{time.monotonic() - t0:.0f} s, of which {exact_s:.1f} s for the exact maths (onnx.reference) of the "
               f"{n_exact} {EXACT_QUANT} files", flush=True)
-        procs = {cpu: emulate(qemu, cpu, work / "manifest.json", work / f"{cpu}.jsonl", work / f"{cpu}.log")
-                 for cpu in cpus}
+        t_emulated = time.monotonic()
+        exits = run_emulated(cpus, work, arm)
+        print(f"isa lane: emulated CPUs streamed in {time.monotonic() - t_emulated:.0f} s", flush=True)
         problems = []
-        for cpu, proc in procs.items():
-            try:
-                rc = proc.wait(timeout=max(1.0, EMULATED_TIMEOUT_S - (time.monotonic() - t0)))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                rc = proc.wait()
+        for cpu in cpus:
+            rc, timed_out = exits[cpu]
+            if timed_out:
                 problems.append(f"{cpu}: the emulated process ran past {EMULATED_TIMEOUT_S} s and was stopped")
             out = work / f"{cpu}.jsonl"
             results = [json.loads(line) for line in out.read_text().splitlines()] if out.is_file() else []
-            problems += judge(cpu, results, facts, args.steps)
+            problems += judge(cpu, results, facts, args.steps, no_native.get(cpu))
             if rc != 0:
                 log = (work / f"{cpu}.log").read_text()[-3000:]
                 problems.append(f"{cpu}: the emulated process exited with {rc}:\n{log}")

@@ -1,6 +1,6 @@
 """The emulated half of the ISA lane (.ci/isa_lane.py): stream every exported file of a manifest, compare with the
-host's float64 references, write one JSON line per run. Runs under qemu-x86_64 with PyTorch blocked, as on a
-device that installed only the runtime.
+host's float64 references, write one JSON line per run (with the stream's seconds, session creation excluded).
+Runs under qemu-x86_64 or qemu-aarch64 with PyTorch blocked, as on a device that installed only the runtime.
 
 A run whose manifest entry names an ``exact`` file (int8-dynamic) is also compared with the host's onnx.reference
 run of the same file on the same chunks (its exact integer maths): ``exact_max_abs``, ``exact_worst``.
@@ -10,6 +10,7 @@ The first line written describes the native library as this (emulated) CPU sees 
 """
 import json
 import sys
+import time
 import traceback
 
 
@@ -44,12 +45,14 @@ def stream(run, chunk_sizes):
     calls = native_lib.compute_calls()
     session = StreamingSession(run["file"], native=run["native"])
     session.reset(batch_size=batch)
+    start = time.perf_counter()
     ys, bounds = [], list(chunks(steps, chunk_sizes if session.mode == "sequence" else [1]))
     for t0, t1 in bounds:
         if session.mode == "step":
             ys.append(session.step(np.ascontiguousarray(x[:, t0]))[:, None])
         else:
             ys.append(session.run(np.ascontiguousarray(x[:, t0:t1])))
+    seconds = time.perf_counter() - start
     y = np.concatenate(ys, axis=1).astype(np.float64)
     err = np.abs(y - y_ref)
     per_step = err.reshape(batch, steps, -1).max(axis=(0, 2))
@@ -59,7 +62,7 @@ def stream(run, chunk_sizes):
     result = {"provider": session.provider, "op_path": session.op_path, "output_max_abs": float(per_step.max()),
               "worst_step": int(per_step.argmax()),
               "max_rel": float((err / np.maximum(np.abs(y_ref), REL_FLOOR)).max()),
-              "state_max_abs": states, "native_calls": native_lib.compute_calls() - calls}
+              "state_max_abs": states, "native_calls": native_lib.compute_calls() - calls, "seconds": seconds}
     if run.get("exact"):  # int8-dynamic: distance from onnx.reference's exact integer maths of the same file
         exact = np.load(run["exact"])
         if exact["bounds"].tolist() != [list(b) for b in bounds]:
@@ -77,7 +80,7 @@ def main(manifest_path, out_path):
     manifest = json.loads(open(manifest_path).read())
     st = native_lib.status()
     with open(out_path, "w") as out:
-        out.write(json.dumps({"native": {k: st[k] for k in ("available", "reason", "isa", "isa_supported")},
+        out.write(json.dumps({"native": {k: st[k] for k in ("available", "reason", "arch", "isa", "isa_supported")},
                               "rel_floor": REL_FLOOR}) + "\n")
         out.flush()
         for run in manifest["runs"]:
