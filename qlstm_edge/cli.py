@@ -135,7 +135,8 @@ def info(path, as_json):
     for w in doc["warnings"]:
         click.echo(f"  warning: {w}")
     nat = doc["native"]
-    click.echo(f"  native op library: {'available at ' + str(nat['path']) if nat['available'] else 'unavailable'}"
+    where = f"available at {nat['path']} ({nat.get('arch')}, ISA {nat.get('isa')})"
+    click.echo(f"  native op library: {where if nat['available'] else 'unavailable'}"
                + ("" if nat["available"] else f" ({nat['reason']})"))
 
 
