@@ -4,27 +4,16 @@ The names below load on first use (PEP 562), so the torch-free parts of this pac
 integer-product check ``qlstm-edge info`` runs on a file) import without PyTorch; exporting needs the
 ``export`` extra.
 """
-import importlib
+from qlstm_edge._lazy import lazy_attributes
 
-_LAZY = {
-    "build_onnx": ".export", "export_onnx": ".export", "TARGETS": ".export",
-    "ExportRecipe": ".recipe", "Signature": ".recipe", "MODES": ".recipe",
-    "DEFAULT_BLOCK_SIZE": ".quantize", "QuantizationError": ".quantize", "Quantizer": ".quantize",
+_SOURCES = {
+    "build_onnx": (".export", "build_onnx"), "export_onnx": (".export", "export_onnx"), "TARGETS": (".export", "TARGETS"),
+    "ExportRecipe": (".recipe", "ExportRecipe"), "Signature": (".recipe", "Signature"), "MODES": (".recipe", "MODES"),
+    "DEFAULT_BLOCK_SIZE": (".quantize", "DEFAULT_BLOCK_SIZE"), "QuantizationError": (".quantize", "QuantizationError"),
+    "Quantizer": (".quantize", "Quantizer"), "QUANT_MODES": (".quantize", "MODES"),
 }
-_RENAMED = {"QUANT_MODES": (".quantize", "MODES")}
 
 __all__ = ["export_onnx", "build_onnx", "ExportRecipe", "Signature", "MODES", "TARGETS", "QUANT_MODES",
            "Quantizer", "QuantizationError", "DEFAULT_BLOCK_SIZE"]
 
-
-def __getattr__(name: str):
-    module, attr = _RENAMED.get(name) or (_LAZY.get(name), name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), attr)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes(__name__, globals(), _SOURCES, __all__)
