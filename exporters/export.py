@@ -18,7 +18,6 @@ from .quantize import DEFAULT_BLOCK_SIZE, QuantizationError, Quantizer
 from .recipe import MODES
 
 TARGETS = ("cpu", "cuda")
-MIN_OPSET = 17
 
 
 def build_onnx(model: nn.Module, *, mode: str = "step", target: str = "cpu", opset: Optional[int] = None,
@@ -30,18 +29,18 @@ def build_onnx(model: nn.Module, *, mode: str = "step", target: str = "cpu", ops
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     quant = Quantizer(quantize, block_size=block_size, io_dtype=io_dtype)
+    family = family_of(model)
+    recipe = family.recipe()
     opset = max(DEFAULT_OPSET, quant.min_opset) if opset is None else int(opset)
-    if not MIN_OPSET <= opset <= onnx.defs.onnx_opset_version():
-        raise ValueError(f"opset must be between {MIN_OPSET} and {onnx.defs.onnx_opset_version()}, got {opset}")
+    if not recipe.min_opset <= opset <= onnx.defs.onnx_opset_version():
+        raise ValueError(f"opset must be between {recipe.min_opset} and {onnx.defs.onnx_opset_version()}, got {opset}")
     ir_version = max(DEFAULT_IR_VERSION, quant.min_ir_version) if ir_version is None else int(ir_version)
     if opset < quant.min_opset or ir_version < quant.min_ir_version:
         raise QuantizationError(f"quantize={quant.mode!r} needs opset >= {quant.min_opset} and IR version >= "
                                 f"{quant.min_ir_version} (int4 unpacks its packed weights with BitwiseAnd), got opset "
                                 f"{opset}, IR version {ir_version}")
-    family = family_of(model)
-    recipe = family.recipe()
     recipe.validate(model, mode)
-    supported = tuple(getattr(recipe, "quantization_modes", ()))
+    supported = tuple(recipe.quantization_modes)
     if quant.mode is not None and quant.mode not in supported:
         raise QuantizationError(f"family {family.name!r} does not support quantize={quant.mode!r} yet "
                                 f"(supported: {', '.join(supported) or 'none'})")

@@ -14,10 +14,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ..ops import OpSpec
+from ..runtime.metadata import DOMAIN, DOMAIN_VERSION
 from .quantize import Quantizer
 
-DOMAIN = "qlstm_edge"
-DOMAIN_VERSION = 1
 DEFAULT_OPSET = 17
 DEFAULT_IR_VERSION = 8  # IR 8 / opset 17: loads in onnxruntime >= 1.15 (benchmarks/ort_compat.py)
 
@@ -55,6 +55,11 @@ class NodeBuilder:
 
     def ints(self, values: Sequence[int]) -> str:
         return self.op("Constant", [], name="ints", value=numpy_helper.from_array(np.array(values, np.int64)))
+
+    def split_equal(self, x: str, parts: int, axis: int, opset: int, name: str) -> List[str]:
+        """``x`` split into ``parts`` equal parts along ``axis`` (opset 18 made ``num_outputs`` mandatory for that)."""
+        kw = {"num_outputs": parts} if opset >= 18 else {}
+        return self.op("Split", [x], parts, name=name, axis=axis, **kw)
 
 
 def _rename_scope(nodes: Sequence[onnx.NodeProto], formals: Sequence[str], rename, outer: Dict[str, str]
@@ -100,6 +105,13 @@ class FunctionBuilder(NodeBuilder):
                                  [names[n] for n in self.outputs], nodes, [helper.make_opsetid("", opset)])
         f.doc_string = self.doc
         return f
+
+
+def op_function(spec: OpSpec, q: Quantizer) -> FunctionBuilder:
+    """The builder of ``spec``'s function body for an export quantized as ``q``: the signature from the op table
+    (the scale inputs appended in the integer modes), the op's summary as doc string, plus the mode when quantized."""
+    doc = spec.summary if q.mode is None else f"{spec.summary} Weights {q.mode} (exporters/quantize.py, op contract)."
+    return FunctionBuilder(spec.name, spec.input_names(scales=q.integer), spec.output_names, doc=doc)
 
 
 def subgraph(name: str, nodes: NodeBuilder, inputs: Sequence[str], outputs: Sequence[str]) -> onnx.GraphProto:

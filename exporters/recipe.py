@@ -25,7 +25,17 @@ class Signature:
 
 
 class ExportRecipe:
-    """Subclass per family. ``build`` adds the graph; ``reference`` runs the PyTorch model over a chunk."""
+    """Subclass per family. ``build`` adds the graph; ``reference`` runs the PyTorch model over a chunk.
+
+    Class attributes declare what the family supports; the exporter and the parity check read them:
+    ``quantization_modes``: the ``quantize`` modes it exports (none: fp32 only);
+    ``quantization_tolerances``: parity tolerances per mode where the family's measurements need their own
+    (qlstm_edge.parity.TOLERANCES otherwise); ``min_opset``: the lowest ONNX opset its graphs are written for.
+    """
+
+    quantization_modes: Tuple[str, ...] = ()
+    quantization_tolerances: Dict[str, float] = {}
+    min_opset: int = 17
 
     def build(self, model: nn.Module, g: GraphBuilder, mode: str, opset: int) -> Signature:
         raise NotImplementedError

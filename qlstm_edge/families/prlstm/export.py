@@ -57,15 +57,16 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from ...exporters.graph import FunctionBuilder, GraphBuilder, NodeBuilder, subgraph
+from ...exporters.graph import FunctionBuilder, GraphBuilder, NodeBuilder, op_function, subgraph
 from ...exporters.quantize import MODES as QUANT_MODES, Quantizer, Weight
 from ...exporters.recipe import CoreIO, ExportRecipe, SequenceModelIO, Signature, f32
 from .model import PRLSTM, PRLSTMModel, PRLSTMState
+from .ops import SEQUENCE, STEP
 
-STATES = ["block_h", "block_c", "prefix_h", "prefix_c", "count"]
+STATES = STEP.regular_inputs[1:6]  # the op's state inputs: the stack, then count
+WEIGHTS = STEP.regular_inputs[6:]
+MATRICES = list(STEP.matrices)  # quantized inputs; their scales are appended in this order
 STATE_NAMES = ["block.h", "block.c", "prefix.h", "prefix.c", "count"]  # metadata names
-WEIGHTS = ["W_leaf", "b_leaf", "W_merge", "b_merge", "W_unary", "b_unary"]
-MATRICES = ["W_leaf", "W_merge", "W_unary"]  # quantized inputs; their scales are appended in this order
 STEP_COUNTER = "count"
 
 
@@ -104,8 +105,7 @@ class _Body:
         return self.nb.ints(values)
 
     def split(self, z: str, parts: int, name: str) -> List[str]:
-        attrs = {"num_outputs": parts} if self.opset >= 18 else {}
-        return self.nb.op("Split", [z], parts, name=name, axis=-1, **attrs)
+        return self.nb.split_equal(z, parts, -1, self.opset, name)
 
     def reduce_max(self, x: str, axis: int, name: str) -> str:
         if self.opset >= 18:
@@ -215,24 +215,18 @@ def prepare_weights(fb: FunctionBuilder, q: Quantizer, unary: int) -> Dict[str, 
     return weights
 
 
-def _doc(q: Quantizer, what: str) -> str:
-    return what if q.mode is None else f"{what} Weights {q.mode} (exporters/quantize.py, op contract)."
-
-
-def _op_function(op: str, y: str, doc: str, opset: int, unary: int, q: Optional[Quantizer]):
+def _op_function(spec, opset: int, unary: int, q: Optional[Quantizer]):
     """The builder of a PR-LSTM op's body (both ops take the same inputs: x, the stack, the weights, their scales),
     with its quantizer, prepared weights, body helper and stack constants."""
     q = q or Quantizer()
-    fb = FunctionBuilder(op, ["x", *STATES, *WEIGHTS, *q.scale_inputs(MATRICES)], [y, *(f"{s}_out" for s in STATES)],
-                         doc=_doc(q, doc))
+    fb = op_function(spec, q)
     weights = prepare_weights(fb, q, unary)
     e = _Body(fb, opset, unary, q, weights)
     return q, fb, weights, e, e.stack_constants()
 
 
 def step_function(opset: int, unary: int, q: Optional[Quantizer] = None) -> onnx.FunctionProto:
-    q, fb, weights, e, k = _op_function("PRLSTMStep", "y", "One PR-LSTM token: leaf, carries through the stack, one "
-                                        "merge for the prefix (DESIGN.md, PR-LSTM).", opset, unary, q)
+    q, fb, weights, e, k = _op_function(STEP, opset, unary, q)
     h0, c0 = e.leaf("x")
     nbits = e.bits("count", k["pow2"], "count_bits")  # [B,K]
     zeros_bits = fb.op("Cast", [fb.op("Equal", [nbits, e.scalar(0)], name="free")], name="free_i32",
@@ -279,8 +273,7 @@ def step_function(opset: int, unary: int, q: Optional[Quantizer] = None) -> onnx
 
 
 def sequence_function(opset: int, unary: int, q: Optional[Quantizer] = None) -> onnx.FunctionProto:
-    q, fb, weights, e, k = _op_function("PRLSTMSequence", "Y", "A chunk of PR-LSTM tokens in O(log T) batched merge "
-                                        "rounds, continuing the stack (DESIGN.md, PR-LSTM).", opset, unary, q)
+    q, fb, weights, e, k = _op_function(SEQUENCE, opset, unary, q)
     leaf_h, leaf_c = e.leaf("x")  # [B,T,H]
     T = e.dim("x", 1, "T")
     n = "count"
@@ -480,8 +473,8 @@ class PRLSTMCoreRecipe(CoreIO, ExportRecipe):
             q.float32_states.extend(s.name for s in states[:4])
         e = self.embed(model, g, x_spec.name, opset)  # the compute dtype
         unary = len(core.unary)
-        op, fn = (("PRLSTMStep", step_function(opset, unary, q)) if mode == "step"
-                  else ("PRLSTMSequence", sequence_function(opset, unary, q)))
+        op, fn = ((STEP.name, step_function(opset, unary, q)) if mode == "step"
+                  else (SEQUENCE.name, sequence_function(opset, unary, q)))
         weights = op_weights(q, g, core)
         y = g.custom(op, [e, *(s.input for s in states), *weights], [g.fresh("prlstm.y"), *(s.output for s in states)],
                      name=op, function=fn, **q.op_attributes())[0]

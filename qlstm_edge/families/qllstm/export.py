@@ -35,13 +35,13 @@ import numpy as np
 import onnx
 import torch
 
-from ...exporters.graph import FunctionBuilder, GraphBuilder, NodeBuilder, subgraph
+from ...exporters.graph import FunctionBuilder, GraphBuilder, NodeBuilder, op_function, subgraph
 from ...exporters.quantize import MODES as QUANT_MODES, Quantizer
 from ...exporters.recipe import CoreIO, ExportRecipe, SequenceModelIO, Signature, f32
 from .model import QLLSTM, QLLSTMModel
+from .ops import CELL, SEQUENCE
 
-WEIGHTS = ["W_x", "W_h", "bias", "gate_scale", "gate_bias", "alpha"]
-MATRICES = ["W_x", "W_h"]  # quantized inputs; their scales are appended in this order
+MATRICES = list(CELL.matrices)  # quantized inputs; their scales are appended in this order
 
 
 def _recurrence(nb: NodeBuilder, q: Quantizer, opset: int, xw: str, h: str, c: str, w_h: str) -> Tuple[str, str]:
@@ -51,9 +51,8 @@ def _recurrence(nb: NodeBuilder, q: Quantizer, opset: int, xw: str, h: str, c: s
     u = nb.op("Add", [xw, hw], name="u")  # u = W [x; h] + b
     z = nb.op("Add", [nb.op("Mul", [nb.op("Unsqueeze", [u, nb.ints([1])], name="u4"), "gate_scale"],
                             name="zs"), "gate_bias"], name="z")  # [B,4,H]: z_k = s_k * u + b_k
-    split = {"num_outputs": 4} if opset >= 18 else {}
     zi, zf, zg, zo = (nb.op("Squeeze", [part, nb.ints([1])], name=f"z{k}")
-                      for part, k in zip(nb.op("Split", [z], 4, name="split", axis=1, **split), "ifgo"))
+                      for part, k in zip(nb.split_equal(z, 4, 1, opset, "split"), "ifgo"))
     i, f, o = (nb.op("Sigmoid", [zk], name=k) for zk, k in ((zi, "i"), (zf, "f"), (zo, "o")))
     g = nb.op("Tanh", [zg], name="g")
     c_new = nb.op("Add", [nb.op("Mul", [f, c], name="fc"), nb.op("Mul", [i, g], name="ig")], name="c_new")
@@ -74,14 +73,9 @@ def _input_projection(fb: FunctionBuilder, q: Quantizer, opset: int) -> Tuple[st
     return xw, w_h
 
 
-def _doc(q: Quantizer, what: str) -> str:
-    return what if q.mode is None else f"{what} Weights {q.mode} (exporters/quantize.py, op contract)."
-
-
 def cell_function(opset: int, q: Optional[Quantizer] = None) -> onnx.FunctionProto:
     q = q or Quantizer()
-    fb = FunctionBuilder("QLLSTMCell", ["x", "h", "c", *WEIGHTS, *q.scale_inputs(MATRICES)], ["h_out", "c_out"],
-                         doc=_doc(q, "One QL-LSTM step (DESIGN.md, QL-LSTM)."))
+    fb = op_function(CELL, q)
     xw, w_h = _input_projection(fb, q, opset)
     h_new, c_new = _recurrence(fb, q, opset, xw, "h", "c", w_h)
     fb.op("Identity", [h_new], ["h_out"], name="h_out")
@@ -91,8 +85,7 @@ def cell_function(opset: int, q: Optional[Quantizer] = None) -> onnx.FunctionPro
 
 def sequence_function(opset: int, q: Optional[Quantizer] = None) -> onnx.FunctionProto:
     q = q or Quantizer()
-    fb = FunctionBuilder("QLLSTMSequence", ["x", "h0", "c0", *WEIGHTS, *q.scale_inputs(MATRICES)], ["Y", "h_T", "c_T"],
-                         doc=_doc(q, "A chunk of QL-LSTM steps: one MatMul for the input projection, then a Scan."))
+    fb = op_function(SEQUENCE, q)
     xw, w_h = _input_projection(fb, q, opset)  # xw [B,T,H]
     xw_t = fb.op("Transpose", [xw], name="xw_time_major", perm=[1, 0, 2])
     body = NodeBuilder(prefix="step.")
@@ -136,8 +129,7 @@ class QLLSTMStackRecipe(CoreIO, ExportRecipe):
         if q.mode is not None:
             q.float32_states.extend(s.name for s in states)
         e = self.embed(model, g, x_spec.name, opset)  # the compute dtype
-        op, fn = (("QLLSTMCell", cell_function(opset, q)) if mode == "step"
-                  else ("QLLSTMSequence", sequence_function(opset, q)))
+        op, fn = (CELL.name, cell_function(opset, q)) if mode == "step" else (SEQUENCE.name, sequence_function(opset, q))
         for l, cell in enumerate(stack.cells):
             h_in, c_in, h_out, c_out = states[2 * l].input, states[2 * l + 1].input, states[2 * l].output, \
                 states[2 * l + 1].output

@@ -1,0 +1,141 @@
+"""The blocks of the xlstm package's models as graph pieces: the mLSTM and sLSTM blocks of ``xLSTMBlockStack``
+(with their FFN) and the block of ``xLSTMLarge``. Each adds one cell-op node and its standard-op layers (layers.py).
+"""
+from __future__ import annotations
+
+import torch
+
+from ...exporters.recipe import f32
+from .layers import Net
+from .ops import MLSTM_CELL, MLSTM_SEQUENCE, SLSTM_CELL, SLSTM_SEQUENCE
+
+STACK_EPS_MLSTM = 1e-6  # xlstm.blocks.mlstm.backends.recurrent_step_stabilized_simple's eps
+
+
+def mlstm_block(net: Net, block, i: int, x: str, states) -> str:
+    g, layer = net.g, block.xlstm
+    cell, cfg = layer.mlstm_cell, layer.config
+    inner, nh = cfg._inner_embedding_dim, cfg.num_heads
+    dh = inner // nh
+    p = f"b{i}"
+    xn = net.layer_norm(x, block.xlstm_norm, f"{p}.norm")
+    x_m, z = net.split(net.linear(xn, layer.proj_up.weight, layer.proj_up.bias, f"{p}.proj_up"), [inner, inner],
+                       f"{p}.split")
+    x_c = net.silu(net.causal_conv(x_m, layer.conv1d.conv, states["conv"].input, states["conv"].output,
+                                   f"{p}.conv"), f"{p}.conv_act")
+    gate_in = net.headwise([(x_c, layer.q_proj), (x_c, layer.k_proj), (x_m, layer.v_proj)], f"{p}.qkv")  # [q, k, v]
+    w_if = torch.cat([cell.igate.weight, cell.fgate.weight])  # one product for both gates (columns independent)
+    b_if = None if cell.igate.bias is None else torch.cat([cell.igate.bias, cell.fgate.bias])
+    i_pre, f_pre = net.split(net.linear(gate_in, w_if, b_if, f"{p}.ifgate"), [nh, nh], f"{p}.if_split")
+    n_in = g.op("Squeeze", [states["n"].input, g.ints([3])], name=f"{p}.n_in")  # package: [B, NH, DH, 1]
+    m_in = g.op("Squeeze", [states["m"].input, g.ints([3])], name=f"{p}.m_in")  # package: [B, NH, 1, 1]
+    consts = [net.scalar(f"{p}.q_scale", 1.0), net.scalar(f"{p}.k_scale", dh ** -0.5),
+              net.scalar(f"{p}.eps", STACK_EPS_MLSTM)]
+    op = (MLSTM_SEQUENCE if net.seq else MLSTM_CELL).name
+    qkv_heads = net.to_heads(gate_in, 3 * nh, dh, f"{p}.qkv_heads")  # [..., 3 NH, DH]: q's heads, k's, v's
+    heads = g.op("Split", [qkv_heads, g.ints([nh] * 3)], 3, name=f"{p}.qkv_split", axis=-2)
+    h, n_out, m_out = g.fresh(f"{p}.h"), g.fresh(f"{p}.n_cell"), g.fresh(f"{p}.m_cell")
+    g.custom(op, [*heads, i_pre, f_pre, states["C"].input, n_in, m_in, *consts],
+             [h, states["C"].output, n_out, m_out], name=f"{p}.{op}", function=net.function(op))
+    g.op("Unsqueeze", [n_out, g.ints([3])], [states["n"].output], name=f"{p}.n_out")
+    g.op("Unsqueeze", [m_out, g.ints([3])], [states["m"].output], name=f"{p}.m_out")
+    on = cell.outnorm
+    h_norm = net.head_norm(h, dh, None if on.weight_proxy is None else f32(on.weight_proxy),
+                           None if on.bias is None else f32(on.bias), on.eps, f"{p}.outnorm")
+    skip = g.op("Mul", [net.param(f"{p}.learnable_skip", f32(layer.learnable_skip)), x_c], name=f"{p}.skip")
+    h_skip = g.op("Add", [h_norm, skip], name=f"{p}.h_skip")
+    h_state = g.op("Mul", [h_skip, net.silu(z, f"{p}.z_act")], name=f"{p}.h_gated")
+    y = net.linear(h_state, layer.proj_down.weight, layer.proj_down.bias, f"{p}.proj_down")
+    return g.op("Add", [x, y], name=f"{p}.residual")
+
+
+def slstm_block(net: Net, block, i: int, x: str, states) -> str:
+    g, layer = net.g, block.xlstm
+    cell, cfg = layer.slstm_cell, layer.config
+    nh, hidden = cfg.num_heads, cfg.embedding_dim
+    dh = hidden // nh
+    p = f"b{i}"
+    xn = net.layer_norm(x, block.xlstm_norm, f"{p}.norm")
+    x_c = xn
+    if cfg.conv1d_kernel_size > 0:
+        x_c = net.silu(net.causal_conv(xn, layer.conv1d.conv, states["conv"].input, states["conv"].output,
+                                       f"{p}.conv"), f"{p}.conv_act")
+    # the package's sLSTMLayer feeds fgate's projection to the cell's i slot and igate's to f; kept as is
+    wx = net.headwise([(x_c, layer.fgate), (x_c, layer.igate), (xn, layer.zgate), (xn, layer.ogate)],
+                      f"{p}.gates_x")  # [i, f, z, o] pre-activations, gate-major
+    r_ext = cell._recurrent_kernel_int2ext(cell._recurrent_kernel)  # [NH, DH_in, 4, DH_out]
+    b_ext = cell._bias_int2ext(cell._bias)  # [NH, 4, DH]
+    r, r_scale = net.q.store_stacked(g, f"{p}.R", f32(r_ext.permute(2, 0, 1, 3)))
+    weights = [r, net.param(f"{p}.b", f32(b_ext.permute(1, 0, 2).reshape(-1))), *([r_scale] if r_scale else [])]
+    op = (SLSTM_SEQUENCE if net.seq else SLSTM_CELL).name
+    ins = [states[k].input for k in "ycnm"]
+    outs = [states[k].output for k in "ycnm"]
+    if net.seq:
+        y_all = g.fresh(f"{p}.Y")
+        g.custom(op, [wx, *ins, *weights], [y_all, *outs], name=f"{p}.{op}", function=net.function(op),
+                 **net.q.op_attributes())
+    else:
+        g.custom(op, [wx, *ins, *weights], outs, name=f"{p}.{op}", function=net.function(op), **net.q.op_attributes())
+        y_all = states["y"].output
+    gn = layer.group_norm
+    out = net.head_norm(net.to_heads(y_all, nh, dh, f"{p}.y_heads"), dh,
+                        None if gn.weight_proxy is None else f32(gn.weight_proxy),
+                        None if gn.bias is None else f32(gn.bias), gn.eps, f"{p}.group_norm")
+    return g.op("Add", [x, out], name=f"{p}.residual")
+
+
+def ffn(net: Net, block, i: int, x: str) -> str:
+    if block.ffn is None:
+        return x
+    g, ffn, p = net.g, block.ffn, f"b{i}.ffn"
+    xn = net.layer_norm(x, block.ffn_norm, f"{p}.norm")
+    up = net.linear(xn, ffn.proj_up.weight, ffn.proj_up.bias, f"{p}.proj_up")
+    gate, z = net.split(up, [ffn.config._proj_up_dim] * 2, f"{p}.split")
+    h = g.op("Mul", [net.activation(ffn.config.act_fn, gate, f"{p}.act"), z], name=f"{p}.gated")
+    y = net.linear(h, ffn.proj_down.weight, ffn.proj_down.bias, f"{p}.proj_down")
+    return g.op("Add", [x, y], name=f"{p}.residual")
+
+
+def large_block(net: Net, block, i: int, x: str, states, config) -> str:
+    g, layer, p = net.g, block.mlstm_layer, f"b{i}"
+    nh = config.num_heads
+    dqk, dv = layer.qk_dim // nh, layer.v_dim // nh
+    xn = net.rms_norm(x, block.norm_mlstm, f"{p}.norm_mlstm")
+    if config.weight_mode == "single":  # one MatMul for q, k, v, o and one for the gates, as weight_mode "fused"
+        parts = [layer.q, layer.k, layer.v, layer.ogate_preact]
+        w_qkvo = torch.cat([m.weight for m in parts])
+        b_qkvo = None if parts[0].bias is None else torch.cat([m.bias for m in parts])
+        w_if = torch.cat([layer.igate_preact.weight, layer.fgate_preact.weight])
+        b_if = torch.cat([layer.igate_preact.bias, layer.fgate_preact.bias])
+    else:
+        w_qkvo, b_qkvo = layer.qkv_opreact.weight, layer.qkv_opreact.bias
+        w_if, b_if = layer.ifgate_preact.weight, layer.ifgate_preact.bias
+    q, k, v, o = net.split(net.linear(xn, w_qkvo, b_qkvo, f"{p}.qkvo"), [layer.qk_dim, layer.qk_dim, layer.v_dim,
+                                                                         layer.v_dim], f"{p}.qkvo_split")
+    gates = net.soft_cap(net.linear(xn, w_if, b_if, f"{p}.ifgate"), config.gate_soft_cap, f"{p}.gate_cap")
+    i_pre, f_pre = net.split(gates, [nh, nh], f"{p}.if_split")
+    consts = [net.scalar(f"{p}.q_scale", dqk ** -0.5), net.scalar(f"{p}.k_scale", 1.0),
+              net.scalar(f"{p}.eps", config.eps)]
+    op = (MLSTM_SEQUENCE if net.seq else MLSTM_CELL).name
+    heads = [net.to_heads(q, nh, dqk, f"{p}.q_heads"), net.to_heads(k, nh, dqk, f"{p}.k_heads"),
+             net.to_heads(v, nh, dv, f"{p}.v_heads")]
+    h = g.fresh(f"{p}.h")
+    g.custom(op, [*heads, i_pre, f_pre, *(states[s].input for s in "Cnm"), *consts],
+             [h, *(states[s].output for s in "Cnm")], name=f"{p}.{op}", function=net.function(op))
+    mn = layer.multihead_norm
+    h_norm = net.head_norm(h, dv, None if mn.weight is None else f32(mn.weight),
+                           None if mn.bias is None else f32(mn.bias), mn.eps, f"{p}.multihead_norm")
+    h_out = g.op("Mul", [g.op("Sigmoid", [o], name=f"{p}.ogate"), h_norm], name=f"{p}.h_out")
+    x = g.op("Add", [x, net.linear(h_out, layer.out_proj.weight, layer.out_proj.bias, f"{p}.out_proj")],
+             name=f"{p}.residual_mlstm")
+    ffn = block.ffn
+    xf = net.rms_norm(x, block.norm_ffn, f"{p}.norm_ffn")
+    if config.weight_mode == "single":
+        w_up = torch.cat([ffn.proj_up_gate.weight, ffn.proj_up.weight])
+        b_up = None if ffn.proj_up.bias is None else torch.cat([ffn.proj_up_gate.bias, ffn.proj_up.bias])
+    else:
+        w_up, b_up = ffn.proj_up_gate_z.weight, ffn.proj_up_gate_z.bias
+    gate, z = net.split(net.linear(xf, w_up, b_up, f"{p}.ffn.proj_up"), [ffn.up_proj_dim] * 2, f"{p}.ffn.split")
+    hf = g.op("Mul", [net.silu(gate, f"{p}.ffn.act"), z], name=f"{p}.ffn.gated")
+    y = net.linear(hf, ffn.proj_down.weight, ffn.proj_down.bias, f"{p}.ffn.proj_down")
+    return g.op("Add", [x, y], name=f"{p}.residual_ffn")
