@@ -110,7 +110,7 @@ class FunctionBuilder(NodeBuilder):
 def op_function(spec: OpSpec, q: Quantizer) -> FunctionBuilder:
     """The builder of ``spec``'s function body for an export quantized as ``q``: the signature from the op table
     (the scale inputs appended in the integer modes), the op's summary as doc string, plus the mode when quantized."""
-    doc = spec.summary if q.mode is None else f"{spec.summary} Weights {q.mode} (exporters/quantize.py, op contract)."
+    doc = spec.summary if q.unquantized else f"{spec.summary} Weights {q.mode} (exporters/quantize.py, op contract)."
     return FunctionBuilder(spec.name, spec.input_names(scales=q.integer), spec.output_names, doc=doc)
 
 

@@ -77,7 +77,9 @@ Adopting it in a family's recipe (``g.quant`` is the :class:`Quantizer` for the 
     # in the op's function body (declared inputs: [..., *WEIGHTS, *q.scale_inputs(["W"])]):
     w = q.body_weight(fb, "W", "W_scale"); y = q.body_matmul(fb, x, w, "W_scale", opset)  # float32 result
     g.custom(op, inputs, outputs, name, function=q.declare_attributes(fn), **q.op_attributes())
-and list the supported modes in the recipe's ``quantization_modes``.
+and list the supported modes in the recipe's ``quantization_modes``. What a mode does is its :class:`Scheme`
+(``SCHEMES[mode]``, ``q.scheme``: compute dtype, integer / packed / blocked / dynamic, how a matrix is stored,
+dequantized and multiplied, the opset and IR version it needs): family code asks those, never the mode string.
 """
 from __future__ import annotations
 
@@ -88,7 +90,6 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-MODES = ("fp16", "int8", "int8-dynamic", "int4")
 NONE_ALIASES = (None, "none", "fp32", "float32")
 DEFAULT_BLOCK_SIZE = 32
 INT8_MAX = 127
@@ -110,15 +111,6 @@ Weight = Tuple[str, Optional[str]]  # (the weight a MatMul reads, its scale for 
 
 class QuantizationError(ValueError):
     """A weight that cannot be quantized (non-finite, out of range) or an invalid quantization request."""
-
-
-def normalize_mode(mode: Optional[str]) -> Optional[str]:
-    """None for fp32 (also "none"/"fp32"), else one of MODES; a clear error otherwise."""
-    if mode in NONE_ALIASES:
-        return None
-    if mode not in MODES:
-        raise QuantizationError(f"quantize must be None or one of {', '.join(MODES)}, got {mode!r}")
-    return mode
 
 
 def check_finite(name: str, w: np.ndarray) -> None:
@@ -191,19 +183,186 @@ def to_fp16(name: str, w: np.ndarray) -> np.ndarray:
     return w.astype(np.float16)
 
 
+# -- schemes: one class per mode, saying what it does ------------------------------------------------------
+class Scheme:
+    """What one quantization mode does: how a matrix is stored, what a matrix product reads, what the file needs.
+
+    The base class is fp32: every matrix stored as the model holds it, products in float32. Subclasses change
+    only what their mode changes; the :class:`Quantizer` and the families ask these attributes, never the name.
+    """
+
+    name: Optional[str] = None  # the user-facing mode (None: fp32)
+    compute_dtype = "float32"  # element type of the activations that enter matrix products
+    product_weight_dtype = "float32"  # element type of the weight a matrix product reads
+    integer = False  # matrices stored as integers, a float32 scale input appended per matrix
+    bits: Optional[int] = None  # width of the stored integers
+    packed = False  # two values per byte (uint8), unpacked in the graph
+    blocked = False  # one scale per block of ``block_size`` input rows, not one per output channel
+    dynamic = False  # activations quantized per row on the fly, products in integers (MatMulInteger)
+    min_opset = 17
+    min_ir_version = 8
+    min_onnxruntime = DEFAULT_MIN_ONNXRUNTIME
+    granularity: Optional[str] = None  # the metadata's description of the scales
+    weights_doc = "float32"
+    activations_doc = "float32"
+
+    @property
+    def weight_only(self) -> bool:
+        """Integer weights dequantized to float32 before the product (the graph folds it at load)."""
+        return self.integer and not self.dynamic
+
+    def store(self, name: str, w: np.ndarray, channel_axis: int, block_size: int):
+        """Matrix ``w`` as stored: (values, scale or None, the ``quantization.tensors`` entry or None). The entry's
+        ``scale`` is filled in by the caller with the scale's initializer name."""
+        return w, None, None
+
+    def store_stacked(self, name: str, w: np.ndarray, block_size: int):
+        """Stacked matrices ``w`` [..., K, N] as stored, slice by slice (as ``store``)."""
+        return self.store(name, w, w.ndim - 1, block_size)
+
+    def dequantize(self, nb, w: str, scale: str, block_size: int, name: str) -> str:
+        """float32 matrix [K, N] from its stored form (weight-only schemes)."""
+        raise NotImplementedError(f"{self.name or 'fp32'} stores no integer weights")
+
+    def dequantize_stacked(self, nb, w: str, scale: str, block_size: int, name: str) -> str:
+        """float32 stacked matrices [..., K, N] from their stored form (weight-only schemes)."""
+        raise NotImplementedError(f"{self.name or 'fp32'} stores no integer weights")
+
+    def product_weight(self, nb, w: str, scale: Optional[str], block_size: int, name: str, stacked: bool) -> str:
+        """The tensor a matrix product reads for stored weight ``w``: dequantized (weight-only), the uint8 form
+        (dynamic: ``unsigned_weight``, named ``<w>_u8``) or ``w`` itself."""
+        if self.weight_only:
+            return (self.dequantize_stacked if stacked else self.dequantize)(nb, w, scale, block_size, name)
+        if self.dynamic:
+            return unsigned_weight(nb, w, name=f"{w}_u8")
+        return w
+
+    def matmul(self, nb, x: str, w: str, scale: Optional[str], opset: int, name: str, x_is_compute: bool) -> str:
+        """float32 ``x @ W`` for ``w`` from ``product_weight``; ``x`` float32 unless ``x_is_compute``."""
+        return nb.op("MatMul", [x, w], name=name)
+
+
+class Float16Scheme(Scheme):
+    """fp16: matrices float16, products in float16 (their input cast, their result cast back to float32)."""
+
+    name = "fp16"
+    compute_dtype = product_weight_dtype = "float16"
+    weights_doc = "float16"
+    activations_doc = "float16 matrix-product inputs; element-wise maths and states float32"
+
+    def store(self, name, w, channel_axis, block_size):
+        return to_fp16(name, w), None, {"dtype": "float16", "shape": list(w.shape)}
+
+    def matmul(self, nb, x, w, scale, opset, name, x_is_compute):
+        x16 = x if x_is_compute else nb.op("Cast", [x], name=f"{name}.x16", to=TensorProto.FLOAT16)
+        return nb.op("Cast", [nb.op("MatMul", [x16, w], name=name)], name=f"{name}.f32", to=TensorProto.FLOAT)
+
+
+class Int8Scheme(Scheme):
+    """int8: weight-only, symmetric, one float32 scale per output channel; products in float32."""
+
+    name = "int8"
+    integer = True
+    bits = 8
+    granularity = "per-output-channel"
+    weights_doc = f"int8 symmetric (zero point 0) in [-{INT8_MAX}, {INT8_MAX}]"
+
+    def _entry(self, w: np.ndarray, scale: np.ndarray, channel_axis: int, block_axis: int, block_size: int) -> dict:
+        block = block_size if self.blocked else None
+        storage = {"storage": INT4_PACKED} if self.packed else {}
+        return {"dtype": f"int{self.bits}", **storage, "shape": list(w.shape), "scale": None, "scale_shape": list(scale.shape),
+                "channel_axis": channel_axis, "block_axis": block_axis if block else None, "block_size": block}
+
+    def _values(self, q: np.ndarray) -> np.ndarray:
+        return pack_int4(q) if self.packed else q
+
+    def store(self, name, w, channel_axis, block_size):
+        block = block_size if self.blocked else None
+        q, scale = quantize_symmetric(name, w, self.bits, channel_axis, block)
+        return self._values(q), scale, self._entry(w, scale, channel_axis, 1 - channel_axis, block_size)
+
+    def store_stacked(self, name, w, block_size):
+        *lead, k, n = w.shape
+        block = block_size if self.blocked else None
+        if w.size:
+            wq, scale = quantize_stacked(name, w, self.bits, block)
+        else:  # no slices (PR-LSTM with num_layers = 1 has no unary refinements)
+            wq = np.zeros(w.shape, np.int8)
+            scale = np.ones((*lead, *([] if block is None else [-(-k // block)]), n), np.float32)
+        return self._values(wq), scale, self._entry(w, scale, w.ndim - 1, w.ndim - 2, block_size)
+
+    def dequantize(self, nb, w, scale, block_size, name):
+        return nb.op("Mul", [nb.op("Cast", [w], name=f"{name}.cast", to=TensorProto.FLOAT), scale], name=name)
+
+    def dequantize_stacked(self, nb, w, scale, block_size, name):
+        return nb.op("Mul", [nb.op("Cast", [w], name=f"{name}.cast", to=TensorProto.FLOAT),
+                             stacked_scale(nb, scale, f"{name}.scale")], name=name)
+
+
+class Int8DynamicScheme(Int8Scheme):
+    """int8-dynamic: int8 weights as int8, activations quantized per row on the fly, integer products
+    (uint8 x uint8 MatMulInteger, exact on every onnxruntime CPU kernel: ``dynamic_matmul``)."""
+
+    name = "int8-dynamic"
+    dynamic = True
+    product_weight_dtype = "uint8"
+    weights_doc = (f"int8 symmetric (zero point 0) in [-{INT8_MAX}, {INT8_MAX}]; products read them as uint8 "
+                   f"W_q + {ZERO_POINT} (zero point {ZERO_POINT})")
+    activations_doc = (f"int8, symmetric, per row and step, scale = max(max|x|/127, {ACT_SCALE_FLOOR:g}); products "
+                       f"read them as uint8 x_q + {ZERO_POINT} (zero point {ZERO_POINT}): uint8 x uint8 MatMulInteger, "
+                       f"exact on every onnxruntime CPU kernel")
+
+    def matmul(self, nb, x, w, scale, opset, name, x_is_compute):
+        return dynamic_matmul(nb, x, w, scale, opset, name=name)
+
+
+class Int4Scheme(Int8Scheme):
+    """int4: weight-only, symmetric, one float32 scale per block of input rows; stored packed two per byte."""
+
+    name = "int4"
+    bits = 4
+    packed = blocked = True
+    min_opset = INT4_OPSET
+    min_ir_version = INT4_IR_VERSION
+    min_onnxruntime = INT4_MIN_ONNXRUNTIME
+    granularity = "block"
+    weights_doc = f"int4 symmetric (zero point 0) in [-{INT4_MAX}, {INT4_MAX}]"
+
+    def dequantize(self, nb, w, scale, block_size, name):
+        return dequantize_int4(nb, w, scale, block_size, name)
+
+    dequantize_stacked = dequantize
+
+
+SCHEMES: Dict[Optional[str], Scheme] = {s.name: s for s in (Scheme(), Float16Scheme(), Int8Scheme(),
+                                                             Int8DynamicScheme(), Int4Scheme())}
+MODES = tuple(name for name in SCHEMES if name is not None)
+
+
+def normalize_mode(mode: Optional[str]) -> Optional[str]:
+    """None for fp32 (also "none"/"fp32"), else one of MODES; a clear error otherwise."""
+    if mode in NONE_ALIASES:
+        return None
+    if mode not in MODES:
+        raise QuantizationError(f"quantize must be None or one of {', '.join(MODES)}, got {mode!r}")
+    return mode
+
+
 class Quantizer:
     """The quantization policy of one export; recipes reach it as ``g.quant`` (see the module docstring).
 
-    ``Quantizer()`` is fp32: every helper then emits exactly the plain float32 graph.
+    ``Quantizer()`` is fp32: every helper then emits exactly the plain float32 graph. What a mode does is its
+    :class:`Scheme` (``self.scheme``); this class adds the export's settings (block size, io dtype) and records
+    how every tensor is stored for the metadata.
     """
 
     def __init__(self, mode: Optional[str] = None, block_size: int = DEFAULT_BLOCK_SIZE, io_dtype: str = "float32"):
-        self.mode = normalize_mode(mode)
+        self.scheme = SCHEMES[normalize_mode(mode)]
         if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
             raise QuantizationError(f"block_size must be a positive integer, got {block_size!r}")
         if io_dtype not in IO_DTYPES:
             raise QuantizationError(f"io_dtype must be one of {IO_DTYPES}, got {io_dtype!r}")
-        if io_dtype != "float32" and self.mode != "fp16":
+        if io_dtype != "float32" and self.scheme.compute_dtype != io_dtype:
             raise QuantizationError(f"io_dtype={io_dtype!r} needs quantize='fp16' (got quantize={self.mode!r})")
         self.block_size = int(block_size)
         self.io_dtype = io_dtype
@@ -211,76 +370,73 @@ class Quantizer:
         self.float_tensors: List[str] = []
         self.float32_states: List[str] = []
 
-    # -- facts -------------------------------------------------------------------------------------------
+    # -- facts (the scheme's) ----------------------------------------------------------------------------
+    @property
+    def mode(self) -> Optional[str]:
+        return self.scheme.name
+
+    @property
+    def unquantized(self) -> bool:
+        """fp32: every weight stored as the model holds it."""
+        return self.scheme.name is None
+
     @property
     def integer(self) -> bool:
-        return self.mode in ("int8", "int8-dynamic", "int4")
+        return self.scheme.integer
 
     @property
     def dynamic(self) -> bool:
-        return self.mode == "int8-dynamic"
+        return self.scheme.dynamic
 
     @property
     def compute_dtype(self) -> str:
         """Element type of the activations that enter matrix products (and of fp16 layers' outputs)."""
-        return "float16" if self.mode == "fp16" else "float32"
+        return self.scheme.compute_dtype
 
     @property
     def min_opset(self) -> int:
-        return INT4_OPSET if self.mode == "int4" else 17
+        return self.scheme.min_opset
 
     @property
     def min_ir_version(self) -> int:
-        return INT4_IR_VERSION if self.mode == "int4" else 8
+        return self.scheme.min_ir_version
 
     @property
     def min_onnxruntime(self) -> str:
-        return INT4_MIN_ONNXRUNTIME if self.mode == "int4" else DEFAULT_MIN_ONNXRUNTIME
+        return self.scheme.min_onnxruntime
+
+    def keep_float32_states(self, names: Sequence[str]) -> None:
+        """Record state tensors a quantized export keeps float32 (the metadata's ``float32_states``)."""
+        if not self.unquantized:
+            self.float32_states.extend(names)
 
     def recipe(self) -> Optional[dict]:
         """The ``quantization`` document of the model metadata (None for fp32)."""
-        if self.mode is None:
+        s = self.scheme
+        if self.unquantized:
             return None
-        granularity = {"fp16": None, "int8": "per-output-channel", "int8-dynamic": "per-output-channel",
-                       "int4": "block"}[self.mode]
-        activations = {"fp16": "float16 matrix-product inputs; element-wise maths and states float32",
-                       "int8": "float32", "int4": "float32",
-                       "int8-dynamic": f"int8, symmetric, per row and step, scale = max(max|x|/127, "
-                                       f"{ACT_SCALE_FLOOR:g}); products read them as uint8 x_q + {ZERO_POINT} "
-                                       f"(zero point {ZERO_POINT}): uint8 x uint8 MatMulInteger, exact on every "
-                                       f"onnxruntime CPU kernel"}[self.mode]
-        return {"mode": self.mode, "contract_version": CONTRACT_VERSION,
-                "weights": {"fp16": "float16", "int8": "int8 symmetric (zero point 0) in [-127, 127]",
-                            "int8-dynamic": "int8 symmetric (zero point 0) in [-127, 127]; products read them as uint8 "
-                                                f"W_q + {ZERO_POINT} (zero point {ZERO_POINT})",
-                            "int4": "int4 symmetric (zero point 0) in [-7, 7]"}[self.mode],
-                "granularity": granularity, "block_size": self.block_size if self.mode == "int4" else None,
-                "scale_dtype": "float32" if self.integer else None, "activations": activations,
-                "compute_dtype": self.compute_dtype, "io_dtype": self.io_dtype,
+        return {"mode": s.name, "contract_version": CONTRACT_VERSION, "weights": s.weights_doc,
+                "granularity": s.granularity, "block_size": self.block_size if s.blocked else None,
+                "scale_dtype": "float32" if s.integer else None, "activations": s.activations_doc,
+                "compute_dtype": s.compute_dtype, "io_dtype": self.io_dtype,
                 "tensors": self.quantized, "float_tensors": list(self.float_tensors),
                 "float32_states": list(self.float32_states),
-                "min_onnxruntime": self.min_onnxruntime}
+                "min_onnxruntime": s.min_onnxruntime}
 
     # -- storing weights ---------------------------------------------------------------------------------
+    def _add(self, g, name: str, stored) -> tuple:
+        """Add a scheme's ``store`` result as initializers; returns (stored name, scale name or None)."""
+        values, scale, entry = stored
+        stored_name = g.weight(name, values)
+        scale_name = None if scale is None else g.weight(f"{name}_scale", scale)
+        if entry is not None:
+            self.quantized[stored_name] = {**entry, "scale": scale_name} if "scale" in entry else entry
+        return stored_name, scale_name
+
     def _store_matrix(self, g, name: str, w: np.ndarray, channel_axis: int) -> tuple:
         """Add matrix ``w`` as stored by this mode; returns (stored name, scale name or None)."""
-        w = np.asarray(w, dtype=np.float32)
-        if self.mode is None:
-            return g.weight(name, w), None
-        if self.mode == "fp16":
-            stored = g.weight(name, to_fp16(name, w))
-            self.quantized[stored] = {"dtype": "float16", "shape": list(w.shape)}
-            return stored, None
-        bits = 4 if self.mode == "int4" else 8
-        block = self.block_size if bits == 4 else None
-        q, scale = quantize_symmetric(name, w, bits, channel_axis, block)
-        stored = g.weight(name, pack_int4(q) if bits == 4 else q)  # int4: [K, N] (channel_axis 1) packed
-        scale_name = g.weight(f"{name}_scale", scale)
-        self.quantized[stored] = {**_stored_dtype(bits), "shape": list(w.shape),
-                                  "scale": scale_name, "scale_shape": list(scale.shape),
-                                  "channel_axis": channel_axis,
-                                  "block_axis": (1 - channel_axis) if block else None, "block_size": block}
-        return stored, scale_name
+        return self._add(g, name, self.scheme.store(name, np.asarray(w, dtype=np.float32), channel_axis,
+                                                    self.block_size))
 
     def store_stacked(self, g, name: str, w: np.ndarray) -> Weight:
         """Add stacked matrices ``w`` [..., K, N] (each slice [K, N] input-major) as this mode stores a matrix,
@@ -290,30 +446,11 @@ class Quantizer:
         The op contract for a stacked matrix input: the scale has the matrix's shape with K dropped (int8) or
         cut into blocks (int4); slice ``w[j]`` with scale ``scale[j]`` follows the [K, N] rule.
         """
-        w = np.asarray(w, dtype=np.float32)
-        if not self.integer:
-            return self._store_matrix(g, name, w, channel_axis=w.ndim - 1)
-        *lead, k, n = w.shape
-        bits, block = (4, self.block_size) if self.mode == "int4" else (8, None)
-        blocks = [] if block is None else [-(-k // block)]
-        if w.size:
-            wq, scale = quantize_stacked(name, w, bits, block)
-        else:  # no slices (PR-LSTM with num_layers = 1 has no unary refinements)
-            wq = np.zeros(w.shape, np.int8)
-            scale = np.ones((*lead, *blocks, n), np.float32)
-        stored = g.weight(name, pack_int4(wq) if bits == 4 else wq)
-        scale_name = g.weight(f"{name}_scale", scale)
-        self.quantized[stored] = {**_stored_dtype(bits), "shape": list(w.shape),
-                                  "scale": scale_name, "scale_shape": list(scale.shape), "channel_axis": w.ndim - 1,
-                                  "block_axis": w.ndim - 2 if block else None, "block_size": block}
-        return stored, scale_name
+        return self._add(g, name, self.scheme.store_stacked(name, np.asarray(w, dtype=np.float32), self.block_size))
 
     def dequantize_stacked(self, nb, w: str, scale: str, name: str) -> str:
         """float32 stacked matrices [..., K, N] from ``store_stacked``'s int8 / int4 storage."""
-        if self.mode == "int4":
-            return dequantize_int4(nb, w, scale, self.block_size, name)
-        return nb.op("Mul", [nb.op("Cast", [w], name=f"{name}.cast", to=TensorProto.FLOAT),
-                             stacked_scale(nb, scale, f"{name}.scale")], name=name)
+        return self.scheme.dequantize_stacked(nb, w, scale, self.block_size, name)
 
     def param(self, g, name: str, array: np.ndarray, dtype: Optional[str] = None) -> str:
         """A float parameter kept float (biases, per-gate vectors): ``dtype``, default the compute dtype."""
@@ -321,20 +458,24 @@ class Quantizer:
         a = np.asarray(array, dtype=np.float32)
         if dtype == "float16":
             a = to_fp16(name, a)
-        elif self.mode is not None:
+        elif not self.unquantized:
             check_finite(name, a)
         stored = g.weight(name, a)
-        if self.mode is not None:
+        if not self.unquantized:
             self.float_tensors.append(stored)
         return stored
 
     # -- standard-op layers (main graph) ----------------------------------------------------------------
+    def _cast(self, g, x: str, suffix: str, to: int) -> str:
+        """``x`` cast between float32 and a float16 compute dtype (``x`` itself when the compute dtype is float32)."""
+        return g.op("Cast", [x], name=f"{x}.{suffix}", to=to) if self.compute_dtype == "float16" else x
+
     def to_compute(self, g, x: str) -> str:
         """``x`` (float32) as the compute dtype: a Cast to float16 in fp16 mode, else ``x`` itself."""
-        return g.op("Cast", [x], name=f"{x}.to_fp16", to=TensorProto.FLOAT16) if self.mode == "fp16" else x
+        return self._cast(g, x, "to_fp16", TensorProto.FLOAT16)
 
     def to_float32(self, g, x: str) -> str:
-        return g.op("Cast", [x], name=f"{x}.to_fp32", to=TensorProto.FLOAT) if self.mode == "fp16" else x
+        return self._cast(g, x, "to_fp32", TensorProto.FLOAT)
 
     def from_io(self, g, x: str) -> str:
         """A float data input (io dtype) as the compute dtype."""
@@ -353,7 +494,7 @@ class Quantizer:
         stored, scale = self._store_matrix(g, name, weight, channel_axis=1)
         if scale is None:
             return stored
-        return dequantize_nodes(g, stored, scale, self.mode, self.block_size, axis=1, name=name)
+        return self.scheme.dequantize(g, stored, scale, self.block_size, name=name)
 
     def linear(self, g, name: str, x: str, weight: np.ndarray, bias: Optional[np.ndarray] = None,
                opset: int = 17, out: Optional[str] = None) -> str:
@@ -372,13 +513,13 @@ class Quantizer:
         return g.op("Add", [y, self.param(g, f"{name}.bias", bias)], name=name, **last)
 
     def embedding(self, g, name: str, table: np.ndarray, ids: str) -> str:
-        """Rows of ``table`` [V, E] for token ids ``ids``, in the compute dtype (quantized per row)."""
-        if not self.integer:
-            stored, _ = self._store_matrix(g, f"{name}.weight", table, channel_axis=0)
-            return g.op("Gather", [stored, ids], name=name, axis=0)
-        if self.mode == "int4":
-            return self._int4_embedding(g, name, table, ids)
+        """Rows of ``table`` [V, E] for token ids ``ids``, in the compute dtype (quantized per row; only the rows
+        used are dequantized, after the Gather)."""
         stored, scale = self._store_matrix(g, f"{name}.weight", table, channel_axis=0)
+        if not self.integer:
+            return g.op("Gather", [stored, ids], name=name, axis=0)
+        if self.scheme.packed:
+            return self._packed_rows(g, name, stored, scale, np.shape(table)[1], ids)
         rows = g.op("Gather", [stored, ids], name=f"{name}.rows", axis=0)
         row_scale = g.op("Gather", [scale, ids], name=f"{name}.row_scale", axis=0)
         row_scale = g.op("Unsqueeze", [row_scale, g.ints([-1])], name=f"{name}.row_scale_col")
@@ -393,32 +534,21 @@ class Quantizer:
         file (int8: Cast * scale; int4: its packed nibbles unpacked, times the block scales, ``dequantize_int4``).
         """
         stored, scale = self.store_stacked(g, name, w)
-        if self.mode in ("int8", "int4"):
+        if self.scheme.weight_only:
             return self.dequantize_stacked(g, stored, scale, f"{name}_dq"), None
         if self.dynamic:
             return unsigned_weight(g, stored, f"{name}_u8"), scale
         return stored, scale
 
-    def _int4_embedding(self, g, name: str, table: np.ndarray, ids: str) -> str:
-        """int4 rows of ``table`` [V, E] for ``ids``, dequantized after the Gather (only the rows used).
-
-        The table is stored packed (``pack_int4``) as uint8 [V, ceil(E / 2)]; its scale [V, ceil(E / block_size)]
-        is the int4 blocked layout along E. The rows' values and their block scales are both spread to E columns
-        by Gathers along the last axis (no Reshape: shape inference keeps the rank).
-        """
-        w = np.asarray(table, dtype=np.float32)
-        v, e = w.shape
-        bs = self.block_size
-        q, scale = quantize_symmetric(f"{name}.weight", w, 4, channel_axis=0, block_size=bs)
-        stored = g.weight(f"{name}.weight", pack_int4(q))
-        scale_name = g.weight(f"{name}.weight_scale", scale)
-        self.quantized[stored] = {**_stored_dtype(4), "shape": [v, e], "scale": scale_name,
-                                  "scale_shape": list(scale.shape), "channel_axis": 0, "block_axis": 1,
-                                  "block_size": bs}
+    def _packed_rows(self, g, name: str, stored: str, scale: str, e: int, ids: str) -> str:
+        """The rows for ``ids`` of a table [V, E] stored packed (``pack_int4``: uint8 [V, ceil(E / 2)], scale
+        [V, ceil(E / block_size)], blocks along E), dequantized. The rows' values and their block scales are both
+        spread to E columns by Gathers along the last axis (no Reshape: shape inference keeps the rank)."""
         rows = g.op("Gather", [stored, ids], name=f"{name}.rows", axis=0)  # [..., ceil(E / 2)] uint8
         qf = unpack_int4(g, rows, e, name)  # [..., E]
-        row_scale = g.op("Gather", [scale_name, ids], name=f"{name}.row_scale", axis=0)  # [..., ceil(E / bs)]
-        block_of_col = g.op("Div", [_range(g, e, f"{name}.cols_e"), _constant(g, np.array(bs, np.int64), f"{name}.bs")],
+        row_scale = g.op("Gather", [scale, ids], name=f"{name}.row_scale", axis=0)  # [..., ceil(E / bs)]
+        block_of_col = g.op("Div", [_range(g, e, f"{name}.cols_e"),
+                                    _constant(g, np.array(self.block_size, np.int64), f"{name}.bs")],
                             name=f"{name}.block_of_col")
         col_scale = g.op("Gather", [row_scale, block_of_col], name=f"{name}.col_scale", axis=-1)  # [..., E]
         return g.op("Mul", [qf, col_scale], name=name)
@@ -447,45 +577,31 @@ class Quantizer:
 
     def op_attributes(self) -> Dict[str, object]:
         """Attributes of a quantized custom node (none for fp32)."""
-        if self.mode is None:
+        if self.unquantized:
             return {}
-        return {"quant_mode": self.mode, "block_size": self.block_size if self.mode == "int4" else 0}
+        return {"quant_mode": self.mode, "block_size": self.block_size if self.scheme.blocked else 0}
 
     def declare_attributes(self, function: onnx.FunctionProto) -> onnx.FunctionProto:
         """Declare ``op_attributes`` on a custom op's FunctionProto (the body does not read them)."""
-        if self.mode is not None:
-            function.attribute.extend(sorted(self.op_attributes()))
+        function.attribute.extend(sorted(self.op_attributes()))
         return function
 
     def body_weight(self, nb, w: str, scale: Optional[str]) -> str:
         """Inside a function body: the weight a MatMul reads (int8/int4 dequantized; else ``w``). int8-dynamic
         gives the uint8 form of the int8 weight for MatMulInteger (``unsigned_weight``): use ``body_matmul``."""
-        if self.mode in ("int8", "int4"):
-            return dequantize_nodes(nb, w, scale, self.mode, self.block_size, axis=1, name=f"{w}_dq")
-        if self.dynamic:
-            return unsigned_weight(nb, w, name=f"{w}_u8")
-        return w
+        return self.scheme.product_weight(nb, w, scale, self.block_size, name=f"{w}_dq", stacked=False)
 
     def body_stacked(self, nb, w: str, scale: Optional[str], name: str) -> str:
         """Inside a function body: the stacked matrices [..., K, N] a MatMul reads, made once per call (weight-only
         modes dequantized, int8-dynamic as ``unsigned_weight``; else ``w``)."""
-        if self.mode in ("int8", "int4"):
-            return self.dequantize_stacked(nb, w, scale, name=name)
-        if self.dynamic:
-            return unsigned_weight(nb, w, name=f"{w}_u8")
-        return w
+        return self.scheme.product_weight(nb, w, scale, self.block_size, name=name, stacked=True)
 
     def body_matmul(self, nb, x: str, w: str, scale: Optional[str], opset: int, name: str,
                     x_is_compute: bool = False) -> str:
         """``x @ W`` inside a function body, returned as float32. ``w`` comes from ``body_weight`` (or
-        ``body_stacked``); ``x`` is
-        float32 (cast to float16 in fp16 mode) unless ``x_is_compute`` says it already is the compute dtype."""
-        if self.dynamic:
-            return dynamic_matmul(nb, x, w, scale, opset, name=name)
-        if self.mode == "fp16":
-            x16 = x if x_is_compute else nb.op("Cast", [x], name=f"{name}.x16", to=TensorProto.FLOAT16)
-            return nb.op("Cast", [nb.op("MatMul", [x16, w], name=name)], name=f"{name}.f32", to=TensorProto.FLOAT)
-        return nb.op("MatMul", [x, w], name=name)
+        ``body_stacked``); ``x`` is float32 (cast to float16 in fp16 mode) unless ``x_is_compute`` says it already
+        is the compute dtype."""
+        return self.scheme.matmul(nb, x, w, scale, opset, name, x_is_compute)
 
 
 def quantize_stacked(name: str, w: np.ndarray, bits: int, block_size: Optional[int]) -> Tuple[np.ndarray, np.ndarray]:
@@ -506,11 +622,6 @@ def pack_int4(q: np.ndarray) -> np.ndarray:
     nibbles = np.full((*q.shape[:-1], q.shape[-1] + q.shape[-1] % 2), 8, np.uint8)
     nibbles[..., :q.shape[-1]] = q.astype(np.int8) + 8
     return nibbles[..., 0::2] | (nibbles[..., 1::2] << 4)
-
-
-def _stored_dtype(bits: int) -> dict:
-    """The dtype (and for int4 the storage) of a quantized tensor's ``quantization.tensors`` entry."""
-    return {"dtype": "int4", "storage": INT4_PACKED} if bits == 4 else {"dtype": "int8"}
 
 
 def _constant(g, value: np.ndarray, name: str) -> str:
@@ -569,17 +680,6 @@ def dequantize_int4(nb, packed: str, scale: str, block_size: int, name: str) -> 
 def stacked_scale(nb, scale: str, name: str) -> str:
     """An int8 stacked scale [..., N] as [..., 1, N], to broadcast over the K rows of each slice."""
     return nb.op("Unsqueeze", [scale, nb.ints([-2])], name=name)
-
-
-def dequantize_nodes(nb, q: str, scale: str, mode: str, block_size: int, axis: int, name: str) -> str:
-    """Float32 weight from stored ``q`` and ``scale``: int8 Cast * scale (broadcast along ``axis``, the
-    channel axis of a 2-D weight); int4 (axis 1, packed) ``dequantize_int4``."""
-    if mode == "int4":
-        return dequantize_int4(nb, q, scale, block_size, name)
-    qf = nb.op("Cast", [q], name=f"{name}.cast", to=TensorProto.FLOAT)
-    if axis == 0:
-        scale = nb.op("Unsqueeze", [scale, nb.ints([-1])], name=f"{name}.scale_col")
-    return nb.op("Mul", [qf, scale], name=name)
 
 
 def unsigned_weight(nb, w_q: str, name: str) -> str:

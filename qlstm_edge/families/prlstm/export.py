@@ -469,8 +469,7 @@ class PRLSTMCoreRecipe(CoreIO, ExportRecipe):
         y_spec.dtype = q.io_dtype
         states = [self.state_io(g, name, [K, H]) for name in STATE_NAMES[:4]]
         states.append(self.state_io(g, STEP_COUNTER, [], dtype="int64", init=0))
-        if q.mode is not None:
-            q.float32_states.extend(s.name for s in states[:4])
+        q.keep_float32_states([s.name for s in states[:4]])
         e = self.embed(model, g, x_spec.name, opset)  # the compute dtype
         unary = len(core.unary)
         op, fn = ((STEP.name, step_function(opset, unary, q)) if mode == "step"

@@ -126,8 +126,7 @@ class QLLSTMStackRecipe(CoreIO, ExportRecipe):
         y_spec.dtype = q.io_dtype
         states = [self.state_io(g, f"l{l}.{s}", [stack.hidden_size])
                   for l in range(stack.num_layers) for s in ("h", "c")]
-        if q.mode is not None:
-            q.float32_states.extend(s.name for s in states)
+        q.keep_float32_states([s.name for s in states])
         e = self.embed(model, g, x_spec.name, opset)  # the compute dtype
         op, fn = (CELL.name, cell_function(opset, q)) if mode == "step" else (SEQUENCE.name, sequence_function(opset, q))
         for l, cell in enumerate(stack.cells):

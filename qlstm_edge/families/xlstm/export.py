@@ -13,7 +13,7 @@ import xlstm
 from xlstm.blocks.mlstm.layer import mLSTMLayer
 
 from ...exporters.graph import GraphBuilder
-from ...exporters.quantize import MODES as QUANT_MODES, Quantizer
+from ...exporters.quantize import MODES as QUANT_MODES
 from ...exporters.recipe import ExportRecipe, Signature, f32
 from .blocks import ffn, large_block, mlstm_block, slstm_block
 from .cells import (SLSTM_MATRICES, mlstm_cell_function, mlstm_sequence_function,  # noqa: F401  (the ops' bodies)
@@ -36,11 +36,6 @@ STACK_QUANT_TOLERANCES = {"fp16": 0.1, "int8": 2.0, "int8-dynamic": 5.0, "int4":
 LARGE_QUANT_TOLERANCES = {"fp16": 0.75, "int8": 4.0, "int8-dynamic": 4.5, "int4": 20.0}
 
 
-def _float32_states(q: Quantizer, specs) -> None:
-    if q.mode is not None:
-        q.float32_states.extend(s.name for s in specs.values())
-
-
 class XLSTMStackRecipe(ExportRecipe):
     """``xlstm.xLSTMBlockStack``: features [B, (T,) E] in, the post-blocks-normed features out."""
 
@@ -53,7 +48,7 @@ class XLSTMStackRecipe(ExportRecipe):
         x_spec, y_spec = self.input_spec(model, g, mode)
         y_spec.dtype = g.quant.io_dtype
         specs = {name: self.state_io(g, name, shape) for name, shape in layout.shapes.items()}
-        _float32_states(g.quant, specs)
+        g.quant.keep_float32_states([s.name for s in specs.values()])
         net = Net(g, mode, opset)
         h = self.embed(model, net, x_spec.name)
         kinds = []
@@ -125,7 +120,7 @@ class XLSTMLargeRecipe(ExportRecipe):
         x_spec, y_spec = self.data_io(g, mode, [], "int64", [v], in_range=[0, v])
         y_spec.dtype = q.io_dtype
         specs = {name: self.state_io(g, name, shape) for name, shape in LargeStates(model).shapes.items()}
-        _float32_states(q, specs)
+        q.keep_float32_states([s.name for s in specs.values()])
         net = Net(g, mode, opset)
         h = q.to_float32(g, q.embedding(g, "embedding", f32(model.embedding.weight), x_spec.name))
         for i, block in enumerate(model.backbone.blocks):

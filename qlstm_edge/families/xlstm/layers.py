@@ -73,7 +73,7 @@ class Net:
     def lm_head(self, x: str, weight: torch.Tensor, out: Optional[str] = None) -> str:
         """Logits x @ weight^T (no bias) in the compute dtype (fp32: the node ``lm_head``, as before quantization)."""
         q, g = self.q, self.g
-        if q.mode is None:
+        if q.unquantized:
             return g.op("MatMul", [x, g.weight("lm_head.weight_t", f32(weight).T)], [out] if out else 1,
                         name="lm_head")
         return q.linear(g, "lm_head", self.compute(x), f32(weight).T, None, self.opset, out=out)
@@ -99,7 +99,7 @@ class Net:
         w = np.stack([f32(proj.weight) for _, proj in pairs])  # [G, NH, out/NH, in/NH]
         _, nh, _, d_in = w.shape
         lead = len(self.lead)
-        small = d_in <= SMALL_HEAD and q.mode in (None, "int8", "int4")
+        small = d_in <= SMALL_HEAD and q.scheme.product_weight_dtype == "float32"
         head_shape, axis = ([1, 1, nh, d_in], lead + 1) if small else ([1, nh, 1, d_in], lead)
         heads = {}
         for x, _ in pairs:
@@ -107,7 +107,7 @@ class Net:
                 heads[x] = g.op("Reshape", [x, g.ints(self.lead + head_shape)], name=f"{name}.heads{len(heads)}")
         stacked = g.op("Concat", [heads[x] for x, _ in pairs], name=f"{name}.stacked", axis=axis)
         scale = None
-        if q.mode is None:
+        if q.unquantized:
             w_heads = (self.param(f"{name}.weight", w.transpose(2, 0, 1, 3)) if small
                        else self.param(f"{name}.weight_t", w.transpose(0, 1, 3, 2)))
         else:
