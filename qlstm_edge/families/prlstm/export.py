@@ -1,13 +1,8 @@
 """PR-LSTM export: the custom ops ``qlstm_edge::PRLSTMStep`` / ``PRLSTMSequence`` and the graph recipe.
 
 One custom node per model and mode; it carries the whole recursive cell (leaf encoder, the shared merge
-and its unary refinements) and the binary-counter stack. Weights are input-major (x @ W, no Transpose):
-
-    PRLSTMStep    (x[B,D],   block_h[B,K,H], block_c[B,K,H], prefix_h[B,K,H], prefix_c[B,K,H], count[B] int64,
-                   W_leaf[D,3H], b_leaf[3H], W_merge[2H,5H], b_merge[5H], W_unary[R,H,4H], b_unary[R,4H])
-                  -> y[B,H], block_h', block_c', prefix_h', prefix_c', count'
-    PRLSTMSequence(x[B,T,D], ...same state and weights...)
-                  -> Y[B,T,H], block_h', block_c', prefix_h', prefix_c', count'
+and its unary refinements) and the binary-counter stack. The ops' signatures are in ops.py (docs/ops.md); weights
+are input-major (x @ W, no Transpose).
 
 Gate order along the last axis: W_leaf i, g, o; W_merge i, g, o, f_l, f_r (rows [h_l; h_r]); W_unary[k]
 i, g, o, f. R = num_layers - 1 (R = 0 is a [0, H, 4H] tensor). K (the stack depth) is the states' second
@@ -50,6 +45,7 @@ add a 2^-11 relative error at each of the log2(T) merges that re-read them.
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -60,6 +56,7 @@ from onnx import TensorProto, helper, numpy_helper
 from ...exporters.graph import FunctionBuilder, GraphBuilder, NodeBuilder, op_function, subgraph
 from ...exporters.quantize import MODES as QUANT_MODES, Quantizer, Weight
 from ...exporters.recipe import CoreIO, ExportRecipe, SequenceModelIO, Signature, f32
+from ...ops import OpSpec
 from .model import PRLSTM, PRLSTMModel, PRLSTMState
 from .ops import SEQUENCE, STEP
 
@@ -88,6 +85,10 @@ class _Body:
 
     def __init__(self, nb: NodeBuilder, opset: int, unary: int, q: Quantizer, weights: Dict[str, Weight]):
         self.nb, self.opset, self.unary, self.q, self.weights = nb, opset, unary, q, weights
+
+    def nested(self, nb: NodeBuilder) -> "_Body":
+        """The same maths emitted into ``nb`` (a Loop body of this one), with the same prepared weights."""
+        return _Body(nb, self.opset, self.unary, self.q, self.weights)
 
     def matmul(self, x: str, matrix: str, name: str, x_is_compute: bool = False) -> str:
         """x @ W as float32, for W one of the prepared weights (``prepare_weights``)."""
@@ -215,18 +216,17 @@ def prepare_weights(fb: FunctionBuilder, q: Quantizer, unary: int) -> Dict[str, 
     return weights
 
 
-def _op_function(spec, opset: int, unary: int, q: Optional[Quantizer]):
+def _op_function(spec: OpSpec, opset: int, unary: int, q: Optional[Quantizer]):
     """The builder of a PR-LSTM op's body (both ops take the same inputs: x, the stack, the weights, their scales),
-    with its quantizer, prepared weights, body helper and stack constants."""
+    with its quantizer, body helper (over the prepared weights) and stack constants."""
     q = q or Quantizer()
     fb = op_function(spec, q)
-    weights = prepare_weights(fb, q, unary)
-    e = _Body(fb, opset, unary, q, weights)
-    return q, fb, weights, e, e.stack_constants()
+    e = _Body(fb, opset, unary, q, prepare_weights(fb, q, unary))
+    return q, fb, e, e.stack_constants()
 
 
 def step_function(opset: int, unary: int, q: Optional[Quantizer] = None) -> onnx.FunctionProto:
-    q, fb, weights, e, k = _op_function(STEP, opset, unary, q)
+    q, fb, e, k = _op_function(STEP, opset, unary, q)
     h0, c0 = e.leaf("x")
     nbits = e.bits("count", k["pow2"], "count_bits")  # [B,K]
     zeros_bits = fb.op("Cast", [fb.op("Equal", [nbits, e.scalar(0)], name="free")], name="free_i32",
@@ -235,7 +235,7 @@ def step_function(opset: int, unary: int, q: Optional[Quantizer] = None) -> onnx
     trips = e.reduce_max(t, 0, "carry_trips")
 
     body = NodeBuilder(prefix="carry.")
-    be = _Body(body, opset, unary, q, weights)
+    be = e.nested(body)
     sel = be.unsq(body.op("Less", ["b", t], name="active"), [1], "active2")
     lh, lc = be.at("block_h", "b", 1, "stack_h"), be.at("block_c", "b", 1, "stack_c")
     mh, mc = be.combine(lh, lc, "cur_h", "cur_c")
@@ -273,8 +273,25 @@ def step_function(opset: int, unary: int, q: Optional[Quantizer] = None) -> onnx
 
 
 def sequence_function(opset: int, unary: int, q: Optional[Quantizer] = None) -> onnx.FunctionProto:
-    q, fb, weights, e, k = _op_function(SEQUENCE, opset, unary, q)
+    q, fb, e, k = _op_function(SEQUENCE, opset, unary, q)
     leaf_h, leaf_c = e.leaf("x")  # [B,T,H]
+    c = _chunk_levels(e, k)
+    c.has_base, c.base_h, c.base_c = _prefix_bases(e, k, c.nbits)
+    up = _up_sweep(e, c, leaf_h, leaf_c)
+    y_h, pre_h, pre_c = _down_sweep(e, c, up)
+    positions = fb.op("Add", [e.unsq(c.n, [1], "n_col"),
+                              fb.op("Range", [e.scalar(1), fb.op("Add", [c.T, e.scalar(1)], name="T_plus_1"),
+                                              e.scalar(1)], name="offsets")], name="positions")  # [B,T]
+    fb.op("Identity", [e.nan_past_limit(y_h, positions, k["pow2_K"])], ["Y"], name="Y")
+    _stack_after_chunk(e, k, c, up, pre_h, pre_c)
+    return q.declare_attributes(fb.build(opset))
+
+
+def _chunk_levels(e: "_Body", k: Dict[str, str]) -> SimpleNamespace:
+    """Where a chunk of T tokens at stream position n = count falls in the stack: T, end = n + T, the bits of n
+    and of end per level, U (the number of levels the chunk completes blocks of) and, per level, the index of
+    the block that ends the stream's part of that level at n + T."""
+    fb = e.nb
     T = e.dim("x", 1, "T")
     n = "count"
     end = fb.op("Add", [n, T], name="end")
@@ -291,7 +308,13 @@ def sequence_function(opset: int, unary: int, q: Optional[Quantizer] = None) -> 
     last = fb.op("Sub", [fb.op("Sub", [fb.op("Div", [e.unsq(end, [1], "end2b"), k["pow2"]], name="end_idx"),
                                       e.scalar(1)], name="last_idx"),
                          fb.op("Div", [e.unsq(n, [1], "n2b"), k["pow2"]], name="n_idx")], name="last_local")
-    # base_b = P(n with bits <= b cleared) = prefix of the lowest occupied level above b (if any)
+    return SimpleNamespace(T=T, n=n, end=end, nbits=nbits, end_bits=end_bits, U=U, last=last)
+
+
+def _prefix_bases(e: "_Body", k: Dict[str, str], nbits: str) -> Tuple[str, str, str]:
+    """Per level b, the prefix a level-b block of the chunk continues from: P(n with bits <= b cleared), the prefix
+    state of the lowest occupied level above b. Returns (has_base [B, K] bool, base_h, base_c [B, K, H])."""
+    fb = e.nb
     occupied = fb.op("Equal", [nbits, e.scalar(1)], name="occupied")
     lvl_col, lvl_row = e.unsq(k["levels"], [1], "levels_col"), e.unsq(k["levels"], [0], "levels_row")
     cand = fb.op("Cast", [fb.op("And", [e.unsq(occupied, [1], "occupied3"),
@@ -303,12 +326,19 @@ def sequence_function(opset: int, unary: int, q: Optional[Quantizer] = None) -> 
                      name="base_index")
     base_h = fb.op("GatherElements", ["prefix_h", base_idx], name="base_h", axis=1)  # [B,K,H]
     base_c = fb.op("GatherElements", ["prefix_c", base_idx], name="base_c", axis=1)
+    return has_base, base_h, base_c
+
+
+def _up_sweep(e: "_Body", c: SimpleNamespace, leaf_h: str, leaf_c: str) -> SimpleNamespace:
+    """The up-sweep Loop over the U levels: level b+1 = ONE batched merge of the pairs of level b (the first pair
+    completed by the stack block of level b when bit b of count is set). Returns the left children of every
+    level [U, B, M1, H], the last block of every level and the level sizes."""
+    fb, T, U, nbits, last = e.nb, c.T, c.U, c.nbits, c.last
     m_pad = e.unsq(fb.op("Div", [fb.op("Add", [T, e.scalar(2)], name="T_plus_2"), e.scalar(2)], name="M1"), [0],
                    "M1_1d")
 
-    # -- up-sweep: level b+1 = merge of the pairs of level b ------------------------------------------
     up = NodeBuilder(prefix="up.")
-    ue = _Body(up, opset, unary, q, weights)
+    ue = e.nested(up)
     M = ue.dim("A_h", 1, "M")
     bit = ue.unsq(up.op("Cast", [ue.at(nbits, "b", 1, "bit_i64")], name="bit", to=TensorProto.BOOL), [1, 2], "bit3")
     hd = up.op("Shape", ["A_h"], name="A_shape")
@@ -351,10 +381,17 @@ def sequence_function(opset: int, unary: int, q: Optional[Quantizer] = None) -> 
     per_level_shape = fb.op("Concat", [e.ints([-1]), B_1d, H_1d], name="per_level_shape", axis=0)
     lefts_h = fb.op("Reshape", [lefts_h, lefts_shape], name="lefts_h")  # [U, B, M1, H]
     lefts_c = fb.op("Reshape", [lefts_c, lefts_shape], name="lefts_c")
+    return SimpleNamespace(top_h=top_h, lefts_h=lefts_h, lefts_c=lefts_c, last_h=last_h, last_c=last_c, sizes=sizes,
+                           per_level_shape=per_level_shape)
 
-    # -- down-sweep: prefix at the end of every block, top level first --------------------------------
+
+def _down_sweep(e: "_Body", c: SimpleNamespace, up: SimpleNamespace) -> Tuple[str, str, str]:
+    """The down-sweep Loop, top level first: ONE batched merge per level gives the prefix at the end of every left
+    child (a right child's prefix is its parent's). Returns (Y's h [B, T, H], the last prefix of every level h, c)."""
+    fb, U, nbits, last, has_base = e.nb, c.U, c.nbits, c.last, c.has_base
+    base_h, base_c, lefts_h, lefts_c, sizes, top_h = c.base_h, c.base_c, up.lefts_h, up.lefts_c, up.sizes, up.top_h
     dn = NodeBuilder(prefix="down.")
-    de = _Body(dn, opset, unary, q, weights)
+    de = e.nested(dn)
     b = dn.op("Sub", [dn.op("Sub", [U, de.scalar(1)], name="U_minus_1"), "i"], name="b")
     Mn = de.unsq(de.dim("Q_h", 1, "Mn"), [0], "Mn_1d")
     M_b = de.at(sizes, b, 0, "M_b")  # [1]
@@ -399,13 +436,15 @@ def sequence_function(opset: int, unary: int, q: Optional[Quantizer] = None) -> 
     q0 = fb.op("CastLike", [q0, top_h], name="Q_top_like")
     y_h, _, pre_h, pre_c = fb.op("Loop", [U, e.true(), q0, q0], ["prefix_all_h", "prefix_all_c", "last_prefix_h",
                                                            "last_prefix_c"], name="down_sweep", body=graph)
+    return y_h, pre_h, pre_c
 
-    positions = fb.op("Add", [e.unsq(n, [1], "n_col"),
-                              fb.op("Range", [e.scalar(1), fb.op("Add", [T, e.scalar(1)], name="T_plus_1"),
-                                              e.scalar(1)], name="offsets")], name="positions")  # [B,T]
-    fb.op("Identity", [e.nan_past_limit(y_h, positions, k["pow2_K"])], ["Y"], name="Y")
 
-    # -- the stack at n+T: levels b < U whose last block ends inside the chunk come from the sweeps ----
+def _stack_after_chunk(e: "_Body", k: Dict[str, str], c: SimpleNamespace, up: SimpleNamespace, pre_h: str,
+                       pre_c: str) -> None:
+    """The stack state at n + T: levels b < U whose last block ends inside the chunk come from the sweeps, the
+    other occupied levels are kept, the rest cleared; count advances by T."""
+    fb, U, last, end = e.nb, c.U, c.last, c.end
+    end_bits, last_h, last_c, per_level_shape = c.end_bits, up.last_h, up.last_c, up.per_level_shape
     occ_end = fb.op("Equal", [end_bits, e.scalar(1)], name="end_occupied")
     take = fb.op("And", [occ_end, fb.op("GreaterOrEqual", [last, e.scalar(0)], name="in_chunk")], name="take")
     keep = fb.op("And", [occ_end, fb.op("Not", [take], name="not_take")], name="keep")
@@ -426,7 +465,6 @@ def sequence_function(opset: int, unary: int, q: Optional[Quantizer] = None) -> 
         kept = fb.op("Where", [keep3, name, zero], name=f"{name}.kept")
         fb.op("Where", [take3, per_level, kept], [f"{name}_out"], name=f"{name}_out")
     fb.op("Identity", [end], ["count_out"], name="count_out")
-    return q.declare_attributes(fb.build(opset))
 
 
 def _np(t: torch.Tensor) -> np.ndarray:

@@ -1,16 +1,11 @@
 """QL-LSTM export: the custom ops ``qlstm_edge::QLLSTMCell`` / ``QLLSTMSequence`` and the graph recipe.
 
-Op signature (both ops; weights input-major so that u = x @ W_x + h @ W_h + bias needs no Transpose):
-    QLLSTMCell    (x[B,D],   h[B,H],  c[B,H],  W_x[D,H], W_h[H,H], bias[H], gate_scale[4,H], gate_bias[4,H], alpha[]
-                   [, W_x_scale, W_h_scale])
-                  -> h'[B,H], c'[B,H]
-    QLLSTMSequence(x[B,T,D], h0[B,H], c0[B,H], ...same weights...)
-                  -> Y[B,T,H], h_T[B,H], c_T[B,H]
-The sequence body computes the input projection of the whole chunk with one MatMul and runs only the
-recurrent part per step in a Scan.
+The ops' signatures are in ops.py (docs/ops.md). Weights are input-major, so that u = x @ W_x + h @ W_h + bias
+needs no Transpose. The sequence body computes the input projection of the whole chunk with one MatMul and runs
+only the recurrent part per step in a Scan.
 
 Quantized weights (exporters/quantize.py has the full contract; input positions never move):
-    fp32          as above, every input float32, no attributes.
+    fp32          every input float32, no attributes.
     fp16          W_x, W_h float16 and x float16; h, c, bias, gate_scale, gate_bias, alpha and all outputs
                   float32. The products x @ W_x and h @ W_h run in float16 (h is cast); u and everything after it
                   (gates, c and h updates) run in float32.
