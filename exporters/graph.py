@@ -61,6 +61,12 @@ class NodeBuilder:
         kw = {"num_outputs": parts} if opset >= 18 else {}
         return self.op("Split", [x], parts, name=name, axis=axis, **kw)
 
+    def reduce(self, op_type: str, x: str, axis: int, keepdims: int, opset: int, name: str) -> str:
+        """A Reduce* op over one axis (opset 18 moved ``axes`` from an attribute to an input)."""
+        if opset >= 18:
+            return self.op(op_type, [x, self.ints([axis])], name=name, keepdims=keepdims)
+        return self.op(op_type, [x], name=name, axes=[axis], keepdims=keepdims)
+
 
 def _rename_scope(nodes: Sequence[onnx.NodeProto], formals: Sequence[str], rename, outer: Dict[str, str]
                   ) -> Dict[str, str]:

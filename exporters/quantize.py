@@ -694,10 +694,7 @@ def dynamic_matmul(nb, x: str, w_u8: str, w_scale: str, opset: int, name: str) -
     """float32 ``x @ W`` with x quantized per row on the fly and W int8 per output channel, given as
     ``unsigned_weight`` (uint8 x uint8 MatMulInteger, both zero points ZERO_POINT: exact int32 sums of x_q * W_q)."""
     ax = nb.op("Abs", [x], name=f"{name}.abs")
-    if opset >= 18:
-        amax = nb.op("ReduceMax", [ax, nb.ints([-1])], name=f"{name}.amax", keepdims=1)
-    else:
-        amax = nb.op("ReduceMax", [ax], name=f"{name}.amax", axes=[-1], keepdims=1)
+    amax = nb.reduce("ReduceMax", ax, -1, 1, opset, name=f"{name}.amax")
     s = nb.op("Max", [nb.op("Div", [amax, nb.const(float(INT8_MAX), x)], name=f"{name}.amax_127"),
                       nb.const(ACT_SCALE_FLOOR, x)], name=f"{name}.x_scale")
     r = nb.op("Round", [nb.op("Div", [x, s], name=f"{name}.x_over_s")], name=f"{name}.round")

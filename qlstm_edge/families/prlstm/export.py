@@ -109,9 +109,7 @@ class _Body:
         return self.nb.split_equal(z, parts, -1, self.opset, name)
 
     def reduce_max(self, x: str, axis: int, name: str) -> str:
-        if self.opset >= 18:
-            return self.nb.op("ReduceMax", [x, self.ints([axis])], name=name, keepdims=0)
-        return self.nb.op("ReduceMax", [x], name=name, axes=[axis], keepdims=0)
+        return self.nb.reduce("ReduceMax", x, axis, 0, self.opset, name)
 
     def flat(self, x: str, name: str) -> str:
         """x as a vector: Loop scan outputs are kept rank 1 (onnx.reference stacks them with np.vstack)."""

@@ -71,7 +71,7 @@ class Net:
         return self.g.op("Add", [y, self.param(f"{name}.bias", f32(bias))], name=name)
 
     def lm_head(self, x: str, weight: torch.Tensor, out: Optional[str] = None) -> str:
-        """Logits x @ weight^T (no bias) in the compute dtype (fp32: the node ``lm_head``, as before quantization)."""
+        """Logits x @ weight^T (no bias) in the compute dtype (fp32: one MatMul node named ``lm_head``)."""
         q, g = self.q, self.g
         if q.unquantized:
             return g.op("MatMul", [x, g.weight("lm_head.weight_t", f32(weight).T)], [out] if out else 1,
@@ -84,13 +84,12 @@ class Net:
         G outputs concatenated in order.
 
         One product for all G: the inputs' heads are stacked against the weights [G, NH, in/NH, out/NH] (each
-        output element the same sum as one projection alone would compute): one node where G separate
-        projections and their Concat were ~4G. Large heads (> SMALL_HEAD inputs) as a batched MatMul of
+        output element the same sum as one projection alone would compute): one node instead of G projections
+        and their Concat. Large heads (> SMALL_HEAD inputs) as a batched MatMul of
         [..., G, NH, 1, in/NH]. Small heads (the mLSTM's q/k/v use blocks of 4), where onnxruntime's batched
         MatMul pays per head, as a Mul [..., 1, G, NH, in/NH] x [out/NH, G, NH, in/NH] and a ReduceSum over the
-        head's inputs: the broadcast is along the outermost axis, so the Mul runs over long contiguous rows (with
-        the broadcast along out/NH next to in/NH it ran rows of 4 and took 24 us for the E=256 mLSTM's q/k/v,
-        7 this way); a Transpose puts the outputs back in head order.
+        head's inputs: the broadcast is along the outermost axis, so the Mul runs over long contiguous rows rather
+        than rows of in/NH; a Transpose puts the outputs back in head order.
         Quantized: the weights are stacked matrices [G, NH, in/NH, out/NH] (``Quantizer.stacked_weight``:
         float32 in the weight-only modes, dequantized by ops onnxruntime folds when it loads the file); fp16 and
         int8-dynamic (which quantizes each head's input row on the fly) use the batched MatMul.
@@ -163,10 +162,7 @@ class Net:
     def rms_norm(self, x: str, norm, name: str) -> str:
         """xLSTMLarge's RMSNorm: x / sqrt(mean(x^2) + eps) * weight (+ bias)."""
         sq = self.g.op("Pow", [x, self.scalar(f"{name}.two", 2.0)], name=f"{name}.square")
-        if self.opset >= 18:
-            ms = self.g.op("ReduceMean", [sq, self.g.ints([-1])], name=f"{name}.mean", keepdims=1)
-        else:
-            ms = self.g.op("ReduceMean", [sq], name=f"{name}.mean", axes=[-1], keepdims=1)
+        ms = self.g.reduce("ReduceMean", sq, -1, 1, self.opset, name=f"{name}.mean")
         rms = self.g.op("Sqrt", [self.g.op("Add", [ms, self.scalar(f"{name}.eps", norm.eps)], name=f"{name}.eps_add")],
                         name=f"{name}.rms")
         y = self.g.op("Div", [x, rms], name=f"{name}.normalize")
