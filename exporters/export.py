@@ -31,7 +31,7 @@ def build_onnx(model: nn.Module, *, mode: str = "step", target: str = "cpu", ops
     quant = Quantizer(quantize, block_size=block_size, io_dtype=io_dtype)
     family = family_of(model)
     recipe = family.recipe()
-    opset = max(DEFAULT_OPSET, quant.min_opset) if opset is None else int(opset)
+    opset = max(DEFAULT_OPSET, recipe.min_opset, quant.min_opset) if opset is None else int(opset)
     if not recipe.min_opset <= opset <= onnx.defs.onnx_opset_version():
         raise ValueError(f"opset must be between {recipe.min_opset} and {onnx.defs.onnx_opset_version()}, got {opset}")
     ir_version = max(DEFAULT_IR_VERSION, quant.min_ir_version) if ir_version is None else int(ir_version)
@@ -41,7 +41,7 @@ def build_onnx(model: nn.Module, *, mode: str = "step", target: str = "cpu", ops
                                 f"{opset}, IR version {ir_version}")
     recipe.validate(model, mode)
     supported = tuple(recipe.quantization_modes)
-    if quant.mode is not None and quant.mode not in supported:
+    if not quant.unquantized and quant.mode not in supported:
         raise QuantizationError(f"family {family.name!r} does not support quantize={quant.mode!r} yet "
                                 f"(supported: {', '.join(supported) or 'none'})")
     g = GraphBuilder(quant=quant)

@@ -90,6 +90,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
+from ..ops import scale_input
+
 NONE_ALIASES = (None, "none", "fp32", "float32")
 DEFAULT_BLOCK_SIZE = 32
 INT8_MAX = 127
@@ -199,7 +201,7 @@ class Scheme:
     packed = False  # two values per byte (uint8), unpacked in the graph
     blocked = False  # one scale per block of ``block_size`` input rows, not one per output channel
     dynamic = False  # activations quantized per row on the fly, products in integers (MatMulInteger)
-    min_opset = 17
+    min_opset = 17  # what the file needs beyond the exporters' default (graph.DEFAULT_OPSET / IR version)
     min_ir_version = 8
     min_onnxruntime = DEFAULT_MIN_ONNXRUNTIME
     granularity: Optional[str] = None  # the metadata's description of the scales
@@ -268,10 +270,12 @@ class Int8Scheme(Scheme):
     weights_doc = f"int8 symmetric (zero point 0) in [-{INT8_MAX}, {INT8_MAX}]"
 
     def _entry(self, w: np.ndarray, scale: np.ndarray, channel_axis: int, block_axis: int, block_size: int) -> dict:
+        """The ``quantization.tensors`` entry of a matrix stored by this scheme (``scale``: its name, set later)."""
         block = block_size if self.blocked else None
         storage = {"storage": INT4_PACKED} if self.packed else {}
-        return {"dtype": f"int{self.bits}", **storage, "shape": list(w.shape), "scale": None, "scale_shape": list(scale.shape),
-                "channel_axis": channel_axis, "block_axis": block_axis if block else None, "block_size": block}
+        return {"dtype": f"int{self.bits}", **storage, "shape": list(w.shape), "scale": None,
+                "scale_shape": list(scale.shape), "channel_axis": channel_axis,
+                "block_axis": block_axis if block else None, "block_size": block}
 
     def _values(self, q: np.ndarray) -> np.ndarray:
         return pack_int4(q) if self.packed else q
@@ -556,7 +560,7 @@ class Quantizer:
     # -- custom ops ----------------------------------------------------------------------------------------
     def scale_inputs(self, matrices: Sequence[str]) -> List[str]:
         """Formal names of the appended scale inputs of a custom op (empty unless int8/int8-dynamic/int4)."""
-        return [f"{m}_scale" for m in matrices] if self.integer else []
+        return [scale_input(m) for m in matrices] if self.integer else []
 
     def op_weights(self, g, prefix: str, weights: Dict[str, np.ndarray], matrices: Sequence[str],
                    float_dtype: str = "float32") -> List[str]:

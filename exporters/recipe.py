@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..runtime.metadata import StateSpec, TensorSpec
-from .graph import GraphBuilder
+from .graph import DEFAULT_OPSET, GraphBuilder
 
 MODES = ("step", "sequence")
 
@@ -35,7 +35,7 @@ class ExportRecipe:
 
     quantization_modes: Tuple[str, ...] = ()
     quantization_tolerances: Dict[str, float] = {}
-    min_opset: int = 17
+    min_opset: int = DEFAULT_OPSET
 
     def build(self, model: nn.Module, g: GraphBuilder, mode: str, opset: int) -> Signature:
         raise NotImplementedError

@@ -22,6 +22,11 @@ from typing import Dict, List, Tuple
 FAMILIES_PACKAGE = "qlstm_edge.families"
 
 
+def scale_input(matrix: str) -> str:
+    """The name of the input a quantized node appends for matrix input ``matrix``."""
+    return f"{matrix}_scale"
+
+
 @dataclass(frozen=True)
 class Port:
     """One input or output of an op: its name, its element type in an fp32 node and its symbolic shape."""
@@ -62,7 +67,7 @@ class OpSpec:
     @property
     def scale_inputs(self) -> List[str]:
         """The inputs an integer-mode node appends: one scale per matrix, in ``matrices`` order."""
-        return [f"{m}_scale" for m in self.matrices]
+        return [scale_input(m) for m in self.matrices]
 
     def input_names(self, scales: bool) -> List[str]:
         """Every input of a node: the regular ones, then the scales when ``scales`` (the integer modes)."""

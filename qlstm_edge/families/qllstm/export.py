@@ -123,7 +123,8 @@ class QLLSTMStackRecipe(CoreIO, ExportRecipe):
                   for l in range(stack.num_layers) for s in ("h", "c")]
         q.keep_float32_states([s.name for s in states])
         e = self.embed(model, g, x_spec.name, opset)  # the compute dtype
-        op, fn = (CELL.name, cell_function(opset, q)) if mode == "step" else (SEQUENCE.name, sequence_function(opset, q))
+        op, fn = ((CELL.name, cell_function(opset, q)) if mode == "step"
+                  else (SEQUENCE.name, sequence_function(opset, q)))
         for l, cell in enumerate(stack.cells):
             h_in, c_in, h_out, c_out = states[2 * l].input, states[2 * l + 1].input, states[2 * l].output, \
                 states[2 * l + 1].output
