@@ -203,12 +203,12 @@ def prepare_weights(fb: FunctionBuilder, q: Quantizer, unary: int) -> Dict[str, 
     scales = dict(zip(MATRICES, q.scale_inputs(MATRICES)))
     weights = {m: (q.body_weight(fb, m, scales.get(m)), scales.get(m)) for m in ("W_leaf", "W_merge")}
     # the stack is prepared once and sliced (weight-only modes dequantized, int8-dynamic unsigned)
-    source = q.body_stacked(fb, "W_unary", "W_unary_scale" if q.integer else None, name="W_unary_dq")
+    source = q.body_stacked(fb, "W_unary", scales.get("W_unary"), name="W_unary_dq")
     for k in range(unary):
         idx = fb.op("Constant", [], name="unary.index", value=numpy_helper.from_array(np.array(k, np.int64)))
         fb.op("Gather", [source, idx], [f"W_unary.{k}"], name=f"W_unary.{k}", axis=0)
         fb.op("Gather", ["b_unary", idx], [f"b_unary.{k}"], name=f"b_unary.{k}", axis=0)
-        scale = (fb.op("Gather", ["W_unary_scale", idx], [f"W_unary_scale.{k}"], name=f"W_unary_scale.{k}", axis=0)
+        scale = (fb.op("Gather", [scales["W_unary"], idx], [f"W_unary_scale.{k}"], name=f"W_unary_scale.{k}", axis=0)
                  if q.dynamic else None)  # int8-dynamic: the slice's scale for MatMulInteger
         weights[f"W_unary.{k}"] = (f"W_unary.{k}", scale)
     return weights

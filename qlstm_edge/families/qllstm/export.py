@@ -33,6 +33,7 @@ import torch
 from ...exporters.graph import FunctionBuilder, GraphBuilder, NodeBuilder, op_function, subgraph
 from ...exporters.quantize import MODES as QUANT_MODES, Quantizer
 from ...exporters.recipe import CoreIO, ExportRecipe, SequenceModelIO, Signature, f32
+from ...ops import scale_input
 from .model import QLLSTM, QLLSTMModel
 from .ops import CELL, SEQUENCE
 
@@ -42,7 +43,7 @@ MATRICES = list(CELL.matrices)  # quantized inputs; their scales are appended in
 def _recurrence(nb: NodeBuilder, q: Quantizer, opset: int, xw: str, h: str, c: str, w_h: str) -> Tuple[str, str]:
     """Nodes (into ``nb``) for one step given xw = x @ W_x + bias; returns (h', c'). Weights by name;
     ``w_h`` is W_h as ``q.body_weight`` prepared it."""
-    hw = q.body_matmul(nb, h, w_h, "W_h_scale" if q.integer else None, opset, name="hW")
+    hw = q.body_matmul(nb, h, w_h, scale_input("W_h") if q.integer else None, opset, name="hW")
     u = nb.op("Add", [xw, hw], name="u")  # u = W [x; h] + b
     z = nb.op("Add", [nb.op("Mul", [nb.op("Unsqueeze", [u, nb.ints([1])], name="u4"), "gate_scale"],
                             name="zs"), "gate_bias"], name="z")  # [B,4,H]: z_k = s_k * u + b_k
@@ -61,7 +62,7 @@ def _recurrence(nb: NodeBuilder, q: Quantizer, opset: int, xw: str, h: str, c: s
 
 def _input_projection(fb: FunctionBuilder, q: Quantizer, opset: int) -> Tuple[str, str]:
     """(xw = x @ W_x + bias, W_h prepared for the recurrence), in the function's scope."""
-    scales = dict(zip(MATRICES, q.scale_inputs(MATRICES))) if q.integer else {}
+    scales = dict(zip(MATRICES, q.scale_inputs(MATRICES)))
     w_x, w_h = (q.body_weight(fb, m, scales.get(m)) for m in MATRICES)
     xw = fb.op("Add", [q.body_matmul(fb, "x", w_x, scales.get("W_x"), opset, name="xW", x_is_compute=True), "bias"],
                name="xw")

@@ -75,8 +75,9 @@ def _logsigmoid(nb: NodeBuilder, x: str, name: str) -> str:
 def _slstm_recurrent(fb: FunctionBuilder, q: Quantizer) -> Weight:
     """R as the step's MatMul reads it (``q.body_stacked``, once per call), and for int8-dynamic its scale as
     [4, NH, 1, DH]."""
-    r = q.body_stacked(fb, "R", "R_scale" if q.integer else None, name="R_dq")
-    return r, (stacked_scale(fb, "R_scale", "R_scale_col") if q.dynamic else None)
+    scale = dict(zip(SLSTM_MATRICES, q.scale_inputs(SLSTM_MATRICES))).get("R")
+    r = q.body_stacked(fb, "R", scale, name="R_dq")
+    return r, (stacked_scale(fb, scale, "R_scale_col") if q.dynamic else None)
 
 
 def _slstm_head_shape(nb: NodeBuilder, r: str) -> str:
