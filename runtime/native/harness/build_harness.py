@@ -14,6 +14,7 @@ fetches them); running the comparisons needs a GPU (``--cpu-only`` runs the CPU 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import importlib.util
 import shutil
 import subprocess
@@ -26,6 +27,27 @@ REPO_DIR = NATIVE_DIR.parent.parent
 DEFAULT_OUT = REPO_DIR / "build" / "harness"
 BINARY_NAME = "qle_cuda_harness"
 NO_GPU_EXIT = 77  # the harness's exit status when no CUDA device is usable (automake's "skipped")
+
+
+def find_gpus() -> tuple[list[str], str]:
+    """(names of the CUDA devices the driver offers, why there are none): asks the driver library
+    (libcuda.so.1) directly, so it needs neither nvidia-smi nor a CUDA toolkit."""
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+    except OSError as exc:
+        return [], f"no NVIDIA driver ({exc})"
+    count = ctypes.c_int(0)
+    if (err := cuda.cuInit(0)) != 0:
+        return [], f"the NVIDIA driver found no usable GPU (cuInit: CUresult {err})"
+    if (err := cuda.cuDeviceGetCount(ctypes.byref(count))) != 0 or count.value == 0:
+        return [], f"the NVIDIA driver lists no GPU (cuDeviceGetCount: CUresult {err}, {count.value} devices)"
+    names = []
+    for i in range(count.value):
+        device, name = ctypes.c_int(0), ctypes.create_string_buffer(256)
+        cuda.cuDeviceGet(ctypes.byref(device), i)
+        cuda.cuDeviceGetName(name, len(name), device)
+        names.append(name.value.decode(errors="replace"))
+    return names, ""
 
 
 def harness_sources() -> tuple[list[Path], list[Path]]:
