@@ -427,6 +427,7 @@ Outputs qllstm_gpu_calls(const QlInputs& in) {
 double qllstm_tol(const Mode& m, const char** why) {
   if (m.q == QleQMode::F16) return *why = "float16 step (expf/tanhf glibc vs CUDA)", kFp16Step;
   if (m.q == QleQMode::I8Dyn) return *why = "int8 activation step (expf/tanhf glibc vs CUDA)", kInt8Step;
+  if (m.q == QleQMode::I8) return *why = "float order (expf/tanhf glibc vs CUDA)", kFloatOrder;
   return *why = "float order (bias first on the CPU; expf/tanhf glibc vs CUDA)", kFloatOrder;
 }
 
