@@ -36,6 +36,8 @@
 namespace {
 
 constexpr int kExitNoGpu = 77;
+// The CPU side of every case: the scalar kernel table (see the top of this file).
+const QleCpuKernels* const kReference = &qle_kernels_scalar;
 
 // Tolerances: the largest |GPU - CPU| allowed on a tensor is tol * max(1, max |CPU value|).
 //
@@ -201,7 +203,8 @@ class Device {
   template <typename T>
   T* put(const std::vector<T>& host) {
     T* d = alloc<T>(host.size());
-    if (!host.empty()) cuda_check(cudaMemcpy(d, host.data(), sizeof(T) * host.size(), cudaMemcpyHostToDevice), "cudaMemcpy");
+    if (!host.empty())
+      cuda_check(cudaMemcpy(d, host.data(), sizeof(T) * host.size(), cudaMemcpyHostToDevice), "cudaMemcpy");
     return d;
   }
   // n elements, every byte 0xFF (a float NaN): an output the kernel leaves unwritten cannot match.
@@ -269,6 +272,8 @@ struct Verdict {
 
 // NaN must match NaN (PR-LSTM past its stream limit); an int64 tensor must be equal.
 Verdict compare(const Outputs& cpu, const Outputs& gpu, double tol) {
+  if (cpu.f.size() != gpu.f.size() || cpu.i.size() != gpu.i.size())
+    throw std::logic_error("the two sides returned different outputs");
   Verdict v;
   double worst = -1.0;
   for (size_t t = 0; t < cpu.f.size(); ++t) {
@@ -315,15 +320,13 @@ struct Case {
   std::function<Outputs()> cpu, gpu;
 };
 
-const QleCpuKernels* scalar_kernels() { return &qle_kernels_scalar; }
-
 std::string shape_name(const char* op, const Mode& m, const std::vector<std::pair<const char*, long>>& dims) {
   std::string s = std::string(op) + " " + m.name;
   for (const auto& d : dims)
-    if (strcmp(d.first, "bs") != 0 || m.q == QleQMode::I4) s += " " + std::string(d.first) + "=" + std::to_string(d.second);
+    if (strcmp(d.first, "bs") != 0 || m.q == QleQMode::I4)  // the int4 block size only
+      s += " " + std::string(d.first) + "=" + std::to_string(d.second);
   return s;
 }
-
 
 std::string call_name(const char* tensor, int call) { return std::string(tensor) + std::to_string(call + 1); }
 
@@ -348,7 +351,7 @@ struct QlInputs {
 void qllstm_cpu(const QlInputs& in, const QleQMatrix& wx, const QleQMatrix& wh, const std::vector<float>& x,
                 const std::vector<float>& h, const std::vector<float>& c, std::vector<float>* Y,
                 std::vector<float>* h_out, std::vector<float>* c_out) {
-  const QleCpuKernels* k = scalar_kernels();
+  const QleCpuKernels* k = kReference;
   const long B = in.s.B, T = in.s.T, D = in.s.D, H = in.s.H, ldy = T * H;
   const float *gs = in.gs.data(), *gb = in.gb.data();
   const float alpha = in.alpha[0];
@@ -381,8 +384,9 @@ void qllstm_cpu(const QlInputs& in, const QleQMatrix& wx, const QleQMatrix& wh, 
 Outputs qllstm_cpu_calls(const QlInputs& in) {
   const long B = in.s.B, T = in.s.T, D = in.s.D, H = in.s.H;
   QleQMatrix wx, wh;
-  check_pack(qle_qmatrix_pack(in.mode.q, in.s.block, in.wx.bytes.data(), in.wx.type, 0, scale_or_null(in.wx), D, H, &wx));
-  check_pack(qle_qmatrix_pack(in.mode.q, in.s.block, in.wh.bytes.data(), in.wh.type, 0, scale_or_null(in.wh), H, H, &wh));
+  const QleQMode q = in.mode.q;
+  check_pack(qle_qmatrix_pack(q, in.s.block, in.wx.bytes.data(), in.wx.type, 0, scale_or_null(in.wx), D, H, &wx));
+  check_pack(qle_qmatrix_pack(q, in.s.block, in.wh.bytes.data(), in.wh.type, 0, scale_or_null(in.wh), H, H, &wh));
   Outputs o;
   std::vector<float> h = in.h, c = in.c;
   for (int call = 0; call < 2; ++call) {
@@ -444,7 +448,8 @@ void add_qllstm(std::vector<Case>* cases, const Mode& m, const QlShape& s, bool 
   in->gs = rng.floats((size_t)(4 * s.H), 0.5f, 1.5f);
   in->gb = rng.floats((size_t)(4 * s.H), -0.5f, 0.5f);
   in->alpha = {0.05f};
-  Case k{shape_name(seq ? "QLLSTMSequence" : "QLLSTMCell", m, {{"B", s.B}, {"T", s.T}, {"D", s.D}, {"H", s.H}, {"bs", s.block}}),
+  const char* op = seq ? "QLLSTMSequence" : "QLLSTMCell";
+  Case k{shape_name(op, m, {{"B", s.B}, {"T", s.T}, {"D", s.D}, {"H", s.H}, {"bs", s.block}}),
          0.0, nullptr, [in] { return qllstm_cpu_calls(*in); }, [in] { return qllstm_gpu_calls(*in); }};
   k.tol = qllstm_tol(m, &k.why);
   cases->push_back(k);
@@ -498,7 +503,7 @@ Outputs prlstm_cpu_calls(const PrInputs& in) {
                           st.ph.data(), st.pc.data(), st.count.data(), &w, in.b_leaf.data(), in.b_merge.data(),
                           in.b_unary.data(), Y.data(), next.bh.data(), next.bc.data(), next.ph.data(),
                           next.pc.data(), next.count.data()};
-    qle_prlstm_rows(scalar_kernels(), a, 0, s.B);
+    qle_prlstm_rows(kReference, a, 0, s.B);
     add_pr_outputs(&o, call, Y, next);
     st = next;
   }
@@ -562,8 +567,9 @@ void add_prlstm(std::vector<Case>* cases, const Mode& m, const PrShape& s, bool 
   const size_t KH = (size_t)(s.B * s.K * H);
   in->bh = rng.floats(KH, -1.0f, 1.0f), in->bc = rng.floats(KH, -1.0f, 1.0f);
   in->ph = rng.floats(KH, -1.0f, 1.0f), in->pc = rng.floats(KH, -1.0f, 1.0f);
-  std::string name = shape_name(seq ? "PRLSTMSequence" : "PRLSTMStep", m,
-                                {{"B", s.B}, {"T", s.T}, {"D", s.D}, {"H", H}, {"K", s.K}, {"R", s.R}, {"bs", s.block}});
+  const char* op = seq ? "PRLSTMSequence" : "PRLSTMStep";
+  std::string name =
+      shape_name(op, m, {{"B", s.B}, {"T", s.T}, {"D", s.D}, {"H", H}, {"K", s.K}, {"R", s.R}, {"bs", s.block}});
   name += " count=";
   for (size_t r = 0; r < s.count.size(); ++r) name += (r ? "," : "") + std::to_string(s.count[r]);
   Case k{name, 0.0, nullptr, [in] { return prlstm_cpu_calls(*in); }, [in] { return prlstm_gpu_calls(*in); }};
@@ -618,7 +624,7 @@ Outputs slstm_cpu_calls(const SInputs& in) {
     const QleSlstmArgs a{s.B, s.T, s.NH, s.DH, in.x[call].data(), st.y.data(), st.c.data(), st.n.data(),
                          st.m.data(), R.data(), in.b.data(), in.seq ? Y.data() : nullptr, next.y.data(),
                          next.c.data(), next.n.data(), next.m.data()};
-    qle_slstm_rows(scalar_kernels(), a, 0, s.B);
+    qle_slstm_rows(kReference, a, 0, s.B);
     add_s_outputs(&o, call, in.seq ? &Y : nullptr, next);
     st = next;
   }
@@ -641,9 +647,11 @@ Outputs slstm_gpu_calls(const SInputs& in) {
     a.y = dev.put(st.y), a.c = dev.put(st.c), a.n = dev.put(st.n), a.m = dev.put(st.m);
     a.R = R.w, a.R_scale = R.scale, a.b = b;
     a.Y = in.seq ? dev.out<float>(NY) : nullptr;
-    a.y_out = dev.out<float>(NH), a.c_out = dev.out<float>(NH), a.n_out = dev.out<float>(NH), a.m_out = dev.out<float>(NH);
+    a.y_out = dev.out<float>(NH), a.c_out = dev.out<float>(NH);
+    a.n_out = dev.out<float>(NH), a.m_out = dev.out<float>(NH);
     launch(qle_cuda_slstm(nullptr, &a));
-    const SState next{Device::get(a.y_out, NH), Device::get(a.c_out, NH), Device::get(a.n_out, NH), Device::get(a.m_out, NH)};
+    const SState next{Device::get(a.y_out, NH), Device::get(a.c_out, NH), Device::get(a.n_out, NH),
+                      Device::get(a.m_out, NH)};
     const std::vector<float> Y = in.seq ? Device::get(a.Y, NY) : std::vector<float>();
     add_s_outputs(&o, call, in.seq ? &Y : nullptr, next);
     st = next;
@@ -661,7 +669,8 @@ void add_slstm(std::vector<Case>* cases, const Mode& m, const SShape& s, bool se
   in->b = rng.floats((size_t)(4 * H), -0.5f, 0.5f);
   // The recurrent products start from 0 on both sides (x and b are added to the finished sum, as
   // the GPU does), so every mode is exact.
-  Case k{shape_name(seq ? "sLSTMSequence" : "sLSTMCell", m, {{"B", s.B}, {"T", s.T}, {"NH", s.NH}, {"DH", s.DH}, {"bs", s.block}}),
+  const char* op = seq ? "sLSTMSequence" : "sLSTMCell";
+  Case k{shape_name(op, m, {{"B", s.B}, {"T", s.T}, {"NH", s.NH}, {"DH", s.DH}, {"bs", s.block}}),
          kExact, "exact (same operations, same order)", [in] { return slstm_cpu_calls(*in); },
          [in] { return slstm_gpu_calls(*in); }};
   cases->push_back(k);
@@ -690,8 +699,9 @@ MState m_state(const MShape& s) {
 }
 
 // The arguments of one call (host or device pointers alike), scalars as the op reads them.
-QleMlstmArgs m_args(const MInputs& in, const float* q, const float* k, const float* v, const float* i, const float* f,
-                    const float* C, const float* n, const float* m, float* Hout, float* C_out, float* n_out, float* m_out) {
+QleMlstmArgs m_args(const MInputs& in, const float* q, const float* k, const float* v, const float* i,
+                    const float* f, const float* C, const float* n, const float* m, float* Hout, float* C_out,
+                    float* n_out, float* m_out) {
   const MShape& s = in.s;
   return QleMlstmArgs{s.B, s.T, s.NH, s.DK, s.DV, q, k, v, i, f, C, n, m, 1.0f / sqrtf((float)s.DK), 0.7f, 1e-6f,
                       Hout, C_out, n_out, m_out};
@@ -714,7 +724,7 @@ Outputs mlstm_cpu_calls(const MInputs& in) {
     const QleMlstmArgs a = m_args(in, in.q[call].data(), in.k[call].data(), in.v[call].data(), in.i[call].data(),
                                   in.f[call].data(), st.C.data(), st.n.data(), st.m.data(), Hout.data(),
                                   next.C.data(), next.n.data(), next.m.data());
-    qle_mlstm_streams(scalar_kernels(), a, 0, s.B * s.NH);
+    qle_mlstm_streams(kReference, a, 0, s.B * s.NH);
     add_m_outputs(&o, call, Hout, next);
     st = next;
   }
@@ -728,9 +738,11 @@ Outputs mlstm_gpu_calls(const MInputs& in) {
   MState st{in.C, in.n, in.m};
   const size_t NHout = (size_t)(s.B * s.T * s.NH * s.DV), NC = st.C.size(), Nn = st.n.size(), Nm = st.m.size();
   for (int call = 0; call < 2; ++call) {
-    float *Hout = dev.out<float>(NHout), *C_out = dev.out<float>(NC), *n_out = dev.out<float>(Nn), *m_out = dev.out<float>(Nm);
-    const QleMlstmArgs a = m_args(in, dev.put(in.q[call]), dev.put(in.k[call]), dev.put(in.v[call]), dev.put(in.i[call]),
-                                  dev.put(in.f[call]), dev.put(st.C), dev.put(st.n), dev.put(st.m), Hout, C_out, n_out, m_out);
+    float *Hout = dev.out<float>(NHout), *C_out = dev.out<float>(NC);
+    float *n_out = dev.out<float>(Nn), *m_out = dev.out<float>(Nm);
+    const QleMlstmArgs a = m_args(in, dev.put(in.q[call]), dev.put(in.k[call]), dev.put(in.v[call]),
+                                  dev.put(in.i[call]), dev.put(in.f[call]), dev.put(st.C), dev.put(st.n),
+                                  dev.put(st.m), Hout, C_out, n_out, m_out);
     launch(qle_cuda_mlstm(nullptr, &a));
     const MState next{Device::get(C_out, NC), Device::get(n_out, Nn), Device::get(m_out, Nm)};
     add_m_outputs(&o, call, Device::get(Hout, NHout), next);
@@ -755,7 +767,8 @@ void add_mlstm(std::vector<Case>* cases, const MShape& s, bool seq, uint64_t see
   in->n = rng.floats((size_t)(s.B * s.NH * s.DK), -0.5f, 0.5f);
   in->m = rng.floats((size_t)(s.B * s.NH), -1.0f, 1.0f);
   // No weights; the GPU sums over DK in the CPU kernel's order with the shared gate maths: exact.
-  Case k{shape_name(seq ? "mLSTMSequence" : "mLSTMCell", kFp32, {{"B", s.B}, {"T", s.T}, {"NH", s.NH}, {"DK", s.DK}, {"DV", s.DV}}),
+  const char* op = seq ? "mLSTMSequence" : "mLSTMCell";
+  Case k{shape_name(op, kFp32, {{"B", s.B}, {"T", s.T}, {"NH", s.NH}, {"DK", s.DK}, {"DV", s.DV}}),
          kExact, "exact (same operations, same order)", [in] { return mlstm_cpu_calls(*in); },
          [in] { return mlstm_gpu_calls(*in); }};
   cases->push_back(k);
