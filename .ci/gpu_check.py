@@ -33,13 +33,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-NO_GPU_EXIT = 77
 BUILD_DIR = ROOT / "build" / "gpu_check"
 BUDGET_S = 570  # the whole run: a step that would take it past 10 minutes is stopped and fails
 
 
 def load_harness_build():
-    """runtime/native/harness/build_harness.py as a module (find_gpus, and the harness's paths)."""
+    """runtime/native/harness/build_harness.py as a module: find_gpus and the no-GPU exit status live there."""
     spec = importlib.util.spec_from_file_location("qle_harness_build", ROOT / "runtime" / "native" / "harness" /
                                                   "build_harness.py")
     module = importlib.util.module_from_spec(spec)
@@ -70,10 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog="\n".join(__doc__.splitlines()[2:]),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.parse_args(argv)
-    gpus, why = load_harness_build().find_gpus()
+    harness = load_harness_build()
+    gpus, why = harness.find_gpus()
     if not gpus:
-        print(f"gpu_check: no GPU on this machine: {why}. Nothing was checked (exit {NO_GPU_EXIT}).")
-        return NO_GPU_EXIT
+        print(f"gpu_check: no GPU on this machine: {why}. Nothing was checked (exit {harness.NO_GPU_EXIT}).")
+        return harness.NO_GPU_EXIT
     print(f"gpu_check: {', '.join(gpus)}")
     env = dict(os.environ, QLSTM_EDGE_BUILD_CUDA="1", QLSTM_EDGE_REQUIRE_GPU="1", NVIDIA_TF32_OVERRIDE="0")
     deadline = time.monotonic() + BUDGET_S
