@@ -1,0 +1,897 @@
+// Runs every CUDA kernel of the native library against its CPU kernel on random inputs, without
+// onnxruntime: QLLSTMCell / QLLSTMSequence (qle_cuda.h), PRLSTMStep / PRLSTMSequence, sLSTMCell /
+// sLSTMSequence and mLSTMCell / mLSTMSequence (qle_family_cuda.h), in every weight mode each op
+// takes, on several shapes (odd sizes, batch > 1, more units than a thread block has threads). Each
+// case makes two calls on each side, the second from the state the first returned on that side, and
+// compares every output of both calls. One line per case; exit status 0 when every case is within
+// its tolerance, 1 when one is not, 77 when no CUDA device is usable.
+//
+//   qle_cuda_harness [--cpu-only] [--list] [FILTER]
+//     --cpu-only  run the CPU side of every case only (no GPU needed): the inputs meet the kernels'
+//                 contracts and the references run
+//     --list      print the cases and exit
+//     FILTER      run only the cases whose name contains FILTER
+//
+// The reference is the scalar CPU kernel table (qle_kernels_scalar): it sums every product in index
+// order, as the CUDA dot products do, so the order-dependent tolerances below hold as stated.
+#include <cuda_runtime_api.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "qle_cpu.h"
+#include "qle_cuda.h"
+#include "qle_family_cuda.h"
+#include "qle_prlstm.h"
+#include "qle_qmatrix.h"
+#include "qle_xlstm.h"
+
+namespace {
+
+constexpr int kExitNoGpu = 77;
+// The CPU side of every case: the scalar kernel table (see the top of this file).
+const QleCpuKernels* const kReference = &qle_kernels_scalar;
+
+// Tolerances: the largest |GPU - CPU| allowed on a tensor is tol * max(1, max |CPU value|).
+//
+// Exact: both sides do the same operations in the same order. The gate maths is one source
+// (qle_family_math.h) built without fused multiply-adds on both (-ffp-contract=off, --fmad=false);
+// a product's sum starts from 0 and adds k in index order on both; the bias (or x) is added to the
+// finished sum on both; fp16 rounds the same inputs and sums, int8 scales the same sum,
+// int8-dynamic quantizes with the same arithmetic and sums integers exactly.
+constexpr double kExact = 0.0;
+// Float order: float32 rounding differs, by a few ulp a step. In fp32 (and int4 with more than one
+// block) the PR-LSTM and QL-LSTM CPU products accumulate onto the bias (qle_qmatmul's init) where
+// the GPU adds the bias to the finished sum; QL-LSTM's gates (qle_gates.h) call expf / tanhf, from
+// glibc on the CPU and CUDA's libdevice (within 2 ulp) on the GPU. The bound is the library's
+// native-vs-function-body float32 tolerance.
+constexpr double kFloatOrder = 1e-5;
+// fp16 after a float-order difference: a product whose input or sum differs in the last float32
+// bit can round to the neighbouring float16 value. One float16 step of |v| < 8 is 2^-8 = 3.9e-3.
+constexpr double kFp16Step = 4e-3;
+// int8-dynamic after a float-order difference: an activation next to a rounding boundary can
+// quantize one step apart, moving a product by max|a| / 127 * max|W * scale|; with the
+// activations (|a| <~ 1) and dequantized weights (|W * scale| <= 0.05) generated here, 4e-4 a
+// step, carried through the gates (slope <= 1).
+constexpr double kInt8Step = 1e-3;
+
+// --- random inputs ------------------------------------------------------------------------------
+
+struct Rng {
+  uint64_t s;
+  uint32_t next() {
+    s = s * 6364136223846793005ull + 1442695040888963407ull;
+    return (uint32_t)(s >> 33);
+  }
+  float uniform(float lo, float hi) { return lo + (hi - lo) * (float)(next() >> 8) / 8388608.0f; }
+  int integer(int lo, int hi) { return lo + (int)(next() % (uint32_t)(hi - lo + 1)); }
+  std::vector<float> floats(size_t n, float lo, float hi) {
+    std::vector<float> v(n);
+    for (float& x : v) x = uniform(lo, hi);
+    return v;
+  }
+};
+
+uint16_t f16_bits(float x) {
+  const qle_f16 h = (qle_f16)x;
+  uint16_t b;
+  memcpy(&b, &h, sizeof b);
+  return b;
+}
+
+// --- weight modes -------------------------------------------------------------------------------
+
+struct Mode {
+  const char* name;
+  QleQMode q;
+  int cuda;          // the node's QLE_CUDA_* mode
+  bool int4_onnx;    // int4 stored as ONNX INT4 [K, N] (files exported before the packed form)
+};
+
+const Mode kFp32{"fp32", QleQMode::F32, QLE_CUDA_F32, false};
+const Mode kModes[] = {kFp32,
+                       {"fp16", QleQMode::F16, QLE_CUDA_F16, false},
+                       {"int8", QleQMode::I8, QLE_CUDA_I8, false},
+                       {"int8-dynamic", QleQMode::I8Dyn, QLE_CUDA_I8_DYNAMIC, false},
+                       {"int4", QleQMode::I4, QLE_CUDA_I4, false},
+                       {"int4-onnx", QleQMode::I4, QLE_CUDA_I4, true}};
+
+// A stack of S matrices [K, N] (an input [S, K, N]; S = 1 for a plain matrix) as a node of the mode
+// holds it, and its scales (integer modes: int8 [S, N], int4 [S, ceil(K / block), N]).
+struct Matrix {
+  ONNXTensorElementDataType type;
+  int cuda_mode;  // how the CUDA kernels read it
+  std::vector<uint8_t> bytes;
+  std::vector<float> scale;
+};
+
+Matrix make_matrix(Rng& rng, const Mode& m, long S, long K, long N, long block, float range) {
+  const size_t n = (size_t)(S * K * N);
+  Matrix w{ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, m.cuda, {}, {}};
+  if (m.q == QleQMode::F32 || m.q == QleQMode::F16) {
+    const std::vector<float> v = rng.floats(n, -range, range);
+    if (m.q == QleQMode::F32) {
+      w.bytes.resize(n * sizeof(float));
+      if (n != 0) memcpy(w.bytes.data(), v.data(), w.bytes.size());
+      return w;
+    }
+    w.type = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16;
+    w.bytes.resize(n * 2);
+    for (size_t i = 0; i < n; ++i) {
+      const uint16_t b = f16_bits(v[i]);
+      memcpy(&w.bytes[2 * i], &b, 2);
+    }
+    return w;
+  }
+  // integer modes: values over the whole range of the storage, scales keeping |W * scale| <= 0.05
+  const bool int4 = m.q == QleQMode::I4;
+  const long blocks = int4 ? (K + block - 1) / block : 1;
+  const int qmax = int4 ? 8 : 127;
+  w.scale = rng.floats((size_t)(S * blocks * N), 0.02f / (float)qmax, 0.05f / (float)qmax);
+  std::vector<int> q(n);
+  for (int& v : q) v = rng.integer(int4 ? -8 : -127, int4 ? 7 : 127);
+  if (!int4) {
+    w.type = ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8;
+    w.bytes.resize(n);
+    for (size_t i = 0; i < n; ++i) w.bytes[i] = (uint8_t)(int8_t)q[i];
+    return w;
+  }
+  if (m.int4_onnx) {  // element i: nibble i % 2 (low first) of byte i / 2, two's complement
+    w.type = ONNX_TENSOR_ELEMENT_DATA_TYPE_INT4;
+    w.bytes.assign((n + 1) / 2, 0);
+    for (size_t i = 0; i < n; ++i) w.bytes[i / 2] |= (uint8_t)((q[i] & 0x0F) << (4 * (i % 2)));
+    return w;
+  }
+  // packed: a row holds ceil(N / 2) bytes, column j in nibble j % 2 (low first), stored as q + 8
+  w.type = ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
+  w.cuda_mode = QLE_CUDA_I4_PACKED;
+  const long width = (N + 1) / 2;
+  w.bytes.assign((size_t)(S * K * width), 0);
+  for (long row = 0; row < S * K; ++row)
+    for (long j = 0; j < N; ++j)
+      w.bytes[(size_t)(row * width + j / 2)] |= (uint8_t)((q[(size_t)(row * N + j)] + 8) << (4 * (j % 2)));
+  return w;
+}
+
+const float* scale_or_null(const Matrix& w) { return w.scale.empty() ? nullptr : w.scale.data(); }
+
+// x of an op whose x enters a product: float32, or float16 in fp16 nodes (the CPU kernels read the
+// float16 values converted to float32, as the ops do).
+struct ProductInput {
+  std::vector<float> f32;
+  std::vector<uint16_t> f16;
+};
+
+ProductInput make_x(Rng& rng, const Mode& m, size_t n) {
+  ProductInput x{rng.floats(n, -1.0f, 1.0f), {}};
+  if (m.q == QleQMode::F16) {
+    x.f16.resize(n);
+    for (size_t i = 0; i < n; ++i) {
+      x.f16[i] = f16_bits(x.f32[i]);
+      x.f32[i] = qle_f16_bits_to_f32(x.f16[i]);
+    }
+  }
+  return x;
+}
+
+void check_pack(const char* error) {
+  if (error != nullptr) throw std::runtime_error(std::string("CPU pack: ") + error);
+}
+
+// --- device memory ------------------------------------------------------------------------------
+
+void cuda_check(int err, const char* what) {
+  if (err != 0) throw std::runtime_error(std::string(what) + ": " + qle_cuda_error_string(err));
+}
+
+// Device buffers of one call, freed together.
+class Device {
+ public:
+  Device() = default;
+  Device(const Device&) = delete;
+  Device& operator=(const Device&) = delete;
+  ~Device() {
+    for (void* p : owned_) cudaFree(p);
+  }
+  template <typename T>
+  T* put(const std::vector<T>& host) {
+    T* d = alloc<T>(host.size());
+    if (!host.empty())
+      cuda_check(cudaMemcpy(d, host.data(), sizeof(T) * host.size(), cudaMemcpyHostToDevice), "cudaMemcpy");
+    return d;
+  }
+  // n elements, every byte 0xFF (a float NaN): an output the kernel leaves unwritten cannot match.
+  template <typename T>
+  T* out(size_t n) {
+    T* d = alloc<T>(n);
+    if (n != 0) cuda_check(cudaMemset(d, 0xFF, sizeof(T) * n), "cudaMemset");
+    return d;
+  }
+  template <typename T>
+  static std::vector<T> get(const T* d, size_t n) {
+    std::vector<T> host(n);
+    if (n != 0) cuda_check(cudaMemcpy(host.data(), d, sizeof(T) * n, cudaMemcpyDeviceToHost), "cudaMemcpy");
+    return host;
+  }
+
+ private:
+  template <typename T>
+  T* alloc(size_t n) {
+    if (n == 0) return nullptr;
+    void* p = nullptr;
+    cuda_check(cudaMalloc(&p, sizeof(T) * n), "cudaMalloc");
+    owned_.push_back(p);
+    return static_cast<T*>(p);
+  }
+  std::vector<void*> owned_;
+};
+
+// Runs a launcher and waits for its kernels: a launch error or a fault inside a kernel fails the case.
+void launch(int err) {
+  cuda_check(err, "launch");
+  cuda_check(cudaDeviceSynchronize(), "kernel");
+}
+
+// A matrix input and its scales on the device, as the CUDA op passes them.
+struct DevMatrix {
+  const void* w;
+  const float* scale;
+};
+
+DevMatrix put_matrix(Device& dev, const Matrix& m) {
+  return DevMatrix{dev.put(m.bytes), m.scale.empty() ? nullptr : dev.put(m.scale)};
+}
+
+const void* put_x(Device& dev, const Mode& m, const ProductInput& x) {
+  if (m.q == QleQMode::F16) return dev.put(x.f16);
+  return dev.put(x.f32);
+}
+
+// --- comparison ---------------------------------------------------------------------------------
+
+// The outputs of one side: named float tensors, and the int64 ones (PR-LSTM's count).
+struct Outputs {
+  std::vector<std::pair<std::string, std::vector<float>>> f;
+  std::vector<std::pair<std::string, std::vector<int64_t>>> i;
+  void add(const std::string& name, std::vector<float> v) { f.emplace_back(name, std::move(v)); }
+  void add(const std::string& name, std::vector<int64_t> v) { i.emplace_back(name, std::move(v)); }
+};
+
+struct Verdict {
+  bool ok = true;
+  double diff = 0.0, allowed = 0.0;  // of the worst tensor
+  std::string tensor, note;
+};
+
+// NaN must match NaN (PR-LSTM past its stream limit); an int64 tensor must be equal.
+Verdict compare(const Outputs& cpu, const Outputs& gpu, double tol) {
+  if (cpu.f.size() != gpu.f.size() || cpu.i.size() != gpu.i.size())
+    throw std::logic_error("the two sides returned different outputs");
+  Verdict v;
+  double worst = -1.0;
+  for (size_t t = 0; t < cpu.f.size(); ++t) {
+    const std::vector<float>& a = cpu.f[t].second;
+    const std::vector<float>& b = gpu.f[t].second;
+    double scale = 1.0, diff = 0.0;
+    bool nan_mismatch = false;
+    for (float x : a)
+      if (!isnan(x) && fabs(x) > scale) scale = fabs(x);
+    for (size_t k = 0; k < a.size(); ++k) {
+      if (isnan(a[k]) || isnan(b[k])) {
+        nan_mismatch |= isnan(a[k]) != isnan(b[k]);
+        continue;
+      }
+      diff = fmax(diff, fabs((double)a[k] - (double)b[k]));
+    }
+    const double allowed = tol * scale;
+    const double ratio = diff == 0.0 ? 0.0 : (allowed == 0.0 ? INFINITY : diff / allowed);
+    if (nan_mismatch) {
+      v.ok = false;
+      v.note += " NaN mismatch in " + cpu.f[t].first;
+    }
+    if (ratio > 1.0) v.ok = false;
+    if (ratio > worst) {
+      worst = ratio;
+      v.diff = diff, v.allowed = allowed, v.tensor = cpu.f[t].first;
+    }
+  }
+  for (size_t t = 0; t < cpu.i.size(); ++t)
+    if (cpu.i[t].second != gpu.i[t].second) {
+      v.ok = false;
+      v.note += " " + cpu.i[t].first + " differs";
+    }
+  return v;
+}
+
+// --- cases --------------------------------------------------------------------------------------
+
+// One case: its name, its tolerance and why, and its two sides (each runs both calls).
+struct Case {
+  std::string name;
+  double tol;
+  const char* why;
+  std::function<Outputs()> cpu, gpu;
+};
+
+std::string shape_name(const char* op, const Mode& m, const std::vector<std::pair<const char*, long>>& dims) {
+  std::string s = std::string(op) + " " + m.name;
+  for (const auto& d : dims)
+    if (strcmp(d.first, "bs") != 0 || m.q == QleQMode::I4)  // the int4 block size only
+      s += " " + std::string(d.first) + "=" + std::to_string(d.second);
+  return s;
+}
+
+std::string call_name(const char* tensor, int call) { return std::string(tensor) + std::to_string(call + 1); }
+
+// QL-LSTM --------------------------------------------------------------------------------------------
+
+struct QlShape {
+  long B, T, D, H, block;  // T = 1 for the cell op
+};
+
+struct QlInputs {
+  Mode mode;
+  QlShape s;
+  bool seq;
+  ProductInput x[2];  // one per call, [B, T, D]
+  Matrix wx, wh;      // [D, H], [H, H]
+  std::vector<float> h, c, bias, gs, gb, alpha;
+};
+
+// The QL-LSTM CPU kernel (qle_ops.cc): both products through qle_qmatmul onto the bias, then the
+// table's gate loop row by row; the sequence op projects every token first and overwrites Y[:, t]
+// with h_t.
+void qllstm_cpu(const QlInputs& in, const QleQMatrix& wx, const QleQMatrix& wh, const std::vector<float>& x,
+                const std::vector<float>& h, const std::vector<float>& c, std::vector<float>* Y,
+                std::vector<float>* h_out, std::vector<float>* c_out) {
+  const QleCpuKernels* k = kReference;
+  const long B = in.s.B, T = in.s.T, D = in.s.D, H = in.s.H, ldy = T * H;
+  const float *gs = in.gs.data(), *gb = in.gb.data();
+  const float alpha = in.alpha[0];
+  if (!in.seq) {
+    float* u = h_out->data();
+    qle_qmatmul(k, wx, B, x.data(), D, in.bias.data(), 0, u, H);
+    qle_qmatmul(k, wh, B, h.data(), H, u, H, u, H);
+    for (long r = 0; r < B; ++r)
+      k->gates(H, u + r * H, h.data() + r * H, c.data() + r * H, gs, gb, alpha, u + r * H, c_out->data() + r * H);
+    return;
+  }
+  if (T == 0) {
+    *h_out = h;
+    *c_out = c;
+    return;
+  }
+  qle_qmatmul(k, wx, B * T, x.data(), D, in.bias.data(), 0, Y->data(), H);
+  for (long t = 0; t < T; ++t) {
+    const float* hp = t == 0 ? h.data() : Y->data() + (t - 1) * H;
+    const long ld_hp = t == 0 ? H : ldy;
+    const float* cp = t == 0 ? c.data() : c_out->data();
+    float* u = Y->data() + t * H;
+    qle_qmatmul(k, wh, B, hp, ld_hp, u, ldy, u, ldy);
+    for (long r = 0; r < B; ++r)
+      k->gates(H, u + r * ldy, hp + r * ld_hp, cp + r * H, gs, gb, alpha, u + r * ldy, c_out->data() + r * H);
+  }
+  for (long r = 0; r < B; ++r) memcpy(h_out->data() + r * H, Y->data() + r * ldy + (T - 1) * H, sizeof(float) * H);
+}
+
+Outputs qllstm_cpu_calls(const QlInputs& in) {
+  const long B = in.s.B, T = in.s.T, D = in.s.D, H = in.s.H;
+  QleQMatrix wx, wh;
+  const QleQMode q = in.mode.q;
+  check_pack(qle_qmatrix_pack(q, in.s.block, in.wx.bytes.data(), in.wx.type, 0, scale_or_null(in.wx), D, H, &wx));
+  check_pack(qle_qmatrix_pack(q, in.s.block, in.wh.bytes.data(), in.wh.type, 0, scale_or_null(in.wh), H, H, &wh));
+  Outputs o;
+  std::vector<float> h = in.h, c = in.c;
+  for (int call = 0; call < 2; ++call) {
+    std::vector<float> Y((size_t)(B * T * H)), h_out((size_t)(B * H)), c_out((size_t)(B * H));
+    qllstm_cpu(in, wx, wh, in.x[call].f32, h, c, &Y, &h_out, &c_out);
+    if (in.seq) o.add(call_name("Y", call), Y);
+    o.add(call_name("h", call), h_out);
+    o.add(call_name("c", call), c_out);
+    h = h_out, c = c_out;
+  }
+  return o;
+}
+
+Outputs qllstm_gpu_calls(const QlInputs& in) {
+  const long B = in.s.B, T = in.s.T, D = in.s.D, H = in.s.H;
+  Device dev;
+  const DevMatrix wx = put_matrix(dev, in.wx), wh = put_matrix(dev, in.wh);
+  const QleCudaWeights w{in.mode.cuda, in.s.block, wx.w, wh.w, wx.scale, wh.scale, in.wx.cuda_mode, in.wh.cuda_mode};
+  const float *bias = dev.put(in.bias), *gs = dev.put(in.gs), *gb = dev.put(in.gb), *alpha = dev.put(in.alpha);
+  Outputs o;
+  std::vector<float> h = in.h, c = in.c;
+  for (int call = 0; call < 2; ++call) {
+    const void* x = put_x(dev, in.mode, in.x[call]);
+    const float *hd = dev.put(h), *cd = dev.put(c);
+    float* Y = dev.out<float>((size_t)(B * T * H));
+    float *h_out = dev.out<float>((size_t)(B * H)), *c_out = dev.out<float>((size_t)(B * H));
+    if (in.seq)
+      launch(qle_cuda_sequence(nullptr, &w, B, T, D, H, x, hd, cd, bias, gs, gb, alpha, Y, h_out, c_out));
+    else
+      launch(qle_cuda_cell(nullptr, &w, B, D, H, x, hd, cd, bias, gs, gb, alpha, h_out, c_out));
+    if (in.seq) o.add(call_name("Y", call), Device::get(Y, (size_t)(B * T * H)));
+    h = Device::get(h_out, (size_t)(B * H));
+    c = Device::get(c_out, (size_t)(B * H));
+    o.add(call_name("h", call), h);
+    o.add(call_name("c", call), c);
+  }
+  return o;
+}
+
+// The gates' expf / tanhf differ between glibc and CUDA in every mode; fp16 and int8-dynamic round
+// a product's input or sum on a grid, where such a difference can move a value one grid step.
+double qllstm_tol(const Mode& m, const char** why) {
+  if (m.q == QleQMode::F16) return *why = "float16 step (expf/tanhf glibc vs CUDA)", kFp16Step;
+  if (m.q == QleQMode::I8Dyn) return *why = "int8 activation step (expf/tanhf glibc vs CUDA)", kInt8Step;
+  if (m.q == QleQMode::I8) return *why = "float order (expf/tanhf glibc vs CUDA)", kFloatOrder;
+  return *why = "float order (bias first on the CPU; expf/tanhf glibc vs CUDA)", kFloatOrder;
+}
+
+void add_qllstm(std::vector<Case>* cases, const Mode& m, const QlShape& s, bool seq, uint64_t seed) {
+  auto in = std::make_shared<QlInputs>();
+  Rng rng{seed};
+  in->mode = m, in->s = s, in->seq = seq;
+  for (ProductInput& x : in->x) x = make_x(rng, m, (size_t)(s.B * s.T * s.D));
+  in->wx = make_matrix(rng, m, 1, s.D, s.H, s.block, 0.5f);
+  in->wh = make_matrix(rng, m, 1, s.H, s.H, s.block, 0.5f);
+  in->h = rng.floats((size_t)(s.B * s.H), -1.0f, 1.0f);
+  in->c = rng.floats((size_t)(s.B * s.H), -1.0f, 1.0f);
+  in->bias = rng.floats((size_t)s.H, -0.5f, 0.5f);
+  in->gs = rng.floats((size_t)(4 * s.H), 0.5f, 1.5f);
+  in->gb = rng.floats((size_t)(4 * s.H), -0.5f, 0.5f);
+  in->alpha = {0.05f};
+  const char* op = seq ? "QLLSTMSequence" : "QLLSTMCell";
+  Case k{shape_name(op, m, {{"B", s.B}, {"T", s.T}, {"D", s.D}, {"H", s.H}, {"bs", s.block}}),
+         0.0, nullptr, [in] { return qllstm_cpu_calls(*in); }, [in] { return qllstm_gpu_calls(*in); }};
+  k.tol = qllstm_tol(m, &k.why);
+  cases->push_back(k);
+}
+
+// PR-LSTM ----------------------------------------------------------------------------------------------
+
+struct PrShape {
+  long B, T, D, H, K, R, block;  // T = 1 for the step op
+  std::vector<int64_t> count;    // [B]: the first call's counts
+};
+
+struct PrInputs {
+  Mode mode;
+  PrShape s;
+  ProductInput x[2];                  // [B, T, D]
+  Matrix leaf, merge, unary;          // [D, 3H], [2H, 5H], [R, H, 4H]
+  std::vector<float> b_leaf, b_merge, b_unary;
+  std::vector<float> bh, bc, ph, pc;  // [B, K, H]
+};
+
+struct PrState {
+  std::vector<float> bh, bc, ph, pc;
+  std::vector<int64_t> count;
+};
+
+void add_pr_outputs(Outputs* o, int call, const std::vector<float>& Y, const PrState& st) {
+  o->add(call_name("Y", call), Y);
+  o->add(call_name("block_h", call), st.bh);
+  o->add(call_name("block_c", call), st.bc);
+  o->add(call_name("prefix_h", call), st.ph);
+  o->add(call_name("prefix_c", call), st.pc);
+  o->add(call_name("count", call), st.count);
+}
+
+Outputs prlstm_cpu_calls(const PrInputs& in) {
+  const PrShape& s = in.s;
+  const ONNXTensorElementDataType types[3] = {in.leaf.type, in.merge.type, in.unary.type};
+  QlePrlstmWeights w;
+  check_pack(qle_prlstm_pack(in.mode.q, s.block, in.leaf.bytes.data(), in.merge.bytes.data(), in.unary.bytes.data(),
+                             types, scale_or_null(in.leaf), scale_or_null(in.merge), scale_or_null(in.unary), s.D,
+                             s.H, s.R, &w));
+  Outputs o;
+  PrState st{in.bh, in.bc, in.ph, in.pc, s.count};
+  const size_t KH = (size_t)(s.B * s.K * s.H);
+  for (int call = 0; call < 2; ++call) {
+    std::vector<float> Y((size_t)(s.B * s.T * s.H));
+    PrState next{std::vector<float>(KH), std::vector<float>(KH), std::vector<float>(KH), std::vector<float>(KH),
+                 std::vector<int64_t>((size_t)s.B)};
+    const QlePrlstmArgs a{s.B, s.T, s.D, s.H, s.K, s.R, in.x[call].f32.data(), st.bh.data(), st.bc.data(),
+                          st.ph.data(), st.pc.data(), st.count.data(), &w, in.b_leaf.data(), in.b_merge.data(),
+                          in.b_unary.data(), Y.data(), next.bh.data(), next.bc.data(), next.ph.data(),
+                          next.pc.data(), next.count.data()};
+    qle_prlstm_rows(kReference, a, 0, s.B);
+    add_pr_outputs(&o, call, Y, next);
+    st = next;
+  }
+  return o;
+}
+
+Outputs prlstm_gpu_calls(const PrInputs& in) {
+  const PrShape& s = in.s;
+  Device dev;
+  const DevMatrix leaf = put_matrix(dev, in.leaf), merge = put_matrix(dev, in.merge), unary = put_matrix(dev, in.unary);
+  const float *b_leaf = dev.put(in.b_leaf), *b_merge = dev.put(in.b_merge), *b_unary = dev.put(in.b_unary);
+  Outputs o;
+  PrState st{in.bh, in.bc, in.ph, in.pc, s.count};
+  const size_t KH = (size_t)(s.B * s.K * s.H), NY = (size_t)(s.B * s.T * s.H);
+  for (int call = 0; call < 2; ++call) {
+    QleCudaPrlstm a{};
+    a.mode = in.mode.cuda, a.block = s.block;
+    a.B = s.B, a.T = s.T, a.D = s.D, a.H = s.H, a.K = s.K, a.R = s.R;
+    a.x = put_x(dev, in.mode, in.x[call]);
+    a.block_h = dev.put(st.bh), a.block_c = dev.put(st.bc), a.prefix_h = dev.put(st.ph), a.prefix_c = dev.put(st.pc);
+    a.count_host = st.count.data();
+    a.W_leaf = leaf.w, a.W_merge = merge.w, a.W_unary = unary.w;
+    a.leaf_mode = in.leaf.cuda_mode, a.merge_mode = in.merge.cuda_mode, a.unary_mode = in.unary.cuda_mode;
+    a.s_leaf = leaf.scale, a.s_merge = merge.scale, a.s_unary = unary.scale;
+    a.b_leaf = b_leaf, a.b_merge = b_merge, a.b_unary = b_unary;
+    a.Y = dev.out<float>(NY);
+    a.block_h_out = dev.out<float>(KH), a.block_c_out = dev.out<float>(KH);
+    a.prefix_h_out = dev.out<float>(KH), a.prefix_c_out = dev.out<float>(KH);
+    a.count_out = dev.out<int64_t>((size_t)s.B);
+    launch(qle_cuda_prlstm(nullptr, &a));
+    const PrState next{Device::get(a.block_h_out, KH), Device::get(a.block_c_out, KH), Device::get(a.prefix_h_out, KH),
+                       Device::get(a.prefix_c_out, KH), Device::get(a.count_out, (size_t)s.B)};
+    add_pr_outputs(&o, call, Device::get(a.Y, NY), next);
+    st = next;
+  }
+  return o;
+}
+
+// The CPU products accumulate onto the bias (and, in int4, block by block onto it), the GPU adds the
+// bias to the finished sum: float order in fp32 and in int4 with more than one block (every int4
+// shape below has one). fp16, int8 and int8-dynamic add the bias to the same rounded or scaled sum
+// on both sides, and the gate maths is shared: exact.
+double prlstm_tol(const Mode& m, const char** why) {
+  if (m.q == QleQMode::F32) return *why = "float order (bias first on the CPU)", kFloatOrder;
+  if (m.q == QleQMode::I4) return *why = "float order (int4 blocks onto the bias on the CPU)", kFloatOrder;
+  return *why = "exact (same operations, same order)", kExact;
+}
+
+void add_prlstm(std::vector<Case>* cases, const Mode& m, const PrShape& s, bool seq, uint64_t seed) {
+  auto in = std::make_shared<PrInputs>();
+  Rng rng{seed};
+  in->mode = m, in->s = s;
+  const long H = s.H;
+  for (ProductInput& x : in->x) x = make_x(rng, m, (size_t)(s.B * s.T * s.D));
+  in->leaf = make_matrix(rng, m, 1, s.D, 3 * H, s.block, 0.5f);
+  in->merge = make_matrix(rng, m, 1, 2 * H, 5 * H, s.block, 0.3f);
+  in->unary = make_matrix(rng, m, s.R, H, 4 * H, s.block, 0.3f);
+  in->b_leaf = rng.floats((size_t)(3 * H), -0.5f, 0.5f);
+  in->b_merge = rng.floats((size_t)(5 * H), -0.5f, 0.5f);
+  in->b_unary = rng.floats((size_t)(s.R * 4 * H), -0.5f, 0.5f);
+  const size_t KH = (size_t)(s.B * s.K * H);
+  in->bh = rng.floats(KH, -1.0f, 1.0f), in->bc = rng.floats(KH, -1.0f, 1.0f);
+  in->ph = rng.floats(KH, -1.0f, 1.0f), in->pc = rng.floats(KH, -1.0f, 1.0f);
+  const char* op = seq ? "PRLSTMSequence" : "PRLSTMStep";
+  std::string name =
+      shape_name(op, m, {{"B", s.B}, {"T", s.T}, {"D", s.D}, {"H", H}, {"K", s.K}, {"R", s.R}, {"bs", s.block}});
+  name += " count=";
+  for (size_t r = 0; r < s.count.size(); ++r) name += (r ? "," : "") + std::to_string(s.count[r]);
+  Case k{name, 0.0, nullptr, [in] { return prlstm_cpu_calls(*in); }, [in] { return prlstm_gpu_calls(*in); }};
+  k.tol = prlstm_tol(m, &k.why);
+  cases->push_back(k);
+}
+
+// sLSTM ------------------------------------------------------------------------------------------------
+
+struct SShape {
+  long B, T, NH, DH, block;  // T = 1 for the cell op
+};
+
+struct SInputs {
+  Mode mode;
+  SShape s;
+  bool seq;
+  std::vector<float> x[2];  // [B, T, 4H]: float32 in every mode (x enters no product)
+  Matrix R;                 // [4, NH, DH, DH]
+  std::vector<float> b;     // [4H]
+};
+
+struct SState {
+  std::vector<float> y, c, n, m;
+};
+
+void add_s_outputs(Outputs* o, int call, const std::vector<float>* Y, const SState& st) {
+  if (Y != nullptr) o->add(call_name("Y", call), *Y);
+  o->add(call_name("y", call), st.y);
+  o->add(call_name("c", call), st.c);
+  o->add(call_name("n", call), st.n);
+  o->add(call_name("m", call), st.m);
+}
+
+// The first call starts from the zero state (n = 0: the stabiliser's first-step branch), the second
+// from the state the first returned.
+SState zero_s_state(const SShape& s) {
+  const size_t n = (size_t)(s.B * s.NH * s.DH);
+  return SState{std::vector<float>(n), std::vector<float>(n), std::vector<float>(n), std::vector<float>(n)};
+}
+
+Outputs slstm_cpu_calls(const SInputs& in) {
+  const SShape& s = in.s;
+  std::vector<QleQMatrix> R;
+  check_pack(qle_slstm_pack(in.mode.q, s.block, in.R.bytes.data(), in.R.type, scale_or_null(in.R), s.NH, s.DH, &R));
+  Outputs o;
+  SState st = zero_s_state(s);
+  const size_t NY = (size_t)(s.B * s.T * s.NH * s.DH);
+  for (int call = 0; call < 2; ++call) {
+    std::vector<float> Y(NY);
+    SState next = zero_s_state(s);
+    const QleSlstmArgs a{s.B, s.T, s.NH, s.DH, in.x[call].data(), st.y.data(), st.c.data(), st.n.data(),
+                         st.m.data(), R.data(), in.b.data(), in.seq ? Y.data() : nullptr, next.y.data(),
+                         next.c.data(), next.n.data(), next.m.data()};
+    qle_slstm_rows(kReference, a, 0, s.B);
+    add_s_outputs(&o, call, in.seq ? &Y : nullptr, next);
+    st = next;
+  }
+  return o;
+}
+
+Outputs slstm_gpu_calls(const SInputs& in) {
+  const SShape& s = in.s;
+  Device dev;
+  const DevMatrix R = put_matrix(dev, in.R);
+  const float* b = dev.put(in.b);
+  Outputs o;
+  SState st = zero_s_state(s);
+  const size_t NH = (size_t)(s.B * s.NH * s.DH), NY = (size_t)s.T * NH;
+  for (int call = 0; call < 2; ++call) {
+    QleCudaSlstm a{};
+    a.mode = in.R.cuda_mode, a.block = s.block;
+    a.B = s.B, a.T = s.T, a.NH = s.NH, a.DH = s.DH;
+    a.x = dev.put(in.x[call]);
+    a.y = dev.put(st.y), a.c = dev.put(st.c), a.n = dev.put(st.n), a.m = dev.put(st.m);
+    a.R = R.w, a.R_scale = R.scale, a.b = b;
+    a.Y = in.seq ? dev.out<float>(NY) : nullptr;
+    a.y_out = dev.out<float>(NH), a.c_out = dev.out<float>(NH);
+    a.n_out = dev.out<float>(NH), a.m_out = dev.out<float>(NH);
+    launch(qle_cuda_slstm(nullptr, &a));
+    const SState next{Device::get(a.y_out, NH), Device::get(a.c_out, NH), Device::get(a.n_out, NH),
+                      Device::get(a.m_out, NH)};
+    const std::vector<float> Y = in.seq ? Device::get(a.Y, NY) : std::vector<float>();
+    add_s_outputs(&o, call, in.seq ? &Y : nullptr, next);
+    st = next;
+  }
+  return o;
+}
+
+void add_slstm(std::vector<Case>* cases, const Mode& m, const SShape& s, bool seq, uint64_t seed) {
+  auto in = std::make_shared<SInputs>();
+  Rng rng{seed};
+  in->mode = m, in->s = s, in->seq = seq;
+  const long H = s.NH * s.DH;
+  for (std::vector<float>& x : in->x) x = rng.floats((size_t)(s.B * s.T * 4 * H), -1.0f, 1.0f);
+  in->R = make_matrix(rng, m, 4 * s.NH, s.DH, s.DH, s.block, 0.5f);
+  in->b = rng.floats((size_t)(4 * H), -0.5f, 0.5f);
+  // The recurrent products start from 0 on both sides (x and b are added to the finished sum, as
+  // the GPU does), so every mode is exact.
+  const char* op = seq ? "sLSTMSequence" : "sLSTMCell";
+  Case k{shape_name(op, m, {{"B", s.B}, {"T", s.T}, {"NH", s.NH}, {"DH", s.DH}, {"bs", s.block}}),
+         kExact, "exact (same operations, same order)", [in] { return slstm_cpu_calls(*in); },
+         [in] { return slstm_gpu_calls(*in); }};
+  cases->push_back(k);
+}
+
+// mLSTM ------------------------------------------------------------------------------------------------
+
+struct MShape {
+  long B, T, NH, DK, DV;  // T = 1 for the cell op
+};
+
+struct MInputs {
+  MShape s;
+  bool seq;
+  std::vector<float> q[2], k[2], v[2], i[2], f[2];  // per call
+  std::vector<float> C, n, m;                      // the first call's state
+};
+
+struct MState {
+  std::vector<float> C, n, m;
+};
+
+MState m_state(const MShape& s) {
+  return MState{std::vector<float>((size_t)(s.B * s.NH * s.DK * s.DV)), std::vector<float>((size_t)(s.B * s.NH * s.DK)),
+                std::vector<float>((size_t)(s.B * s.NH))};
+}
+
+// The arguments of one call (host or device pointers alike), scalars as the op reads them.
+QleMlstmArgs m_args(const MInputs& in, const float* q, const float* k, const float* v, const float* i,
+                    const float* f, const float* C, const float* n, const float* m, float* Hout, float* C_out,
+                    float* n_out, float* m_out) {
+  const MShape& s = in.s;
+  return QleMlstmArgs{s.B, s.T, s.NH, s.DK, s.DV, q, k, v, i, f, C, n, m, 1.0f / sqrtf((float)s.DK), 0.7f, 1e-6f,
+                      Hout, C_out, n_out, m_out};
+}
+
+void add_m_outputs(Outputs* o, int call, const std::vector<float>& Hout, const MState& st) {
+  o->add(call_name("H", call), Hout);
+  o->add(call_name("C", call), st.C);
+  o->add(call_name("n", call), st.n);
+  o->add(call_name("m", call), st.m);
+}
+
+Outputs mlstm_cpu_calls(const MInputs& in) {
+  const MShape& s = in.s;
+  Outputs o;
+  MState st{in.C, in.n, in.m};
+  for (int call = 0; call < 2; ++call) {
+    std::vector<float> Hout((size_t)(s.B * s.T * s.NH * s.DV));
+    MState next = m_state(s);
+    const QleMlstmArgs a = m_args(in, in.q[call].data(), in.k[call].data(), in.v[call].data(), in.i[call].data(),
+                                  in.f[call].data(), st.C.data(), st.n.data(), st.m.data(), Hout.data(),
+                                  next.C.data(), next.n.data(), next.m.data());
+    qle_mlstm_streams(kReference, a, 0, s.B * s.NH);
+    add_m_outputs(&o, call, Hout, next);
+    st = next;
+  }
+  return o;
+}
+
+Outputs mlstm_gpu_calls(const MInputs& in) {
+  const MShape& s = in.s;
+  Device dev;
+  Outputs o;
+  MState st{in.C, in.n, in.m};
+  const size_t NHout = (size_t)(s.B * s.T * s.NH * s.DV), NC = st.C.size(), Nn = st.n.size(), Nm = st.m.size();
+  for (int call = 0; call < 2; ++call) {
+    float *Hout = dev.out<float>(NHout), *C_out = dev.out<float>(NC);
+    float *n_out = dev.out<float>(Nn), *m_out = dev.out<float>(Nm);
+    const QleMlstmArgs a = m_args(in, dev.put(in.q[call]), dev.put(in.k[call]), dev.put(in.v[call]),
+                                  dev.put(in.i[call]), dev.put(in.f[call]), dev.put(st.C), dev.put(st.n),
+                                  dev.put(st.m), Hout, C_out, n_out, m_out);
+    launch(qle_cuda_mlstm(nullptr, &a));
+    const MState next{Device::get(C_out, NC), Device::get(n_out, Nn), Device::get(m_out, Nm)};
+    add_m_outputs(&o, call, Device::get(Hout, NHout), next);
+    st = next;
+  }
+  return o;
+}
+
+void add_mlstm(std::vector<Case>* cases, const MShape& s, bool seq, uint64_t seed) {
+  auto in = std::make_shared<MInputs>();
+  Rng rng{seed};
+  in->s = s, in->seq = seq;
+  const size_t g = (size_t)(s.B * s.T * s.NH);
+  for (int call = 0; call < 2; ++call) {
+    in->q[call] = rng.floats(g * (size_t)s.DK, -1.0f, 1.0f);
+    in->k[call] = rng.floats(g * (size_t)s.DK, -1.0f, 1.0f);
+    in->v[call] = rng.floats(g * (size_t)s.DV, -1.0f, 1.0f);
+    in->i[call] = rng.floats(g, -2.0f, 2.0f);
+    in->f[call] = rng.floats(g, -1.0f, 3.0f);
+  }
+  in->C = rng.floats((size_t)(s.B * s.NH * s.DK * s.DV), -0.5f, 0.5f);
+  in->n = rng.floats((size_t)(s.B * s.NH * s.DK), -0.5f, 0.5f);
+  in->m = rng.floats((size_t)(s.B * s.NH), -1.0f, 1.0f);
+  // No weights; the GPU sums over DK in the CPU kernel's order with the shared gate maths: exact.
+  const char* op = seq ? "mLSTMSequence" : "mLSTMCell";
+  Case k{shape_name(op, kFp32, {{"B", s.B}, {"T", s.T}, {"NH", s.NH}, {"DK", s.DK}, {"DV", s.DV}}),
+         kExact, "exact (same operations, same order)", [in] { return mlstm_cpu_calls(*in); },
+         [in] { return mlstm_gpu_calls(*in); }};
+  cases->push_back(k);
+}
+
+// The case list ----------------------------------------------------------------------------------------
+
+// Shapes: odd sizes, batch > 1, more units than a 128-thread block (the kernels' strided loops), int4
+// blocks that do not divide the product's K. T = 0 sequences return the state unchanged.
+std::vector<Case> all_cases() {
+  std::vector<Case> cases;
+  uint64_t seed = 1;
+  const QlShape ql_cell[] = {{1, 1, 3, 5, 4}, {3, 1, 7, 13, 4}, {2, 1, 33, 130, 32}};
+  const QlShape ql_seq[] = {{1, 4, 3, 5, 4}, {3, 9, 7, 13, 4}, {2, 5, 33, 130, 32}, {2, 0, 3, 5, 4}};
+  // (B, T, D, H, K, R, block, counts): K = 3 with counts 2 and 6 crosses the stream limit 2^K = 8
+  // (NaN outputs); T >= 16 takes the CPU's level-by-level path; R = 0 has no unary refinement
+  const PrShape pr_step[] = {{3, 1, 5, 9, 5, 2, 4, {0, 7, 22}}, {2, 1, 7, 10, 5, 1, 8, {3, 11}},
+                             {1, 1, 6, 70, 7, 1, 32, {45}}, {2, 1, 3, 6, 3, 1, 4, {6, 7}}};
+  const PrShape pr_seq[] = {{3, 6, 5, 9, 5, 2, 4, {0, 7, 22}}, {1, 19, 4, 17, 6, 0, 16, {18}},
+                            {2, 40, 6, 70, 7, 1, 32, {0, 100}}, {2, 5, 3, 6, 3, 1, 4, {2, 6}},
+                            {2, 0, 3, 6, 3, 1, 4, {1, 5}}};
+  const SShape s_cell[] = {{3, 1, 3, 5, 4}, {2, 1, 2, 70, 32}};
+  const SShape s_seq[] = {{2, 7, 2, 12, 8}, {1, 9, 2, 19, 8}, {2, 5, 2, 70, 32}, {2, 0, 1, 5, 4}};
+  const MShape m_cell[] = {{1, 1, 1, 4, 4}, {3, 1, 2, 5, 7}, {2, 1, 1, 129, 130}};
+  const MShape m_seq[] = {{3, 6, 2, 5, 7}, {2, 4, 1, 129, 130}, {2, 0, 2, 3, 4}};
+  for (const Mode& m : kModes) {
+    for (const QlShape& s : ql_cell) add_qllstm(&cases, m, s, false, seed++);
+    for (const QlShape& s : ql_seq) add_qllstm(&cases, m, s, true, seed++);
+    for (const PrShape& s : pr_step) add_prlstm(&cases, m, s, false, seed++);
+    for (const PrShape& s : pr_seq) add_prlstm(&cases, m, s, true, seed++);
+    for (const SShape& s : s_cell) add_slstm(&cases, m, s, false, seed++);
+    for (const SShape& s : s_seq) add_slstm(&cases, m, s, true, seed++);
+  }
+  for (const MShape& s : m_cell) add_mlstm(&cases, s, false, seed++);
+  for (const MShape& s : m_seq) add_mlstm(&cases, s, true, seed++);
+  return cases;
+}
+
+// Running ----------------------------------------------------------------------------------------------
+
+bool run_cpu_only(const Case& c) {
+  try {
+    c.cpu();
+    printf("%-80s  cpu ok\n", c.name.c_str());
+    return true;
+  } catch (const std::exception& e) {
+    printf("%-80s  FAIL  %s\n", c.name.c_str(), e.what());
+    return false;
+  }
+}
+
+bool run_case(const Case& c) {
+  try {
+    const Verdict v = compare(c.cpu(), c.gpu(), c.tol);
+    printf("%-80s  max|diff| %.3e (%s)  tol %.1e [%s]  %s%s\n", c.name.c_str(), v.diff, v.tensor.c_str(), v.allowed,
+           c.why, v.ok ? "ok" : "FAIL", v.note.c_str());
+    return v.ok;
+  } catch (const std::exception& e) {
+    printf("%-80s  FAIL  %s\n", c.name.c_str(), e.what());
+    return false;
+  }
+}
+
+// The name of the usable CUDA device, or an empty string (and why in *reason).
+std::string cuda_device(std::string* reason) {
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess) {
+    *reason = cudaGetErrorString(e);
+    return "";
+  }
+  if (n == 0) {
+    *reason = "no CUDA device";
+    return "";
+  }
+  cudaDeviceProp p;
+  if (cudaGetDeviceProperties(&p, 0) != cudaSuccess) {
+    *reason = "cudaGetDeviceProperties failed";
+    return "";
+  }
+  return std::string(p.name) + " (sm_" + std::to_string(p.major) + std::to_string(p.minor) + ")";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool cpu_only = false, list = false;
+  std::string filter;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--cpu-only") cpu_only = true;
+    else if (a == "--list") list = true;
+    else if (a == "-h" || a == "--help") {
+      printf("usage: %s [--cpu-only] [--list] [FILTER]\n"
+             "Runs every CUDA kernel against the scalar CPU kernel on random inputs; one line per case.\n"
+             "  --cpu-only  run the CPU side of each case only (no GPU needed)\n"
+             "  --list      print the cases\n"
+             "  FILTER      only the cases whose name contains it\n"
+             "Exit status: 0 every case ok, 1 a case failed, %d no CUDA device.\n", argv[0], kExitNoGpu);
+      return 0;
+    } else if (!a.empty() && a[0] == '-') {
+      fprintf(stderr, "unknown option %s (see --help)\n", a.c_str());
+      return 2;
+    } else filter = a;
+  }
+  std::vector<Case> cases;
+  for (Case& c : all_cases())
+    if (c.name.find(filter) != std::string::npos) cases.push_back(c);
+  if (list) {
+    for (const Case& c : cases) printf("%s  [tol %.0e: %s]\n", c.name.c_str(), c.tol, c.why);
+    return 0;
+  }
+  std::string reason;
+  if (!cpu_only) {
+    const std::string device = cuda_device(&reason);
+    if (device.empty()) {
+      printf("no usable CUDA device (%s): nothing compared\n", reason.c_str());
+      return kExitNoGpu;
+    }
+    printf("device: %s\n", device.c_str());
+  }
+  size_t failed = 0;
+  for (const Case& c : cases) failed += cpu_only ? !run_cpu_only(c) : !run_case(c);
+  printf("%zu cases, %zu failed\n", cases.size(), failed);
+  return failed == 0 ? 0 : 1;
+}
