@@ -15,7 +15,7 @@ if __name__ == "__main__":
     x, y = long_range_sentiment(3000, length=64, seed=0)
     x_val, y_val = long_range_sentiment(500, length=64, seed=1)
     # alpha is fixed at 0: a learned alpha > 0 makes h = f h + (1-f) h~ + alpha h expansive once f saturates,
-    # and this model must stream forever (see README, "Limits and guarantees").
+    # and this model must stream forever (docs/families.md, "QL-LSTM").
     model = QLLSTMModel(QLLSTMConfig(hidden_size=48, vocab_size=64, embed_size=16, output_size=2,
                                      alpha=0.0, learn_alpha=False))
     hist = fit(model, x, y, TrainConfig(epochs=8, lr=5e-3, seed=0), x_val, y_val)
