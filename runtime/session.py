@@ -14,6 +14,7 @@ from typing import Dict, Iterable, List, Optional, Union
 import numpy as np
 import onnxruntime as ort
 
+from .errors import InputError, ModelFileError, NativeLibraryError, StreamLimitError, TimeLimitError
 from .metadata import DOMAIN, METADATA_KEY, MetadataError, ModelMetadata, TensorSpec
 
 log = logging.getLogger("qlstm_edge.runtime")
@@ -21,26 +22,6 @@ log = logging.getLogger("qlstm_edge.runtime")
 ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
              "tensor(int32)": "int32", "tensor(int8)": "int8", "tensor(uint8)": "uint8"}
 NATIVE_CHOICES = {"auto": "auto", "on": "on", "off": "off", True: "on", False: "off"}
-
-
-class ModelFileError(ValueError):
-    """The file cannot be streamed: not ONNX, not a qlstm-edge export, or inconsistent metadata."""
-
-
-class InputError(ValueError):
-    """An input or state that does not fit the model or the stream; the session's state is unchanged."""
-
-
-class StreamLimitError(InputError):
-    """A call that would take a stream past the most steps the model can hold (metadata ``extra["max_steps"]``)."""
-
-
-class TimeLimitError(RuntimeError):
-    """A call that ran past the session's ``time_limit_s`` and was stopped; the session's state is unchanged."""
-
-
-class NativeLibraryError(RuntimeError):
-    """native='on' was asked for, but the native op library is missing or cannot be registered."""
 
 
 class _Watchdog:

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ...config import ConfigError
+from ...runtime.errors import StreamLimitError
 from ..common import SequenceModel, SequenceModelConfig
 
 Node = Tuple[torch.Tensor, torch.Tensor]  # (h, c) of a tree node
@@ -38,10 +39,6 @@ class PRLSTMState(NamedTuple):
     prefix_h: torch.Tensor
     prefix_c: torch.Tensor
     count: torch.Tensor
-
-
-class StreamOverflowError(ValueError):
-    """A stream would pass the 2^K - 1 tokens that a K-level stack can hold."""
 
 
 def overflow_message(max_steps: int, levels: int, count: int, steps: int) -> str:
@@ -114,7 +111,7 @@ class PRLSTM(nn.Module):
         counts = state.count.tolist()
         worst = max(counts)
         if worst + T > self.max_steps:
-            raise StreamOverflowError(overflow_message(self.max_steps, self.stack_levels, worst, T))
+            raise StreamLimitError(overflow_message(self.max_steps, self.stack_levels, worst, T))
         if T == 0:
             return x.new_zeros(B, 0, self.hidden_size), state
         leaves = self.encode_leaf(x)
