@@ -42,8 +42,8 @@ class _Watchdog:
     def arm(self, seconds: float) -> ort.RunOptions:
         ro = ort.RunOptions()
         ro.log_severity_level = 4  # a stopped call is reported by TimeLimitError, not by onnxruntime's error log
-        # onnxruntime's default graph id, stated: its Python run_with_iobinding looks the entry up and pays ~30 us
-        # for the exception a missing entry raises
+        # onnxruntime's default graph id, stated: its Python run_with_iobinding looks the entry up, and a missing
+        # entry costs a raised and caught exception on every call
         ro.add_run_config_entry("gpu_graph_id", "0")
         deadline = time.monotonic() + seconds
         with self._cv:
@@ -192,20 +192,25 @@ def _check_external_data(path: Path, proto) -> None:
                                  f"a regular file; refusing to read it")
 
 
+def _session_options(threads: Optional[int]) -> ort.SessionOptions:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads or 1
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3
+    # int4 bodies: keep onnxruntime's fused MatMulNBits in float (its default quantizes activations to
+    # int8, which drifts ~5e-3 from the body's own arithmetic)
+    so.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "0")
+    return so
+
+
 class _Engine:
     """The immutable, shareable part: one onnxruntime session and the parsed metadata."""
 
     def __init__(self, path: Path, providers, native, threads: Optional[int]):
         if not path.is_file():
             raise ModelFileError(f"{path}: no such file")
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads or 1
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.log_severity_level = 3
-        # int4 bodies: keep onnxruntime's fused MatMulNBits in float (its default quantizes activations to
-        # int8, which drifts ~5e-3 from the body's own arithmetic)
-        so.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "0")
+        so = _session_options(threads)
         self.native_library: Optional[Path] = None
         self.native_ops: Optional[set] = None  # ops the registered library implements (None: not listed)
         self.native_note = ""
@@ -213,21 +218,7 @@ class _Engine:
         if mode is None:
             raise ValueError(f"native must be 'auto', 'on' or 'off' (or True/False), got {native!r}")
         self.providers = self._providers(providers)
-        ort_format = _is_ort_format(path)
-        proto = None if ort_format else _parse(path)  # parsed once for the checks below; onnxruntime loads the file
-        if proto is not None:
-            _check_external_data(path, proto)
-        # the custom ops the graph actually has (a tool may have inlined their functions: none), not the metadata's;
-        # None: an ORT-format file that does not decode, and loading it below says so
-        found = _ort_format_custom_ops(path) if ort_format else _proto_custom_ops(proto)
-        self.custom_ops = sorted(found or ())
-        inlined = None
-        if found is not None and not found:
-            inlined = (f"{path} has no {DOMAIN} custom nodes (op_path 'function-body'): a tool inlined the ops' "
-                       f"functions into standard ops (onnx's inliner, or the ORT-format converter run without the "
-                       f"native library)")
-            if mode == "auto":
-                self.native_note = f"{inlined}; the native library is not registered"
+        proto, inlined = self._read_custom_ops(path, mode)
         if mode != "off" and inlined is None:
             self._register_native(so, mode, cuda="CUDAExecutionProvider" in self.providers,
                                   model=proto if proto is not None else path)
@@ -236,25 +227,58 @@ class _Engine:
         except Exception as e:  # onnxruntime raises its own exception types (InvalidProtobuf, Fail, ...)
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise ModelFileError(f"{path}: not a loadable ONNX model ({msg})") from None
+        self.meta = self._read_metadata(path)
+        self._check_graph(path)
+        self.step_limit = self._step_limit(path)
+        self.provider = self.sess.get_providers()[0]
+        self.op_path = self._op_path()
+        if mode == "on":
+            self._require_native(inlined)
+        self._stream_layout()
+
+    def _read_custom_ops(self, path: Path, mode: str):
+        """Parse the file (checking its external data) and find the custom ops its graph actually has, not the
+        metadata's: a tool may have inlined their functions, leaving none. Returns (the parsed ModelProto, None
+        for an ORT-format file; why no native kernel can run when the ops were inlined, else None)."""
+        ort_format = _is_ort_format(path)
+        proto = None if ort_format else _parse(path)  # parsed once for the checks; onnxruntime loads the file
+        if proto is not None:
+            _check_external_data(path, proto)
+        # None: an ORT-format file that does not decode, and loading it says so
+        found = _ort_format_custom_ops(path) if ort_format else _proto_custom_ops(proto)
+        self.custom_ops = sorted(found or ())
+        if found is None or found:
+            return proto, None
+        inlined = (f"{path} has no {DOMAIN} custom nodes (op_path 'function-body'): a tool inlined the ops' "
+                   f"functions into standard ops (onnx's inliner, or the ORT-format converter run without the "
+                   f"native library)")
+        if mode == "auto":
+            self.native_note = f"{inlined}; the native library is not registered"
+        return proto, inlined
+
+    def _read_metadata(self, path: Path) -> ModelMetadata:
         meta_text = self.sess.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
         if meta_text is None:
             raise ModelFileError(f"{path}: an ONNX model, but not a qlstm-edge export (no {METADATA_KEY!r} "
                                  f"metadata); export it with `qlstm-edge export`")
         try:
-            self.meta = ModelMetadata.from_json(meta_text, str(path))
+            return ModelMetadata.from_json(meta_text, str(path))
         except MetadataError as e:
             raise ModelFileError(str(e)) from None
-        self._check_graph(path)
-        self.step_limit = self._step_limit(path)
-        self.provider = self.sess.get_providers()[0]
-        self.op_path = self._op_path()
-        if mode == "on" and inlined is not None:
+
+    def _require_native(self, inlined: Optional[str]) -> None:
+        """native='on': refuse a session whose custom nodes are not all run by the native library."""
+        if inlined is not None:
             raise NativeLibraryError(f"native='on' but {inlined}, so no native kernel can run; use native='auto' or "
                                      f"'off', or the file as exported")
-        if mode == "on" and self.op_path != "native":
+        if self.op_path != "native":
             missing = sorted(set(self.custom_ops) - (self.native_ops or set()))
             raise NativeLibraryError(f"native='on' but the native op library has no kernels for {missing} "
                                      f"(it implements {sorted(self.native_ops or [])}); use native='auto'")
+
+    def _stream_layout(self) -> None:
+        """What every call reads: tensor names, the shape and dtype of one step's input and output, and whether
+        the stream runs on bound buffers."""
         m = self.meta
         self.x_spec, self.y_spec = m.inputs[0], m.outputs[0]
         self.out_names = [self.y_spec.name] + [s.output for s in m.states]
@@ -269,8 +293,8 @@ class _Engine:
         self.x_tail = tuple(self.step_shape) if fixed else None  # None: symbolic dims, always the slow path
         self.y_tail = tuple(m.outputs[0].shape[2 if self.seq else 1:])  # fixed sizes (checked with the metadata)
         self.y_dtype = np.dtype(self.y_spec.dtype)
-        # bound buffers skip the per-call numpy <-> onnxruntime conversion of every state (about 1.2 us a
-        # state tensor); on the CPU provider only, where the buffers are the tensors the kernels read and write
+        # bound buffers skip the per-call numpy <-> onnxruntime conversion of every state; on the CPU provider
+        # only, where the buffers are the tensors the kernels read and write
         self.bind = self.provider == "CPUExecutionProvider" and self.x_tail is not None
 
     def _step_limit(self, path: Path):
@@ -703,7 +727,7 @@ class StreamingSession:
             if rng is None and (self.allow_nonfinite or np.isfinite(x).all()):
                 return  # the common case: a well-formed float input, checked with one numpy call
             if rng is not None:
-                if x.size <= 64:  # a streaming step's few ids: Python's min/max cost ~0.3 us, numpy's two ~2 us
+                if x.size <= 64:  # a streaming step's few ids: Python's min/max is cheaper than two numpy reductions
                     ids = x.ravel().tolist()
                     lo, hi = min(ids), max(ids)
                 else:
