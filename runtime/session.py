@@ -16,6 +16,7 @@ import onnxruntime as ort
 
 from .errors import InputError, ModelFileError, NativeLibraryError, StreamLimitError, TimeLimitError
 from .metadata import DOMAIN, METADATA_KEY, MetadataError, ModelMetadata, TensorSpec
+from .model_file import check_external_data, is_ort_format, ort_format_custom_ops, parse_model, proto_custom_ops
 
 log = logging.getLogger("qlstm_edge.runtime")
 
@@ -76,120 +77,8 @@ class _Watchdog:
 _watchdog = _Watchdog()
 _warned_missing: List[bool] = []  # warn once per process that the library was never built
 
-
 MAX_STREAM_BYTES = 1 << 30  # the most a stream's state and one step's output may take: a file cannot make a
 # stream allocate more (xLSTM 7B's whole state is ~130 MB a stream)
-ORT_FORMAT_ID = b"ORTM"  # the flatbuffers file identifier of ORT-format models (bytes 4..8)
-
-
-def _is_ort_format(path: Path) -> bool:
-    with open(path, "rb") as f:
-        return f.read(8)[4:] == ORT_FORMAT_ID
-
-
-def _parse(path: Path):
-    """The file's ModelProto without its external data. A file that does not parse is refused here: the checks
-    below need the parsed model, and no file goes to onnxruntime unchecked."""
-    import onnx
-
-    try:
-        return onnx.load(str(path), load_external_data=False)
-    except Exception as e:  # protobuf decode errors have no common type
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ModelFileError(f"{path}: not a loadable ONNX model (it does not parse: {msg})") from None
-
-
-def _proto_custom_ops(proto) -> set:
-    """The ``qlstm_edge`` op types of the custom nodes an ONNX graph runs: its nodes, those of its subgraphs, and
-    those nested in the bodies of the local functions it calls."""
-    functions = {(f.domain, f.name): f for f in proto.functions}
-    found, entered, todo = set(), set(), [proto.graph.node]
-    while todo:
-        for node in todo.pop():
-            key = (node.domain, node.op_type)
-            if node.domain == DOMAIN:
-                found.add(node.op_type)
-            if key in functions and key not in entered:
-                entered.add(key)
-                todo.append(functions[key].node)
-            for a in node.attribute:
-                todo.extend(g.node for g in ([a.g] if a.HasField("g") else []) + list(a.graphs))
-    return found
-
-
-def _ort_format_custom_ops(path: Path) -> Optional[set]:
-    """The ``qlstm_edge`` op types of the custom nodes of an ORT-format file's graph and subgraphs (the format has
-    no functions: the converter inlined those it had no kernel for); None when the file does not decode
-    (onnxruntime then reports it as not loadable)."""
-    from onnxruntime.tools.ort_format_model.ort_flatbuffers_py.fbs.InferenceSession import InferenceSession
-
-    found = set()
-    try:
-        graphs = [InferenceSession.GetRootAs(path.read_bytes(), 0).Model().Graph()]
-        while graphs:
-            g = graphs.pop()
-            for i in range(g.NodesLength()):
-                node = g.Nodes(i)
-                if (node.Domain() or b"").decode() == DOMAIN:
-                    found.add(node.OpType().decode())
-                for j in range(node.AttributesLength()):
-                    a = node.Attributes(j)
-                    graphs.extend([a.G()] if a.G() is not None else [])
-                    graphs.extend(a.Graphs(k) for k in range(a.GraphsLength()))
-    except Exception:  # flatbuffers raises struct, index and decode errors on a damaged file
-        return None
-    return found
-
-
-def _stored_tensors(proto) -> list:
-    """(name, TensorProto) for every tensor a model stores: the dense and sparse (values and indices)
-    initializers and the tensor attributes of its graph, their subgraphs at any depth, the local functions'
-    bodies and default attributes, and the training graphs."""
-    graphs = [proto.graph, *(g for info in proto.training_info for g in (info.initialization, info.algorithm))]
-    attrs = []
-    for f in proto.functions:
-        attrs.extend(f.attribute_proto)
-        attrs.extend(a for n in f.node for a in n.attribute)
-    tensors = []
-
-    def sparse(items):
-        for sp in items:
-            tensors.extend([(sp.values.name, sp.values), (sp.values.name or sp.indices.name, sp.indices)])
-
-    while graphs or attrs:
-        if graphs:
-            g = graphs.pop()
-            tensors.extend((t.name, t) for t in g.initializer)
-            sparse(g.sparse_initializer)
-            attrs.extend(a for n in g.node for a in n.attribute)
-            continue
-        a = attrs.pop()
-        tensors.extend((t.name, t) for t in ([a.t] if a.HasField("t") else []) + list(a.tensors))
-        sparse(([a.sparse_tensor] if a.HasField("sparse_tensor") else []) + list(a.sparse_tensors))
-        graphs.extend(([a.g] if a.HasField("g") else []) + list(a.graphs))
-    return tensors
-
-
-ORT_MEMORY_TAG = "*/_ORT_MEM_ADDR_/*"  # onnxruntime reads a tensor with this location from a memory address
-
-
-def _check_external_data(path: Path, proto) -> None:
-    """Refuse external-data references that leave the model's folder (absolute paths, "..", symlinks), name
-    onnxruntime's in-memory tag, or name something other than a regular file."""
-    import onnx
-
-    root = path.parent.resolve()
-    for name, t in _stored_tensors(proto):
-        if t.data_location != onnx.TensorProto.EXTERNAL:
-            continue
-        location = next((e.value for e in t.external_data if e.key == "location"), "")
-        target = (root / location).resolve()
-        if os.path.isabs(location) or root not in target.parents or location.startswith(ORT_MEMORY_TAG):
-            raise ModelFileError(f"{path}: tensor {name!r} points its external data at {location!r}, outside the "
-                                 f"model's folder {root}; refusing to read it")
-        if target.exists() and not target.is_file():
-            raise ModelFileError(f"{path}: tensor {name!r} points its external data at {location!r}, which is not "
-                                 f"a regular file; refusing to read it")
 
 
 def _session_options(threads: Optional[int]) -> ort.SessionOptions:
@@ -240,12 +129,12 @@ class _Engine:
         """Parse the file (checking its external data) and find the custom ops its graph actually has, not the
         metadata's: a tool may have inlined their functions, leaving none. Returns (the parsed ModelProto, None
         for an ORT-format file; why no native kernel can run when the ops were inlined, else None)."""
-        ort_format = _is_ort_format(path)
-        proto = None if ort_format else _parse(path)  # parsed once for the checks; onnxruntime loads the file
+        ort_format = is_ort_format(path)
+        proto = None if ort_format else parse_model(path)  # parsed for the checks; onnxruntime loads the file
         if proto is not None:
-            _check_external_data(path, proto)
+            check_external_data(path, proto)
         # None: an ORT-format file that does not decode, and loading it says so
-        found = _ort_format_custom_ops(path) if ort_format else _proto_custom_ops(proto)
+        found = ort_format_custom_ops(path) if ort_format else proto_custom_ops(proto)
         self.custom_ops = sorted(found or ())
         if found is None or found:
             return proto, None
