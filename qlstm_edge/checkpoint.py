@@ -19,7 +19,6 @@ from torch.overrides import TorchFunctionMode
 from torch.nn.modules.module import register_module_buffer_registration_hook, \
     register_module_parameter_registration_hook
 
-from . import families as _families  # noqa: F401  (registers the built-in families)
 from ._io import atomic_path
 from ._version import __version__
 from .registry import family_of, get_family
@@ -135,7 +134,7 @@ def _check_doc(path: Path, doc: Any) -> Dict[str, Any]:
 class _SkipInit(TorchFunctionMode):
     """For meta builds: weight initialisers (``torch.nn.init``, ``Tensor.normal_`` and the other random fills)
     return their tensor untouched. On meta tensors they compute nothing anyway, but the first call loads the
-    meta kernels' Python decompositions (sympy included: ~2 s per process)."""
+    meta kernels' Python decompositions, sympy included, which are slow to import."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}

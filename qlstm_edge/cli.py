@@ -81,39 +81,48 @@ def info(path, as_json):
     warning for every integer product whose result depends on the CPU (older int8-dynamic exports multiplied
     uint8 by int8, which saturates on x86 without VNNI; re-export them).
     """
-    from .runtime import native_status
-
-    if _is_onnx(path):
-        import onnx
-
-        from .exporters.saturation import saturating_products
-        from .runtime import StreamingSession
-
-        s = StreamingSession(path, native="off")
-        m = s.metadata
-        doc = {"kind": "onnx", "path": str(path), "family": m.family, "mode": m.mode, "target": m.target,
-               "toolkit_version": m.toolkit_version, "custom_ops": m.custom_ops, "quantization": m.quantization,
-               "inputs": [vars(t) for t in m.inputs], "outputs": [vars(t) for t in m.outputs],
-               "states": [vars(t) for t in m.states], "config": m.config, "native": native_status(),
-               "warnings": [f"integer product that depends on the CPU: {line}; re-export the model with this "
-                            f"version of qlstm-edge" for line in saturating_products(onnx.load(str(path)))]}
-    else:
-        require_extra("qlstm-edge info on a checkpoint")
-        from . import count_parameters, load_checkpoint, lstm_parameter_count
-        from .registry import family_of
-
-        model = load_checkpoint(path)
-        family = family_of(model)
-        doc = {"kind": "checkpoint", "path": str(path), "family": family.name, "config": family.config_of(model),
-               "parameters": count_parameters(model), "warnings": family.diagnose(model) if family.diagnose else [],
-               "native": native_status()}
-        if hasattr(getattr(model, "rnn", model), "cells"):
-            lstm = lstm_parameter_count(model)
-            doc["lstm_parameters"] = lstm
-            doc["parameter_ratio"] = round(doc["parameters"] / lstm, 4)
+    doc = _onnx_info(path) if _is_onnx(path) else _checkpoint_info(path)
     if as_json:
         click.echo(json.dumps(doc, indent=2))
-        return
+    else:
+        _echo_info(path, doc)
+
+
+def _onnx_info(path) -> dict:
+    import onnx
+
+    from .exporters.saturation import saturating_products
+    from .runtime import StreamingSession, native_status
+
+    s = StreamingSession(path, native="off")
+    m = s.metadata
+    return {"kind": "onnx", "path": str(path), "family": m.family, "mode": m.mode, "target": m.target,
+            "toolkit_version": m.toolkit_version, "custom_ops": m.custom_ops, "quantization": m.quantization,
+            "inputs": [vars(t) for t in m.inputs], "outputs": [vars(t) for t in m.outputs],
+            "states": [vars(t) for t in m.states], "config": m.config, "native": native_status(),
+            "warnings": [f"integer product that depends on the CPU: {line}; re-export the model with this "
+                         f"version of qlstm-edge" for line in saturating_products(onnx.load(str(path)))]}
+
+
+def _checkpoint_info(path) -> dict:
+    require_extra("qlstm-edge info on a checkpoint")
+    from . import count_parameters, load_checkpoint, lstm_parameter_count
+    from .registry import family_of
+    from .runtime import native_status
+
+    model = load_checkpoint(path)
+    family = family_of(model)
+    doc = {"kind": "checkpoint", "path": str(path), "family": family.name, "config": family.config_of(model),
+           "parameters": count_parameters(model), "warnings": family.diagnose(model) if family.diagnose else [],
+           "native": native_status()}
+    if hasattr(getattr(model, "rnn", model), "cells"):
+        lstm = lstm_parameter_count(model)
+        doc["lstm_parameters"] = lstm
+        doc["parameter_ratio"] = round(doc["parameters"] / lstm, 4)
+    return doc
+
+
+def _echo_info(path, doc: dict) -> None:
     click.echo(f"{path}: {doc['kind']}, family {doc['family']}")
     for k, v in _config_lines(doc["family"], doc["config"]).items():
         click.echo(f"  {k:<14} {v}")

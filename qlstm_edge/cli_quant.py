@@ -92,7 +92,6 @@ def quantization_report(model, *, modes: Sequence[Optional[str]] = ALL_MODES, st
     import torch
 
     from .checkpoint import load_checkpoint
-    from .exporters import export_onnx
     from .parity import random_inputs
     from .registry import family_of
     from .runtime import StreamingSession
@@ -108,50 +107,25 @@ def quantization_report(model, *, modes: Sequence[Optional[str]] = ALL_MODES, st
     recipe = family.recipe()
     marks = sorted({c for c in CHECKPOINTS if c <= steps} | {steps})
     say = progress or (lambda msg: None)
-    rows: List[dict] = []
     with tempfile.TemporaryDirectory(prefix="qlstm-edge-qreport-") as tmp:
-        paths = {}
-        for mode in dict.fromkeys((None, *modes)):
-            say(f"exporting {mode_label(mode)}")
-            paths[mode] = export_onnx(model, Path(tmp) / f"{mode_label(mode)}.onnx", mode="sequence",
-                                      quantize=mode, block_size=block_size)
-        fp32_size = paths[None].stat().st_size
+        paths = _export_modes(model, Path(tmp), modes, block_size, say)
         x = random_inputs(StreamingSession(paths[None], native="off"), steps, batch, seed) if stream is None \
             else stream
         say(f"PyTorch float64 reference over {steps} steps")
-        ref_model = copy.deepcopy(model).to(torch.float64)
-        ys, state, ref_states = [], None, []
-        for t0 in range(0, steps, chunk):
-            xb = torch.from_numpy(x[:, t0:t0 + chunk])
-            y, state = recipe.reference(ref_model, xb.to(torch.float64) if xb.is_floating_point() else xb, state)
-            ys.append(y)
-            ref_states.append(state)  # after step min(t0 + chunk, steps)
-        y_ref = np.concatenate(ys, axis=1)
-        if not np.isfinite(y_ref).all():
-            raise ArithmeticError("the PyTorch model itself produces non-finite outputs on this stream; "
-                                  "its recurrence diverges (see `qlstm-edge info`), nothing to compare")
+        y_ref, ref_states = _float64_reference(model, recipe, x, chunk)
         base_metric = None
         if eval_data is not None:
             ex, ey, task = eval_data
             base_metric = _metric(_torch_outputs(model, recipe, ex), ey, task)
+        rows: List[dict] = []
         for mode in modes:
             say(f"streaming {mode_label(mode)}")
-            s = StreamingSession(paths[mode], native=native)
-            got, state_err = [], []
-            for k, t0 in enumerate(range(0, steps, chunk)):
-                got.append(s.run(np.ascontiguousarray(x[:, t0:t0 + chunk])))
-                st = s.get_state()
-                state_err.append(max(float(np.abs(st[n].astype(np.float64) - v).max()) for n, v in ref_states[k].items()))
-            err = np.abs(np.concatenate(got, axis=1).astype(np.float64) - y_ref).reshape(batch, steps, -1).max(axis=(0, 2))
-            at = [-(-n // chunk) for n in marks]  # chunks completed at each mark
+            session = StreamingSession(paths[mode], native=native)
             row = {"mode": mode_label(mode), "bytes": paths[mode].stat().st_size,
-                   "ratio": paths[mode].stat().st_size / fp32_size,
-                   "max_abs": {str(n): float(err[:n].max()) for n in marks},
-                   "window_max_abs": {str(n): float(err[max(0, n - WINDOW):n].max()) for n in marks},
-                   "state_max_abs": {str(n): max(state_err[:c]) for n, c in zip(marks, at)},
-                   "op_path": s.op_path}
+                   "ratio": paths[mode].stat().st_size / paths[None].stat().st_size,
+                   **_stream_errors(session, x, y_ref, ref_states, chunk, marks), "op_path": session.op_path}
             if eval_data is not None:
-                row["metric"] = _metric(_session_outputs(s, ex), ey, task)
+                row["metric"] = _metric(_session_outputs(session, ex), ey, task)
                 row["metric_delta"] = row["metric"] - base_metric
             rows.append(row)
     doc = {"family": family.name, "config": family.config_of(model), "steps": steps, "batch": batch, "seed": seed,
@@ -162,6 +136,55 @@ def quantization_report(model, *, modes: Sequence[Optional[str]] = ALL_MODES, st
         doc["eval"] = {"task": task, "metric": "accuracy" if task == "classify" else "rmse", "n": int(len(ex)),
                        "fp32_pytorch": base_metric}
     return doc
+
+
+def _export_modes(model, folder: Path, modes: Sequence[Optional[str]], block_size: int,
+                  say: Callable[[str], None]) -> Dict[Optional[str], Path]:
+    """The model exported in sequence mode once per mode, fp32 (None) included, into ``folder``."""
+    from .exporters import export_onnx
+
+    paths = {}
+    for mode in dict.fromkeys((None, *modes)):
+        say(f"exporting {mode_label(mode)}")
+        paths[mode] = export_onnx(model, folder / f"{mode_label(mode)}.onnx", mode="sequence", quantize=mode,
+                                  block_size=block_size)
+    return paths
+
+
+def _float64_reference(model, recipe, x: np.ndarray, chunk: int):
+    """(outputs [B, T, ...], states after each chunk) of a float64 copy of the model on ``x``, fed ``chunk``
+    steps at a time; refused when the model itself diverges on the stream."""
+    import torch
+
+    ref_model = copy.deepcopy(model).to(torch.float64)
+    ys, state, ref_states = [], None, []
+    for t0 in range(0, x.shape[1], chunk):
+        xb = torch.from_numpy(x[:, t0:t0 + chunk])
+        y, state = recipe.reference(ref_model, xb.to(torch.float64) if xb.is_floating_point() else xb, state)
+        ys.append(y)
+        ref_states.append(state)  # after step min(t0 + chunk, steps)
+    y_ref = np.concatenate(ys, axis=1)
+    if not np.isfinite(y_ref).all():
+        raise ArithmeticError("the PyTorch model itself produces non-finite outputs on this stream; "
+                              "its recurrence diverges (see `qlstm-edge info`), nothing to compare")
+    return y_ref, ref_states
+
+
+def _stream_errors(session, x: np.ndarray, y_ref: np.ndarray, ref_states: List[dict], chunk: int,
+                   marks: List[int]) -> Dict[str, Dict[str, float]]:
+    """A row's errors: the session streams ``x`` in chunks; the outputs' running max abs error and its max over
+    the last WINDOW steps at each mark, and the states' max abs error (after each chunk) up to each mark."""
+    batch, steps = x.shape[0], x.shape[1]
+    got, state_err = [], []
+    for k, t0 in enumerate(range(0, steps, chunk)):
+        got.append(session.run(np.ascontiguousarray(x[:, t0:t0 + chunk])))
+        st = session.get_state()
+        state_err.append(max(float(np.abs(st[n].astype(np.float64) - v).max()) for n, v in ref_states[k].items()))
+    err = np.abs(np.concatenate(got, axis=1).astype(np.float64) - y_ref).reshape(batch, steps, -1).max(axis=(0, 2))
+    at = [-(-n // chunk) for n in marks]  # chunks completed at each mark
+    return {"max_abs": {str(n): float(err[:n].max()) for n in marks},
+            "window_max_abs": {str(n): float(err[max(0, n - WINDOW):n].max()) for n in marks},
+            "state_max_abs": {str(n): max(state_err[:c]) for n, c in zip(marks, at)}}
 
 
 def format_report(doc: Dict[str, object]) -> str:

@@ -11,8 +11,8 @@ from .cli_paths import refuse_output_over_input
 
 
 def _families_epilog() -> str:
+    from .datasets import DATASETS
     from .registry import families
-    from .training import DATASETS
 
     fams = "\n".join(f"  {f.name:<22} {f.description}" for f in families())
     data = "\n".join(f"  {name:<22} {desc}" for name, (_, desc) in DATASETS.items())

@@ -1,12 +1,18 @@
-"""Data sets with nothing downloaded: generated tasks whose answer needs long-range memory, and real time
-series that ship inside a PyPI package (statsmodels, an optional extra)."""
+"""Data sets: generated tasks whose answer needs long-range memory and real time series that ship inside a PyPI
+package (statsmodels, an optional extra), nothing downloaded; and the data sets by name (``load_data``) that
+``qlstm-edge train`` and the samples train on, as :class:`TaskData`.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
+
+from .text import Vocabulary, encode_documents, imdb_tensors, tokenize
+
+TASKS = ("classify", "regress")
 
 POSITIVE, NEGATIVE = 1, 2  # sentiment token ids; 0 is padding, 3.. are neutral words
 
@@ -222,3 +228,181 @@ def formal_language(task: str, n: int, length: int, seed: int = 0) -> Tuple[torc
     else:  # the '01' and '10' pairs alternate, so they are equally many exactly when the ends agree
         y = (x == x[:, :1]).long()
     return x, y
+
+
+# -- what a model trains on, and the data sets by name -------------------------------------------------------
+
+@dataclass
+class TaskData:
+    """What a model is trained and evaluated on.
+
+    ``classify``: x [N, T] int64 token ids (or [N, T, D] float32 features), y [N] class ids.
+    ``regress``: x [N, T, D] float32 features, y [N, T, O] float32 targets.
+    """
+
+    name: str
+    task: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_eval: Optional[torch.Tensor] = None
+    y_eval: Optional[torch.Tensor] = None
+    vocab: Optional[Vocabulary] = None
+    description: str = ""
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        for part, (x, y) in (("train", (self.x_train, self.y_train)), ("eval", (self.x_eval, self.y_eval))):
+            if x is None and y is None and part == "eval":
+                continue
+            if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+                raise TypeError(f"{self.name}: {part} inputs and targets must be torch tensors")
+            if len(x) != len(y) or len(x) == 0:
+                raise ValueError(f"{self.name}: {part} part has {len(x)} inputs and {len(y)} targets "
+                                 f"(need the same number, at least one)")
+            if x.dtype == torch.int64:
+                if x.dim() != 2:
+                    raise ValueError(f"{self.name}: token inputs must be [N, T], got {list(x.shape)}")
+            elif x.dtype != torch.float32 or x.dim() != 3:
+                raise ValueError(f"{self.name}: inputs must be int64 token ids [N, T] or float32 features "
+                                 f"[N, T, D], got {x.dtype} {list(x.shape)}")
+            if self.task == "classify" and (y.dtype != torch.int64 or y.dim() != 1):
+                raise ValueError(f"{self.name}: classification targets must be int64 class ids [N], "
+                                 f"got {y.dtype} {list(y.shape)}")
+            if self.task == "regress" and (y.dtype != torch.float32 or y.dim() != 3 or y.shape[:2] != x.shape[:2]):
+                raise ValueError(f"{self.name}: regression targets must be float32 [N, T, O] matching the "
+                                 f"inputs' [N, T], got {y.dtype} {list(y.shape)}")
+
+    @property
+    def tokens(self) -> bool:
+        return self.x_train.dtype == torch.int64
+
+    def implied_config(self) -> Dict[str, int]:
+        """The model sizes this data fixes: vocab_size or input_size, and output_size."""
+        if self.tokens:
+            seen = int(max(self.x_train.max(), self.x_eval.max() if self.x_eval is not None else 0)) + 1
+            size = {"vocab_size": max(seen, len(self.vocab) if self.vocab is not None else 0)}
+        else:
+            size = {"input_size": int(self.x_train.shape[-1])}
+        if self.task == "classify":
+            labels = [self.y_train] + ([self.y_eval] if self.y_eval is not None else [])
+            size["output_size"] = int(max(int(t.max()) for t in labels)) + 1
+        else:
+            size["output_size"] = int(self.y_train.shape[-1])
+        return size
+
+
+def _opts(name: str, options: Dict[str, Any], defaults: Dict[str, Any]) -> Dict[str, Any]:
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise ValueError(f"data {name!r}: unknown option(s) {unknown}; it takes {sorted(defaults)}")
+    return {**defaults, **options}
+
+
+def _long_range_sentiment(arg, options) -> TaskData:
+    o = _opts("long-range-sentiment", options,
+              {"n": 3000, "eval_n": 500, "length": 64, "vocab_size": 64, "cue_fraction": 0.25, "seed": 0})
+    x, y = long_range_sentiment(o["n"], o["length"], o["vocab_size"], o["seed"], o["cue_fraction"])
+    xe, ye = long_range_sentiment(o["eval_n"], o["length"], o["vocab_size"], o["seed"] + 1, o["cue_fraction"])
+    return TaskData("long-range-sentiment", "classify", x, y, xe, ye,
+                    description=f"one sentiment cue in the first {o['cue_fraction']:g} of {o['length']}-token "
+                                f"documents (generated)")
+
+
+def _sentiment_documents(arg, options) -> TaskData:
+    o = _opts("sentiment-documents", options,
+              {"n": 8000, "eval_n": 1000, "length": 100, "n_cues": 3, "cue_fraction": 0.6, "negation_rate": 0.3,
+               "distractor_rate": 0.03, "vocab_size": 1000, "seed": 0})
+    gen = {k: o[k] for k in ("length", "n_cues", "cue_fraction", "negation_rate", "distractor_rate")}
+    texts, labels = sentiment_documents(o["n"], seed=o["seed"], **gen)
+    eval_texts, eval_labels = sentiment_documents(o["eval_n"], seed=o["seed"] + 1, **gen)
+    tokens = [tokenize(t) for t in texts]
+    vocab = Vocabulary.build(tokens, max_size=o["vocab_size"])
+    x = encode_documents(tokens, vocab, o["length"])
+    xe = encode_documents([tokenize(t) for t in eval_texts], vocab, o["length"])
+    return TaskData("sentiment-documents", "classify", x, torch.tensor(labels), xe, torch.tensor(eval_labels),
+                    vocab=vocab,
+                    description=f"{o['n_cues']} sentiment cues (some negated) that all express the label, in the "
+                                f"first {o['cue_fraction']:g} of {o['length']}-word generated reviews")
+
+
+def _imdb(arg, options) -> TaskData:
+    if not arg:
+        raise ValueError("data 'imdb' needs the folder: imdb:PATH/TO/aclImdb")
+    o = _opts("imdb", options, {"vocab_size": 20000, "length": 256, "limit": None, "keep": "head"})
+    x, y, xe, ye, vocab = imdb_tensors(arg, o["vocab_size"], o["length"], o["limit"], o["keep"])
+    return TaskData("imdb", "classify", x, y, xe, ye, vocab=vocab,
+                    description=f"IMDB reviews from {arg}, first {o['length']} tokens")
+
+
+def _forecast(arg, options) -> TaskData:
+    if arg not in SERIES:
+        raise ValueError(f"data 'forecast' needs a series name: forecast:NAME with NAME one of {sorted(SERIES)}")
+    o = _opts("forecast", options, {"window": 156, "stride": 13, "train_fraction": 0.7})
+    ft = forecast_task(arg, o["train_fraction"])
+    x, y = windows(ft.features[:ft.split], ft.targets[:ft.split], o["window"], o["stride"])
+    held = len(ft.targets) - ft.split
+    xe, ye = windows(ft.features[ft.split:], ft.targets[ft.split:], min(o["window"], held), min(o["window"], held))
+    return TaskData(f"forecast:{arg}", "regress", x, y, xe, ye,
+                    description=f"one-step-ahead forecasting of {SERIES[arg]}; normalised differences")
+
+
+def _npz(arg, options) -> TaskData:
+    if not arg:
+        raise ValueError("data 'npz' needs a file: npz:PATH.npz (arrays x_train, y_train, optionally x_eval, y_eval)")
+    _opts("npz", options, {})
+    try:
+        with np.load(arg, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{arg}: not a readable .npz file ({e})") from None
+    missing = sorted({"x_train", "y_train"} - set(arrays))
+    if missing:
+        raise ValueError(f"{arg}: missing array(s) {missing} (need x_train, y_train; optionally x_eval, y_eval)")
+    if ("x_eval" in arrays) != ("y_eval" in arrays):
+        raise ValueError(f"{arg}: give both x_eval and y_eval, or neither")
+    task = "classify" if np.issubdtype(arrays["y_train"].dtype, np.integer) else "regress"
+
+    def tensor(a: np.ndarray) -> torch.Tensor:
+        if np.issubdtype(a.dtype, np.integer):
+            return torch.from_numpy(a.astype(np.int64))
+        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+
+    t = {k: tensor(v) for k, v in arrays.items() if k in ("x_train", "y_train", "x_eval", "y_eval")}
+    return TaskData(f"npz:{arg}", task, t["x_train"], t["y_train"], t.get("x_eval"), t.get("y_eval"),
+                    description=f"arrays from {arg}")
+
+
+def _formal_language(arg, options) -> TaskData:
+    if arg not in FORMAL_TASKS:
+        raise ValueError(f"data 'formal-language' needs a task: formal-language:NAME with NAME one of "
+                         f"{sorted(FORMAL_TASKS)}")
+    o = _opts("formal-language", options, {"n": 2000, "length": 32, "eval_n": 200, "eval_length": 128, "seed": 0})
+    x, y = formal_language(arg, o["n"], o["length"], o["seed"])
+    xe, ye = formal_language(arg, o["eval_n"], o["eval_length"], o["seed"] + 1)
+
+    def targets(labels: torch.Tensor) -> torch.Tensor:  # per-prefix label 1 -> +1, 0 -> -1
+        return (2.0 * labels - 1.0).to(torch.float32)[..., None]
+
+    return TaskData(f"formal-language:{arg}", "regress", x, targets(y), xe, targets(ye),
+                    description=f"{arg} of binary strings, a +-1 target at every prefix ({FORMAL_TASKS[arg]}); "
+                                f"trained on length {o['length']}, evaluated on length {o['eval_length']}")
+
+
+DATASETS = {
+    "long-range-sentiment": (_long_range_sentiment, "generated: one cue early in a 64-token document"),
+    "sentiment-documents": (_sentiment_documents, "generated reviews: majority of negatable cues, far from the end"),
+    "imdb": (_imdb, "imdb:PATH, the aclImdb folder (train/ and test/ with pos/ and neg/)"),
+    "forecast": (_forecast, "forecast:co2|sunspots|elnino, a statsmodels series (needs the samples extra)"),
+    "formal-language": (_formal_language, "formal-language:parity|even-pairs, binary strings labelled at every prefix"),
+    "npz": (_npz, "npz:PATH, arrays x_train, y_train[, x_eval, y_eval]"),
+}
+
+
+def load_data(spec: str, options: Optional[Dict[str, Any]] = None) -> TaskData:
+    """A data set by name: ``NAME`` or ``NAME:ARG`` (see :data:`DATASETS`), with builder ``options``."""
+    name, _, arg = spec.partition(":")
+    if name not in DATASETS:
+        raise ValueError(f"unknown data {spec!r}; choose one of: " +
+                         "; ".join(f"{k} ({v[1]})" for k, v in DATASETS.items()))
+    return DATASETS[name][0](arg, dict(options or {}))

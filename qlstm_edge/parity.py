@@ -10,14 +10,14 @@ import itertools
 import json
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 import torch
 from torch import nn
 
 from .checkpoint import load_checkpoint
-from .registry import family_of
+from .registry import Family, family_of
 from .runtime import StreamingSession
 
 # Max abs error allowed per quantization mode (None = fp32). Keep README's table in step with this.
@@ -25,8 +25,8 @@ TOLERANCES: Dict[Optional[str], float] = {
     None: 1e-4,
     # Quantized exports: about 3x the worst error (outputs and final states) measured on random QL-LSTM
     # models, H 16-256, over 10k-100k steps (benchmarks/quant_report.py; README, "Quantization"). The recurrent
-    # states carry most of it (c is not squashed). Trained models can be far more sensitive on random streams
-    # (the quickstart sample: fp16 alone moves its logits by 0.14): judge those with quantize-report --eval.
+    # states carry most of it (c is not squashed). Trained models can be far more sensitive on random streams:
+    # judge those with quantize-report --eval.
     "fp16": 2e-3,
     "int8": 5e-2,
     "int8-dynamic": 5e-2,
@@ -40,6 +40,7 @@ DEFAULT_CHUNKS = (1, 7, 64, 333)
 # than the tolerance). README, "Parity and tolerances".
 CONDITIONING = 4.0
 REL_FLOOR = 1e-3  # relative error is |a - b| / max(|b|, REL_FLOOR)
+REFERENCE_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
 class UnstableModelError(ArithmeticError):
@@ -135,6 +136,15 @@ def documented_tolerance(recipe, quant: Optional[str]) -> float:
     return family_tol.get(quant, TOLERANCES.get(quant, TOLERANCES[None]))
 
 
+class _Reference(NamedTuple):
+    """The PyTorch model's run on the parity stream: outputs and final states in the reference dtype, and its
+    own fp32 run's error against them (float64 reference only)."""
+    y: np.ndarray
+    state: Dict[str, np.ndarray]
+    floor: Optional[float]
+    state_floor: Dict[str, float]
+
+
 def check_parity(model: Union[nn.Module, str, os.PathLike], onnx_path: Union[str, os.PathLike], *,
                  steps: int = 5000, batch: int = 1, chunk_sizes: Optional[Sequence[int]] = None, seed: int = 0,
                  tolerance: Optional[float] = None, native="auto", providers=None, inputs: Optional[np.ndarray] = None,
@@ -151,6 +161,27 @@ def check_parity(model: Union[nn.Module, str, os.PathLike], onnx_path: Union[str
         model = load_checkpoint(model)
     model.eval()
     session = StreamingSession(onnx_path, native=native, providers=providers)
+    family = _family_of_export(model, session, onnx_path)
+    recipe = family.recipe()
+    ref_model = _reference_model(model, reference)
+    x = _parity_stream(session, inputs, steps, batch, seed)
+    batch, steps = x.shape[0], x.shape[1]
+    sizes = _chunk_sizes(chunk_sizes, session.mode)
+    quant = (session.metadata.quantization or {}).get("mode")
+    tol = documented_tolerance(recipe, quant) if tolerance is None else float(tolerance)
+    session.reset(batch_size=batch)
+    ref = _run_reference(recipe, model, ref_model, x, reference)
+    _check_reference_finite(ref.y, batch, steps)
+    y_got = _stream(session, x, sizes, progress)
+    return ParityReport(family=family.name, mode=session.mode, steps=steps, batch=batch,
+                        chunk_sizes=sizes if session.mode == "sequence" else [1], provider=session.provider,
+                        op_path=session.op_path, quantization=quant, tolerance=tol, reference=reference,
+                        **_errors(y_got, session.get_state(), ref), fp32_floor=ref.floor,
+                        fp32_floor_states=ref.state_floor)
+
+
+def _family_of_export(model: nn.Module, session: StreamingSession, onnx_path) -> Family:
+    """The model's family, once the file is known to hold that family exported from the same config."""
     meta = session.metadata
     family = family_of(model)
     if meta.family != family.name:
@@ -158,74 +189,95 @@ def check_parity(model: Union[nn.Module, str, os.PathLike], onnx_path: Union[str
     if meta.config != family.config_of(model):
         raise ValueError(f"{onnx_path} was exported from a different {family.name} config than this model: "
                          f"file {meta.config}, model {family.config_of(model)}")
-    recipe = family.recipe()
-    dtypes = {"float64": torch.float64, "float32": torch.float32}
-    if reference not in dtypes:
+    return family
+
+
+def _reference_model(model: nn.Module, reference: str) -> nn.Module:
+    """The model parity compares with: a float64 copy, or the model itself ("float32")."""
+    if reference not in REFERENCE_DTYPES:
         raise ValueError(f"reference must be 'float64' or 'float32', got {reference!r}")
-    ref_model = copy.deepcopy(model).to(dtypes[reference]) if reference == "float64" else model
-    if inputs is None:
-        if steps < 1 or batch < 1:
-            raise ValueError(f"steps and batch must be >= 1, got steps={steps}, batch={batch}")
-        x = random_inputs(session, steps, batch, seed)
-    else:
-        x = inputs
-        batch, steps = x.shape[0], x.shape[1]
-    sizes = list(chunk_sizes or (DEFAULT_CHUNKS if session.mode == "sequence" else (1,)))
+    return copy.deepcopy(model).to(torch.float64) if reference == "float64" else model
+
+
+def _parity_stream(session: StreamingSession, inputs: Optional[np.ndarray], steps: int, batch: int,
+                   seed: int) -> np.ndarray:
+    """The stream both run: ``inputs`` when given, else ``steps`` random steps for ``batch`` streams."""
+    if inputs is not None:
+        return inputs
+    if steps < 1 or batch < 1:
+        raise ValueError(f"steps and batch must be >= 1, got steps={steps}, batch={batch}")
+    return random_inputs(session, steps, batch, seed)
+
+
+def _chunk_sizes(chunk_sizes: Optional[Sequence[int]], mode: str) -> List[int]:
+    sizes = list(chunk_sizes or (DEFAULT_CHUNKS if mode == "sequence" else (1,)))
     if any(int(c) < 1 for c in sizes):
         raise ValueError(f"chunk sizes must be >= 1, got {sizes}")
-    quant = (meta.quantization or {}).get("mode")
-    tol = documented_tolerance(recipe, quant) if tolerance is None else float(tolerance)
+    return sizes
 
-    def run_reference(net, dtype):
-        ys, st = [], None
-        for t0 in range(0, steps, 256):
-            xb = torch.from_numpy(x[:, t0:t0 + 256])
-            y, st = recipe.reference(net, xb.to(dtype) if xb.is_floating_point() else xb, st)
-            ys.append(y)
-        return np.concatenate(ys, axis=1), st
 
-    ys_got = []
-    session.reset(batch_size=batch)
+def _reference_outputs(recipe, net: nn.Module, x: np.ndarray, dtype: torch.dtype):
+    """(outputs [B, T, ...], final states) of ``net`` on ``x``, fed 256 steps at a time with the state carried."""
+    ys, state = [], None
+    for t0 in range(0, x.shape[1], 256):
+        xb = torch.from_numpy(x[:, t0:t0 + 256])
+        y, state = recipe.reference(net, xb.to(dtype) if xb.is_floating_point() else xb, state)
+        ys.append(y)
+    return np.concatenate(ys, axis=1), state
+
+
+def _run_reference(recipe, model: nn.Module, ref_model: nn.Module, x: np.ndarray, reference: str) -> _Reference:
+    """``ref_model`` on the stream and, against a float64 reference, the model's own fp32 error (its floor)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small recurrent steps: one thread is fastest, and much faster on a busy machine
     try:
-        y_ref, ref_state = run_reference(ref_model, dtypes[reference])
-        floor, state_floor = None, {}
-        if reference == "float64":
-            y32, state32 = run_reference(model, torch.float32)
-            floor = float(np.abs(y32.astype(np.float64) - y_ref).max())
-            state_floor = {k: float(np.abs(np.asarray(state32[k], np.float64) - v).max()) for k, v in ref_state.items()}
+        y_ref, ref_state = _reference_outputs(recipe, ref_model, x, REFERENCE_DTYPES[reference])
+        if reference != "float64":
+            return _Reference(y_ref, ref_state, None, {})
+        y32, state32 = _reference_outputs(recipe, model, x, torch.float32)
     finally:
         torch.set_num_threads(threads)
+    floor = float(np.abs(y32.astype(np.float64) - y_ref).max())
+    state_floor = {k: float(np.abs(np.asarray(state32[k], np.float64) - v).max()) for k, v in ref_state.items()}
+    return _Reference(y_ref, ref_state, floor, state_floor)
+
+
+def _check_reference_finite(y_ref: np.ndarray, batch: int, steps: int) -> None:
     finite = np.isfinite(y_ref).reshape(batch, steps, -1).all(axis=(0, 2))
     if not finite.all():
         raise UnstableModelError(f"the PyTorch model itself produced non-finite outputs from step "
                                  f"{int(np.argmin(finite))} of this {steps}-step stream: its recurrence diverges "
                                  f"(see `qlstm-edge info` for stability warnings); parity cannot be judged")
-    for t0, t1 in chunk_bounds(steps, sizes):
+
+
+def _stream(session: StreamingSession, x: np.ndarray, sizes: List[int],
+            progress: Optional[Callable[[int], None]]) -> np.ndarray:
+    """The session's outputs on ``x`` fed in chunks of ``sizes`` (cycled; single steps through ``step``)."""
+    ys = []
+    for t0, t1 in chunk_bounds(x.shape[1], sizes):
         if session.mode == "step" and t1 - t0 == 1:
-            ys_got.append(session.step(np.ascontiguousarray(x[:, t0]))[:, None])
+            ys.append(session.step(np.ascontiguousarray(x[:, t0]))[:, None])
         else:
-            ys_got.append(session.run(np.ascontiguousarray(x[:, t0:t1])))
+            ys.append(session.run(np.ascontiguousarray(x[:, t0:t1])))
         if progress is not None:
             progress(t1 - t0)
-    y_got = np.concatenate(ys_got, axis=1)
-    err = np.abs(y_got.astype(np.float64) - y_ref)
+    return np.concatenate(ys, axis=1)
+
+
+def _errors(y_got: np.ndarray, got_state: Dict[str, np.ndarray], ref: _Reference) -> dict:
+    """The report's error fields: outputs and final states against the reference, and where the worst one is."""
+    batch, steps = y_got.shape[0], y_got.shape[1]
+    err = np.abs(y_got.astype(np.float64) - ref.y)
     per_step = err.reshape(batch, steps, -1).max(axis=(0, 2))
-    rel = err / np.maximum(np.abs(y_ref), REL_FLOOR)
+    rel = err / np.maximum(np.abs(ref.y), REL_FLOOR)
     worst_step, out_max = int(per_step.argmax()), float(per_step.max())
-    got_state = session.get_state()
-    state_err = {k: float(np.abs(got_state[k].astype(np.float64) - v).max()) for k, v in ref_state.items()}
+    state_err = {k: float(np.abs(got_state[k].astype(np.float64) - v).max()) for k, v in ref.state.items()}
     worst_state = max(state_err, key=state_err.get) if state_err else None
     max_abs, worst_tensor = out_max, "output"
     if worst_state is not None and state_err[worst_state] > out_max:
         max_abs, worst_tensor, worst_step = state_err[worst_state], f"final state {worst_state}", steps - 1
-    return ParityReport(family=family.name, mode=session.mode, steps=steps, batch=batch,
-                        chunk_sizes=sizes if session.mode == "sequence" else [1], provider=session.provider,
-                        op_path=session.op_path, quantization=quant, tolerance=tol, reference=reference, max_abs=max_abs,
-                        max_rel=float(rel.max()), worst_step=worst_step, worst_tensor=worst_tensor,
-                        output_max_abs=out_max, state_max_abs=state_err, fp32_floor=floor,
-                        fp32_floor_states=state_floor)
+    return dict(max_abs=max_abs, max_rel=float(rel.max()), worst_step=worst_step, worst_tensor=worst_tensor,
+                output_max_abs=out_max, state_max_abs=state_err)
 
 
 def assert_parity(model, onnx_path, **kw) -> ParityReport:

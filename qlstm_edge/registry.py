@@ -1,8 +1,9 @@
 """Family registry: how checkpoints, the exporter and the CLI find a model family.
 
 A family registers its module class, how to read/build its config, and (lazily, since exporting needs
-onnx) its export recipe. Adding a family means adding one ``qlstm_edge/families/<name>/`` unit that
-calls :func:`register`; nothing else is edited.
+onnx) its export recipe. Adding a family means adding one ``qlstm_edge/families/<name>/`` package that
+calls :func:`register`: ``qlstm_edge.families`` imports every package it finds and the build finds every
+package, so nothing else is edited.
 """
 from __future__ import annotations
 
@@ -94,4 +95,4 @@ def family_of(model: nn.Module) -> Family:
                              f"supported: {', '.join(f.module.__name__ for f in _FAMILIES.values())}")
 
 
-from . import families as _families  # noqa: E402,F401  (registers the built-in families; after register() exists)
+from . import families as _families  # noqa: E402,F401  (imports, so registers, every family; after register() exists)

@@ -19,6 +19,9 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from .errors import NativeLibraryError
+from .metadata import DOMAIN
+
 LIB_NAME = "libqlstm_edge_ops.so"
 CUDA_LIB_NAME = "libqlstm_edge_ops_cuda.so"
 LIB_ENV = "QLSTM_EDGE_NATIVE_LIB"
@@ -29,14 +32,9 @@ ISA_CHOICES = tuple(dict.fromkeys(isa for isas in ISAS_BY_ARCH.values() for isa 
 # ELF e_machine values of the architectures a library may be built for, and platform.machine() names
 ELF_MACHINES = {62: "x86_64", 183: "aarch64", 3: "i386", 40: "arm", 243: "riscv64", 21: "ppc64"}
 MACHINE_ALIASES = {"amd64": "x86_64", "arm64": "aarch64"}
-DOMAIN = "qlstm_edge"
 
 _HERE = Path(__file__).resolve().parent
 _loaded: dict = {}
-
-
-class NativeOpsError(RuntimeError):
-    """The native op library is missing, cannot be loaded, or onnxruntime refused it."""
 
 
 def library_path(cuda: bool = False) -> Optional[Path]:
@@ -87,13 +85,13 @@ def _load(path: Path) -> ctypes.CDLL:
     if lib is None:
         arch, host = library_arch(path), host_arch()
         if arch is not None and arch != host:
-            raise NativeOpsError(f"the native op library {path} is built for {arch}, this machine is {host}: "
+            raise NativeLibraryError(f"the native op library {path} is built for {arch}, this machine is {host}: "
                                  f"use a library built for {host} (`python runtime/native/build.py` on this "
                                  f"machine, or `--target {host}` cross-compiled elsewhere)")
         try:
             lib = ctypes.CDLL(key)
         except OSError as e:
-            raise NativeOpsError(f"cannot load the native op library {path}: {e}") from None
+            raise NativeLibraryError(f"cannot load the native op library {path}: {e}") from None
         lib.qle_native_info.restype = ctypes.c_char_p
         lib.qle_native_compute_calls.restype = ctypes.c_ulonglong
         _loaded[key] = lib
@@ -132,7 +130,7 @@ def status(cuda: bool = False) -> dict:
         return out
     try:
         info = json.loads(_load(path).qle_native_info().decode())
-    except NativeOpsError as e:
+    except NativeLibraryError as e:
         out["reason"] = str(e)
         return out
     except (AttributeError, ValueError) as e:
@@ -181,12 +179,12 @@ def register(session_options, cuda: bool = False) -> Path:
     """Register the library on an onnxruntime.SessionOptions; returns the library path."""
     st = status(cuda)
     if not st["available"]:
-        raise NativeOpsError(st["reason"])
+        raise NativeLibraryError(st["reason"])
     path = Path(st["path"])
     try:
         session_options.register_custom_ops_library(str(path))
     except Exception as e:
-        raise NativeOpsError(f"onnxruntime refused the native op library {path}: {e}") from None
+        raise NativeLibraryError(f"onnxruntime refused the native op library {path}: {e}") from None
     return path
 
 

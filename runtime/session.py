@@ -14,33 +14,15 @@ from typing import Dict, Iterable, List, Optional, Union
 import numpy as np
 import onnxruntime as ort
 
+from .errors import InputError, ModelFileError, NativeLibraryError, StreamLimitError, TimeLimitError
 from .metadata import DOMAIN, METADATA_KEY, MetadataError, ModelMetadata, TensorSpec
+from .model_file import check_external_data, is_ort_format, ort_format_custom_ops, parse_model, proto_custom_ops
 
 log = logging.getLogger("qlstm_edge.runtime")
 
 ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
              "tensor(int32)": "int32", "tensor(int8)": "int8", "tensor(uint8)": "uint8"}
 NATIVE_CHOICES = {"auto": "auto", "on": "on", "off": "off", True: "on", False: "off"}
-
-
-class ModelFileError(ValueError):
-    """The file cannot be streamed: not ONNX, not a qlstm-edge export, or inconsistent metadata."""
-
-
-class InputError(ValueError):
-    """An input or state that does not fit the model or the stream; the session's state is unchanged."""
-
-
-class StreamLimitError(InputError):
-    """A call that would take a stream past the most steps the model can hold (metadata ``extra["max_steps"]``)."""
-
-
-class TimeLimitError(RuntimeError):
-    """A call that ran past the session's ``time_limit_s`` and was stopped; the session's state is unchanged."""
-
-
-class NativeLibraryError(RuntimeError):
-    """native='on' was asked for, but the native op library is missing or cannot be registered."""
 
 
 class _Watchdog:
@@ -61,8 +43,8 @@ class _Watchdog:
     def arm(self, seconds: float) -> ort.RunOptions:
         ro = ort.RunOptions()
         ro.log_severity_level = 4  # a stopped call is reported by TimeLimitError, not by onnxruntime's error log
-        # onnxruntime's default graph id, stated: its Python run_with_iobinding looks the entry up and pays ~30 us
-        # for the exception a missing entry raises
+        # onnxruntime's default graph id, stated: its Python run_with_iobinding looks the entry up, and a missing
+        # entry costs a raised and caught exception on every call
         ro.add_run_config_entry("gpu_graph_id", "0")
         deadline = time.monotonic() + seconds
         with self._cv:
@@ -95,120 +77,20 @@ class _Watchdog:
 _watchdog = _Watchdog()
 _warned_missing: List[bool] = []  # warn once per process that the library was never built
 
-
 MAX_STREAM_BYTES = 1 << 30  # the most a stream's state and one step's output may take: a file cannot make a
 # stream allocate more (xLSTM 7B's whole state is ~130 MB a stream)
-ORT_FORMAT_ID = b"ORTM"  # the flatbuffers file identifier of ORT-format models (bytes 4..8)
 
 
-def _is_ort_format(path: Path) -> bool:
-    with open(path, "rb") as f:
-        return f.read(8)[4:] == ORT_FORMAT_ID
-
-
-def _parse(path: Path):
-    """The file's ModelProto without its external data. A file that does not parse is refused here: the checks
-    below need the parsed model, and no file goes to onnxruntime unchecked."""
-    import onnx
-
-    try:
-        return onnx.load(str(path), load_external_data=False)
-    except Exception as e:  # protobuf decode errors have no common type
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ModelFileError(f"{path}: not a loadable ONNX model (it does not parse: {msg})") from None
-
-
-def _proto_custom_ops(proto) -> set:
-    """The ``qlstm_edge`` op types of the custom nodes an ONNX graph runs: its nodes, those of its subgraphs, and
-    those nested in the bodies of the local functions it calls."""
-    functions = {(f.domain, f.name): f for f in proto.functions}
-    found, entered, todo = set(), set(), [proto.graph.node]
-    while todo:
-        for node in todo.pop():
-            key = (node.domain, node.op_type)
-            if node.domain == DOMAIN:
-                found.add(node.op_type)
-            if key in functions and key not in entered:
-                entered.add(key)
-                todo.append(functions[key].node)
-            for a in node.attribute:
-                todo.extend(g.node for g in ([a.g] if a.HasField("g") else []) + list(a.graphs))
-    return found
-
-
-def _ort_format_custom_ops(path: Path) -> Optional[set]:
-    """The ``qlstm_edge`` op types of the custom nodes of an ORT-format file's graph and subgraphs (the format has
-    no functions: the converter inlined those it had no kernel for); None when the file does not decode
-    (onnxruntime then reports it as not loadable)."""
-    from onnxruntime.tools.ort_format_model.ort_flatbuffers_py.fbs.InferenceSession import InferenceSession
-
-    found = set()
-    try:
-        graphs = [InferenceSession.GetRootAs(path.read_bytes(), 0).Model().Graph()]
-        while graphs:
-            g = graphs.pop()
-            for i in range(g.NodesLength()):
-                node = g.Nodes(i)
-                if (node.Domain() or b"").decode() == DOMAIN:
-                    found.add(node.OpType().decode())
-                for j in range(node.AttributesLength()):
-                    a = node.Attributes(j)
-                    graphs.extend([a.G()] if a.G() is not None else [])
-                    graphs.extend(a.Graphs(k) for k in range(a.GraphsLength()))
-    except Exception:  # flatbuffers raises struct, index and decode errors on a damaged file
-        return None
-    return found
-
-
-def _stored_tensors(proto) -> list:
-    """(name, TensorProto) for every tensor a model stores: the dense and sparse (values and indices)
-    initializers and the tensor attributes of its graph, their subgraphs at any depth, the local functions'
-    bodies and default attributes, and the training graphs."""
-    graphs = [proto.graph, *(g for info in proto.training_info for g in (info.initialization, info.algorithm))]
-    attrs = []
-    for f in proto.functions:
-        attrs.extend(f.attribute_proto)
-        attrs.extend(a for n in f.node for a in n.attribute)
-    tensors = []
-
-    def sparse(items):
-        for sp in items:
-            tensors.extend([(sp.values.name, sp.values), (sp.values.name or sp.indices.name, sp.indices)])
-
-    while graphs or attrs:
-        if graphs:
-            g = graphs.pop()
-            tensors.extend((t.name, t) for t in g.initializer)
-            sparse(g.sparse_initializer)
-            attrs.extend(a for n in g.node for a in n.attribute)
-            continue
-        a = attrs.pop()
-        tensors.extend((t.name, t) for t in ([a.t] if a.HasField("t") else []) + list(a.tensors))
-        sparse(([a.sparse_tensor] if a.HasField("sparse_tensor") else []) + list(a.sparse_tensors))
-        graphs.extend(([a.g] if a.HasField("g") else []) + list(a.graphs))
-    return tensors
-
-
-ORT_MEMORY_TAG = "*/_ORT_MEM_ADDR_/*"  # onnxruntime reads a tensor with this location from a memory address
-
-
-def _check_external_data(path: Path, proto) -> None:
-    """Refuse external-data references that leave the model's folder (absolute paths, "..", symlinks), name
-    onnxruntime's in-memory tag, or name something other than a regular file."""
-    import onnx
-
-    root = path.parent.resolve()
-    for name, t in _stored_tensors(proto):
-        if t.data_location != onnx.TensorProto.EXTERNAL:
-            continue
-        location = next((e.value for e in t.external_data if e.key == "location"), "")
-        target = (root / location).resolve()
-        if os.path.isabs(location) or root not in target.parents or location.startswith(ORT_MEMORY_TAG):
-            raise ModelFileError(f"{path}: tensor {name!r} points its external data at {location!r}, outside the "
-                                 f"model's folder {root}; refusing to read it")
-        if target.exists() and not target.is_file():
-            raise ModelFileError(f"{path}: tensor {name!r} points its external data at {location!r}, which is not "
-                                 f"a regular file; refusing to read it")
+def _session_options(threads: Optional[int]) -> ort.SessionOptions:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads or 1
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3
+    # int4 bodies: keep onnxruntime's fused MatMulNBits in float (its default quantizes activations to
+    # int8, which drifts ~5e-3 from the body's own arithmetic)
+    so.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "0")
+    return so
 
 
 class _Engine:
@@ -217,14 +99,7 @@ class _Engine:
     def __init__(self, path: Path, providers, native, threads: Optional[int]):
         if not path.is_file():
             raise ModelFileError(f"{path}: no such file")
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads or 1
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.log_severity_level = 3
-        # int4 bodies: keep onnxruntime's fused MatMulNBits in float (its default quantizes activations to
-        # int8, which drifts ~5e-3 from the body's own arithmetic)
-        so.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "0")
+        so = _session_options(threads)
         self.native_library: Optional[Path] = None
         self.native_ops: Optional[set] = None  # ops the registered library implements (None: not listed)
         self.native_note = ""
@@ -232,21 +107,7 @@ class _Engine:
         if mode is None:
             raise ValueError(f"native must be 'auto', 'on' or 'off' (or True/False), got {native!r}")
         self.providers = self._providers(providers)
-        ort_format = _is_ort_format(path)
-        proto = None if ort_format else _parse(path)  # parsed once for the checks below; onnxruntime loads the file
-        if proto is not None:
-            _check_external_data(path, proto)
-        # the custom ops the graph actually has (a tool may have inlined their functions: none), not the metadata's;
-        # None: an ORT-format file that does not decode, and loading it below says so
-        found = _ort_format_custom_ops(path) if ort_format else _proto_custom_ops(proto)
-        self.custom_ops = sorted(found or ())
-        inlined = None
-        if found is not None and not found:
-            inlined = (f"{path} has no {DOMAIN} custom nodes (op_path 'function-body'): a tool inlined the ops' "
-                       f"functions into standard ops (onnx's inliner, or the ORT-format converter run without the "
-                       f"native library)")
-            if mode == "auto":
-                self.native_note = f"{inlined}; the native library is not registered"
+        proto, inlined = self._read_custom_ops(path, mode)
         if mode != "off" and inlined is None:
             self._register_native(so, mode, cuda="CUDAExecutionProvider" in self.providers,
                                   model=proto if proto is not None else path)
@@ -255,25 +116,58 @@ class _Engine:
         except Exception as e:  # onnxruntime raises its own exception types (InvalidProtobuf, Fail, ...)
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise ModelFileError(f"{path}: not a loadable ONNX model ({msg})") from None
+        self.meta = self._read_metadata(path)
+        self._check_graph(path)
+        self.step_limit = self._step_limit(path)
+        self.provider = self.sess.get_providers()[0]
+        self.op_path = self._op_path()
+        if mode == "on":
+            self._require_native(inlined)
+        self._stream_layout()
+
+    def _read_custom_ops(self, path: Path, mode: str):
+        """Parse the file (checking its external data) and find the custom ops its graph actually has, not the
+        metadata's: a tool may have inlined their functions, leaving none. Returns (the parsed ModelProto, None
+        for an ORT-format file; why no native kernel can run when the ops were inlined, else None)."""
+        ort_format = is_ort_format(path)
+        proto = None if ort_format else parse_model(path)  # parsed for the checks; onnxruntime loads the file
+        if proto is not None:
+            check_external_data(path, proto)
+        # None: an ORT-format file that does not decode, and loading it says so
+        found = ort_format_custom_ops(path) if ort_format else proto_custom_ops(proto)
+        self.custom_ops = sorted(found or ())
+        if found is None or found:
+            return proto, None
+        inlined = (f"{path} has no {DOMAIN} custom nodes (op_path 'function-body'): a tool inlined the ops' "
+                   f"functions into standard ops (onnx's inliner, or the ORT-format converter run without the "
+                   f"native library)")
+        if mode == "auto":
+            self.native_note = f"{inlined}; the native library is not registered"
+        return proto, inlined
+
+    def _read_metadata(self, path: Path) -> ModelMetadata:
         meta_text = self.sess.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
         if meta_text is None:
             raise ModelFileError(f"{path}: an ONNX model, but not a qlstm-edge export (no {METADATA_KEY!r} "
                                  f"metadata); export it with `qlstm-edge export`")
         try:
-            self.meta = ModelMetadata.from_json(meta_text, str(path))
+            return ModelMetadata.from_json(meta_text, str(path))
         except MetadataError as e:
             raise ModelFileError(str(e)) from None
-        self._check_graph(path)
-        self.step_limit = self._step_limit(path)
-        self.provider = self.sess.get_providers()[0]
-        self.op_path = self._op_path()
-        if mode == "on" and inlined is not None:
+
+    def _require_native(self, inlined: Optional[str]) -> None:
+        """native='on': refuse a session whose custom nodes are not all run by the native library."""
+        if inlined is not None:
             raise NativeLibraryError(f"native='on' but {inlined}, so no native kernel can run; use native='auto' or "
                                      f"'off', or the file as exported")
-        if mode == "on" and self.op_path != "native":
+        if self.op_path != "native":
             missing = sorted(set(self.custom_ops) - (self.native_ops or set()))
             raise NativeLibraryError(f"native='on' but the native op library has no kernels for {missing} "
                                      f"(it implements {sorted(self.native_ops or [])}); use native='auto'")
+
+    def _stream_layout(self) -> None:
+        """What every call reads: tensor names, the shape and dtype of one step's input and output, and whether
+        the stream runs on bound buffers."""
         m = self.meta
         self.x_spec, self.y_spec = m.inputs[0], m.outputs[0]
         self.out_names = [self.y_spec.name] + [s.output for s in m.states]
@@ -288,8 +182,8 @@ class _Engine:
         self.x_tail = tuple(self.step_shape) if fixed else None  # None: symbolic dims, always the slow path
         self.y_tail = tuple(m.outputs[0].shape[2 if self.seq else 1:])  # fixed sizes (checked with the metadata)
         self.y_dtype = np.dtype(self.y_spec.dtype)
-        # bound buffers skip the per-call numpy <-> onnxruntime conversion of every state (about 1.2 us a
-        # state tensor); on the CPU provider only, where the buffers are the tensors the kernels read and write
+        # bound buffers skip the per-call numpy <-> onnxruntime conversion of every state; on the CPU provider
+        # only, where the buffers are the tensors the kernels read and write
         self.bind = self.provider == "CPUExecutionProvider" and self.x_tail is not None
 
     def _step_limit(self, path: Path):
@@ -722,7 +616,7 @@ class StreamingSession:
             if rng is None and (self.allow_nonfinite or np.isfinite(x).all()):
                 return  # the common case: a well-formed float input, checked with one numpy call
             if rng is not None:
-                if x.size <= 64:  # a streaming step's few ids: Python's min/max cost ~0.3 us, numpy's two ~2 us
+                if x.size <= 64:  # a streaming step's few ids: Python's min/max is cheaper than two numpy reductions
                     ids = x.ravel().tolist()
                     lo, hi = min(ids), max(ids)
                 else:

@@ -235,7 +235,7 @@ def test_library_of_another_architecture_is_refused(monkeypatch, tmp_path):
     monkeypatch.setenv(native_lib.LIB_ENV, str(fake))
     st = native_lib.status()
     assert st["available"] is False and f"is built for {other}, this machine is {host}" in st["reason"]
-    with pytest.raises(native_lib.NativeOpsError, match=f"built for {other}"):
+    with pytest.raises(native_lib.NativeLibraryError, match=f"built for {other}"):
         native_lib.register(ort.SessionOptions())
 
 
@@ -243,7 +243,7 @@ def test_status_reports_missing_library(monkeypatch, tmp_path):
     monkeypatch.setenv(native_lib.LIB_ENV, str(tmp_path / "nope.so"))
     st = native_lib.status()
     assert st["available"] is False and "nope.so" in st["reason"]
-    with pytest.raises(native_lib.NativeOpsError, match="nope.so"):
+    with pytest.raises(native_lib.NativeLibraryError, match="nope.so"):
         native_lib.register(ort.SessionOptions())
 
 

@@ -10,9 +10,9 @@ from onnx.reference import ReferenceEvaluator
 from qlstm_edge import load_checkpoint, save_checkpoint
 from qlstm_edge.config import ConfigError
 from qlstm_edge.exporters import export_onnx
-from qlstm_edge.families.prlstm import PRLSTM, PRLSTMConfig, PRLSTMModel, PRLSTMState, StreamOverflowError
+from qlstm_edge.families.prlstm import PRLSTM, PRLSTMConfig, PRLSTMModel, PRLSTMState
 from qlstm_edge.parity import assert_parity
-from qlstm_edge.runtime import StreamingSession
+from qlstm_edge.runtime import StreamingSession, StreamLimitError
 from qlstm_edge.runtime.session import InputError
 
 STATE_NAMES = ["block.h", "block.c", "prefix.h", "prefix.c", "count"]
@@ -145,7 +145,7 @@ def test_chunked_forward_and_streams_at_different_positions():
 def test_torch_stream_overflow_and_bad_state():
     m = make_core(levels=4)
     _, st = m(torch.randn(1, 15, 3))
-    with pytest.raises(StreamOverflowError, match="at most 15 tokens per stream; a stream at 15 tokens cannot take 1"):
+    with pytest.raises(StreamLimitError, match="at most 15 tokens per stream; a stream at 15 tokens cannot take 1"):
         m(torch.randn(1, 1, 3), st)
     with pytest.raises(ValueError, match="block_h has shape"):
         m(torch.randn(2, 1, 3), st)

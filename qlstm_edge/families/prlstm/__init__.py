@@ -1,6 +1,6 @@
 """PR-LSTM family: PyTorch modules (model.py) and ONNX export recipe with its custom ops (export.py)."""
 from ...registry import Family, register
-from .model import PRLSTM, PRLSTMConfig, PRLSTMModel, PRLSTMState, StreamOverflowError
+from .model import PRLSTM, PRLSTMConfig, PRLSTMModel, PRLSTMState
 
 register(Family.for_config_class("prlstm", PRLSTMModel, PRLSTMConfig,
                                  recipe_path="qlstm_edge.families.prlstm.export:PRLSTMModelRecipe",
@@ -9,4 +9,4 @@ register(Family.for_kwargs("prlstm-core", PRLSTM,
                            recipe_path="qlstm_edge.families.prlstm.export:PRLSTMCoreRecipe",
                            description="bare PR-LSTM (features in, h of every prefix out)"))
 
-__all__ = ["PRLSTM", "PRLSTMConfig", "PRLSTMModel", "PRLSTMState", "StreamOverflowError"]
+__all__ = ["PRLSTM", "PRLSTMConfig", "PRLSTMModel", "PRLSTMState"]

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ...config import ConfigError
+from ...runtime.errors import StreamLimitError
 from ..common import SequenceModel, SequenceModelConfig
 
 Node = Tuple[torch.Tensor, torch.Tensor]  # (h, c) of a tree node
@@ -38,10 +39,6 @@ class PRLSTMState(NamedTuple):
     prefix_h: torch.Tensor
     prefix_c: torch.Tensor
     count: torch.Tensor
-
-
-class StreamOverflowError(ValueError):
-    """A stream would pass the 2^K - 1 tokens that a K-level stack can hold."""
 
 
 def overflow_message(max_steps: int, levels: int, count: int, steps: int) -> str:
@@ -114,7 +111,7 @@ class PRLSTM(nn.Module):
         counts = state.count.tolist()
         worst = max(counts)
         if worst + T > self.max_steps:
-            raise StreamOverflowError(overflow_message(self.max_steps, self.stack_levels, worst, T))
+            raise StreamLimitError(overflow_message(self.max_steps, self.stack_levels, worst, T))
         if T == 0:
             return x.new_zeros(B, 0, self.hidden_size), state
         leaves = self.encode_leaf(x)
@@ -152,10 +149,17 @@ class PRLSTM(nn.Module):
         2. Prefixes, top-down: round b computes, with ONE merge, every P(L) (n < L <= n+T) whose lowest set
            bit is b, as combine(P(L - 2^b), block of 2^b tokens ending at L); P(L - 2^b) has a higher lowest
            set bit (computed in an earlier round) or is at most n (then it is a stack prefix, or empty).
+        3. The new stack: at each level set in n+T, the block ending that level's part and its prefix.
         """
+        T = leaves[0].shape[1]
+        levels = self._blocks(leaves, n, state)
+        out_h, out_c = self._prefixes(levels, n, T, state)
+        return out_h, self._next_state(levels, (out_h, out_c), n, T, state)
+
+    def _blocks(self, leaves: Node, n: int, state: PRLSTMState) -> List[Node]:
+        """Step 1 of ``_chunk``: the blocks of each level the chunk completes, bottom-up."""
         h, c = leaves
-        T = h.shape[1]
-        end = n + T
+        end = n + h.shape[1]
         top = (n ^ end).bit_length()  # levels 0..top-1 gain blocks; above, n and n+T share their blocks
         levels: List[Node] = [(h, c)]
         for b in range(top - 1):
@@ -166,9 +170,14 @@ class PRLSTM(nn.Module):
             pairs = lh.shape[1] // 2  # an unpaired last block has a parent that ends past the chunk
             levels.append(self.combine((lh[:, 0:2 * pairs:2], lc[:, 0:2 * pairs:2]),
                                        (lh[:, 1:2 * pairs:2], lc[:, 1:2 * pairs:2])))
+        return levels
 
+    def _prefixes(self, levels: List[Node], n: int, T: int, state: PRLSTMState) -> Node:
+        """Step 2 of ``_chunk``: (h, c) of every prefix P(L), n < L <= n+T, at [:, L - n - 1], top-down."""
+        h, c = levels[0]
+        end = n + T
         out_h, out_c = torch.zeros_like(h), torch.zeros_like(c)  # out[:, L - n - 1] = P(L)
-        for b in reversed(range(top)):
+        for b in reversed(range((n ^ end).bit_length())):
             step = 2 << b
             first = ((n + (1 << b)) // step) * step + (1 << b)  # smallest L > n with lowest set bit b
             if first > end:
@@ -190,7 +199,12 @@ class PRLSTM(nn.Module):
                 nc = torch.cat([bc[:, :1], nc[:, 1:]], dim=1)
             out_h = out_h.index_copy(1, Ls - n - 1, nh)
             out_c = out_c.index_copy(1, Ls - n - 1, nc)
+        return out_h, out_c
 
+    def _next_state(self, levels: List[Node], prefixes: Node, n: int, T: int, state: PRLSTMState) -> PRLSTMState:
+        """The stack after the chunk: at each level b set in n+T, the block ending the stream's level-b part
+        and the prefix it ends (unchanged where that block was already on the stack); zero elsewhere."""
+        end = n + T
         new = [t.clone() for t in state[:4]]
         for b in range(self.stack_levels):
             if not (end >> b) & 1:
@@ -201,8 +215,8 @@ class PRLSTM(nn.Module):
             if k >= 0:
                 pos = ((end >> b) << b) - n - 1
                 new[0][:, b], new[1][:, b] = levels[b][0][:, k], levels[b][1][:, k]
-                new[2][:, b], new[3][:, b] = out_h[:, pos], out_c[:, pos]
-        return out_h, PRLSTMState(*new, state.count + T)
+                new[2][:, b], new[3][:, b] = prefixes[0][:, pos], prefixes[1][:, pos]
+        return PRLSTMState(*new, state.count + T)
 
 
 @dataclass
