@@ -277,3 +277,7 @@ from .cli_train import train  # noqa: E402
 main.add_command(generate)
 main.add_command(quantize_report)
 main.add_command(train)
+
+
+if __name__ == "__main__":
+    main()

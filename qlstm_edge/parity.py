@@ -20,11 +20,11 @@ from .checkpoint import load_checkpoint
 from .registry import Family, family_of
 from .runtime import StreamingSession
 
-# Max abs error allowed per quantization mode (None = fp32). Keep README's table in step with this.
+# Max abs error allowed per quantization mode (None = fp32). Keep docs/parity.md, "Tolerances", in step with this.
 TOLERANCES: Dict[Optional[str], float] = {
     None: 1e-4,
     # Quantized exports: about 3x the worst error (outputs and final states) measured on random QL-LSTM
-    # models, H 16-256, over 10k-100k steps (benchmarks/quant_report.py; README, "Quantization"). The recurrent
+    # models, H 16-256, over 10k-100k steps (benchmarks/quant_report.py; docs/parity.md, "Tolerances"). The recurrent
     # states carry most of it (c is not squashed). Trained models can be far more sensitive on random streams:
     # judge those with quantize-report --eval.
     "fp16": 2e-3,
@@ -37,7 +37,7 @@ DEFAULT_CHUNKS = (1, 7, 64, 333)
 # gates of the whole stream: ~150 after 2,000 steps, where one fp32 ulp is 1.5e-5, and PyTorch's own fp32 run
 # misses the float64 one by up to 8e-5 there), no fp32 export can be held to the tolerance: such a tensor is
 # judged against CONDITIONING times PyTorch's own fp32 error on it instead (float64 reference only; never less
-# than the tolerance). README, "Parity and tolerances".
+# than the tolerance). docs/parity.md, "Tolerances".
 CONDITIONING = 4.0
 REL_FLOOR = 1e-3  # relative error is |a - b| / max(|b|, REL_FLOOR)
 REFERENCE_DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -132,7 +132,7 @@ def chunk_bounds(steps: int, sizes: Sequence[int]):
 def documented_tolerance(recipe, quant: Optional[str]) -> float:
     """The tolerance parity applies to a family's exports in quantization mode ``quant`` (None = fp32): the
     family recipe's own ``quantization_tolerances`` entry where measurements needed one, else TOLERANCES."""
-    family_tol = getattr(recipe, "quantization_tolerances", {})
+    family_tol = recipe.quantization_tolerances
     return family_tol.get(quant, TOLERANCES.get(quant, TOLERANCES[None]))
 
 
