@@ -316,21 +316,22 @@ def test_cuda_sources_compile_check(tmp_path):
     sys.path.insert(0, str(NATIVE_SRC))
     import build as native_build
 
-    for src in native_build.CUDA_SOURCES:
+    includes = native_build.include_flags()
+    for src in native_build.cuda_sources():
         proc = subprocess.run(["nvcc", *native_build.NVCCFLAGS, "-Werror", "all-warnings", "-Xcompiler",
-                               "-fPIC,-Wall,-Wextra,-Werror", f"-I{NATIVE_SRC}", "-c", str(NATIVE_SRC / src), "-o",
-                               str(tmp_path / (src + ".o"))], capture_output=True, text=True)
+                               "-fPIC,-Wall,-Wextra,-Werror", *includes, "-c", str(src), "-o",
+                               str(tmp_path / (src.name + ".o"))], capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
-    ptx = tmp_path / "qle_family_cuda.ptx"
-    proc = subprocess.run(["nvcc", *native_build.NVCCFLAGS, f"-I{NATIVE_SRC}", "-ptx",
-                           str(NATIVE_SRC / "qle_family_cuda.cu"), "-o", str(ptx)], capture_output=True, text=True)
+    ptx = tmp_path / "qle_prlstm_cuda.ptx"
+    proc = subprocess.run(["nvcc", *native_build.NVCCFLAGS, *includes, "-ptx",
+                           str(NATIVE_SRC / "prlstm" / "qle_prlstm_cuda.cu"), "-o", str(ptx)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert "fma.rn.f32" not in ptx.read_text(), "qle_family_cuda.cu: fused multiply-add in the device code"
+    assert "fma.rn.f32" not in ptx.read_text(), "qle_prlstm_cuda.cu: fused multiply-add in the device code"
     try:
         include = native_build.find_headers(fetch=False)
     except native_build.NativeBuildError as e:
         pytest.skip(f"CUDA kernels compile; registration not checked: {e}")
-    for src in ["qle_ops.cc", *native_build.CUDA_CPU_SOURCES]:
+    for src in [NATIVE_SRC / "core" / "qle_register.cc", *native_build.cuda_op_sources()]:
         proc = subprocess.run(["g++", "-std=c++17", "-fsyntax-only", "-Wall", "-Wextra", "-Werror", "-DQLE_WITH_CUDA",
-                               f"-I{include}", f"-I{NATIVE_SRC}", str(NATIVE_SRC / src)], capture_output=True, text=True)
+                               f"-I{include}", *includes, str(src)], capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr

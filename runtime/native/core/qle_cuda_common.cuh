@@ -8,7 +8,7 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
-#include "qle_cuda.h"
+#include "qle_qllstm_cuda.h"
 
 namespace {
 

@@ -19,8 +19,8 @@
 #include <stdint.h>
 
 #include "qle_cuda_common.cuh"
-#include "qle_family_cuda.h"
-#include "qle_family_math.h"
+#include "qle_prlstm_cuda.h"
+#include "qle_lanes.h"
 
 namespace {
 

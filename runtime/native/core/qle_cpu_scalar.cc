@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "qle_cpu.h"
-#include "qle_gates.h"
+#include "qle_qllstm_math.h"
 
 static void gemm_scalar(long M, long N, long K, const float* A, long lda, const float* W,
                         long ldw, const float* init, long ldinit, float* out, long ldo) {

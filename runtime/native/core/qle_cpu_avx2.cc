@@ -8,7 +8,7 @@
 #include <immintrin.h>
 #include <string.h>
 
-#include "qle_gates.h"
+#include "qle_qllstm_math.h"
 
 #define QLE_T __attribute__((target("avx2,fma,f16c")))
 #define QLE_TV __attribute__((target("avx2,fma,f16c,avxvnni")))

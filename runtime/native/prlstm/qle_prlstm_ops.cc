@@ -40,8 +40,8 @@
 #include <vector>
 
 #include "qle_cpu.h"
-#include "qle_family_contract.h"
-#include "qle_family_ops.h"
+#include "qle_contract.h"
+#include "qle_prlstm_ops.h"
 #include "qle_ort_status.h"
 #include "qle_prlstm.h"
 #include "qle_qmatrix.h"

@@ -8,7 +8,7 @@
 
 #include <vector>
 
-#include "qle_family_math.h"
+#include "qle_lanes.h"
 #include "qle_shape.h"
 
 namespace {

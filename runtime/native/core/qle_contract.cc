@@ -1,5 +1,5 @@
 // The PR-LSTM and xLSTM ops' contract (qle_family_contract.h): specs and input checks.
-#include "qle_family_contract.h"
+#include "qle_contract.h"
 
 #include <initializer_list>
 

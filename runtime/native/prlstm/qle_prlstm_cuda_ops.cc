@@ -22,9 +22,9 @@
 #include <string>
 #include <vector>
 
-#include "qle_family_contract.h"
-#include "qle_family_cuda.h"
-#include "qle_family_ops.h"
+#include "qle_contract.h"
+#include "qle_prlstm_cuda.h"
+#include "qle_prlstm_ops.h"
 #include "qle_qmatrix.h"
 
 namespace {

@@ -12,7 +12,7 @@
 
 #include <vector>
 
-#include "qle_cuda.h"
+#include "qle_qllstm_cuda.h"
 #include "qle_mlstm_args.h"  // QLE_CUDA_* weight modes, qle_cuda_error_string
 
 // PRLSTMStep / PRLSTMSequence (the step op is T = 1, Y [B, H]).

@@ -11,8 +11,8 @@
 #include <math.h>
 #include <string.h>
 
-#include "qle_family_math.h"
-#include "qle_gates.h"
+#include "qle_lanes.h"
+#include "qle_qllstm_math.h"
 #include "qle_gemm_blocked.h"
 
 #define QLE_DOT __attribute__((target("arch=armv8.2-a+dotprod")))

@@ -29,13 +29,13 @@
 #include <vector>
 
 #include "qle_cpu.h"
-#include "qle_family_ops.h"
+#include "qle_prlstm_ops.h"
 #include "qle_ort_status.h"
 #include "qle_qmatrix.h"
 #include "qle_shape.h"
 #if defined(QLE_WITH_CUDA)
-#include "qle_cuda.h"
-#include "qle_family_cuda.h"
+#include "qle_qllstm_cuda.h"
+#include "qle_prlstm_cuda.h"
 #endif
 
 #define QLE_EXPORT extern "C" __attribute__((visibility("default")))

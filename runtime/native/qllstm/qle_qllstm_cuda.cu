@@ -7,9 +7,9 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
-#include "qle_cuda.h"
+#include "qle_qllstm_cuda.h"
 #include "qle_cuda_common.cuh"
-#include "qle_gates.h"
+#include "qle_qllstm_math.h"
 
 namespace {
 
