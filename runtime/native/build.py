@@ -15,6 +15,13 @@ Usable standalone (``python runtime/native/build.py``) and from setup.py (``buil
 - onnxruntime C/C++ API headers: ``$ORT_INCLUDE_DIR`` if set, else fetched once with
   ``npm pack com.github.asus4.onnxruntime@0.4.9`` and cached under
   ``~/.cache/qlstm_edge/ort-headers/0.4.9/`` (``$XDG_CACHE_HOME`` respected).
+- Sources: ``core/`` (registration, the op contract, quantized matrices, the per-ISA kernels, the
+  shared lane maths, CUDA helpers) and one folder per model family (``qllstm/``, ``prlstm/``,
+  ``xlstm/``: its op specs and checks, CPU kernel, CUDA kernel and their registration). Every ``*.cc``
+  of those folders is compiled, ``*_cuda_ops.cc`` and ``*.cu`` into the CUDA library only; each folder
+  is on the include path. A new family is a new folder: its ops file registers its ops with a static
+  registrar (core/qle_registry.h), so no list is edited. Sources are linked core first, then the
+  families in name order, which is the order the library registers and lists its ops.
 - CPU library: one .so with a scalar path and, chosen at run time, AVX2+FMA and AVX-512 paths on
   x86-64, NEON and NEON + dot-product paths on aarch64.
 - CUDA (host builds only): when nvcc is on PATH the .cu sources are compile-checked (``nvcc -c``, object discarded),

@@ -1,9 +1,9 @@
-// The contract of the PR-LSTM and xLSTM custom ops (signatures in qle_family_ops.h), shared by their
-// CPU (qle_family_ops.cc) and CUDA (qle_family_cuda_ops.cc) registrations: each op's inputs, element
-// types and appended scales; the checks of a node's inputs, with the error messages both report; the
-// sizes those checks resolve and the outputs of those sizes; and what both registrations do alike
-// (the signature, a Compute call's start). Plain C++ over onnxruntime's API, no CUDA types: the
-// checks read shapes, plus the values of the inputs every execution provider takes in host memory
+// The op contract shared by every custom op of the library, on the CPU and CUDA registrations alike:
+// each op's spec (inputs, element types, appended scales, matrices, host inputs), the loading and
+// checking of a node's inputs with the error messages every registration reports, and what all
+// registrations do alike (the signature, a Compute call's start). Each family's ops file adds its
+// shape checks (qle_check_<op>) over QleOpInputs. Plain C++ over onnxruntime's API, no CUDA types:
+// the checks read shapes, plus the values of the inputs every execution provider takes in host memory
 // (`host`).
 #pragma once
 
@@ -16,20 +16,19 @@
 
 #include <algorithm>
 #include <atomic>
+#include <initializer_list>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "qle_ort_status.h"
-#include "qle_mlstm_args.h"
 #include "qle_qmatrix.h"
 
-enum class QleFamilyKind { PrStep, PrSeq, SCell, SSeq, MCell, MSeq };
-constexpr QleFamilyKind kQleFamilyKinds[] = {QleFamilyKind::PrStep, QleFamilyKind::PrSeq, QleFamilyKind::SCell,
-                                             QleFamilyKind::SSeq,   QleFamilyKind::MCell, QleFamilyKind::MSeq};
-
-struct QleFamilyOpSpec {
-  QleFamilyKind kind;
+// One custom op's contract. Each family's ops file defines its ops' specs; the library's
+// qle_native_info lists them (its "contract" key), so the Python op table can be checked against them.
+struct QleOpSpec {
   const char* name;
+  bool sequence;                                       // the op runs T steps (else one: a cell / step op)
   std::vector<const char*> inputs;                     // regular inputs, then the appended scales
   std::vector<ONNXTensorElementDataType> input_types;  // of the regular inputs in an fp32 node
   std::vector<ONNXTensorElementDataType> output_types;
@@ -49,14 +48,22 @@ struct QleFamilyOpSpec {
   bool accepts(QleQMode m, size_t i, ONNXTensorElementDataType t) const;
 };
 
-const QleFamilyOpSpec& qle_family_spec(QleFamilyKind kind);
+constexpr ONNXTensorElementDataType kQleF32 = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+constexpr ONNXTensorElementDataType kQleI64 = ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64;
+
+// The ONNX name of an element type ("float32", "int64", ...).
+const char* qle_type_name(ONNXTensorElementDataType t);
+
+// Compute calls of every op in this process (lets tests and the runtime observe that the native
+// kernel, not the function body, ran).
+extern std::atomic<unsigned long long> g_qle_compute_calls;
 
 // A status "<op>: <msg>".
-OrtStatusPtr qle_family_status(OrtErrorCode code, const QleFamilyOpSpec& op, const std::string& msg);
+OrtStatusPtr qle_op_status(OrtErrorCode code, const QleOpSpec& op, const std::string& msg);
 
 // A node's inputs, checked against the op's contract with messages naming the op and tensor.
-struct QleFamilyInputs {
-  const QleFamilyOpSpec& op;
+struct QleOpInputs {
+  const QleOpSpec& op;
   QleQMode mode;
   std::vector<std::vector<int64_t>> shape;
   std::vector<const void*> data;
@@ -75,88 +82,45 @@ struct QleFamilyInputs {
     return qle_qmatrix_packed(mode, type[i]) ? packed : plain;
   }
 
+  // An ORT_INVALID_ARGUMENT status "<op>: <msg>".
+  OrtStatusPtr invalid(const std::string& msg) const;
+  // The first failed size bound (qle_size_error texts, empty when met), or null.
+  OrtStatusPtr sizes(std::initializer_list<std::string> errors) const;
+  // int8-dynamic: the products' input sizes (name, value) must keep the int32 sums exact.
+  OrtStatusPtr dynamic_limit(std::initializer_list<std::pair<const char*, int64_t>> sizes) const;
   OrtStatusPtr rank(size_t i, size_t r, const char* layout) const;
   OrtStatusPtr expect(size_t i, const std::vector<int64_t>& want, const char* layout) const;
   // A 0-d scalar or a one-element vector (a host input).
   OrtStatusPtr scalar(size_t i, float* out) const;
 };
 
-// One Compute call of a node of `kind` and `mode`: counts it in *calls, loads its inputs (load's
-// checks), then returns run(ctx, inputs). A C++ exception becomes a status naming the op.
+// Scale shape of stacked matrices lead + [K, N] (exporters/quantize.py): int8 and int8-dynamic
+// lead + [N], int4 lead + [ceil(K / block), N].
+std::vector<int64_t> qle_scale_shape(QleQMode mode, long block, std::vector<int64_t> lead, int64_t K, int64_t N);
+// Output i of shape `shape` (float32), allocated by onnxruntime in the execution provider's memory.
+float* qle_output(Ort::KernelContext& ctx, size_t i, const std::vector<int64_t>& shape);
+
+// One Compute call of a node of op `op` and `mode`: counts it, loads its inputs (load's checks), then
+// returns run(ctx, inputs). A C++ exception becomes a status naming the op.
 template <typename Run>
-OrtStatusPtr qle_family_compute(OrtKernelContext* context, QleFamilyKind kind, QleQMode mode,
-                                std::atomic<unsigned long long>* calls, Run&& run) {
-  const QleFamilyOpSpec& op = qle_family_spec(kind);
+OrtStatusPtr qle_op_compute(OrtKernelContext* context, const QleOpSpec& op, QleQMode mode, Run&& run) {
   return qle_guarded(op.name, [&]() -> OrtStatusPtr {
-    calls->fetch_add(1, std::memory_order_relaxed);
+    g_qle_compute_calls.fetch_add(1, std::memory_order_relaxed);
     Ort::KernelContext ctx(context);
-    QleFamilyInputs in{op, mode, {}, {}, {}};
+    QleOpInputs in{op, mode, {}, {}, {}};
     if (OrtStatusPtr st = in.load(ctx)) return st;
     return run(ctx, in);
   });
 }
 
-// Sizes of a checked node. The step / cell ops have T = 1.
-struct QlePrDims {
-  int64_t B, T, D, H, K, R;
-};
-struct QleSlstmDims {
-  int64_t B, T, NH, DH, H;  // H = NH * DH
-};
-struct QleMlstmDims {
-  int64_t B, T, NH, DK, DV;
-  float q_scale, k_scale, eps;  // the scalar inputs' values
-};
-
-// PR-LSTM: D and H in [1, 2^24] and R in [0, 1024] (qle_shape.h), W_leaf [D, 3H], W_merge [2H, 5H],
-// W_unary [R, H, 4H] (int4 packed: the last dimension halved, rounded up) and, in the integer modes, their
-// scales (exporters/quantize.py); int8-dynamic also bounds D and 2H. Needs only those inputs loaded.
-OrtStatusPtr qle_check_pr_matrices(const QleFamilyInputs& in, long block, int64_t D, int64_t H, int64_t R);
-// PRLSTMStep (seq false) / PRLSTMSequence: every input's shape, the stack depth K in [1, 62] and
-// count (host) in [0, 2^63 - 1 - T].
-OrtStatusPtr qle_check_prlstm(const QleFamilyInputs& in, long block, bool seq, QlePrDims* dims);
-
-// sLSTM: NH in [1, 4096], DH and H = NH * DH in [1, 2^24] (qle_shape.h), R [4, NH, DH, DH] (int4 packed:
-// [4, NH, DH, ceil(DH / 2)]) and, in the integer modes, R_scale; int8-dynamic also bounds DH. Needs only
-// those inputs loaded.
-OrtStatusPtr qle_check_slstm_matrices(const QleFamilyInputs& in, long block, int64_t NH, int64_t DH);
-// sLSTMCell (seq false) / sLSTMSequence: every input's shape.
-OrtStatusPtr qle_check_slstm(const QleFamilyInputs& in, long block, bool seq, QleSlstmDims* dims);
-
-// mLSTMCell (seq false) / mLSTMSequence: NH in [1, 4096], DK and DV in [1, 2^24] (qle_shape.h), every
-// input's shape and the scalars' values (host).
-OrtStatusPtr qle_check_mlstm(const QleFamilyInputs& in, bool seq, QleMlstmDims* dims);
-
-// The outputs of a checked node (onnxruntime allocates them in the execution provider's memory):
-//   PR-LSTM  Y [B, T, H] (step: [B, H]), block_h', block_c', prefix_h', prefix_c' [B, K, H], count' [B]
-//   sLSTM    Y [B, T, H] (sequence only; null for the cell), y', c', n', m' [B, H]
-//   mLSTM    H [B, T, NH, DV] (cell: [B, NH, DV]), C' [B, NH, DK, DV], n' [B, NH, DK], m' [B, NH, 1]
-struct QlePrOutputs {
-  float* Y;
-  float *block_h, *block_c, *prefix_h, *prefix_c;
-  int64_t* count;
-};
-struct QleSlstmOutputs {
-  float *Y, *y, *c, *n, *m;
-};
-struct QleMlstmOutputs {
-  float *H, *C, *n, *m;
-};
-QlePrOutputs qle_prlstm_outputs(Ort::KernelContext& ctx, const QlePrDims& d, bool seq);
-QleSlstmOutputs qle_slstm_outputs(Ort::KernelContext& ctx, const QleSlstmDims& d, bool seq);
-QleMlstmOutputs qle_mlstm_outputs(Ort::KernelContext& ctx, const QleMlstmDims& d, bool seq);
-
-// The mLSTM kernels' arguments (the same struct on CPU and CUDA: the ops hold no weights).
-void qle_mlstm_args(const QleFamilyInputs& in, const QleMlstmDims& d, const QleMlstmOutputs& o, QleMlstmArgs* a);
-
 // The signature half of an op's registration (Ort::CustomOpBase reads these); TOp adds the
 // execution provider, memory types and kernel creation. x and the matrix inputs take whatever
-// element type the node's mode gives them (checked by QleFamilyInputs::load); the appended scale
+// element type the node's mode gives them (checked by QleOpInputs::load); the appended scale
 // inputs are optional (present in the integer modes).
 template <typename TOp, typename TKernel>
-struct QleFamilyOpBase : Ort::CustomOpBase<TOp, TKernel, true> {
-  explicit QleFamilyOpBase(QleFamilyKind k) : kind(k) {}
-  const QleFamilyOpSpec& spec() const { return qle_family_spec(kind); }
+struct QleOpSchema : Ort::CustomOpBase<TOp, TKernel, true> {
+  explicit QleOpSchema(const QleOpSpec& s) : op_spec(&s) {}
+  const QleOpSpec& spec() const { return *op_spec; }
   const char* GetName() const { return spec().name; }
   size_t GetInputTypeCount() const { return spec().inputs.size(); }
   ONNXTensorElementDataType GetInputType(size_t i) const {
@@ -167,13 +131,5 @@ struct QleFamilyOpBase : Ort::CustomOpBase<TOp, TKernel, true> {
   }
   size_t GetOutputTypeCount() const { return spec().output_types.size(); }
   ONNXTensorElementDataType GetOutputType(size_t i) const { return spec().output_types[i]; }
-  QleFamilyKind kind;
+  const QleOpSpec* op_spec;
 };
-
-// Appends one static TOp per kind (valid for the life of the process).
-template <typename TOp>
-void qle_family_append_ops(std::vector<const OrtCustomOp*>* out) {
-  static const TOp ops[] = {TOp(QleFamilyKind::PrStep), TOp(QleFamilyKind::PrSeq), TOp(QleFamilyKind::SCell),
-                            TOp(QleFamilyKind::SSeq),   TOp(QleFamilyKind::MCell), TOp(QleFamilyKind::MSeq)};
-  for (const TOp& op : ops) out->push_back(&op);
-}

@@ -1,6 +1,8 @@
-// CPU kernel table: one scalar reference implementation plus vectorised variants chosen at run
-// time (qle_select_isa): on x86-64 AVX2+FMA, AVX2 + AVX-VNNI, AVX-512, AVX-512 + VNNI; on aarch64
-// NEON and NEON + the ARMv8.2 dot-product instructions.
+// CPU kernel table: the per-ISA core every family's CPU kernel runs on (matrix products, int8 products,
+// row quantization, float16 rounding), one scalar reference implementation plus vectorised variants
+// chosen at run time (qle_select_isa): on x86-64 AVX2+FMA, AVX2 + AVX-VNNI, AVX-512, AVX-512 + VNNI;
+// on aarch64 NEON and NEON + the ARMv8.2 dot-product instructions. Element-wise maths is not here: the
+// families write it once over the lane types of qle_lanes.h, compiled per lane width.
 #pragma once
 
 #include <stdint.h>
@@ -40,12 +42,6 @@ typedef void (*qle_quant_rows_fn)(long M, long K, const float* x, long ldx, int8
 // out[i] = (float)(float16)in[i] (round to nearest even), i < n; in may alias out.
 typedef void (*qle_round_f16_fn)(long n, const float* in, float* out);
 
-// Fused gates for one row of H units. u may alias h_out and c_prev may alias c_out;
-// h_prev must not alias h_out. gs/gb are [4, H].
-typedef void (*qle_gates_fn)(long H, const float* u, const float* h_prev, const float* c_prev,
-                             const float* gs, const float* gb, float alpha, float* h_out,
-                             float* c_out);
-
 struct QleCpuKernels {
   const char* name;
   qle_gemm_fn gemm;
@@ -53,7 +49,6 @@ struct QleCpuKernels {
   qle_gemm_i8_fn gemm_i8;
   qle_quant_rows_fn quant_rows;
   qle_round_f16_fn round_f16;
-  qle_gates_fn gates;
 };
 
 extern const QleCpuKernels qle_kernels_scalar;

@@ -8,7 +8,6 @@
 #include <immintrin.h>
 #include <string.h>
 
-#include "qle_qllstm_math.h"
 
 #define QLE_T __attribute__((target("avx2,fma,f16c")))
 #define QLE_TV __attribute__((target("avx2,fma,f16c,avxvnni")))
@@ -115,67 +114,6 @@ static QLE_T void gemm_avx2(long M, long N, long K, const float* A, long lda, co
     return;
   }
   qle_gemm_blocked<gemm_block_avx2>(M, N, K, A, lda, W, ldw, init, ldinit, out, ldo);
-}
-
-// exp with ~1 ulp error on [-87, 88] (Cephes polynomial); inputs are clamped to that range,
-// NaN propagates.
-static inline QLE_T __m256 exp_avx2(__m256 x) {
-  x = _mm256_min_ps(_mm256_set1_ps(88.0f), x);
-  x = _mm256_max_ps(_mm256_set1_ps(-87.0f), x);
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-  const __m256i e = _mm256_slli_epi32(
-      _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
-
-static inline QLE_T __m256 sigmoid_avx2(__m256 x) {
-  const __m256 one = _mm256_set1_ps(1.0f);
-  return _mm256_div_ps(one, _mm256_add_ps(one, exp_avx2(_mm256_sub_ps(_mm256_setzero_ps(), x))));
-}
-
-// tanh(x) = sign(x) * (1 - e) / (1 + e), e = exp(-2|x|) in (0, 1]: no overflow, abs error ~1e-7.
-static inline QLE_T __m256 tanh_avx2(__m256 x) {
-  const __m256 sign = _mm256_set1_ps(-0.0f);
-  const __m256 ax = _mm256_andnot_ps(sign, x);
-  const __m256 e = exp_avx2(_mm256_mul_ps(ax, _mm256_set1_ps(-2.0f)));
-  const __m256 one = _mm256_set1_ps(1.0f);
-  const __m256 t = _mm256_div_ps(_mm256_sub_ps(one, e), _mm256_add_ps(one, e));
-  return _mm256_or_ps(t, _mm256_and_ps(sign, x));
-}
-
-static QLE_T void gates_avx2(long H, const float* u, const float* h_prev, const float* c_prev,
-                             const float* gs, const float* gb, float alpha, float* h_out,
-                             float* c_out) {
-  const __m256 va = _mm256_set1_ps(alpha);
-  const __m256 one = _mm256_set1_ps(1.0f);
-  long j = 0;
-  for (; j + 8 <= H; j += 8) {
-    const __m256 x = _mm256_loadu_ps(u + j);
-    const __m256 i = sigmoid_avx2(_mm256_fmadd_ps(_mm256_loadu_ps(gs + j), x, _mm256_loadu_ps(gb + j)));
-    const __m256 f = sigmoid_avx2(_mm256_fmadd_ps(_mm256_loadu_ps(gs + H + j), x, _mm256_loadu_ps(gb + H + j)));
-    const __m256 g = tanh_avx2(_mm256_fmadd_ps(_mm256_loadu_ps(gs + 2 * H + j), x, _mm256_loadu_ps(gb + 2 * H + j)));
-    const __m256 o = sigmoid_avx2(_mm256_fmadd_ps(_mm256_loadu_ps(gs + 3 * H + j), x, _mm256_loadu_ps(gb + 3 * H + j)));
-    const __m256 hp = _mm256_loadu_ps(h_prev + j);
-    const __m256 c = _mm256_fmadd_ps(f, _mm256_loadu_ps(c_prev + j), _mm256_mul_ps(i, g));
-    const __m256 ht = _mm256_mul_ps(o, tanh_avx2(c));
-    __m256 h = _mm256_mul_ps(_mm256_sub_ps(one, f), ht);
-    h = _mm256_fmadd_ps(f, hp, h);
-    h = _mm256_fmadd_ps(va, hp, h);
-    _mm256_storeu_ps(c_out + j, c);
-    _mm256_storeu_ps(h_out + j, h);
-  }
-  for (; j < H; ++j)
-    qle_cell_element(u[j], gs + j, gb + j, H, h_prev[j], c_prev[j], alpha, h_out + j, c_out + j);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -406,9 +344,7 @@ static QLE_T void round_f16_avx2(long n, const float* in, float* out) {
 }
 
 const QleCpuKernels qle_kernels_avx2 = {"avx2",          gemm_avx2,       gemm_w8_avx2,
-                                        gemm_i8_avx2,    quant_rows_avx2, round_f16_avx2,
-                                        gates_avx2};
+                                        gemm_i8_avx2,    quant_rows_avx2, round_f16_avx2};
 const QleCpuKernels qle_kernels_avxvnni = {"avxvnni",       gemm_avx2,       gemm_w8_avx2,
-                                           gemm_i8_avxvnni, quant_rows_avx2, round_f16_avx2,
-                                           gates_avx2};
+                                           gemm_i8_avxvnni, quant_rows_avx2, round_f16_avx2};
 #endif

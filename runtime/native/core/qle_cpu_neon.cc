@@ -2,8 +2,7 @@
 // (sdot) variant of the int8 products; the dot-product functions alone carry the target
 // attribute and are only entered after the HWCAP check. The products, quantization and float16
 // rounding do the scalar reference's arithmetic in its order (separate multiplies and adds, no
-// fused multiply-add), so they return exactly the scalar results; the gates use the family
-// maths' exp/tanh polynomials (~1 ulp) instead of libm's.
+// fused multiply-add), so they return exactly the scalar results.
 #include "qle_cpu.h"
 
 #if defined(QLE_ARM64)
@@ -11,8 +10,6 @@
 #include <math.h>
 #include <string.h>
 
-#include "qle_lanes.h"
-#include "qle_qllstm_math.h"
 #include "qle_gemm_blocked.h"
 
 #define QLE_DOT __attribute__((target("arch=armv8.2-a+dotprod")))
@@ -306,30 +303,8 @@ static void round_f16_neon(long n, const float* in, float* out) {
   for (; i < n; ++i) out[i] = qle_round_f16_scalar(in[i]);
 }
 
-static void gates_neon(long H, const float* u, const float* h_prev, const float* c_prev,
-                       const float* gs, const float* gb, float alpha, float* h_out, float* c_out) {
-  typedef QleLanes<4> L;
-  long j = 0;
-  for (; j + 4 <= H; j += 4) {
-    const L::F x = L::load(u + j, 4);
-    const L::F i = qle_fm_sigmoid(L::load(gs + j, 4) * x + L::load(gb + j, 4));
-    const L::F f = qle_fm_sigmoid(L::load(gs + H + j, 4) * x + L::load(gb + H + j, 4));
-    const L::F g = qle_fm_tanh(L::load(gs + 2 * H + j, 4) * x + L::load(gb + 2 * H + j, 4));
-    const L::F o = qle_fm_sigmoid(L::load(gs + 3 * H + j, 4) * x + L::load(gb + 3 * H + j, 4));
-    const L::F hp = L::load(h_prev + j, 4);
-    const L::F c = f * L::load(c_prev + j, 4) + i * g;
-    const L::F ht = o * qle_fm_tanh(c);
-    L::store(c_out + j, c, 4);
-    L::store(h_out + j, f * hp + (1.0f - f) * ht + alpha * hp, 4);
-  }
-  for (; j < H; ++j)
-    qle_cell_element(u[j], gs + j, gb + j, H, h_prev[j], c_prev[j], alpha, h_out + j, c_out + j);
-}
-
 const QleCpuKernels qle_kernels_neon = {"neon",          gemm_neon,       gemm_w8_neon,
-                                        gemm_i8_neon,    quant_rows_neon, round_f16_neon,
-                                        gates_neon};
+                                        gemm_i8_neon,    quant_rows_neon, round_f16_neon};
 const QleCpuKernels qle_kernels_neon_dotprod = {"neon-dotprod", gemm_neon,       gemm_w8_neon,
-                                                gemm_i8_dot,    quant_rows_neon, round_f16_neon,
-                                                gates_neon};
+                                                gemm_i8_dot,    quant_rows_neon, round_f16_neon};
 #endif

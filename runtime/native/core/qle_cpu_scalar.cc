@@ -4,7 +4,6 @@
 #include <string.h>
 
 #include "qle_cpu.h"
-#include "qle_qllstm_math.h"
 
 static void gemm_scalar(long M, long N, long K, const float* A, long lda, const float* W,
                         long ldw, const float* init, long ldinit, float* out, long ldo) {
@@ -87,17 +86,8 @@ static void round_f16_scalar(long n, const float* in, float* out) {
   for (long i = 0; i < n; ++i) out[i] = qle_round_f16_scalar(in[i]);
 }
 
-static void gates_scalar(long H, const float* u, const float* h_prev, const float* c_prev,
-                         const float* gs, const float* gb, float alpha, float* h_out,
-                         float* c_out) {
-  for (long j = 0; j < H; ++j) {
-    qle_cell_element(u[j], gs + j, gb + j, H, h_prev[j], c_prev[j], alpha, h_out + j, c_out + j);
-  }
-}
-
 const QleCpuKernels qle_kernels_scalar = {"scalar",          gemm_scalar,      gemm_w8_scalar,
-                                          gemm_i8_scalar,    quant_rows_scalar, round_f16_scalar,
-                                          gates_scalar};
+                                          gemm_i8_scalar,    quant_rows_scalar, round_f16_scalar};
 
 #if defined(QLE_X86)
 const char* const qle_isa_names[QLE_ISA_COUNT] = {"scalar", "avx2", "avxvnni", "avx512", "avx512vnni"};

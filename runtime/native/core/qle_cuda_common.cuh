@@ -1,6 +1,6 @@
-// Device helpers shared by the CUDA kernels (qle_cuda.cu, qle_family_cuda.cu): reading a weight
-// matrix as the ONNX node holds it (exporters/quantize.py) and one output of a vector-matrix
-// product with the mode's arithmetic. Compile-checked only (no GPU where this was written).
+// Device helpers shared by every family's CUDA kernels: reading a weight matrix as the ONNX node holds
+// it (exporters/quantize.py), one output of a vector-matrix product with the mode's arithmetic, slices
+// of stacked matrices and stream-ordered scratch memory.
 // Internal linkage (anonymous namespace): each .cu file gets its own copy, as with a private one.
 #pragma once
 
@@ -8,7 +8,7 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
-#include "qle_qllstm_cuda.h"
+#include "qle_cuda_modes.h"
 
 namespace {
 
@@ -91,5 +91,38 @@ __device__ float dot(const Mat& m, const TA* a, long K, long j, long N) {
   if (m.mode == QLE_CUDA_I8) return s * m.scale[j];
   return s;
 }
+
+constexpr int kThreads = 128;  // threads per block of every kernel
+
+// Slice `index` [K, N] of a stacked matrix input [..., K, N] and of its scales (int8 [..., N], int4
+// [..., ceil(K / block), N]; none in fp32 / fp16).
+__host__ __device__ inline Mat slice(const Mat& stack, long index, long K, long N) {
+  const long scale_len = int4_mode(stack.mode) ? (K / stack.block + (K % stack.block != 0)) * N : N;
+  return Mat{stack.mode, stack.block, stack.w,
+             stack.scale != nullptr ? stack.scale + index * scale_len : nullptr, index * K * N};
+}
+
+// out[o] = bias[o] + A @ W[:, o] for o < N, threads over o.
+template <typename TA>
+__device__ void project(const Mat& W, const TA* A, long K, const float* bias, float* out, long N) {
+  for (long o = threadIdx.x; o < N; o += blockDim.x) out[o] = bias[o] + dot(W, A, K, o, N);
+}
+
+// Scratch device memory, ordered on the stream.
+struct StreamBuffer {
+  cudaStream_t stream;
+  float* p = nullptr;
+  cudaError_t alloc(size_t floats) {
+    if (floats == 0) return cudaSuccess;
+    return cudaMallocAsync(reinterpret_cast<void**>(&p), sizeof(float) * floats, stream);
+  }
+  // Frees after the work enqueued so far; returns `err`, or the free's error when err is success.
+  cudaError_t release(cudaError_t err) {
+    if (p == nullptr) return err;
+    const cudaError_t f = cudaFreeAsync(p, stream);
+    p = nullptr;
+    return err != cudaSuccess ? err : f;
+  }
+};
 
 }  // namespace

@@ -1,5 +1,6 @@
-// Element-wise maths of the PR-LSTM and xLSTM kernels (qle_prlstm.cc, qle_xlstm.cc, and the CUDA
-// kernels in qle_family_cuda.cu).
+// Element-wise maths shared by every family's kernels: the lane types and exp, log, sigmoid, tanh,
+// logsigmoid. Each family's gate maths (<family>/qle_<family>_math.h) is written over them once and
+// runs on the CPU lanes and in the CUDA kernels.
 //
 // The functions are templates over a lane type: float (one value) or a GCC vector of W floats
 // (QleLanes<W>). Every CPU kernel loop is written once over QleLanes<W> and compiled for W = 4
@@ -185,91 +186,10 @@ QLE_FM_INLINE F qle_fm_logsigmoid(const F& x) {
   return lo - lp;
 }
 
-// -- per-unit gate maths of the family kernels -----------------------------------------------------
-// F = QleLanes<W>::F in the CPU lane loops, float in the CUDA kernels. Arguments are the gates'
-// pre-activations (z_*) and the unit's states; results go to the pointed-to values.
-
-// PR-LSTM leaf: c = sig(i) tanh(g); h = sig(o) tanh(c).
-template <typename F>
-QLE_FM_INLINE void qle_fm_pr_leaf(const F& zi, const F& zg, const F& zo, F* h, F* c) {
-  const F cj = qle_fm_sigmoid(zi) * qle_fm_tanh(zg);
-  *c = cj;
-  *h = qle_fm_sigmoid(zo) * qle_fm_tanh(cj);
-}
-
-// PR-LSTM merge (first half of combine): c = sig(i) tanh(g) + (sig(f_l) c_l + sig(f_r) c_r);
-// h = sig(o) tanh(c).
-template <typename F>
-QLE_FM_INLINE void qle_fm_pr_merge(const F& zi, const F& zg, const F& zo, const F& zfl, const F& zfr,
-                                   const F& c_l, const F& c_r, F* h, F* c) {
-  const F ig = qle_fm_sigmoid(zi) * qle_fm_tanh(zg);
-  const F fc = qle_fm_sigmoid(zfl) * c_l + qle_fm_sigmoid(zfr) * c_r;
-  const F cj = ig + fc;
-  *c = cj;
-  *h = qle_fm_sigmoid(zo) * qle_fm_tanh(cj);
-}
-
-// PR-LSTM unary refinement (the rest of combine): c' = sig(i) tanh(g) + sig(f) c; h = sig(o) tanh(c').
-template <typename F>
-QLE_FM_INLINE void qle_fm_pr_unary(const F& zi, const F& zg, const F& zo, const F& zf, const F& c,
-                                   F* h, F* c_out) {
-  const F cj = qle_fm_sigmoid(zi) * qle_fm_tanh(zg) + qle_fm_sigmoid(zf) * c;
-  *c_out = cj;
-  *h = qle_fm_sigmoid(zo) * qle_fm_tanh(cj);
-}
-
-// sLSTM pre-activation of one gate: (x + y_h @ R) + b.
-template <typename F>
-QLE_FM_INLINE F qle_fm_slstm_pre(const F& x, const F& ry, const F& b) {
-  return (x + ry) + b;
-}
-
-// sLSTM unit update with the stabiliser: lfm = m + logsigmoid(f_raw);
-// m' = n == 0 ? i_raw : max(i_raw, lfm); i = min(exp(i_raw - m'), 1); f = min(exp(lfm - m'), 1);
-// c' = f c + i tanh(z_raw); n' = f n + i; y' = (sigmoid(o_raw) c') / n'.
-template <typename F>
-QLE_FM_INLINE void qle_fm_slstm(const F& i_raw, const F& f_raw, const F& z_raw, const F& o_raw,
-                                const F& c, const F& n_prev, const F& m, F* y_out, F* c_out,
-                                F* n_out, F* m_out) {
-  const F lfm = m + qle_fm_logsigmoid(f_raw);
-  const F mx = i_raw > lfm ? i_raw : lfm;
-  const F m_new = n_prev == 0.0f ? i_raw : mx;
-  const F ei = qle_fm_exp(i_raw - m_new), ef = qle_fm_exp(lfm - m_new);
-  const F one = F{} + 1.0f;
-  const F ig = ei < 1.0f ? ei : one;
-  const F fg = ef < 1.0f ? ef : one;
-  const F c_new = fg * c + ig * qle_fm_tanh(z_raw);
-  const F n_new = fg * n_prev + ig;
-  *y_out = (qle_fm_sigmoid(o_raw) * c_new) / n_new;
-  *c_out = c_new;
-  *n_out = n_new;
-  *m_out = m_new;
-}
-
-// mLSTM gates of one head and step: lfm = logsigmoid(f_raw) + m; m' = max(lfm, i_raw);
-// f~ = exp(lfm - m'); i~ = exp(i_raw - m').
-template <typename F>
-QLE_FM_INLINE void qle_fm_mlstm_gates(const F& i_raw, const F& f_raw, const F& m, F* f_act, F* i_act,
-                                      F* m_new) {
-  const F lfm = qle_fm_logsigmoid(f_raw) + m;
-  const F mn = lfm > i_raw ? lfm : i_raw;
-  *f_act = qle_fm_exp(lfm - mn);
-  *i_act = qle_fm_exp(i_raw - mn);
-  *m_new = mn;
-}
-
-// mLSTM normaliser: max(|q~ . n'|, exp(-m')) + eps.
-template <typename F>
-QLE_FM_INLINE F qle_fm_mlstm_denom(const F& qn, const F& m_new, const F& eps) {
-  const F aq = qn < 0.0f ? -qn : qn;
-  const F lo = qle_fm_exp(-m_new);
-  return (aq > lo ? aq : lo) + eps;
-}
-
 #if !defined(__CUDACC__)
-// Which element-wise variant goes with a gemm kernel table: 0 baseline, 1 AVX2 (avx2, avxvnni),
+// Which lane width goes with a gemm kernel table: 0 baseline, 1 AVX2 (avx2, avxvnni),
 // 2 AVX-512 (avx512, avx512vnni).
-inline int qle_family_isa_level(const QleCpuKernels* k) {
+inline int qle_lanes_isa_level(const QleCpuKernels* k) {
   if (strncmp(k->name, "avx512", 6) == 0) return 2;
   if (strncmp(k->name, "avx", 3) == 0) return 1;
   return 0;

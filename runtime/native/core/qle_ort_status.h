@@ -1,4 +1,4 @@
-// Error handling shared by the op registrations (qle_ops.cc, qle_family_ops.cc). No C++ exception may
+// Error handling shared by the op registrations (every <family>/*_ops.cc). No C++ exception may
 // cross onnxruntime's C API, so every kernel body runs inside qle_guarded, which turns one into a status
 // naming the op. Include after onnxruntime_cxx_api.h (each registration unit includes it with
 // ORT_API_MANUAL_INIT).

@@ -1,5 +1,5 @@
 // Quantized weight matrices of the CPU kernels (exporters/quantize.py, custom-op contract version 1),
-// shared by every op of the library (qle_ops.cc, qle_family_ops.cc):
+// shared by every op of the library:
 //   fp32          W float32 [K, N]
 //   fp16          W float16 [K, N]; the product rounds its input and its result to float16
 //   int8          W int8 [K, N], scale float32 [N] (weight-only: float32 products)

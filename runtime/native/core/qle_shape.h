@@ -1,8 +1,8 @@
-// Overflow-safe size arithmetic and the size bounds of the ops' input checks (qle_ops.cc,
-// qle_family_contract.cc). Every size comes from a file or an input: a product or ceiling of sizes
-// goes through these, and every size that shapes the work or the packed weights is bounded, so a
-// zero-size dimension cannot make the others free (an empty R [4, NH, 0, 0] with NH = 2^21 was 1.65 GB
-// of packing). The bounds are far above any real model:
+// Overflow-safe size arithmetic and the size bounds of the ops' input checks (qle_contract.h and each
+// family's qle_check_*). Every size comes from a file or an input: a product or ceiling of sizes goes
+// through these, and every size that shapes the work or the packed weights is bounded, so a zero-size
+// dimension cannot make the others free (an empty R [4, NH, 0, 0] with a huge NH would otherwise size
+// gigabytes of packing). The bounds are far above any real model:
 //   widths (D, H, DH, DK, DV; the sLSTM's H = NH * DH)   1 .. 2^24
 //   head counts NH                                      1 .. 4096
 //   PR-LSTM unary refinements R                         0 .. 1024

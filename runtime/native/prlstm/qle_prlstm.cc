@@ -1,5 +1,6 @@
 // PR-LSTM CPU kernel (see qle_prlstm.h): matrix products through qle_qmatmul (the qle_cpu.h kernel
-// table, per quantization mode), gate maths through per-ISA element-wise loops compiled from one source (qle_family_math.h).
+// table, per quantization mode), gate maths through per-ISA lane loops compiled from one source
+// (qle_prlstm_math.h).
 #include "qle_prlstm.h"
 
 #include <limits.h>
@@ -8,7 +9,7 @@
 
 #include <vector>
 
-#include "qle_lanes.h"
+#include "qle_prlstm_math.h"
 #include "qle_shape.h"
 
 namespace {
@@ -85,7 +86,7 @@ QLE_PR_GATES(avx512, QLE_FM_AVX512, 16)
 
 const Gates& gates_for(const QleCpuKernels* k) {
 #if defined(QLE_X86)
-  switch (qle_family_isa_level(k)) {
+  switch (qle_lanes_isa_level(k)) {
     case 2: return kGates_avx512;
     case 1: return kGates_avx2;
   }
@@ -97,10 +98,9 @@ const Gates& gates_for(const QleCpuKernels* k) {
 
 // -- one stream --------------------------------------------------------------------------------
 
-// Pieces of at least kLevelMinT tokens run level by level, shorter ones token by token. Measured
-// (benchmarks, H = 128, R = 1, one thread, token / level time): fp32, fp16 and int8-dynamic gain from
-// 8 tokens on (1.0-1.1 at 8, 1.1-1.25 at 16, 1.2-1.45 from 64); int8 and int4 (weight-only, 6-row
-// tiles) 1.15-1.2 at 8, 1.2-1.25 at 16, 1.4-1.7 from 32 (H = 256: 1.2-1.35 at 8, 1.4-1.8 beyond).
+// Pieces of at least kLevelMinT tokens run level by level, shorter ones token by token: from about
+// 16 tokens on, batching a level's merges into one product pays for the level bookkeeping in every
+// weight mode.
 constexpr long kLevelMinT = 16;
 // A chunk runs in pieces of at most kPieceT tokens, one after another (the scratch is sized for
 // one piece); each piece starts from the state the previous one left.

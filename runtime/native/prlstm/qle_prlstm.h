@@ -14,8 +14,8 @@
 //   h = sig(o) tanh(c).
 // The sequence op computes the merges of T such token updates on the same operands (as the body's
 // O(log T) sweeps do): chunks of at least 16 tokens level by level, each level's merges as one
-// batched product (blocks of 2^l positions bottom up, then the prefixes top down; qle_prlstm.cc has
-// the measured threshold); shorter chunks token by token; long chunks in pieces of 2048 tokens.
+// batched product (blocks of 2^l positions bottom up, then the prefixes top down; qle_prlstm.cc
+// kLevelMinT); shorter chunks token by token; long chunks in pieces of 2048 tokens.
 // Past the stream limit (positions >= 2^K) both bodies give NaN outputs and count + T but
 // different states (the sequence body's is not the step body's); there the native sequence op runs
 // token by token, as the step op does. Weights are input-major, gate order along the last axis.

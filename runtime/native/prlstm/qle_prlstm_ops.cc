@@ -1,97 +1,37 @@
-// onnxruntime custom ops (CPU) of the PR-LSTM and xLSTM families, domain qlstm_edge, op-set 1:
-//   PRLSTMStep    (x[B,D], block_h[B,K,H], block_c, prefix_h, prefix_c, count[B] int64,
-//                  W_leaf[D,3H], b_leaf[3H], W_merge[2H,5H], b_merge[5H], W_unary[R,H,4H],
-//                  b_unary[R,4H]) -> y[B,H], block_h', block_c', prefix_h', prefix_c', count'
-//   PRLSTMSequence(x[B,T,D], ...) -> Y[B,T,H], ...
-//   sLSTMCell     (x[B,4H], y[B,H], c, n, m, R[4,NH,DH,DH], b[4H]) -> y', c', n', m'
-//   sLSTMSequence (x[B,T,4H], y0, c0, n0, m0, R, b) -> Y[B,T,H], y_T, c_T, n_T, m_T
-//   mLSTMCell     (q[B,NH,DK], k[B,NH,DK], v[B,NH,DV], i[B,NH], f[B,NH], C[B,NH,DK,DV],
-//                  n[B,NH,DK], m[B,NH,1], q_scale[], k_scale[], eps[]) -> h[B,NH,DV], C', n', m'
-//   mLSTMSequence (q[B,T,NH,DK], k, v[B,T,NH,DV], i[B,T,NH], f, C0, n0, m0, q_scale, k_scale, eps)
-//                  -> H[B,T,NH,DV], C_T, n_T, m_T
-// The kernels (qle_prlstm.cc, qle_xlstm.cc) follow the ops' function bodies in
-// qlstm_edge/families/{prlstm,xlstm}/export.py. The including library must have called
-// Ort::InitApi before onnxruntime creates these kernels (RegisterCustomOps does).
-//
-// Quantized nodes (exporters/quantize.py, custom-op contract version 1) of the PR-LSTM and sLSTM ops:
-// the quant_mode / block_size attributes and the element types select the mode (qle_qmatrix.h):
-//   (no attribute)  fp32          every input float32 (count int64)
-//   "fp16"          W_leaf, W_merge, W_unary (PR-LSTM) / R (sLSTM) float16; the PR-LSTM's x float16
-//                                 (the sLSTM's x enters no product: float32)
-//   "int8",         matrices int8 [..., K, N]; scales appended (PR-LSTM: W_leaf_scale [3H],
-//   "int8-dynamic"                W_merge_scale [5H], W_unary_scale [R, 4H]; sLSTM: R_scale [4, NH, DH])
-//   "int4"          matrices uint8 [..., K, ceil(N / 2)] (int4 packed two per byte) or ONNX INT4
-//                                 [..., K, N] (files exported before the packed form); scales
-//                                 [..., ceil(K / block_size), N] (W_leaf_scale
-//                                 [ceil(D / bs), 3H], W_merge_scale [ceil(2H / bs), 5H], W_unary_scale
-//                                 [R, ceil(H / bs), 4H]; R_scale [4, NH, ceil(DH / bs), DH])
-// Constant weights (initializers) are packed once per kernel, others on every call. The mLSTM ops
-// hold no weights: float32 nodes in every mode.
-// The contract (op specs, input checks and their messages) is qle_family_contract.h, shared with
-// the CUDA ops; this unit adds the CPU's part: weight packing, argument filling, threading.
+// PR-LSTM ops (qle_prlstm_ops.h): their specs and shape checks, and their CPU ops (weight packing,
+// argument filling, threading), registered with the library's domain by a static registrar
+// (qle_registry.h). The kernel is in qle_prlstm.cc. Constant weights (initializers) are packed once
+// per kernel, others on every call.
+#include "qle_prlstm_ops.h"
+
 #define ORT_API_MANUAL_INIT
 #include <onnxruntime_cxx_api.h>
 #undef ORT_API_MANUAL_INIT
 
-#include <atomic>
 #include <memory>
-#include <stdlib.h>
 #include <string>
 #include <vector>
 
-#include "qle_cpu.h"
-#include "qle_contract.h"
-#include "qle_prlstm_ops.h"
-#include "qle_ort_status.h"
-#include "qle_prlstm.h"
-#include "qle_qmatrix.h"
+#include "qle_cpu_ops.h"
+#include "qle_registry.h"
 #include "qle_shape.h"
-#include "qle_xlstm.h"
+#include "qle_prlstm.h"
 
 namespace {
 
-constexpr const char* kIsaEnv = "QLSTM_EDGE_NATIVE_ISA";
-constexpr long kParallelWork = 1L << 17;  // multiply-adds below which a call stays on one thread
+constexpr long kMaxStackLevels = 62;  // count is int64
 
-std::atomic<unsigned long long> g_calls{0};
-
-using Kind = QleFamilyKind;
-using Inputs = QleFamilyInputs;
-
-// Splits [0, total) into up to `parts` contiguous ranges, run by onnxruntime's intra-op pool.
-template <typename Args, void (*Fn)(const QleCpuKernels*, const Args&, long, long)>
-struct Ranges {
-  const QleCpuKernels* k;
-  const Args* a;
-  long total, parts;
-  static void task(void* p, size_t i) {
-    const Ranges& r = *static_cast<const Ranges*>(p);
-    const long lo = r.total * (long)i / r.parts, hi = r.total * ((long)i + 1) / r.parts;
-    Fn(r.k, *r.a, lo, hi);
-  }
-  void run(Ort::KernelContext& ctx, long work) {
-    if (parts > 1 && work >= kParallelWork)
-      ctx.ParallelFor(task, (size_t)parts, 0, this);
-    else
-      Fn(k, *a, 0, total);
-  }
-};
+using Inputs = QleOpInputs;
 
 // Weights of a node as its kernel packed them at creation (constant initializers; else empty and
 // packed per call).
 struct Packed {
   QleQMode mode = QleQMode::F32;
   long block = 0;
-  std::unique_ptr<QlePrlstmWeights> pr;
-  std::unique_ptr<std::vector<QleQMatrix>> slstm_R;
+  std::unique_ptr<QlePrlstmWeights> w;
   std::string error;  // packing the constants failed: every call reports it
 };
 
-OrtStatusPtr error_status(const Inputs& in, const char* e) {
-  return qle_family_status(ORT_INVALID_ARGUMENT, in.op, e);
-}
-
-// -- PR-LSTM -----------------------------------------------------------------------------------
 const char* pack_pr(const Inputs& in, long block, int64_t D, int64_t H, int64_t R, QlePrlstmWeights* w) {
   const ONNXTensorElementDataType types[3] = {in.type[6], in.type[8], in.type[10]};
   return qle_prlstm_pack(in.mode, block, in.data[6], in.data[8], in.data[10], types, in.scale(12), in.scale(13),
@@ -102,11 +42,11 @@ OrtStatusPtr run_prlstm(Ort::KernelContext& ctx, const QleCpuKernels* k, const I
                         bool seq) {
   QlePrDims d;
   if (OrtStatusPtr st = qle_check_prlstm(in, pk.block, seq, &d)) return st;
-  if (!pk.error.empty()) return error_status(in, pk.error.c_str());
+  if (!pk.error.empty()) return in.invalid(pk.error);
   QlePrlstmWeights local;
-  const QlePrlstmWeights* w = pk.pr.get();
+  const QlePrlstmWeights* w = pk.w.get();
   if (w == nullptr) {
-    if (const char* e = pack_pr(in, pk.block, d.D, d.H, d.R, &local)) return error_status(in, e);
+    if (const char* e = pack_pr(in, pk.block, d.D, d.H, d.R, &local)) return in.invalid(e);
     w = &local;
   }
   const int64_t B = d.B, T = d.T, D = d.D, H = d.H, R = d.R;
@@ -127,132 +67,52 @@ OrtStatusPtr run_prlstm(Ort::KernelContext& ctx, const QleCpuKernels* k, const I
   a.b_leaf = in.f(7), a.b_merge = in.f(9), a.b_unary = in.f(11);
   a.Y = o.Y, a.block_h_out = o.block_h, a.block_c_out = o.block_c;
   a.prefix_h_out = o.prefix_h, a.prefix_c_out = o.prefix_c, a.count_out = o.count;
-  Ranges<QlePrlstmArgs, qle_prlstm_rows> job{k, &a, (long)B, (long)B};
+  QleRanges<QlePrlstmArgs, qle_prlstm_rows> job{k, &a, (long)B, (long)B};
   // per token; below 2^62 within the checked bounds (qle_shape.h)
   const int64_t token = D * 3 * H + 2 * (10 + 4 * R) * H * H;
   job.run(ctx, (long)qle_mul_sat(qle_mul_sat(B, T), token));
   return nullptr;
 }
 
-// -- sLSTM -------------------------------------------------------------------------------------
-const char* pack_slstm(const Inputs& in, long block, int64_t NH, int64_t DH, std::vector<QleQMatrix>* R) {
-  return qle_slstm_pack(in.mode, block, in.data[5], in.type[5], in.scale(7), (long)NH, (long)DH, R);
-}
-
-OrtStatusPtr run_slstm(Ort::KernelContext& ctx, const QleCpuKernels* k, const Inputs& in, const Packed& pk,
-                       bool seq) {
-  QleSlstmDims d;
-  if (OrtStatusPtr st = qle_check_slstm(in, pk.block, seq, &d)) return st;
-  if (!pk.error.empty()) return error_status(in, pk.error.c_str());
-  std::vector<QleQMatrix> local;
-  const std::vector<QleQMatrix>* R = pk.slstm_R.get();
-  if (R == nullptr) {
-    if (const char* e = pack_slstm(in, pk.block, d.NH, d.DH, &local)) return error_status(in, e);
-    R = &local;
-  }
-  const QleSlstmOutputs o = qle_slstm_outputs(ctx, d, seq);
-  QleSlstmArgs a{};
-  a.B = d.B, a.T = d.T, a.NH = d.NH, a.DH = d.DH;
-  a.x = in.f(0), a.y = in.f(1), a.c = in.f(2), a.n = in.f(3), a.m = in.f(4), a.R = R->data(), a.b = in.f(6);
-  a.Y = o.Y, a.y_out = o.y, a.c_out = o.c, a.n_out = o.n, a.m_out = o.m;
-  Ranges<QleSlstmArgs, qle_slstm_rows> job{k, &a, (long)d.B, (long)d.B};
-  job.run(ctx, (long)qle_mul_sat(qle_mul_sat(d.B, d.T), qle_mul_sat(4 * d.H, d.DH)));
-  return nullptr;
-}
-
-// -- mLSTM -------------------------------------------------------------------------------------
-OrtStatusPtr run_mlstm(Ort::KernelContext& ctx, const QleCpuKernels* k, const Inputs& in, bool seq) {
-  QleMlstmDims d;
-  if (OrtStatusPtr st = qle_check_mlstm(in, seq, &d)) return st;
-  QleMlstmArgs a{};
-  qle_mlstm_args(in, d, qle_mlstm_outputs(ctx, d, seq), &a);
-  const long streams = (long)(d.B * d.NH);
-  Ranges<QleMlstmArgs, qle_mlstm_streams> job{k, &a, streams, streams};
-  job.run(ctx, (long)qle_mul_sat(qle_mul_sat(streams, d.T), qle_mul_sat(3 * d.DK, d.DV)));
-  return nullptr;
-}
-
 struct Kernel {
-  Kind kind;
+  const QleOpSpec& op;
   const QleCpuKernels* k;
   Packed packed;
 
   OrtStatusPtr ComputeV2(OrtKernelContext* context) {
-    auto run = [&](Ort::KernelContext& ctx, const Inputs& in) -> OrtStatusPtr {
-      switch (kind) {
-        case Kind::PrStep: return run_prlstm(ctx, k, in, packed, false);
-        case Kind::PrSeq: return run_prlstm(ctx, k, in, packed, true);
-        case Kind::SCell: return run_slstm(ctx, k, in, packed, false);
-        case Kind::SSeq: return run_slstm(ctx, k, in, packed, true);
-        case Kind::MCell: return run_mlstm(ctx, k, in, false);
-        case Kind::MSeq: return run_mlstm(ctx, k, in, true);
-      }
-      return nullptr;
-    };
-    return qle_family_compute(context, kind, packed.mode, &g_calls, run);
+    return qle_op_compute(context, op, packed.mode, [&](Ort::KernelContext& ctx, const Inputs& in) {
+      return run_prlstm(ctx, k, in, packed, op.sequence);
+    });
   }
 };
 
 // Packs a quantized node's weights at kernel creation when its matrices (and scales) are constant
 // initializers of the contract's types and shapes; otherwise leaves it to each Compute call, which
 // also reports what is wrong. fp32 weights need no packing (the kernels read them in place).
-void prepack(const OrtKernelInfo* info, const QleFamilyOpSpec& op, Packed* pk) {
-  if (pk->mode == QleQMode::F32 || op.matrices.empty()) return;
-  Ort::ConstKernelInfo ki(info);
-  const size_t n = qle_qmode_integer(pk->mode) ? op.inputs.size() : op.regular();
-  if (ki.GetInputCount() != n) return;
-  Inputs in{op, pk->mode, std::vector<std::vector<int64_t>>(n), std::vector<const void*>(n, nullptr),
-            std::vector<ONNXTensorElementDataType>(n, ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED)};
-  std::vector<size_t> idx = op.matrices;
-  for (size_t i = op.regular(); i < n; ++i) idx.push_back(i);
-  for (size_t i : idx) {
-    int is_const = 0;
-    Ort::ConstValue v = ki.GetTensorConstantInput(i, &is_const);
-    if (!is_const || v == nullptr) return;
-    Ort::TensorTypeAndShapeInfo t = v.GetTensorTypeAndShapeInfo();
-    if (!op.accepts(pk->mode, i, t.GetElementType())) return;
-    in.shape[i] = t.GetShape();
-    in.data[i] = v.GetTensorRawData();
-    in.type[i] = t.GetElementType();
-  }
-  auto rejected = [](OrtStatusPtr st) {
-    if (st == nullptr) return false;
-    Ort::GetApi().ReleaseStatus(st);
-    return true;
-  };
-  const char* err = nullptr;
-  if (op.kind == Kind::PrStep || op.kind == Kind::PrSeq) {
-    if (in.shape[6].size() != 2 || in.shape[10].size() != 3) return;
-    const int64_t D = in.shape[6][0], R = in.shape[10][0], H = in.shape[10][1];
-    if (rejected(qle_check_pr_matrices(in, pk->block, D, H, R))) return;
-    std::unique_ptr<QlePrlstmWeights> w(new QlePrlstmWeights);
-    if ((err = pack_pr(in, pk->block, D, H, R, w.get())) == nullptr) pk->pr = std::move(w);
-  } else {
-    if (in.shape[5].size() != 4) return;
-    const int64_t NH = in.shape[5][1], DH = in.shape[5][2];
-    if (rejected(qle_check_slstm_matrices(in, pk->block, NH, DH))) return;
-    std::unique_ptr<std::vector<QleQMatrix>> R(new std::vector<QleQMatrix>);
-    if ((err = pack_slstm(in, pk->block, NH, DH, R.get())) == nullptr) pk->slstm_R = std::move(R);
-  }
-  if (err != nullptr) pk->error = err;
+void prepack(const OrtKernelInfo* info, const QleOpSpec& op, Packed* pk) {
+  Inputs in{op, pk->mode, {}, {}, {}};
+  if (pk->mode == QleQMode::F32 || !qle_constant_weights(info, op, pk->mode, &in)) return;
+  if (in.shape[6].size() != 2 || in.shape[10].size() != 3) return;
+  const int64_t D = in.shape[6][0], R = in.shape[10][0], H = in.shape[10][1];
+  if (!qle_check_passed(qle_check_pr_matrices(in, pk->block, D, H, R))) return;
+  std::unique_ptr<QlePrlstmWeights> w(new QlePrlstmWeights);
+  if (const char* e = pack_pr(in, pk->block, D, H, R, w.get()))
+    pk->error = e;
+  else
+    pk->w = std::move(w);
 }
 
 // Every input in host memory (the CPU execution provider's).
-struct Op : QleFamilyOpBase<Op, Kernel> {
-  explicit Op(Kind k) : QleFamilyOpBase(k) {}
+struct Op : QleOpSchema<Op, Kernel> {
+  explicit Op(const QleOpSpec& s) : QleOpSchema(s) {}
   const char* GetExecutionProviderType() const { return "CPUExecutionProvider"; }
   OrtStatusPtr CreateKernelV2(const OrtApi& api, const OrtKernelInfo* info, void** kernel) const {
-    const char* isa = getenv(kIsaEnv);
-    const char* err = nullptr;
-    const QleCpuKernels* k = qle_select_isa(isa, &err);
-    if (k == nullptr)
-      return qle_family_status(ORT_INVALID_ARGUMENT, spec(), std::string(kIsaEnv) + "=" + isa + ": " + err);
-    std::unique_ptr<Kernel> kern(new Kernel{kind, k, {}});
-    const QleFamilyOpSpec& op = spec();
-    if (!op.matrices.empty())
-      if (OrtStatusPtr st = qle_read_qmode(api, info, GetName(), &kern->packed.mode, &kern->packed.block)) return st;
+    const QleCpuKernels* k = nullptr;
+    if (OrtStatusPtr st = qle_op_cpu_kernels(spec(), &k)) return st;
+    std::unique_ptr<Kernel> kern(new Kernel{spec(), k, {}});
+    if (OrtStatusPtr st = qle_read_qmode(api, info, GetName(), &kern->packed.mode, &kern->packed.block)) return st;
     if (OrtStatusPtr st = qle_guarded(GetName(), [&]() -> OrtStatusPtr {
-          prepack(info, op, &kern->packed);
+          prepack(info, spec(), &kern->packed);
           return nullptr;
         }))
       return st;
@@ -261,19 +121,91 @@ struct Op : QleFamilyOpBase<Op, Kernel> {
   }
 };
 
+void append_ops(std::vector<QleRegisteredOp>* out) {
+  qle_append_ops<Op>({&qle_prlstm_spec(false), &qle_prlstm_spec(true)}, out);
+}
+
+const QleOpRegistrar kRegistrar(append_ops);
+
 }  // namespace
 
-void qle_family_ops(std::vector<const OrtCustomOp*>* out) {
-  qle_family_append_ops<Op>(out);
+const QleOpSpec& qle_prlstm_spec(bool seq) {
+  static const std::vector<const char*> inputs = {
+      "x",       "block_h", "block_c", "prefix_h", "prefix_c",     "count",         "W_leaf",      "b_leaf",
+      "W_merge", "b_merge", "W_unary", "b_unary",  "W_leaf_scale", "W_merge_scale", "W_unary_scale"};
+  static const std::vector<ONNXTensorElementDataType> types = {kQleF32, kQleF32, kQleF32, kQleF32, kQleF32, kQleI64,
+                                                               kQleF32, kQleF32, kQleF32, kQleF32, kQleF32, kQleF32};
+  static const std::vector<ONNXTensorElementDataType> outputs = {kQleF32, kQleF32, kQleF32, kQleF32, kQleF32, kQleI64};
+  static const QleOpSpec step{"PRLSTMStep", false, inputs, types, outputs, {6, 8, 10}, true, {5}};
+  static const QleOpSpec sequence{"PRLSTMSequence", true, inputs, types, outputs, {6, 8, 10}, true, {5}};
+  return seq ? sequence : step;
 }
 
-void qle_family_op_names(std::vector<const char*>* out) {
-  for (Kind k : kQleFamilyKinds) out->push_back(qle_family_spec(k).name);
+OrtStatusPtr qle_check_pr_matrices(const QleOpInputs& in, long block, int64_t D, int64_t H, int64_t R) {
+  OrtStatusPtr st = nullptr;
+  if ((st = in.sizes({qle_size_error("the input size D", "x's last dimension, W_leaf's first", D, 1,
+                                            kQleMaxWidth),
+                             qle_size_error("the hidden size H", "block_h's last dimension, W_unary's second", H, 1,
+                                            kQleMaxWidth),
+                             qle_size_error("the number of unary refinements R", "W_unary's first dimension", R, 0,
+                                            kQleMaxRefinements)})) ||
+      (st = in.expect(6, {D, in.width(6, 3 * H)},
+                      in.layout(6, "[D, 3H] (input-major)", "[D, ceil(3H / 2)] (input-major, int4 two per byte)"))) ||
+      (st = in.expect(8, {2 * H, in.width(8, 5 * H)},
+                      in.layout(8, "[2H, 5H] (input-major)", "[2H, ceil(5H / 2)] (input-major, int4 two per byte)"))) ||
+      (st = in.expect(10, {R, H, in.width(10, 4 * H)},
+                      in.layout(10, "[R, H, 4H] (input-major)", "[R, H, 2H] (input-major, int4 two per byte)"))))
+    return st;
+  if (qle_qmode_integer(in.mode)) {
+    const QleQMode m = in.mode;
+    const bool i4 = m == QleQMode::I4;
+    if ((st = in.expect(12, qle_scale_shape(m, block, {}, D, 3 * H),
+                        i4 ? "[ceil(D / block_size), 3H]" : "[3H] (one scale per output channel)")) ||
+        (st = in.expect(13, qle_scale_shape(m, block, {}, 2 * H, 5 * H),
+                        i4 ? "[ceil(2H / block_size), 5H]" : "[5H] (one scale per output channel)")) ||
+        (st = in.expect(14, qle_scale_shape(m, block, {R}, H, 4 * H),
+                        i4 ? "[R, ceil(H / block_size), 4H]" : "[R, 4H] (one scale per output channel of each slice)")))
+      return st;
+  }
+  return in.dynamic_limit({{"D", D}, {"2H", 2 * H}});
 }
 
-void qle_family_quantized_op_names(std::vector<const char*>* out) {
-  for (Kind k : kQleFamilyKinds)
-    if (!qle_family_spec(k).matrices.empty()) out->push_back(qle_family_spec(k).name);
+OrtStatusPtr qle_check_prlstm(const QleOpInputs& in, long block, bool seq, QlePrDims* dims) {
+  OrtStatusPtr st = nullptr;
+  if ((st = in.rank(0, seq ? 3 : 2, seq ? "[B, T, D]" : "[B, D]")) || (st = in.rank(1, 3, "[B, K, H]")) ||
+      (st = in.rank(10, 3, "[R, H, 4H]")))
+    return st;
+  const std::vector<int64_t>& xs = in.shape[0];
+  const int64_t B = xs[0], T = seq ? xs[1] : 1, D = xs.back(), K = in.shape[1][1], H = in.shape[1][2];
+  const int64_t R = in.shape[10][0];
+  if ((st = in.expect(1, {B, K, H}, "[B, K, H] (B from x)")) || (st = in.expect(2, {B, K, H}, "[B, K, H]")) ||
+      (st = in.expect(3, {B, K, H}, "[B, K, H]")) || (st = in.expect(4, {B, K, H}, "[B, K, H]")) ||
+      (st = in.expect(5, {B}, "[B]")) || (st = qle_check_pr_matrices(in, block, D, H, R)) ||
+      (st = in.expect(7, {3 * H}, "[3H]")) || (st = in.expect(9, {5 * H}, "[5H]")) ||
+      (st = in.expect(11, {R, 4 * H}, "[R, 4H]")))
+    return st;
+  if (K < 1 || K > kMaxStackLevels)
+    return in.invalid("the stack depth K (block_h's second dimension) must be in [1, " +
+                           std::to_string(kMaxStackLevels) + "], got " + std::to_string((long long)K));
+  const int64_t* count = static_cast<const int64_t*>(in.data[5]);  // a host input
+  for (int64_t r = 0; r < B; ++r)
+    if (count[r] < 0 || count[r] > INT64_MAX - T)
+      return in.invalid("input 'count' must hold token counts in [0, 2^63 - 1 - T]; row " +
+                             std::to_string((long long)r) + " has " + std::to_string((long long)count[r]));
+  *dims = QlePrDims{B, T, D, H, K, R};
+  return nullptr;
 }
 
-unsigned long long qle_family_compute_calls() { return g_calls.load(std::memory_order_relaxed); }
+QlePrOutputs qle_prlstm_outputs(Ort::KernelContext& ctx, const QlePrDims& d, bool seq) {
+  const std::vector<int64_t> state = {d.B, d.K, d.H};
+  const int64_t count_shape[1] = {d.B};
+  QlePrOutputs o{};
+  o.Y = qle_output(ctx, 0, seq ? std::vector<int64_t>{d.B, d.T, d.H} : std::vector<int64_t>{d.B, d.H});
+  o.block_h = qle_output(ctx, 1, state);
+  o.block_c = qle_output(ctx, 2, state);
+  o.prefix_h = qle_output(ctx, 3, state);
+  o.prefix_c = qle_output(ctx, 4, state);
+  o.count = ctx.GetOutput(5, count_shape, 1).GetTensorMutableData<int64_t>();
+  return o;
+}
+

@@ -1,5 +1,5 @@
 // CUDA kernels for QLLSTMCell / QLLSTMSequence in every weight mode; per-element gate maths from
-// qle_gates.h. One thread per (batch row, hidden unit): it computes that unit's dot products
+// qle_qllstm_math.h (the CPU kernels' source, float instantiation; built with --fmad=false like them). One thread per (batch row, hidden unit): it computes that unit's dot products
 // (with the mode's arithmetic, see dot() in qle_cuda_common.cuh) and gates. The sequence op
 // writes the input projection into Y and overwrites Y[:, t] with h_t step by step (one launch per
 // step: a step needs all of h_{t-1}).
@@ -12,8 +12,6 @@
 #include "qle_qllstm_math.h"
 
 namespace {
-
-constexpr int kThreads = 128;
 
 // out[r, j] = bias[j] + A[r, :] @ W[:, j]  (r < M, j < N)
 template <typename TA>
@@ -37,8 +35,12 @@ __global__ void step_kernel(long B, long H, const float* pre, long ld_pre,
   if (j >= H || b >= B) return;
   const float* hp = h_prev + b * ld_hp;
   const float u = __fadd_rn(pre[b * ld_pre + j], dot(W_h, hp, H, j, H));
-  qle_cell_element(u, gs + j, gb + j, H, hp[j], c_prev[b * H + j], *alpha,
-                   h_out + b * ld_ho + j, c_out + b * H + j);
+  float s[4], g[4];
+  for (int k = 0; k < 4; ++k) {
+    s[k] = gs[k * H + j];
+    g[k] = gb[k * H + j];
+  }
+  qle_fm_qllstm(u, s, g, hp[j], c_prev[b * H + j], *alpha, h_out + b * ld_ho + j, c_out + b * H + j);
 }
 
 __global__ void copy_rows_kernel(long B, long H, const float* src, long ld_src, float* dst) {
@@ -101,8 +103,4 @@ int qle_cuda_sequence(void* stream, const QleCudaWeights* w, long B, long T, lon
   }
   copy_rows_kernel<<<grid, kThreads, 0, s>>>(B, H, Y + (T - 1) * H, ldy, h_out);
   return (int)cudaGetLastError();
-}
-
-const char* qle_cuda_error_string(int error) {
-  return cudaGetErrorString(static_cast<cudaError_t>(error));
 }

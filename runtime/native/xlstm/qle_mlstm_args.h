@@ -1,4 +1,4 @@
-// Arguments of the mLSTM kernels (CPU: qle_xlstm.h, CUDA: qle_family_cuda.h). The mLSTM ops hold no
+// Arguments of the mLSTM kernels (CPU: qle_xlstm.h, CUDA: qle_xlstm_cuda.h). The mLSTM ops hold no
 // weights, so both take the same plain struct: sizes, the scalar inputs' values, inputs and outputs
 // (host pointers for the CPU kernel, device pointers for the CUDA one).
 #pragma once

@@ -1,13 +1,13 @@
 // xLSTM CPU kernels (see qle_xlstm.h): the sLSTM's block-diagonal recurrent product through
 // qle_qmatmul (the qle_cpu.h kernel table, per quantization mode); gate maths and the mLSTM matrix-memory update through per-ISA loops
-// compiled from one source (qle_family_math.h).
+// compiled from one source (qle_xlstm_math.h).
 #include "qle_xlstm.h"
 
 #include <string.h>
 
 #include <vector>
 
-#include "qle_lanes.h"
+#include "qle_xlstm_math.h"
 #include "qle_shape.h"
 
 namespace {
@@ -78,7 +78,7 @@ QLE_X_LOOPS(avx512, QLE_FM_AVX512, 16)
 
 const Loops& loops_for(const QleCpuKernels* k) {
 #if defined(QLE_X86)
-  switch (qle_family_isa_level(k)) {
+  switch (qle_lanes_isa_level(k)) {
     case 2: return kLoops_avx512;
     case 1: return kLoops_avx2;
   }
