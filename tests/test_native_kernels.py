@@ -310,9 +310,8 @@ def test_older_runtime_api_gets_clear_status(lib_status):
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not on PATH")
 def test_cuda_sources_compile_check(tmp_path):
     """Compile check only (no GPU here): nvcc -c the kernels with the build's flags (warnings are errors),
-    no fused multiply-add in the family kernels (they share their gate maths with the CPU kernels, built
-    without contraction; the QL-LSTM kernels use CUDA's expf / tanhf, which have their own), and the CUDA
-    op registrations."""
+    no fused multiply-add in any kernel (they share their gate maths with the CPU kernels, built without
+    contraction), and the CUDA op registrations."""
     sys.path.insert(0, str(NATIVE_SRC))
     import build as native_build
 
@@ -322,11 +321,12 @@ def test_cuda_sources_compile_check(tmp_path):
                                "-fPIC,-Wall,-Wextra,-Werror", *includes, "-c", str(src), "-o",
                                str(tmp_path / (src.name + ".o"))], capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
-    ptx = tmp_path / "qle_prlstm_cuda.ptx"
-    proc = subprocess.run(["nvcc", *native_build.NVCCFLAGS, *includes, "-ptx",
-                           str(NATIVE_SRC / "prlstm" / "qle_prlstm_cuda.cu"), "-o", str(ptx)], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    assert "fma.rn.f32" not in ptx.read_text(), "qle_prlstm_cuda.cu: fused multiply-add in the device code"
+    for src in native_build.cuda_sources():
+        ptx = tmp_path / (src.stem + ".ptx")
+        proc = subprocess.run(["nvcc", *native_build.NVCCFLAGS, *includes, "-ptx", str(src), "-o", str(ptx)],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        assert "fma.rn.f32" not in ptx.read_text(), f"{src.name}: fused multiply-add in the device code"
     try:
         include = native_build.find_headers(fetch=False)
     except native_build.NativeBuildError as e:
