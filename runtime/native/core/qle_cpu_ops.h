@@ -1,6 +1,10 @@
-// What the CPU op registrations of every family share: the kernel table of a new kernel and the
-// constant weights a quantized kernel packs once at creation.
+// What the CPU op registrations of every family share: the op and kernel around a family's run and
+// prepack functions (QleCpuOp), the kernel table of a new kernel, the constant weights a quantized
+// kernel packs once at creation, and splitting a call's work over onnxruntime's intra-op pool.
 #pragma once
+
+#include <memory>
+#include <string>
 
 #include "qle_contract.h"
 #include "qle_cpu.h"
@@ -37,3 +41,79 @@ struct QleRanges {
 
 // Whether a check of constant weights passed (releasing a failure's status: the Compute call reports it).
 bool qle_check_passed(OrtStatusPtr st);
+
+// Weights of a quantized node as its kernel packed them at creation from constant initializers (w
+// null otherwise: each Compute call packs its own copy).
+template <typename Weights>
+struct QlePacked {
+  QleQMode mode = QleQMode::F32;
+  long block = 0;
+  std::unique_ptr<Weights> w;
+  std::string error;  // packing the constants failed: every call reports it
+
+  // The weights a checked node runs with: the prepacked ones, else *local filled by pack(local) (an
+  // error message or null). A status when either packing failed.
+  template <typename Pack>
+  OrtStatusPtr get(const QleOpInputs& in, Weights* local, Pack&& pack, const Weights** out) const {
+    if (!error.empty()) return in.invalid(error);
+    *out = w.get();
+    if (*out != nullptr) return nullptr;
+    if (const char* e = pack(local)) return in.invalid(e);
+    *out = local;
+    return nullptr;
+  }
+};
+
+// The weights of an op that holds none (float32 nodes only).
+struct QleNoWeights {};
+
+// A family's run function: checks a node (QleOpInputs loaded) and runs it on kernel table k, its
+// weights from `packed`.
+template <typename Weights>
+using QleCpuRun = OrtStatusPtr (*)(Ort::KernelContext& ctx, const QleCpuKernels* k, const QleOpInputs& in,
+                                   const QlePacked<Weights>& packed);
+// A family's prepack function: given the constant matrices and scales of a quantized node in `in`
+// (qle_constant_weights), packs them into *packed when they pass the checks (otherwise each Compute
+// call reports what is wrong).
+template <typename Weights>
+using QleCpuPrepack = void (*)(const QleOpInputs& in, QlePacked<Weights>* packed);
+
+template <typename Weights, QleCpuRun<Weights> Run>
+struct QleCpuKernel {
+  const QleOpSpec& op;
+  const QleCpuKernels* k;
+  QlePacked<Weights> packed;
+
+  OrtStatusPtr ComputeV2(OrtKernelContext* context) {
+    return qle_op_compute(context, op, packed.mode,
+                          [&](Ort::KernelContext& ctx, const QleOpInputs& in) { return Run(ctx, k, in, packed); });
+  }
+};
+
+// A CPU op (every input in host memory): its kernel runs Run with the ISA QLSTM_EDGE_NATIVE_ISA selects.
+// An op with matrices (Prepack not null) reads the node's quantization mode and, quantized, prepacks
+// constant weights; an op without (Prepack null) takes float32 nodes only.
+template <typename Weights, QleCpuRun<Weights> Run, QleCpuPrepack<Weights> Prepack>
+struct QleCpuOp : QleOpSchema<QleCpuOp<Weights, Run, Prepack>, QleCpuKernel<Weights, Run>> {
+  typedef QleCpuKernel<Weights, Run> Kernel;
+  explicit QleCpuOp(const QleOpSpec& s) : QleOpSchema<QleCpuOp<Weights, Run, Prepack>, Kernel>(s) {}
+  const char* GetExecutionProviderType() const { return "CPUExecutionProvider"; }
+  OrtStatusPtr CreateKernelV2(const OrtApi& api, const OrtKernelInfo* info, void** kernel) const {
+    const QleOpSpec& op = this->spec();
+    const QleCpuKernels* k = nullptr;
+    if (OrtStatusPtr st = qle_op_cpu_kernels(op, &k)) return st;
+    std::unique_ptr<Kernel> kern(new Kernel{op, k, {}});
+    QlePacked<Weights>& pk = kern->packed;
+    if constexpr (Prepack != nullptr) {
+      if (OrtStatusPtr st = qle_read_qmode(api, info, op.name, &pk.mode, &pk.block)) return st;
+      if (OrtStatusPtr st = qle_guarded(op.name, [&]() -> OrtStatusPtr {
+            QleOpInputs in{op, pk.mode, {}, {}, {}};
+            if (pk.mode != QleQMode::F32 && qle_constant_weights(info, op, pk.mode, &in)) Prepack(in, &pk);
+            return nullptr;
+          }))
+        return st;
+    }
+    *kernel = kern.release();
+    return nullptr;
+  }
+};

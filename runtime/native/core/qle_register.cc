@@ -63,6 +63,10 @@ std::string json_list(const std::vector<T>& items, F&& item) {
   return s + "]";
 }
 
+std::string type_list(const std::vector<ONNXTensorElementDataType>& v) {
+  return json_list(v, [](ONNXTensorElementDataType t) { return quoted(qle_type_name(t)); });
+}
+
 std::string index_list(const std::vector<size_t>& v) {
   return json_list(v, [](size_t i) { return std::to_string(i); });
 }
@@ -72,8 +76,7 @@ std::string index_list(const std::vector<size_t>& v) {
 std::string contract_json(const QleOpSpec& op) {
   return "{\"name\": " + quoted(op.name) + ", \"inputs\": " + json_list(op.inputs, quoted) +
          ", \"regular\": " + std::to_string(op.regular()) +
-         ", \"input_types\": " + json_list(op.input_types, [](ONNXTensorElementDataType t) { return quoted(qle_type_name(t)); }) +
-         ", \"output_types\": " + json_list(op.output_types, [](ONNXTensorElementDataType t) { return quoted(qle_type_name(t)); }) +
+         ", \"input_types\": " + type_list(op.input_types) + ", \"output_types\": " + type_list(op.output_types) +
          ", \"matrices\": " + index_list(op.matrices) + ", \"host\": " + index_list(op.host) +
          ", \"x_in_product\": " + (op.x_in_product ? "true" : "false") + "}";
 }

@@ -23,14 +23,7 @@ constexpr long kMaxStackLevels = 62;  // count is int64
 
 using Inputs = QleOpInputs;
 
-// Weights of a node as its kernel packed them at creation (constant initializers; else empty and
-// packed per call).
-struct Packed {
-  QleQMode mode = QleQMode::F32;
-  long block = 0;
-  std::unique_ptr<QlePrlstmWeights> w;
-  std::string error;  // packing the constants failed: every call reports it
-};
+using Packed = QlePacked<QlePrlstmWeights>;
 
 const char* pack_pr(const Inputs& in, long block, int64_t D, int64_t H, int64_t R, QlePrlstmWeights* w) {
   const ONNXTensorElementDataType types[3] = {in.type[6], in.type[8], in.type[10]};
@@ -38,17 +31,15 @@ const char* pack_pr(const Inputs& in, long block, int64_t D, int64_t H, int64_t 
                          in.scale(14), (long)D, (long)H, (long)R, w);
 }
 
-OrtStatusPtr run_prlstm(Ort::KernelContext& ctx, const QleCpuKernels* k, const Inputs& in, const Packed& pk,
-                        bool seq) {
+OrtStatusPtr run_prlstm(Ort::KernelContext& ctx, const QleCpuKernels* k, const Inputs& in, const Packed& pk) {
+  const bool seq = in.op.sequence;
   QlePrDims d;
   if (OrtStatusPtr st = qle_check_prlstm(in, pk.block, seq, &d)) return st;
-  if (!pk.error.empty()) return in.invalid(pk.error);
   QlePrlstmWeights local;
-  const QlePrlstmWeights* w = pk.w.get();
-  if (w == nullptr) {
-    if (const char* e = pack_pr(in, pk.block, d.D, d.H, d.R, &local)) return in.invalid(e);
-    w = &local;
-  }
+  const QlePrlstmWeights* w = nullptr;
+  if (OrtStatusPtr st =
+          pk.get(in, &local, [&](QlePrlstmWeights* l) { return pack_pr(in, pk.block, d.D, d.H, d.R, l); }, &w))
+    return st;
   const int64_t B = d.B, T = d.T, D = d.D, H = d.H, R = d.R;
   std::vector<float> xbuf;
   const float* x = in.f(0);
@@ -74,24 +65,9 @@ OrtStatusPtr run_prlstm(Ort::KernelContext& ctx, const QleCpuKernels* k, const I
   return nullptr;
 }
 
-struct Kernel {
-  const QleOpSpec& op;
-  const QleCpuKernels* k;
-  Packed packed;
-
-  OrtStatusPtr ComputeV2(OrtKernelContext* context) {
-    return qle_op_compute(context, op, packed.mode, [&](Ort::KernelContext& ctx, const Inputs& in) {
-      return run_prlstm(ctx, k, in, packed, op.sequence);
-    });
-  }
-};
-
-// Packs a quantized node's weights at kernel creation when its matrices (and scales) are constant
-// initializers of the contract's types and shapes; otherwise leaves it to each Compute call, which
-// also reports what is wrong. fp32 weights need no packing (the kernels read them in place).
-void prepack(const OrtKernelInfo* info, const QleOpSpec& op, Packed* pk) {
-  Inputs in{op, pk->mode, {}, {}, {}};
-  if (pk->mode == QleQMode::F32 || !qle_constant_weights(info, op, pk->mode, &in)) return;
+// Packs constant W_leaf, W_merge, W_unary (and their scales) of the contract's shapes; fp32 weights
+// need no packing (the kernel reads them in place).
+void prepack(const Inputs& in, Packed* pk) {
   if (in.shape[6].size() != 2 || in.shape[10].size() != 3) return;
   const int64_t D = in.shape[6][0], R = in.shape[10][0], H = in.shape[10][1];
   if (!qle_check_passed(qle_check_pr_matrices(in, pk->block, D, H, R))) return;
@@ -102,26 +78,8 @@ void prepack(const OrtKernelInfo* info, const QleOpSpec& op, Packed* pk) {
     pk->w = std::move(w);
 }
 
-// Every input in host memory (the CPU execution provider's).
-struct Op : QleOpSchema<Op, Kernel> {
-  explicit Op(const QleOpSpec& s) : QleOpSchema(s) {}
-  const char* GetExecutionProviderType() const { return "CPUExecutionProvider"; }
-  OrtStatusPtr CreateKernelV2(const OrtApi& api, const OrtKernelInfo* info, void** kernel) const {
-    const QleCpuKernels* k = nullptr;
-    if (OrtStatusPtr st = qle_op_cpu_kernels(spec(), &k)) return st;
-    std::unique_ptr<Kernel> kern(new Kernel{spec(), k, {}});
-    if (OrtStatusPtr st = qle_read_qmode(api, info, GetName(), &kern->packed.mode, &kern->packed.block)) return st;
-    if (OrtStatusPtr st = qle_guarded(GetName(), [&]() -> OrtStatusPtr {
-          prepack(info, spec(), &kern->packed);
-          return nullptr;
-        }))
-      return st;
-    *kernel = kern.release();
-    return nullptr;
-  }
-};
-
 void append_ops(std::vector<QleRegisteredOp>* out) {
+  typedef QleCpuOp<QlePrlstmWeights, run_prlstm, prepack> Op;
   qle_append_ops<Op>({&qle_prlstm_spec(false), &qle_prlstm_spec(true)}, out);
 }
 

@@ -1,6 +1,7 @@
 // CUDA kernels for QLLSTMCell / QLLSTMSequence in every weight mode; per-element gate maths from
-// qle_qllstm_math.h (the CPU kernels' source, float instantiation; built with --fmad=false like them). One thread per (batch row, hidden unit): it computes that unit's dot products
-// (with the mode's arithmetic, see dot() in qle_cuda_common.cuh) and gates. The sequence op
+// qle_qllstm_math.h (the CPU kernel's source, float instantiation; built with --fmad=false, the CPU
+// build's -ffp-contract=off). One thread per (batch row, hidden unit): it computes that unit's dot
+// products (with the mode's arithmetic, see dot() in qle_cuda_common.cuh) and gates. The sequence op
 // writes the input projection into Y and overwrites Y[:, t] with h_t step by step (one launch per
 // step: a step needs all of h_{t-1}).
 #include <cuda_fp16.h>

@@ -1,5 +1,7 @@
-// QL-LSTM ops (qle_qllstm_ops.h): their shape checks, and their CPU ops (weight packing, argument
-// filling, threading), registered with the library's domain by a static registrar (qle_registry.h). The kernels are in qle_qllstm.cc.
+// QL-LSTM ops (qle_qllstm_ops.h): their specs and shape checks, and their CPU ops (weight packing,
+// argument filling, threading), registered with the library's domain by a static registrar
+// (qle_registry.h). The kernels are in qle_qllstm.cc. Constant weights (initializers) are packed once
+// per kernel, others on every call.
 #include "qle_qllstm_ops.h"
 
 #include <string.h>
@@ -19,8 +21,9 @@ constexpr long kProjChunk = 64;   // rows of the sequence input projection per t
 
 using Inputs = QleOpInputs;
 
-// Fn over [0, total) in parts of `step` rows: on onnxruntime's intra-op pool when there is more than one
-// part and at least kQleParallelWork of work; otherwise on this thread, in one call (`whole`) or part by part.
+// Fn over [0, total) in parts of `step` rows: on onnxruntime's intra-op pool when there is more than
+// one part and at least kQleParallelWork of work; otherwise on this thread, in one call (`whole`) or
+// part by part.
 template <void (*Fn)(const QleCpuKernels*, const QleQllstmArgs&, long, long)>
 struct Parts {
   const QleCpuKernels* k;
@@ -42,30 +45,21 @@ struct Parts {
   }
 };
 
-// Weights of a node as its kernel packed them at creation (constant initializers; else empty and
-// packed per call).
-struct Packed {
-  QleQMode mode = QleQMode::F32;
-  long block = 0;
-  std::unique_ptr<QleQllstmWeights> w;
-  std::string error;  // packing the constants failed: every call reports it
-};
-
 const char* pack(const Inputs& in, long block, int64_t D, int64_t H, QleQllstmWeights* w) {
   return qle_qllstm_pack(in.mode, block, in.data[3], in.type[3], in.data[4], in.type[4], in.scale(9), in.scale(10),
                          (long)D, (long)H, w);
 }
 
-OrtStatusPtr run(Ort::KernelContext& ctx, const QleCpuKernels* k, const Inputs& in, const Packed& pk, bool seq) {
+using Packed = QlePacked<QleQllstmWeights>;
+
+OrtStatusPtr run(Ort::KernelContext& ctx, const QleCpuKernels* k, const Inputs& in, const Packed& pk) {
+  const bool seq = in.op.sequence;
   QleQllstmDims d;
   if (OrtStatusPtr st = qle_check_qllstm(in, pk.block, seq, &d)) return st;
-  if (!pk.error.empty()) return in.invalid(pk.error);
   QleQllstmWeights local;
-  const QleQllstmWeights* w = pk.w.get();
-  if (w == nullptr) {
-    if (const char* e = pack(in, pk.block, d.D, d.H, &local)) return in.invalid(e);
-    w = &local;
-  }
+  const QleQllstmWeights* w = nullptr;
+  if (OrtStatusPtr st = pk.get(in, &local, [&](QleQllstmWeights* l) { return pack(in, pk.block, d.D, d.H, l); }, &w))
+    return st;
   const QleQllstmOutputs o = qle_qllstm_outputs(ctx, d, seq);
   const long B = (long)d.B, T = (long)d.T, D = (long)d.D, H = (long)d.H;
   if (B == 0) return nullptr;
@@ -92,24 +86,9 @@ OrtStatusPtr run(Ort::KernelContext& ctx, const QleCpuKernels* k, const Inputs& 
   return nullptr;
 }
 
-struct Kernel {
-  const QleOpSpec& op;
-  const QleCpuKernels* k;
-  Packed packed;
-
-  OrtStatusPtr ComputeV2(OrtKernelContext* context) {
-    return qle_op_compute(context, op, packed.mode, [&](Ort::KernelContext& ctx, const Inputs& in) {
-      return run(ctx, k, in, packed, op.sequence);
-    });
-  }
-};
-
-// Packs a quantized node's weights at kernel creation when W_x, W_h (and their scales) are constant
-// initializers of the contract's types and shapes; otherwise leaves it to each Compute call, which
-// also reports what is wrong. fp32 weights need no packing (the kernels read them in place).
-void prepack(const OrtKernelInfo* info, const QleOpSpec& op, Packed* pk) {
-  Inputs in{op, pk->mode, {}, {}, {}};
-  if (pk->mode == QleQMode::F32 || !qle_constant_weights(info, op, pk->mode, &in)) return;
+// Packs constant W_x, W_h (and their scales) of the contract's shapes; fp32 weights need no packing
+// (the kernels read them in place).
+void prepack(const Inputs& in, Packed* pk) {
   if (in.shape[3].size() != 2 || in.shape[4].size() != 2) return;
   const int64_t D = in.shape[3][0], H = in.shape[4][0];
   if (!qle_check_passed(qle_check_qllstm_weights(in, pk->block, D, H))) return;
@@ -120,27 +99,8 @@ void prepack(const OrtKernelInfo* info, const QleOpSpec& op, Packed* pk) {
     pk->w = std::move(w);
 }
 
-// Every input in host memory (the CPU execution provider's).
-struct Op : QleOpSchema<Op, Kernel> {
-  explicit Op(const QleOpSpec& s) : QleOpSchema(s) {}
-  const char* GetExecutionProviderType() const { return "CPUExecutionProvider"; }
-  OrtStatusPtr CreateKernelV2(const OrtApi& api, const OrtKernelInfo* info, void** kernel) const {
-    const QleCpuKernels* k = nullptr;
-    if (OrtStatusPtr st = qle_op_cpu_kernels(spec(), &k)) return st;
-    std::unique_ptr<Kernel> kern(new Kernel{spec(), k, {}});
-    if (OrtStatusPtr st = qle_read_qmode(api, info, GetName(), &kern->packed.mode, &kern->packed.block)) return st;
-    if (OrtStatusPtr st = qle_guarded(GetName(), [&]() -> OrtStatusPtr {
-          prepack(info, spec(), &kern->packed);
-          return nullptr;
-        }))
-      return st;
-    *kernel = kern.release();
-    return nullptr;
-  }
-};
-
 void append_ops(std::vector<QleRegisteredOp>* out) {
-  qle_append_ops<Op>({&qle_qllstm_spec(false), &qle_qllstm_spec(true)}, out);
+  qle_append_ops<QleCpuOp<QleQllstmWeights, run, prepack>>({&qle_qllstm_spec(false), &qle_qllstm_spec(true)}, out);
 }
 
 const QleOpRegistrar kRegistrar(append_ops);

@@ -1,6 +1,6 @@
 // xLSTM CPU kernels (see qle_xlstm.h): the sLSTM's block-diagonal recurrent product through
-// qle_qmatmul (the qle_cpu.h kernel table, per quantization mode); gate maths and the mLSTM matrix-memory update through per-ISA loops
-// compiled from one source (qle_xlstm_math.h).
+// qle_qmatmul (the qle_cpu.h kernel table, per quantization mode); gate maths and the mLSTM
+// matrix-memory update through per-ISA lane loops compiled from one source (qle_xlstm_math.h).
 #include "qle_xlstm.h"
 
 #include <string.h>

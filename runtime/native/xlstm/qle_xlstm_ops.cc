@@ -21,30 +21,22 @@ namespace {
 
 using Inputs = QleOpInputs;
 
-// sLSTM weights as the kernel packed them at creation (constant initializers; else empty and packed
-// per call).
-struct Packed {
-  QleQMode mode = QleQMode::F32;
-  long block = 0;
-  std::unique_ptr<std::vector<QleQMatrix>> R;
-  std::string error;  // packing the constants failed: every call reports it
-};
+using SlstmWeights = std::vector<QleQMatrix>;  // the 4 NH slices of R
+using Packed = QlePacked<SlstmWeights>;
 
 const char* pack_slstm(const Inputs& in, long block, int64_t NH, int64_t DH, std::vector<QleQMatrix>* R) {
   return qle_slstm_pack(in.mode, block, in.data[5], in.type[5], in.scale(7), (long)NH, (long)DH, R);
 }
 
-OrtStatusPtr run_slstm(Ort::KernelContext& ctx, const QleCpuKernels* k, const Inputs& in, const Packed& pk,
-                       bool seq) {
+OrtStatusPtr run_slstm(Ort::KernelContext& ctx, const QleCpuKernels* k, const Inputs& in, const Packed& pk) {
+  const bool seq = in.op.sequence;
   QleSlstmDims d;
   if (OrtStatusPtr st = qle_check_slstm(in, pk.block, seq, &d)) return st;
-  if (!pk.error.empty()) return in.invalid(pk.error);
-  std::vector<QleQMatrix> local;
-  const std::vector<QleQMatrix>* R = pk.R.get();
-  if (R == nullptr) {
-    if (const char* e = pack_slstm(in, pk.block, d.NH, d.DH, &local)) return in.invalid(e);
-    R = &local;
-  }
+  SlstmWeights local;
+  const SlstmWeights* R = nullptr;
+  if (OrtStatusPtr st =
+          pk.get(in, &local, [&](SlstmWeights* l) { return pack_slstm(in, pk.block, d.NH, d.DH, l); }, &R))
+    return st;
   const QleSlstmOutputs o = qle_slstm_outputs(ctx, d, seq);
   QleSlstmArgs a{};
   a.B = d.B, a.T = d.T, a.NH = d.NH, a.DH = d.DH;
@@ -55,7 +47,9 @@ OrtStatusPtr run_slstm(Ort::KernelContext& ctx, const QleCpuKernels* k, const In
   return nullptr;
 }
 
-OrtStatusPtr run_mlstm(Ort::KernelContext& ctx, const QleCpuKernels* k, const Inputs& in, bool seq) {
+OrtStatusPtr run_mlstm(Ort::KernelContext& ctx, const QleCpuKernels* k, const Inputs& in,
+                       const QlePacked<QleNoWeights>&) {
+  const bool seq = in.op.sequence;
   QleMlstmDims d;
   if (OrtStatusPtr st = qle_check_mlstm(in, seq, &d)) return st;
   QleMlstmArgs a{};
@@ -66,78 +60,22 @@ OrtStatusPtr run_mlstm(Ort::KernelContext& ctx, const QleCpuKernels* k, const In
   return nullptr;
 }
 
-struct SlstmKernel {
-  const QleOpSpec& op;
-  const QleCpuKernels* k;
-  Packed packed;
-
-  OrtStatusPtr ComputeV2(OrtKernelContext* context) {
-    return qle_op_compute(context, op, packed.mode, [&](Ort::KernelContext& ctx, const Inputs& in) {
-      return run_slstm(ctx, k, in, packed, op.sequence);
-    });
-  }
-};
-
-struct MlstmKernel {
-  const QleOpSpec& op;
-  const QleCpuKernels* k;
-
-  OrtStatusPtr ComputeV2(OrtKernelContext* context) {
-    return qle_op_compute(context, op, QleQMode::F32, [&](Ort::KernelContext& ctx, const Inputs& in) {
-      return run_mlstm(ctx, k, in, op.sequence);
-    });
-  }
-};
-
-// Packs a quantized node's R at kernel creation when it (and its scales) are constant initializers of
-// the contract's types and shapes; otherwise leaves it to each Compute call, which also reports what
-// is wrong. fp32 weights need no packing (the kernels read them in place).
-void prepack(const OrtKernelInfo* info, const QleOpSpec& op, Packed* pk) {
-  Inputs in{op, pk->mode, {}, {}, {}};
-  if (pk->mode == QleQMode::F32 || !qle_constant_weights(info, op, pk->mode, &in)) return;
+// Packs a constant R (and its scales) of the contract's shape; fp32 weights need no packing (the
+// kernel reads them in place).
+void prepack(const Inputs& in, Packed* pk) {
   if (in.shape[5].size() != 4) return;
   const int64_t NH = in.shape[5][1], DH = in.shape[5][2];
   if (!qle_check_passed(qle_check_slstm_matrices(in, pk->block, NH, DH))) return;
-  std::unique_ptr<std::vector<QleQMatrix>> R(new std::vector<QleQMatrix>);
+  std::unique_ptr<SlstmWeights> R(new SlstmWeights);
   if (const char* e = pack_slstm(in, pk->block, NH, DH, R.get()))
     pk->error = e;
   else
-    pk->R = std::move(R);
+    pk->w = std::move(R);
 }
 
-// Every input in host memory (the CPU execution provider's).
-struct SlstmOp : QleOpSchema<SlstmOp, SlstmKernel> {
-  explicit SlstmOp(const QleOpSpec& s) : QleOpSchema(s) {}
-  const char* GetExecutionProviderType() const { return "CPUExecutionProvider"; }
-  OrtStatusPtr CreateKernelV2(const OrtApi& api, const OrtKernelInfo* info, void** kernel) const {
-    const QleCpuKernels* k = nullptr;
-    if (OrtStatusPtr st = qle_op_cpu_kernels(spec(), &k)) return st;
-    std::unique_ptr<SlstmKernel> kern(new SlstmKernel{spec(), k, {}});
-    if (OrtStatusPtr st = qle_read_qmode(api, info, GetName(), &kern->packed.mode, &kern->packed.block)) return st;
-    if (OrtStatusPtr st = qle_guarded(GetName(), [&]() -> OrtStatusPtr {
-          prepack(info, spec(), &kern->packed);
-          return nullptr;
-        }))
-      return st;
-    *kernel = kern.release();
-    return nullptr;
-  }
-};
-
-struct MlstmOp : QleOpSchema<MlstmOp, MlstmKernel> {
-  explicit MlstmOp(const QleOpSpec& s) : QleOpSchema(s) {}
-  const char* GetExecutionProviderType() const { return "CPUExecutionProvider"; }
-  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo*, void** kernel) const {
-    const QleCpuKernels* k = nullptr;
-    if (OrtStatusPtr st = qle_op_cpu_kernels(spec(), &k)) return st;
-    *kernel = new MlstmKernel{spec(), k};
-    return nullptr;
-  }
-};
-
 void append_ops(std::vector<QleRegisteredOp>* out) {
-  qle_append_ops<SlstmOp>({&qle_slstm_spec(false), &qle_slstm_spec(true)}, out);
-  qle_append_ops<MlstmOp>({&qle_mlstm_spec(false), &qle_mlstm_spec(true)}, out);
+  qle_append_ops<QleCpuOp<SlstmWeights, run_slstm, prepack>>({&qle_slstm_spec(false), &qle_slstm_spec(true)}, out);
+  qle_append_ops<QleCpuOp<QleNoWeights, run_mlstm, nullptr>>({&qle_mlstm_spec(false), &qle_mlstm_spec(true)}, out);
 }
 
 const QleOpRegistrar kRegistrar(append_ops);
