@@ -40,7 +40,7 @@ CASE_SECONDS = 2.0   # a case taking longer, or a worker above MAX_RSS_MB, is a 
 MAX_RSS_MB = 512
 
 
-# -- the ops' contract (exporters/quantize.py, runtime/native/qle_*.h) ---------------------------------------------
+# -- the ops' contract (exporters/quantize.py, runtime/native/<family>/qle_*_ops.h) --------------------------------
 def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 

@@ -310,27 +310,28 @@ def test_older_runtime_api_gets_clear_status(lib_status):
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not on PATH")
 def test_cuda_sources_compile_check(tmp_path):
     """Compile check only (no GPU here): nvcc -c the kernels with the build's flags (warnings are errors),
-    no fused multiply-add in the family kernels (they share their gate maths with the CPU kernels, built
-    without contraction; the QL-LSTM kernels use CUDA's expf / tanhf, which have their own), and the CUDA
-    op registrations."""
+    no fused multiply-add in any kernel (they share their gate maths with the CPU kernels, built without
+    contraction), and the CUDA op registrations."""
     sys.path.insert(0, str(NATIVE_SRC))
     import build as native_build
 
-    for src in native_build.CUDA_SOURCES:
+    includes = native_build.include_flags()
+    for src in native_build.cuda_sources():
         proc = subprocess.run(["nvcc", *native_build.NVCCFLAGS, "-Werror", "all-warnings", "-Xcompiler",
-                               "-fPIC,-Wall,-Wextra,-Werror", f"-I{NATIVE_SRC}", "-c", str(NATIVE_SRC / src), "-o",
-                               str(tmp_path / (src + ".o"))], capture_output=True, text=True)
+                               "-fPIC,-Wall,-Wextra,-Werror", *includes, "-c", str(src), "-o",
+                               str(tmp_path / (src.name + ".o"))], capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
-    ptx = tmp_path / "qle_family_cuda.ptx"
-    proc = subprocess.run(["nvcc", *native_build.NVCCFLAGS, f"-I{NATIVE_SRC}", "-ptx",
-                           str(NATIVE_SRC / "qle_family_cuda.cu"), "-o", str(ptx)], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    assert "fma.rn.f32" not in ptx.read_text(), "qle_family_cuda.cu: fused multiply-add in the device code"
+    for src in native_build.cuda_sources():
+        ptx = tmp_path / (src.stem + ".ptx")
+        proc = subprocess.run(["nvcc", *native_build.NVCCFLAGS, *includes, "-ptx", str(src), "-o", str(ptx)],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        assert "fma.rn.f32" not in ptx.read_text(), f"{src.name}: fused multiply-add in the device code"
     try:
         include = native_build.find_headers(fetch=False)
     except native_build.NativeBuildError as e:
         pytest.skip(f"CUDA kernels compile; registration not checked: {e}")
-    for src in ["qle_ops.cc", *native_build.CUDA_CPU_SOURCES]:
+    for src in [NATIVE_SRC / "core" / "qle_register.cc", *native_build.cuda_op_sources()]:
         proc = subprocess.run(["g++", "-std=c++17", "-fsyntax-only", "-Wall", "-Wextra", "-Werror", "-DQLE_WITH_CUDA",
-                               f"-I{include}", f"-I{NATIVE_SRC}", str(NATIVE_SRC / src)], capture_output=True, text=True)
+                               f"-I{include}", *includes, str(src)], capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr

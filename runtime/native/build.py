@@ -15,6 +15,13 @@ Usable standalone (``python runtime/native/build.py``) and from setup.py (``buil
 - onnxruntime C/C++ API headers: ``$ORT_INCLUDE_DIR`` if set, else fetched once with
   ``npm pack com.github.asus4.onnxruntime@0.4.9`` and cached under
   ``~/.cache/qlstm_edge/ort-headers/0.4.9/`` (``$XDG_CACHE_HOME`` respected).
+- Sources: ``core/`` (registration, the op contract, quantized matrices, the per-ISA kernels, the
+  shared lane maths, CUDA helpers) and one folder per model family (``qllstm/``, ``prlstm/``,
+  ``xlstm/``: its op specs and checks, CPU kernel, CUDA kernel and their registration). Every ``*.cc``
+  of those folders is compiled, ``*_cuda_ops.cc`` and ``*.cu`` into the CUDA library only; each folder
+  is on the include path. A new family is a new folder: its ops file registers its ops with a static
+  registrar (core/qle_registry.h), so no list is edited. Sources are linked core first, then the
+  families in name order, which is the order the library registers and lists its ops.
 - CPU library: one .so with a scalar path and, chosen at run time, AVX2+FMA and AVX-512 paths on
   x86-64, NEON and NEON + dot-product paths on aarch64.
 - CUDA (host builds only): when nvcc is on PATH the .cu sources are compile-checked (``nvcc -c``, object discarded),
@@ -51,15 +58,46 @@ HEADERS_NPM_VERSION = "0.4.9"
 HEADERS_TARBALL_DIR = "package/Plugins/iOS~/onnxruntime.xcframework/ios-arm64/onnxruntime.framework/Headers/"
 HEADERS_API_VERSION = 29
 
-CPU_SOURCES = ["qle_ops.cc", "qle_qmatrix.cc", "qle_cpu_scalar.cc", "qle_cpu_avx2.cc", "qle_cpu_avx512.cc",
-               "qle_cpu_neon.cc", "qle_family_contract.cc", "qle_family_ops.cc", "qle_prlstm.cc", "qle_xlstm.cc"]
-CUDA_SOURCES = ["qle_cuda.cu", "qle_family_cuda.cu"]
-CUDA_CPU_SOURCES = ["qle_family_cuda_ops.cc"]  # C++ compiled only into the CUDA library (-DQLE_WITH_CUDA)
+CORE_DIR = NATIVE_DIR / "core"
+# Folders under runtime/native that hold no op library sources (the standalone CUDA-vs-CPU harness).
+NOT_FAMILIES = {"core", "harness"}
 NVCCFLAGS = ["-std=c++17", "--fmad=false"]
 CXXFLAGS = ["-O3", "-std=c++17", "-ffp-contract=off", "-fPIC", "-fvisibility=hidden", "-Wall", "-Wextra"]
 # target architecture: (GNU triple of its cross compiler, names platform.machine() gives for it)
 TARGETS = {"x86_64": ("x86_64-linux-gnu", ("x86_64", "amd64")), "aarch64": ("aarch64-linux-gnu", ("aarch64", "arm64"))}
 BUILD_ID_PREFIX = "qlstm_edge-build:"
+
+
+def family_dirs() -> list[Path]:
+    """One folder per model family (its op specs, CPU and CUDA kernels and their registration)."""
+    return sorted(d for d in NATIVE_DIR.iterdir()
+                  if d.is_dir() and d.name not in NOT_FAMILIES and not d.name.startswith((".", "_")))
+
+
+def source_dirs() -> list[Path]:
+    """The core, then the family folders: the library's sources and its include path."""
+    return [CORE_DIR, *family_dirs()]
+
+
+def _sources(pattern: str) -> list[Path]:
+    return [p for d in source_dirs() for p in sorted(d.glob(pattern))]
+
+
+def cuda_op_sources() -> list[Path]:
+    """C++ compiled only into the CUDA library (-DQLE_WITH_CUDA): the CUDA op registrations."""
+    return _sources("*_cuda_ops.cc")
+
+
+def cpu_sources() -> list[Path]:
+    return [p for p in _sources("*.cc") if p not in cuda_op_sources()]
+
+
+def cuda_sources() -> list[Path]:
+    return _sources("*.cu")
+
+
+def include_flags() -> list[str]:
+    return [f"-I{d}" for d in source_dirs()]
 
 
 class NativeBuildError(RuntimeError):
@@ -162,7 +200,7 @@ def _is_up_to_date(target: Path, inputs: list[Path], build_id: str) -> bool:
 
 
 def _native_inputs() -> list[Path]:
-    return sorted(p for p in NATIVE_DIR.iterdir() if p.suffix in {".cc", ".h", ".cu", ".cuh"})
+    return [p for d in source_dirs() for p in sorted(d.iterdir()) if p.suffix in {".cc", ".h", ".cu", ".cuh"}]
 
 
 def _compiler(arch: str, cxx: str | None) -> str:
@@ -198,14 +236,14 @@ def build_cpu(include: Path, out_dir: Path | None = None, force: bool = False, a
     cxx = _compiler(arch, cxx)
     target = library_output(arch, out_dir)
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
-    build_id = hashlib.sha256(json.dumps([cxx, version, arch, CXXFLAGS, CPU_SOURCES]).encode()).hexdigest()[:16]
+    build_id = hashlib.sha256(json.dumps([cxx, version, arch, CXXFLAGS, [str(p.relative_to(NATIVE_DIR)) for p in cpu_sources()]]).encode()).hexdigest()[:16]
     if not force and _is_up_to_date(target, _native_inputs(), build_id):
         _log(f"up to date: {target}")
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".tmp")
     cmd = [cxx, *CXXFLAGS, f'-DQLE_BUILD_ID="{BUILD_ID_PREFIX}{build_id}"', "-shared", f"-I{include}",
-           f"-I{NATIVE_DIR}", *(str(NATIVE_DIR / s) for s in CPU_SOURCES), "-o", str(tmp)]
+           *include_flags(), *(str(p) for p in cpu_sources()), "-o", str(tmp)]
     _run(cmd, f"C++ build ({arch})")
     tmp.replace(target)
     _log(f"built {target}")
@@ -218,9 +256,9 @@ def check_cuda(include: Path) -> bool | None:
     if nvcc is None:
         return None
     with tempfile.TemporaryDirectory(prefix="qle-nvcc-") as tmp:
-        for src in CUDA_SOURCES:
-            _run([nvcc, *NVCCFLAGS, "-Xcompiler", "-fPIC", f"-I{NATIVE_DIR}", "-c",
-                  str(NATIVE_DIR / src), "-o", str(Path(tmp) / (src + ".o"))], f"nvcc compile check of {src}")
+        for src in cuda_sources():
+            _run([nvcc, *NVCCFLAGS, "-Xcompiler", "-fPIC", *include_flags(), "-c",
+                  str(src), "-o", str(Path(tmp) / (src.name + ".o"))], f"nvcc compile check of {src.name}")
     _log("CUDA sources compile (nvcc -c)")
     return True
 
@@ -244,14 +282,14 @@ def build_cuda(include: Path, out_dir: Path = RUNTIME_DIR) -> Path:
     target = out_dir / CUDA_LIB_NAME
     with tempfile.TemporaryDirectory(prefix="qle-cuda-") as tmp:
         objs = []
-        for src in CUDA_SOURCES:
-            obj = Path(tmp) / (src + ".o")
-            _run([nvcc, "-O3", *NVCCFLAGS, "-Xcompiler", "-fPIC,-fvisibility=hidden", f"-I{NATIVE_DIR}",
-                  "-c", str(NATIVE_DIR / src), "-o", str(obj)], f"nvcc build of {src}")
+        for src in cuda_sources():
+            obj = Path(tmp) / (src.name + ".o")
+            _run([nvcc, "-O3", *NVCCFLAGS, "-Xcompiler", "-fPIC,-fvisibility=hidden", *include_flags(),
+                  "-c", str(src), "-o", str(obj)], f"nvcc build of {src.name}")
             objs.append(str(obj))
         tmp_target = target.with_name(target.name + ".tmp")
-        _run([cxx, *CXXFLAGS, "-shared", "-DQLE_WITH_CUDA", f"-I{include}", f"-I{NATIVE_DIR}",
-              *(str(NATIVE_DIR / s) for s in CPU_SOURCES + CUDA_CPU_SOURCES), *objs,
+        _run([cxx, *CXXFLAGS, "-shared", "-DQLE_WITH_CUDA", f"-I{include}", *include_flags(),
+              *(str(p) for p in cpu_sources() + cuda_op_sources()), *objs,
               f"-L{cudart_dir}", "-lcudart_static", "-ldl", "-lrt", "-lpthread", "-o", str(tmp_target)],
              "CUDA library link")
         tmp_target.replace(target)

@@ -1,0 +1,140 @@
+// The op contract (qle_contract.h): input loading, the checks every op shares and their messages.
+#include "qle_contract.h"
+
+#include <initializer_list>
+
+#include "qle_shape.h"
+
+namespace {
+
+constexpr ONNXTensorElementDataType F16 = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16;
+
+std::string dims_text(const std::vector<int64_t>& d) {
+  std::string s = "[";
+  for (size_t i = 0; i < d.size(); ++i) s += (i ? ", " : "") + std::to_string((long long)d[i]);
+  return s + "]";
+}
+
+}  // namespace
+
+std::atomic<unsigned long long> g_qle_compute_calls{0};
+
+const char* qle_type_name(ONNXTensorElementDataType t) {
+  switch (t) {
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT: return "float32";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16: return "float16";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE: return "float64";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32: return "int32";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64: return "int64";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8: return "int8";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT4: return "int4";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8: return "uint8";
+    default: return "another element type";
+  }
+}
+
+std::vector<int64_t> qle_scale_shape(QleQMode mode, long block, std::vector<int64_t> lead, int64_t K, int64_t N) {
+  if (mode == QleQMode::I4) lead.push_back(qle_ceil_div(K, block));
+  lead.push_back(N);
+  return lead;
+}
+
+float* qle_output(Ort::KernelContext& ctx, size_t i, const std::vector<int64_t>& shape) {
+  return ctx.GetOutput(i, shape.data(), shape.size()).GetTensorMutableData<float>();
+}
+
+OrtStatusPtr QleOpInputs::invalid(const std::string& msg) const {
+  return qle_op_status(ORT_INVALID_ARGUMENT, op, msg);
+}
+
+OrtStatusPtr QleOpInputs::sizes(std::initializer_list<std::string> errors) const {
+  for (const std::string& e : errors)
+    if (!e.empty()) return invalid(e);
+  return nullptr;
+}
+
+OrtStatusPtr QleOpInputs::dynamic_limit(std::initializer_list<std::pair<const char*, int64_t>> sizes) const {
+  if (mode != QleQMode::I8Dyn) return nullptr;
+  for (const auto& s : sizes)
+    if (s.second > kQleMaxDynamicK)
+      return invalid(std::string("int8-dynamic supports input sizes up to ") + std::to_string(kQleMaxDynamicK) +
+                     " (exact int32 sums), got " + s.first + "=" + std::to_string((long long)s.second));
+  return nullptr;
+}
+
+ONNXTensorElementDataType QleOpSpec::type(QleQMode m, size_t i) const {
+  if (i >= regular()) return kQleF32;
+  if (i == 0 && x_in_product && m == QleQMode::F16) return F16;
+  return input_types[i];
+}
+
+bool QleOpSpec::accepts(QleQMode m, size_t i, ONNXTensorElementDataType t) const {
+  return i < regular() && is_matrix(i) ? qle_qmode_accepts(m, t) : t == type(m, i);
+}
+
+
+OrtStatusPtr qle_op_status(OrtErrorCode code, const QleOpSpec& op, const std::string& msg) {
+  return Ort::GetApi().CreateStatus(code, (std::string(op.name) + ": " + msg).c_str());
+}
+
+OrtStatusPtr QleOpInputs::load(const Ort::KernelContext& ctx) {
+  const size_t regular = op.regular(), got_n = ctx.GetInputCount();
+  const size_t n = qle_qmode_integer(mode) ? op.inputs.size() : regular;
+  if (got_n != n) {
+    if (op.matrices.empty())
+      return invalid("expected " + std::to_string(n) + " inputs, got " + std::to_string(got_n));
+    if (qle_qmode_integer(mode)) {
+      std::string scales;
+      for (size_t i = regular; i < n; ++i)
+        scales += std::string(i == regular ? "" : (i + 1 == n ? " and " : ", ")) + op.inputs[i];
+      return invalid(std::string("quant_mode '") + qle_qmode_name(mode) + "' needs " + std::to_string(n) +
+                                " inputs (the " + std::to_string(regular) + " regular ones, then " + scales +
+                                "), got " + std::to_string(got_n));
+    }
+    return invalid("expected " + std::to_string(n) + " inputs for " + qle_qmode_name(mode) +
+                              " weights, got " + std::to_string(got_n) +
+                              " (scale inputs need quant_mode int8, int8-dynamic or int4)");
+  }
+  shape.resize(n);
+  data.resize(n);
+  type.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    Ort::ConstValue v = ctx.GetInput(i);
+    Ort::TensorTypeAndShapeInfo info = v.GetTensorTypeAndShapeInfo();
+    const ONNXTensorElementDataType got = info.GetElementType();
+    if (!op.accepts(mode, i, got)) {
+      std::string why;
+      if (op.mode_typed(i))
+        why = mode == QleQMode::F32 ? " (the node has no quant_mode attribute, so its weights are float32)"
+                                    : std::string(" for quant_mode '") + qle_qmode_name(mode) + "'";
+      const char* want = op.is_matrix(i) ? qle_qmode_weight_types(mode) : qle_type_name(op.type(mode, i));
+      return invalid(std::string("input '") + op.inputs[i] + "' must be " + want + why + ", got " +
+                                qle_type_name(got));
+    }
+    shape[i] = info.GetShape();
+    data[i] = v.GetTensorRawData();
+    type[i] = got;
+  }
+  return nullptr;
+}
+
+OrtStatusPtr QleOpInputs::rank(size_t i, size_t r, const char* layout) const {
+  if (shape[i].size() == r) return nullptr;
+  return invalid(std::string("input '") + op.inputs[i] + "' must have rank " + std::to_string(r) + " (" +
+                            layout + "), got shape " + dims_text(shape[i]));
+}
+
+OrtStatusPtr QleOpInputs::expect(size_t i, const std::vector<int64_t>& want, const char* layout) const {
+  if (shape[i] == want) return nullptr;
+  return invalid(std::string("input '") + op.inputs[i] + "' must have shape " + layout + " = " +
+                            dims_text(want) + ", got " + dims_text(shape[i]));
+}
+
+OrtStatusPtr QleOpInputs::scalar(size_t i, float* out) const {
+  const std::vector<int64_t>& s = shape[i];
+  if (!(s.empty() || (s.size() == 1 && s[0] == 1)))
+    return invalid(std::string("input '") + op.inputs[i] + "' must be a scalar (shape [] or [1]), got " +
+                              dims_text(s));
+  *out = *f(i);
+  return nullptr;
+}

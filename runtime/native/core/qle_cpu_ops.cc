@@ -1,0 +1,48 @@
+// What the CPU op registrations share (qle_cpu_ops.h).
+#include "qle_cpu_ops.h"
+
+#include <stdlib.h>
+
+#include <string>
+
+namespace {
+
+constexpr const char* kIsaEnv = "QLSTM_EDGE_NATIVE_ISA";
+
+}  // namespace
+
+OrtStatusPtr qle_op_cpu_kernels(const QleOpSpec& op, const QleCpuKernels** k) {
+  const char* isa = getenv(kIsaEnv);
+  const char* err = nullptr;
+  *k = qle_select_isa(isa, &err);
+  if (*k != nullptr) return nullptr;
+  return qle_op_status(ORT_INVALID_ARGUMENT, op, std::string(kIsaEnv) + "=" + isa + ": " + err);
+}
+
+bool qle_constant_weights(const OrtKernelInfo* info, const QleOpSpec& op, QleQMode mode, QleOpInputs* in) {
+  Ort::ConstKernelInfo ki(info);
+  const size_t n = qle_qmode_integer(mode) ? op.inputs.size() : op.regular();
+  if (ki.GetInputCount() != n) return false;
+  in->shape.assign(n, {});
+  in->data.assign(n, nullptr);
+  in->type.assign(n, ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED);
+  std::vector<size_t> idx = op.matrices;
+  for (size_t i = op.regular(); i < n; ++i) idx.push_back(i);
+  for (size_t i : idx) {
+    int is_const = 0;
+    Ort::ConstValue v = ki.GetTensorConstantInput(i, &is_const);
+    if (!is_const || v == nullptr) return false;
+    Ort::TensorTypeAndShapeInfo t = v.GetTensorTypeAndShapeInfo();
+    if (!op.accepts(mode, i, t.GetElementType())) return false;
+    in->shape[i] = t.GetShape();
+    in->data[i] = v.GetTensorRawData();
+    in->type[i] = t.GetElementType();
+  }
+  return true;
+}
+
+bool qle_check_passed(OrtStatusPtr st) {
+  if (st == nullptr) return true;
+  Ort::GetApi().ReleaseStatus(st);
+  return false;
+}

@@ -1,0 +1,100 @@
+// QL-LSTM CPU kernel (see qle_qllstm.h): matrix products through qle_qmatmul (the qle_cpu.h kernel
+// table, per quantization mode), gate maths through per-ISA lane loops compiled from one source
+// (qle_qllstm_math.h).
+#include "qle_qllstm.h"
+
+#include <string.h>
+
+#include "qle_qllstm_math.h"
+
+namespace {
+
+// Units [j, j + n), n <= W, of one row.
+template <int W>
+QLE_FM_INLINE void gates_lanes(long H, long j, long n, const float* u, const float* h_prev, const float* c_prev,
+                               const float* gs, const float* gb, float alpha, float* h_out, float* c_out) {
+  typedef QleLanes<W> L;
+  typename L::F s[4], b[4], h, c;
+  for (long g = 0; g < 4; ++g) {
+    s[g] = L::load(gs + g * H + j, n);
+    b[g] = L::load(gb + g * H + j, n);
+  }
+  qle_fm_qllstm(L::load(u + j, n), s, b, L::load(h_prev + j, n), L::load(c_prev + j, n), alpha, &h, &c);
+  L::store(c_out + j, c, n);
+  L::store(h_out + j, h, n);
+}
+
+typedef void (*GatesFn)(long, const float*, const float*, const float*, const float*, const float*, float, float*,
+                        float*);
+
+// The loop over H units for W lanes (full vectors, then one partial vector).
+#define QLE_QL_GATES(NAME, ATTR, W)                                                                     \
+  ATTR void gates_##NAME(long H, const float* u, const float* h_prev, const float* c_prev, const float* gs, \
+                         const float* gb, float alpha, float* h_out, float* c_out) {                    \
+    long j = 0;                                                                                         \
+    for (; j + W <= H; j += W) gates_lanes<W>(H, j, W, u, h_prev, c_prev, gs, gb, alpha, h_out, c_out); \
+    if (j < H) gates_lanes<W>(H, j, H - j, u, h_prev, c_prev, gs, gb, alpha, h_out, c_out);             \
+  }
+
+QLE_QL_GATES(base, , 4)
+#if defined(QLE_X86)
+QLE_QL_GATES(avx2, QLE_FM_AVX2, 8)
+QLE_QL_GATES(avx512, QLE_FM_AVX512, 16)
+#endif
+
+GatesFn gates_for(const QleCpuKernels* k) {
+#if defined(QLE_X86)
+  switch (qle_lanes_isa_level(k)) {
+    case 2: return gates_avx512;
+    case 1: return gates_avx2;
+  }
+#else
+  (void)k;
+#endif
+  return gates_base;
+}
+
+}  // namespace
+
+const char* qle_qllstm_pack(QleQMode mode, long block, const void* W_x, ONNXTensorElementDataType tx,
+                            const void* W_h, ONNXTensorElementDataType th, const float* sx, const float* sh,
+                            long D, long H, QleQllstmWeights* w) {
+  if (const char* e = qle_qmatrix_pack(mode, block, W_x, tx, 0, sx, D, H, &w->wx)) return e;
+  return qle_qmatrix_pack(mode, block, W_h, th, 0, sh, H, H, &w->wh);
+}
+
+void qle_qllstm_gates(const QleCpuKernels* k, long H, const float* u, const float* h_prev, const float* c_prev,
+                      const float* gs, const float* gb, float alpha, float* h_out, float* c_out) {
+  gates_for(k)(H, u, h_prev, c_prev, gs, gb, alpha, h_out, c_out);
+}
+
+void qle_qllstm_cell_rows(const QleCpuKernels* k, const QleQllstmArgs& a, long r0, long r1) {
+  const long m = r1 - r0, H = a.H;
+  const GatesFn gates = gates_for(k);
+  float* u = a.h_out + r0 * H;
+  qle_qmatmul(k, a.w->wx, m, a.x + r0 * a.D, a.D, a.bias, 0, u, H);
+  qle_qmatmul(k, a.w->wh, m, a.h + r0 * H, H, u, H, u, H);
+  for (long r = r0; r < r1; ++r)
+    gates(H, a.h_out + r * H, a.h + r * H, a.c + r * H, a.gs, a.gb, a.alpha, a.h_out + r * H, a.c_out + r * H);
+}
+
+void qle_qllstm_project_rows(const QleCpuKernels* k, const QleQllstmArgs& a, long r0, long r1) {
+  qle_qmatmul(k, a.w->wx, r1 - r0, a.x + r0 * a.D, a.D, a.bias, 0, a.Y + r0 * a.H, a.H);
+}
+
+void qle_qllstm_recur_rows(const QleCpuKernels* k, const QleQllstmArgs& a, long b0, long b1) {
+  const long m = b1 - b0, H = a.H, ldy = a.T * H;
+  const GatesFn gates = gates_for(k);
+  float* y0 = a.Y + b0 * ldy;
+  float* c = a.c_out + b0 * H;
+  for (long t = 0; t < a.T; ++t) {
+    const float* hp = t == 0 ? a.h + b0 * H : y0 + (t - 1) * H;
+    const long ld_hp = t == 0 ? H : ldy;
+    const float* cp = t == 0 ? a.c + b0 * H : c;
+    float* u = y0 + t * H;
+    qle_qmatmul(k, a.w->wh, m, hp, ld_hp, u, ldy, u, ldy);
+    for (long r = 0; r < m; ++r)
+      gates(H, u + r * ldy, hp + r * ld_hp, cp + r * H, a.gs, a.gb, a.alpha, u + r * ldy, c + r * H);
+  }
+  for (long r = 0; r < m; ++r) memcpy(a.h_out + (b0 + r) * H, y0 + r * ldy + (a.T - 1) * H, sizeof(float) * H);
+}
