@@ -12,9 +12,9 @@ from qlstm_edge.exporters import export_onnx
 from qlstm_edge.parity import check_parity, random_inputs
 from qlstm_edge.runtime import ModelFileError, NativeLibraryError, StreamingSession, native_status
 
-from conftest import make_model
+from helpers import REPO, make_lm, make_qllstm
 
-SAMPLE = __import__("pathlib").Path(__file__).resolve().parents[1] / "samples" / "quickstart" / "model.safetensors"
+SAMPLE = REPO / "samples" / "quickstart" / "model.safetensors"
 
 
 @pytest.mark.parametrize("native", ["off", "on"])
@@ -37,8 +37,6 @@ def test_50k_step_stream_of_the_trained_sample_stays_finite_and_in_parity(tmp_pa
 
 
 def _xlstm_lm():
-    pytest.importorskip("xlstm")
-    from test_xlstm import make_lm
     return make_lm(E=32, heads=2, slstm_at=(1,))  # a random mLSTM + sLSTM language model, perturbed weights
 
 
@@ -99,7 +97,7 @@ def test_external_data_outside_the_model_folder_is_refused(tmp_path, exported):
 
 
 def test_interrupted_writes_leave_nothing_under_the_target_name(tmp_path, monkeypatch):
-    m = make_model()
+    m = make_qllstm()
 
     def boom(*a, **k):
         raise KeyboardInterrupt
@@ -116,11 +114,11 @@ def test_interrupted_writes_leave_nothing_under_the_target_name(tmp_path, monkey
 
 
 def test_info_warns_about_expansive_alpha(tmp_path):
-    m = make_model(alpha=0.2)
+    m = make_qllstm(alpha=0.2)
     path = save_checkpoint(m, tmp_path / "m.safetensors")
     r = CliRunner().invoke(main, ["info", str(path)])
     assert r.exit_code == 0 and "warning: layer 0: alpha = 0.2" in r.output and "expansive where f > 0.8" in r.output
-    stable = save_checkpoint(make_model(), tmp_path / "s.safetensors")
+    stable = save_checkpoint(make_qllstm(), tmp_path / "s.safetensors")
     assert "warning" not in CliRunner().invoke(main, ["info", str(stable)]).output
 
 
@@ -128,9 +126,9 @@ def test_export_refuses_unknown_modules_and_options(tmp_path):
     with pytest.raises(KeyError, match="not a model family this toolkit knows"):
         export_onnx(torch.nn.Linear(2, 2), tmp_path / "m.onnx")
     with pytest.raises(ValueError, match="mode must be one of"):
-        export_onnx(make_model(), tmp_path / "m.onnx", mode="batch")
+        export_onnx(make_qllstm(), tmp_path / "m.onnx", mode="batch")
     with pytest.raises(ValueError, match="target must be one of"):
-        export_onnx(make_model(), tmp_path / "m.onnx", target="tpu")
+        export_onnx(make_qllstm(), tmp_path / "m.onnx", target="tpu")
     with pytest.raises(ValueError, match="opset must be between"):
-        export_onnx(make_model(), tmp_path / "m.onnx", opset=9)
+        export_onnx(make_qllstm(), tmp_path / "m.onnx", opset=9)
     assert list(tmp_path.iterdir()) == []

@@ -351,7 +351,7 @@ def judge(cases: list, results: list, isa: str) -> None:
 def _isas() -> list:
     from qlstm_edge.runtime import native_lib
     supported = native_lib.status()["isa_supported"]
-    return [isa for isa in ("scalar", "avx2", "avx512", "neon", "neon-dotprod") if supported.get(isa)]
+    return [isa for isa in native_lib.ISA_CHOICES if supported.get(isa)]
 
 
 N_CASES = 480

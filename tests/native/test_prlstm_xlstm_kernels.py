@@ -2,9 +2,9 @@
 
 Two levels: one-node graphs of each op (its function body from the family's exporter, random inputs and
 states, odd sizes, the PR-LSTM stream limit, bad inputs), and exported models streamed through
-StreamingSession with native="on" against native="off". Every forced CPU path
-(QLSTM_EDGE_NATIVE_ISA=scalar|avx2|avx512 on x86-64, scalar|neon|neon-dotprod on aarch64, where the CPU has it) is checked. fp32 kernels: at most 1e-5
-max abs from the function body on these short streams.
+StreamingSession with native="on" against native="off". Every forced CPU path the library knows (the ``isa``
+fixture, QLSTM_EDGE_NATIVE_ISA) is checked where the CPU has it. fp32 kernels: at most 1e-5 max abs from the
+function body on these short streams.
 
 Needs the built library (python runtime/native/build.py). Without it these tests skip, or fail when
 QLSTM_EDGE_REQUIRE_NATIVE=1.
@@ -43,7 +43,6 @@ TOL = 1e-5  # against the function body (float32)
 TOL_FLOAT64 = 2e-5  # against the float64 references written below
 OPSET = 17
 DOMAIN = "qlstm_edge"
-ISAS = ["scalar", "avx2", "avx512", "neon", "neon-dotprod"]
 FAMILY_OPS = ["PRLSTMStep", "PRLSTMSequence", "sLSTMCell", "sLSTMSequence", "mLSTMCell", "mLSTMSequence"]
 QUANTIZED_FAMILY_OPS = FAMILY_OPS[:4]  # the mLSTM ops hold no weights
 
@@ -54,15 +53,6 @@ def lib(lib_status):
     st = lib_status
     assert set(FAMILY_OPS) <= set(st["ops"] or []), f"{st['path']} lacks the family ops: rebuild it"
     return st["path"]
-
-
-@pytest.fixture(params=ISAS)
-def isa(request, lib, monkeypatch):
-    if not native_lib.status()["isa_supported"].get(request.param):
-        pytest.skip(f"this CPU does not support {request.param}")
-    monkeypatch.setenv(native_lib.ISA_ENV, request.param)
-    return request.param
-
 
 
 # -- one-node graphs -----------------------------------------------------------------------------
