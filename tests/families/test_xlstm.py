@@ -61,6 +61,7 @@ def package_stream(model, x):
 
 
 # -- parity against the package ------------------------------------------------------------------
+@pytest.mark.slow  # 2,000 steps of the package's own Python step loop per model: a soak test
 @pytest.mark.parametrize("name", list(STACKS))
 def test_step_parity_2000_steps_against_package_step(tmp_path, name):
     m = STACKS[name]()
@@ -80,6 +81,7 @@ def test_step_parity_2000_steps_against_package_step(tmp_path, name):
     assert set(r.state_max_abs) == set(r.fp32_floor_states) == set(shapes)
 
 
+@pytest.mark.slow  # 2,000 steps of the package's own Python step loop: a soak test
 def test_lm_sequence_parity_2000_steps_in_chunks(tmp_path):
     m = make_lm(E=64, heads=4, slstm_at=(0,))
     path = export_onnx(m, tmp_path / "lm.onnx", mode="sequence")
