@@ -20,6 +20,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from helpers import perturb, stack_kwargs
 from qlstm_edge.exporters import export_onnx
 from qlstm_edge.exporters.quantize import Quantizer, pack_int4, quantize_symmetric, to_fp16
 from qlstm_edge.families.prlstm import PRLSTM
@@ -28,8 +29,7 @@ from qlstm_edge.runtime import StreamingSession, native_lib
 
 try:
     from qlstm_edge.families.xlstm import export as x_export
-    from xlstm import (FeedForwardConfig, mLSTMBlockConfig, mLSTMLayerConfig, sLSTMBlockConfig,
-                       sLSTMLayerConfig, xLSTMLMModel, xLSTMLMModelConfig)
+    from xlstm import xLSTMLMModel, xLSTMLMModelConfig
     from xlstm.xlstm_large.model import xLSTMLarge, xLSTMLargeConfig
     HAVE_XLSTM = True
 except ImportError as e:  # pragma: no cover - depends on the environment
@@ -485,18 +485,8 @@ def test_prlstm_model_streams(isa, lib, tmp_path, batch):
 
 def xlstm_lm(E, heads, slstm_at):
     torch.manual_seed(0)
-    cfg = xLSTMLMModelConfig(
-        vocab_size=40, embedding_dim=E, num_blocks=2, context_length=64, slstm_at=slstm_at,
-        mlstm_block=mLSTMBlockConfig(mlstm=mLSTMLayerConfig(conv1d_kernel_size=4, qkv_proj_blocksize=4,
-                                                            num_heads=heads)),
-        slstm_block=sLSTMBlockConfig(slstm=sLSTMLayerConfig(backend="vanilla", num_heads=heads, conv1d_kernel_size=4),
-                                     feedforward=FeedForwardConfig(proj_factor=1.3, act_fn="gelu")))
-    m = xLSTMLMModel(cfg)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():  # the package's init leaves recurrent and gate weights at zero
-        for p in m.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.1)
-    return m.eval()
+    return perturb(xLSTMLMModel(xLSTMLMModelConfig(vocab_size=40, **stack_kwargs(E=E, heads=heads, slstm_at=slstm_at))),
+                   seed=1)
 
 
 @needs_xlstm
