@@ -156,6 +156,7 @@ FAMILIES = {
 TOKEN_FAMILIES = [n for n, (kind, _) in FAMILIES.items() if kind == "tokens"]
 FEATURE_FAMILIES = [n for n, (kind, _) in FAMILIES.items() if kind == "features"]
 
+
 # -- one-node graphs of the QL-LSTM ops (the exporter's function bodies) and float64 references ---------------------
 INPUTS = ["x", "h", "c", "W_x", "W_h", "bias", "gate_scale", "gate_bias", "alpha"]
 CELL_OUTPUTS = ["h_new", "c_new"]

@@ -30,7 +30,7 @@ from qlstm_edge.parity import TOLERANCES, documented_tolerance, random_inputs
 from qlstm_edge.registry import family_of
 from qlstm_edge.runtime import StreamingSession, native_status
 
-from helpers import stack_kwargs, xlstm_large, xlstm_lm, xlstm_stack
+from helpers import make_prlstm, stack_kwargs, xlstm_large, xlstm_lm, xlstm_stack
 
 try:
     import xlstm  # noqa: F401
@@ -52,10 +52,7 @@ INTEGER = {"int8": TensorProto.INT8, "int8-dynamic": TensorProto.INT8, "int4": T
 # -- models ------------------------------------------------------------------------------------------------
 
 def prlstm(tokens, layers, hidden=8, seed=0):
-    torch.manual_seed(seed)
-    cfg = PRLSTMConfig(hidden_size=hidden, num_layers=layers, output_size=3, stack_levels=16,
-                       **({"vocab_size": 40} if tokens else {"input_size": 5}))
-    return PRLSTMModel(cfg).eval()
+    return make_prlstm(layers, tokens, hidden, seed, levels=16)
 
 
 MODELS = {"prlstm-tokens-3layers": lambda: prlstm(True, 3), "prlstm-features-1layer": lambda: prlstm(False, 1, seed=1)}
@@ -488,7 +485,8 @@ def test_file_sizes_shrink_mid_size_models():
     models = [PRLSTMModel(PRLSTMConfig(hidden_size=256, num_layers=2, vocab_size=1000, output_size=2))]
     if XLSTM_MISSING is None:
         torch.manual_seed(0)
-        models.append(xLSTMLMModel(xLSTMLMModelConfig(vocab_size=1000, **stack_kwargs(E=256, heads=4, mlstm_heads=2, slstm_at=[1]))).eval())
+        kw = stack_kwargs(E=256, heads=4, mlstm_heads=2, slstm_at=[1])
+        models.append(xLSTMLMModel(xLSTMLMModelConfig(vocab_size=1000, **kw)).eval())
     for m in models:
         size = {q: len(build_onnx(m, quantize=q).SerializeToString()) for q in [None, *QMODES]}
         assert size["int8"] <= 0.30 * size[None] and size["int8-dynamic"] <= 0.30 * size[None], size

@@ -15,9 +15,7 @@ import pytest
 
 from qlstm_edge.runtime import StreamingSession, native_status
 
-from helpers import make_qllstm
-
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import REPO as ROOT, make_qllstm
 EXTRA_HINT = "pip install 'qlstm-edge[export]'"
 
 # A missing package, as Python reports it: ModuleNotFoundError with the module's name.
