@@ -52,7 +52,7 @@ from qlstm_edge.registry import families, get_family
 from qlstm_edge.runtime import StreamingSession
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_quantize_families import xlstm_large, xlstm_lm, xlstm_stack  # noqa: E402  (the tests' small xLSTMs)
+from helpers import xlstm_large, xlstm_lm, xlstm_stack  # noqa: E402  (the tests' small xLSTMs)
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))

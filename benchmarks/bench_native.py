@@ -31,8 +31,8 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from native_graphs import (INPUTS, IR_VERSION, OPSETS, QUANT_MODES, op_model, quant_op_model,  # noqa: E402
-                           quantize_feeds, random_inputs)
+from helpers import (INPUTS, IR_VERSION, OPSETS, QUANT_MODES, op_model, quant_op_model,  # noqa: E402
+                     quantize_feeds, random_inputs)
 
 from qlstm_edge.runtime import native_lib  # noqa: E402
 

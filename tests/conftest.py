@@ -1,10 +1,12 @@
+"""Fixtures shared by every test; the models and helpers they build on are in tests/helpers.py."""
 import os
 
 import pytest
 import torch
 
-from qlstm_edge import QLLSTMConfig, QLLSTMModel
+from helpers import FAMILIES, make_qllstm
 from qlstm_edge.exporters import export_onnx
+from qlstm_edge.runtime import native_lib
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -17,26 +19,17 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
-def make_model(layers=2, tokens=True, hidden=16, seed=0, **kw):
-    torch.manual_seed(seed)
-    cfg = QLLSTMConfig(hidden_size=hidden, num_layers=layers, output_size=3,
-                       **({"vocab_size": 40} if tokens else {"input_size": 5}), **kw)
-    return QLLSTMModel(cfg).eval()
-
-
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory):
     """(model, {mode: path}) for a 2-layer token model, exported once per test session."""
     d = tmp_path_factory.mktemp("exported")
-    m = make_model()
+    m = make_qllstm()
     return m, {mode: export_onnx(m, d / f"{mode}.onnx", mode=mode) for mode in ("step", "sequence")}
 
 
 @pytest.fixture(scope="session")
 def lib_status():
     """The native op library's status; skips (or fails under QLSTM_EDGE_REQUIRE_NATIVE=1) without it."""
-    from qlstm_edge.runtime import native_lib
-
     st = native_lib.status()
     if st["isa_supported"] is None:
         msg = f"native op library unavailable: {st['reason']}"
@@ -46,32 +39,13 @@ def lib_status():
     return st
 
 
-def _prlstm(tokens):
-    from test_prlstm import make_model as make_prlstm
-    return make_prlstm(tokens=tokens, levels=8)  # a stream holds 255 steps: long enough, and a reachable limit
-
-
-def _xlstm(kind):
-    from test_xlstm import make_large, make_lm, make_stack  # skips the test when the xlstm package is missing
-    if kind == "stack":
-        return make_stack(E=16, heads=2, slstm_at=(1,), blocks=2, conv=2)
-    if kind == "lm":
-        return make_lm(E=16, heads=2, slstm_at=(0,), blocks=2, vocab=40)
-    return make_large(embedding_dim=16, num_heads=2, num_blocks=1, vocab_size=40)
-
-
-# name: (input kind, small model factory); every family, with feature and token input where it has both
-FAMILIES = {
-    "qllstm-tokens": ("tokens", lambda: make_model()),
-    "qllstm-features": ("features", lambda: make_model(tokens=False)),
-    "prlstm-tokens": ("tokens", lambda: _prlstm(True)),
-    "prlstm-features": ("features", lambda: _prlstm(False)),
-    "xlstm-stack": ("features", lambda: _xlstm("stack")),
-    "xlstm-lm": ("tokens", lambda: _xlstm("lm")),
-    "xlstm-large": ("tokens", lambda: _xlstm("large")),
-}
-TOKEN_FAMILIES = [n for n, (kind, _) in FAMILIES.items() if kind == "tokens"]
-FEATURE_FAMILIES = [n for n, (kind, _) in FAMILIES.items() if kind == "features"]
+@pytest.fixture(params=native_lib.ISA_CHOICES)
+def isa(request, lib_status, monkeypatch):
+    """Each instruction set the library knows, forced through QLSTM_EDGE_NATIVE_ISA; skips those this CPU lacks."""
+    if not lib_status["isa_supported"].get(request.param):
+        pytest.skip(f"this CPU does not support {request.param}")
+    monkeypatch.setenv(native_lib.ISA_ENV, request.param)
+    return request.param
 
 
 @pytest.fixture(scope="session")

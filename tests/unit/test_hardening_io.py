@@ -16,7 +16,7 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
-from conftest import make_model
+from helpers import make_qllstm
 from qlstm_edge import load_checkpoint, save_checkpoint
 from qlstm_edge._io import STALE_AFTER, OutputPathError, atomic_path
 from qlstm_edge.cli import main
@@ -69,7 +69,7 @@ def test_a_symlink_is_followed_and_stays_a_link(tmp_path):
     real.write_bytes(b"old contents")
     link = tmp_path / "m.safetensors"
     link.symlink_to(os.path.join("real", "m.safetensors"))  # relative, as `ln -s` makes it
-    m = make_model()
+    m = make_qllstm()
     save_checkpoint(m, link)
     assert link.is_symlink() and os.readlink(link) == os.path.join("real", "m.safetensors")
     assert load_checkpoint(real).state_dict().keys() == m.state_dict().keys()
@@ -95,7 +95,7 @@ def test_symlink_loop_is_an_error_not_a_replacement(tmp_path):
 def test_a_character_device_is_written_in_place(tmp_path):
     dev = os.stat("/dev/null").st_rdev
     null = mknod_or_skip(tmp_path / "null", stat.S_IFCHR, os.major(dev), os.minor(dev))
-    export_onnx(make_model(), null)
+    export_onnx(make_qllstm(), null)
     st = os.lstat(null)
     assert stat.S_ISCHR(st.st_mode) and st.st_rdev == os.stat("/dev/null").st_rdev
     assert sorted(p.name for p in tmp_path.iterdir()) == ["null"]
@@ -104,7 +104,7 @@ def test_a_character_device_is_written_in_place(tmp_path):
 def test_a_full_device_reports_its_write_error_and_stays_a_device(tmp_path):
     full = mknod_or_skip(tmp_path / "full", stat.S_IFCHR, 1, 7)  # Linux's /dev/full
     with pytest.raises(OSError) as e:
-        save_checkpoint(make_model(), full)
+        save_checkpoint(make_qllstm(), full)
     assert e.value.errno == errno.ENOSPC
     assert stat.S_ISCHR(os.lstat(full).st_mode)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["full"]
@@ -154,7 +154,7 @@ def test_writes_are_flushed_to_disk_before_the_rename(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "fsync", spy_fsync)
     monkeypatch.setattr(os, "replace", spy_replace)
-    save_checkpoint(make_model(), tmp_path / "m.safetensors")
+    save_checkpoint(make_qllstm(), tmp_path / "m.safetensors")
     tmp = next(path for kind, path in events if kind == "replace")
     assert events == [("fsync", tmp), ("replace", tmp), ("fsync", str(tmp_path))]
 
@@ -227,7 +227,7 @@ CLI_EXPORT_THAT_HANGS = textwrap.dedent("""
 
 
 def test_sigterm_during_cli_export_removes_the_temporary_file(tmp_path):
-    ck = save_checkpoint(make_model(), tmp_path / "m.safetensors")
+    ck = save_checkpoint(make_qllstm(), tmp_path / "m.safetensors")
     p = subprocess.Popen([sys.executable, "-c", CLI_EXPORT_THAT_HANGS, str(ck), str(tmp_path / "m.onnx")],
                          stdout=subprocess.PIPE, text=True)
     assert p.stdout.readline().strip() == "writing"
@@ -238,7 +238,7 @@ def test_sigterm_during_cli_export_removes_the_temporary_file(tmp_path):
 
 @pytest.fixture
 def files(tmp_path, exported):
-    ck = save_checkpoint(make_model(), tmp_path / "m.safetensors")
+    ck = save_checkpoint(make_qllstm(), tmp_path / "m.safetensors")
     x = tmp_path / "x.npy"
     np.save(x, np.zeros((1, 3), dtype=np.int64))
     (tmp_path / "cfg.json").write_text('{"hidden_size": 8}')

@@ -15,6 +15,8 @@ from qlstm_edge.parity import assert_parity
 from qlstm_edge.runtime import StreamingSession, StreamLimitError
 from qlstm_edge.runtime.session import InputError
 
+from helpers import make_prlstm, make_prlstm_core
+
 STATE_NAMES = ["block.h", "block.c", "prefix.h", "prefix.c", "count"]
 
 
@@ -60,23 +62,11 @@ def naive_prefix_outputs(sd, x, unary):
     return torch.stack(outs, 1)
 
 
-def make_core(layers=2, seed=0, hidden=4, inputs=3, levels=24):
-    torch.manual_seed(seed)
-    return PRLSTM(inputs, hidden, num_layers=layers, stack_levels=levels).eval()
-
-
-def make_model(layers=2, tokens=True, hidden=8, seed=0, levels=24):
-    torch.manual_seed(seed)
-    cfg = PRLSTMConfig(hidden_size=hidden, num_layers=layers, output_size=3, stack_levels=levels,
-                       **({"vocab_size": 40} if tokens else {"input_size": 5}))
-    return PRLSTMModel(cfg).eval()
-
-
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """(model, {mode: path}) for a 2-layer token model."""
     d = tmp_path_factory.mktemp("prlstm")
-    m = make_model()
+    m = make_prlstm()
     return m, {mode: export_onnx(m, d / f"{mode}.onnx", mode=mode) for mode in ("step", "sequence")}
 
 
@@ -96,7 +86,7 @@ def test_state_dict_names_and_shapes():
 
 @pytest.mark.parametrize("layers", [1, 3])
 def test_parallel_forward_matches_naive_fold_for_every_length(layers):
-    m = make_core(layers).double()
+    m = make_prlstm_core(layers).double()
     x = torch.randn(2, 300, 3, dtype=torch.float64)
     ref = naive_prefix_outputs(m.state_dict(), x, layers - 1)
     with torch.no_grad():
@@ -108,7 +98,7 @@ def test_parallel_forward_matches_naive_fold_for_every_length(layers):
 
 def test_parallel_forward_has_log_depth():
     """Merges happen level by level: the number of batched merge calls grows with log2 T, not T."""
-    m = make_core()
+    m = make_prlstm_core()
     calls = []
     m.merge.register_forward_hook(lambda *a: calls.append(1))
     with torch.no_grad():
@@ -119,7 +109,7 @@ def test_parallel_forward_has_log_depth():
 
 
 def test_chunked_forward_and_streams_at_different_positions():
-    m = make_core(seed=1).double()
+    m = make_prlstm_core(seed=1).double()
     x = torch.randn(2, 200, 3, dtype=torch.float64)
     ref = naive_prefix_outputs(m.state_dict(), x, 1)
     rng = np.random.default_rng(0)
@@ -143,7 +133,7 @@ def test_chunked_forward_and_streams_at_different_positions():
 
 
 def test_torch_stream_overflow_and_bad_state():
-    m = make_core(levels=4)
+    m = make_prlstm_core(levels=4)
     _, st = m(torch.randn(1, 15, 3))
     with pytest.raises(StreamLimitError, match="at most 15 tokens per stream; a stream at 15 tokens cannot take 1"):
         m(torch.randn(1, 1, 3), st)
@@ -157,7 +147,7 @@ def test_torch_stream_overflow_and_bad_state():
 
 # -- the exported files --------------------------------------------------------------------------------
 def test_step_stream_equals_whole_sequence_at_every_position(tmp_path):
-    m = make_model(tokens=False, seed=2)
+    m = make_prlstm(tokens=False, seed=2)
     path = export_onnx(m, tmp_path / "step.onnx", mode="step")
     x = np.random.default_rng(1).standard_normal((2, 1000, 5)).astype(np.float32)
     s = StreamingSession(path, native="off")
@@ -170,7 +160,7 @@ def test_step_stream_equals_whole_sequence_at_every_position(tmp_path):
 
 
 def test_sequence_graph_is_exact_for_every_length(tmp_path):
-    m = make_model(tokens=False, seed=3, layers=1)
+    m = make_prlstm(tokens=False, seed=3, layers=1)
     path = export_onnx(m, tmp_path / "seq.onnx", mode="sequence")
     x = np.random.default_rng(2).standard_normal((2, 300, 5)).astype(np.float32)
     ref, _ = torch_y(m, x)
@@ -231,7 +221,7 @@ def test_state_resume_is_bit_exact(exported, mode, tmp_path):
 
 @pytest.mark.parametrize("mode", ["step", "sequence"])
 def test_stream_past_the_stack_limit_is_refused(tmp_path, mode):
-    m = make_model(levels=4)
+    m = make_prlstm(levels=4)
     path = export_onnx(m, tmp_path / f"{mode}.onnx", mode=mode)
     s = StreamingSession(path, native="off")
     x = np.random.default_rng(6).integers(0, 40, (2, 16))
@@ -250,7 +240,7 @@ def test_stream_past_the_stack_limit_is_refused(tmp_path, mode):
 
 def test_raw_graph_returns_nan_past_the_limit(tmp_path):
     """Without StreamingSession (plain onnxruntime) the positions past 2^K - 1 come out NaN."""
-    m = make_model(levels=4)
+    m = make_prlstm(levels=4)
     path = export_onnx(m, tmp_path / "seq.onnx", mode="sequence")
     sess = StreamingSession(path, native="off")._e.sess
     feed = {"x": np.random.default_rng(7).integers(0, 40, (1, 20))}
@@ -265,21 +255,21 @@ def test_raw_graph_returns_nan_past_the_limit(tmp_path):
 @pytest.mark.parametrize("mode", ["step", "sequence"])
 @pytest.mark.parametrize("layers,tokens", [(1, True), (3, False)])
 def test_check_parity_passes(tmp_path, mode, layers, tokens):
-    m = make_model(layers, tokens, seed=layers)
+    m = make_prlstm(layers, tokens, seed=layers)
     path = export_onnx(m, tmp_path / "m.onnx", mode=mode)
     r = assert_parity(m, path, steps=1500 if mode == "sequence" else 600, batch=2, native="off")
     assert r.max_abs <= 1e-4 and set(r.state_max_abs) == set(STATE_NAMES)
 
 
 def test_bare_core_exports_and_matches(tmp_path):
-    core = make_core(layers=2, hidden=6)
+    core = make_prlstm_core(layers=2, hidden=6)
     for mode in ("step", "sequence"):
         path = export_onnx(core, tmp_path / f"{mode}.onnx", mode=mode)
         assert_parity(core, path, steps=300, batch=2, native="off")
 
 
 def test_checkpoint_round_trip(tmp_path):
-    m = make_model(tokens=False, levels=10)
+    m = make_prlstm(tokens=False, levels=10)
     ckpt = save_checkpoint(m, tmp_path / "m.safetensors")
     back = load_checkpoint(ckpt)
     assert type(back) is PRLSTMModel and back.config == m.config
@@ -287,8 +277,8 @@ def test_checkpoint_round_trip(tmp_path):
     assert np.array_equal(torch_y(back, x)[0], torch_y(m, x)[0])
     path = export_onnx(ckpt, tmp_path / "m.onnx", mode="sequence")
     assert_parity(back, path, steps=200, native="off")
-    core = save_checkpoint(make_core(), tmp_path / "core.safetensors")
-    assert load_checkpoint(core).config == make_core().config
+    core = save_checkpoint(make_prlstm_core(), tmp_path / "core.safetensors")
+    assert load_checkpoint(core).config == make_prlstm_core().config
 
 
 @pytest.mark.parametrize("mode", ["step", "sequence"])

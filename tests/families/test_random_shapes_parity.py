@@ -11,6 +11,8 @@ from qlstm_edge.families.prlstm import PRLSTM, PRLSTMConfig, PRLSTMModel
 from qlstm_edge.parity import TOLERANCES, assert_parity
 from qlstm_edge.runtime import StreamingSession
 
+from helpers import xlstm_models
+
 SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 CHUNKS = st.lists(st.integers(1, 40), min_size=1, max_size=4)
 MODES = st.sampled_from(["step", "sequence"])
@@ -66,30 +68,6 @@ def test_prlstm_parity_for_random_shapes(tmp_path, stream, head, inputs, hidden,
         model = PRLSTMModel(cfg).eval()
     report = parity(model, tmp_path, mode, steps=steps, batch=batch, chunk_sizes=chunks, seed=seed, native=native)
     assert report.state_max_abs["count"] == 0  # the step counter is exact
-
-
-@st.composite
-def xlstm_models(draw):
-    """A small perturbed model of the xlstm package: a block stack (features), an LM (token ids) or xLSTMLarge."""
-    from test_xlstm import make_large, perturb, stack_kwargs  # skips when the xlstm package is missing
-    from xlstm import xLSTMBlockStack, xLSTMBlockStackConfig, xLSTMLMModel, xLSTMLMModelConfig
-
-    kind = draw(st.sampled_from(["stack", "lm", "large"]))
-    heads = draw(st.sampled_from([1, 2, 4]))
-    # the package's per-head splits: the sLSTM and mLSTM widths, and xLSTMLarge's qk width (embedding / 2)
-    emb = draw(st.sampled_from([e for e in range(8, 33, 4) if e % (2 * heads if kind == "large" else heads) == 0]))
-    blocks = draw(st.integers(1, 2))
-    seed = draw(st.integers(0, 2**16))
-    if kind == "large":
-        return make_large(seed=seed, embedding_dim=emb, num_heads=heads, num_blocks=blocks, vocab_size=11)
-    slstm_at = draw(st.sets(st.integers(0, blocks - 1)))
-    kw = stack_kwargs(E=emb, heads=heads, slstm_at=sorted(slstm_at), blocks=blocks,
-                      conv=draw(st.integers(2, 4)))  # the package's mLSTM layer needs a conv
-    kw["slstm_block"].slstm.conv1d_kernel_size = draw(st.sampled_from([0, 2, 3, 4]))  # sLSTM: 0 = no conv
-    torch.manual_seed(seed)
-    if kind == "stack":
-        return perturb(xLSTMBlockStack(xLSTMBlockStackConfig(**kw)), seed)
-    return perturb(xLSTMLMModel(xLSTMLMModelConfig(vocab_size=11, **kw)), seed)
 
 
 @settings(SETTINGS, max_examples=20)

@@ -1,4 +1,4 @@
-"""Reliability for every family (conftest.FAMILIES): one loaded model shared by many threads, each thread with its
+"""Reliability for every family (helpers.FAMILIES): one loaded model shared by many threads, each thread with its
 own streams, gives exactly the results of running those streams one by one."""
 import threading
 
@@ -8,7 +8,7 @@ import pytest
 from qlstm_edge.parity import random_inputs
 from qlstm_edge.runtime import StreamingSession
 
-from conftest import FAMILIES
+from helpers import FAMILIES
 
 CHUNKS = (1, 5, 1, 17, 3)  # step() for chunks of 1, run() otherwise
 

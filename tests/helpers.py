@@ -1,13 +1,163 @@
-"""One-node ONNX graphs for the qlstm_edge custom ops, with a model-local function body written
-from standard ops, plus a float64 numpy reference. Shared by tests/test_native_kernels.py and
-benchmarks/bench_native.py."""
+"""What the tests share: the repository root, small models of every family (the FAMILIES table), a hypothesis
+strategy of random xLSTM models, and one-node graphs of the QL-LSTM ops with float64 references.
+
+The tests import it as ``helpers`` (pyproject's pytest ``pythonpath``); benchmarks/bench_native.py and
+.ci/isa_lane.py put tests/ on sys.path for it. No test module imports another test module.
+"""
 
 from __future__ import annotations
 
-import numpy as np
-from onnx import TensorProto, helper
+import os
+from pathlib import Path
 
-DOMAIN = "qlstm_edge"
+import numpy as np
+import pytest
+import torch
+from hypothesis import strategies as st
+from onnx import TensorProto, helper, numpy_helper
+
+from qlstm_edge import QLLSTMConfig, QLLSTMModel
+from qlstm_edge.exporters.quantize import Quantizer, dequantize, pack_int4, quantize_symmetric, to_fp16
+from qlstm_edge.families.prlstm import PRLSTM, PRLSTMConfig, PRLSTMModel
+from qlstm_edge.families.qllstm.export import cell_function, sequence_function
+from qlstm_edge.runtime.metadata import DOMAIN
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# -- QL-LSTM and PR-LSTM -----------------------------------------------------------------------------------------
+def make_qllstm(layers=2, tokens=True, hidden=16, seed=0, **kw):
+    torch.manual_seed(seed)
+    cfg = QLLSTMConfig(hidden_size=hidden, num_layers=layers, output_size=3,
+                       **({"vocab_size": 40} if tokens else {"input_size": 5}), **kw)
+    return QLLSTMModel(cfg).eval()
+
+
+def make_prlstm_core(layers=2, seed=0, hidden=4, inputs=3, levels=24):
+    torch.manual_seed(seed)
+    return PRLSTM(inputs, hidden, num_layers=layers, stack_levels=levels).eval()
+
+
+def make_prlstm(layers=2, tokens=True, hidden=8, seed=0, levels=24):
+    torch.manual_seed(seed)
+    cfg = PRLSTMConfig(hidden_size=hidden, num_layers=layers, output_size=3, stack_levels=levels,
+                       **({"vocab_size": 40} if tokens else {"input_size": 5}))
+    return PRLSTMModel(cfg).eval()
+
+
+# -- xLSTM (the official package) --------------------------------------------------------------------------------
+def import_xlstm():
+    """The official xlstm package; skips the calling test without it (an error under QLSTM_EDGE_REQUIRE_XLSTM=1)."""
+    try:
+        import xlstm
+        import xlstm.xlstm_large.model  # noqa: F401
+    except ImportError as e:
+        if os.environ.get("QLSTM_EDGE_REQUIRE_XLSTM") == "1":
+            raise ImportError(f"QLSTM_EDGE_REQUIRE_XLSTM=1 but the xlstm package cannot be imported ({e}); "
+                              f"pip install -e '.[xlstm]'") from e
+        pytest.skip(f"the official xlstm package is not installed ({e}); pip install 'qlstm-edge[xlstm]'")
+    return xlstm
+
+
+CPU_KERNELS = dict(chunkwise_kernel="chunkwise--native_autograd", sequence_kernel="native_sequence__native",
+                   step_kernel="native", mode="inference", return_last_states=True)
+
+
+def perturb(model, seed=0, scale=0.1):
+    """The package's init leaves recurrent and gate weights at zero; move every weight off its init."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * scale)
+    return model.eval()
+
+
+def stack_kwargs(E=64, heads=4, slstm_at=(), blocks=2, context=64, conv=4, ffn_act="gelu", mlstm_heads=None):
+    """xLSTMBlockStackConfig's arguments; the mLSTM blocks have ``mlstm_heads`` heads (default: ``heads``)."""
+    x = import_xlstm()
+    return dict(
+        mlstm_block=x.mLSTMBlockConfig(mlstm=x.mLSTMLayerConfig(conv1d_kernel_size=conv, qkv_proj_blocksize=4,
+                                                                num_heads=mlstm_heads or heads)),
+        slstm_block=x.sLSTMBlockConfig(slstm=x.sLSTMLayerConfig(backend="vanilla", num_heads=heads,
+                                                                conv1d_kernel_size=conv),
+                                       feedforward=x.FeedForwardConfig(proj_factor=1.3, act_fn=ffn_act)),
+        context_length=context, num_blocks=blocks, embedding_dim=E,
+        slstm_at=slstm_at if slstm_at == "all" else list(slstm_at))
+
+
+def make_stack(seed=0, **kw):
+    x = import_xlstm()
+    torch.manual_seed(seed)
+    return perturb(x.xLSTMBlockStack(x.xLSTMBlockStackConfig(**stack_kwargs(**kw))), seed)
+
+
+def make_lm(seed=0, vocab=50, **kw):
+    x = import_xlstm()
+    torch.manual_seed(seed)
+    return perturb(x.xLSTMLMModel(x.xLSTMLMModelConfig(vocab_size=vocab, **stack_kwargs(**kw))), seed)
+
+
+def make_large(seed=0, **kw):
+    x = import_xlstm()
+    torch.manual_seed(seed)
+    cfg = dict(embedding_dim=64, num_heads=2, num_blocks=2, vocab_size=50, **CPU_KERNELS)
+    cfg.update(kw)
+    return perturb(x.xlstm_large.model.xLSTMLarge(x.xlstm_large.model.xLSTMLargeConfig(**cfg)), seed)
+
+
+def xlstm_stack(seed=0):
+    """mLSTM block, then an sLSTM block with 32-wide heads (head-wise projections as batched MatMuls)."""
+    return make_stack(seed, E=32, heads=1, mlstm_heads=2, slstm_at=[1])
+
+
+def xlstm_lm(seed=1):
+    """sLSTM block with 16-wide heads (head-wise projections as Mul + ReduceSum), then an mLSTM block."""
+    return make_lm(seed, E=32, heads=2, slstm_at=[0])
+
+
+def xlstm_large(seed=2):
+    return make_large(seed, embedding_dim=32)
+
+
+@st.composite
+def xlstm_models(draw):
+    """A small perturbed model of the xlstm package: a block stack (features), an LM (token ids) or xLSTMLarge."""
+    x = import_xlstm()
+    kind = draw(st.sampled_from(["stack", "lm", "large"]))
+    heads = draw(st.sampled_from([1, 2, 4]))
+    # the package's per-head splits: the sLSTM and mLSTM widths, and xLSTMLarge's qk width (embedding / 2)
+    emb = draw(st.sampled_from([e for e in range(8, 33, 4) if e % (2 * heads if kind == "large" else heads) == 0]))
+    blocks = draw(st.integers(1, 2))
+    seed = draw(st.integers(0, 2**16))
+    if kind == "large":
+        return make_large(seed=seed, embedding_dim=emb, num_heads=heads, num_blocks=blocks, vocab_size=11)
+    slstm_at = draw(st.sets(st.integers(0, blocks - 1)))
+    kw = stack_kwargs(E=emb, heads=heads, slstm_at=sorted(slstm_at), blocks=blocks,
+                      conv=draw(st.integers(2, 4)))  # the package's mLSTM layer needs a conv
+    kw["slstm_block"].slstm.conv1d_kernel_size = draw(st.sampled_from([0, 2, 3, 4]))  # sLSTM: 0 = no conv
+    torch.manual_seed(seed)
+    if kind == "stack":
+        return perturb(x.xLSTMBlockStack(x.xLSTMBlockStackConfig(**kw)), seed)
+    return perturb(x.xLSTMLMModel(x.xLSTMLMModelConfig(vocab_size=11, **kw)), seed)
+
+
+# -- every family ------------------------------------------------------------------------------------------------
+# name: (input kind, small model factory); every family, with feature and token input where it has both. PR-LSTM
+# with 8 stack levels: a stream holds 255 steps, long enough, and a reachable limit.
+FAMILIES = {
+    "qllstm-tokens": ("tokens", lambda: make_qllstm()),
+    "qllstm-features": ("features", lambda: make_qllstm(tokens=False)),
+    "prlstm-tokens": ("tokens", lambda: make_prlstm(tokens=True, levels=8)),
+    "prlstm-features": ("features", lambda: make_prlstm(tokens=False, levels=8)),
+    "xlstm-stack": ("features", lambda: make_stack(E=16, heads=2, slstm_at=(1,), blocks=2, conv=2)),
+    "xlstm-lm": ("tokens", lambda: make_lm(E=16, heads=2, slstm_at=(0,), blocks=2, vocab=40)),
+    "xlstm-large": ("tokens", lambda: make_large(embedding_dim=16, num_heads=2, num_blocks=1, vocab_size=40)),
+}
+TOKEN_FAMILIES = [n for n, (kind, _) in FAMILIES.items() if kind == "tokens"]
+FEATURE_FAMILIES = [n for n, (kind, _) in FAMILIES.items() if kind == "features"]
+
+
+# -- one-node graphs of the QL-LSTM ops (the exporter's function bodies) and float64 references ---------------------
 INPUTS = ["x", "h", "c", "W_x", "W_h", "bias", "gate_scale", "gate_bias", "alpha"]
 CELL_OUTPUTS = ["h_new", "c_new"]
 SEQ_OUTPUTS = ["Y", "h_T", "c_T"]
@@ -15,72 +165,16 @@ OPSETS = [helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)]
 IR_VERSION = 8
 
 
-def _gates(nodes: list, u: str, h_prev: str, c_prev: str, h_out: str, c_out: str, p: str) -> None:
-    """Append the gate maths for pre-activation `u`; gate rows come from `{p}gs_*`/`{p}gb_*`."""
-    for k in "ifgo":
-        nodes.append(helper.make_node("Mul", [f"{p}gs_{k}", u], [f"{p}m_{k}"]))
-        nodes.append(helper.make_node("Add", [f"{p}m_{k}", f"{p}gb_{k}"], [f"{p}a_{k}"]))
-        nodes.append(helper.make_node("Tanh" if k == "g" else "Sigmoid", [f"{p}a_{k}"], [f"{p}{k}"]))
-    nodes += [
-        helper.make_node("Mul", [f"{p}f", c_prev], [f"{p}fc"]),
-        helper.make_node("Mul", [f"{p}i", f"{p}g"], [f"{p}ig"]),
-        helper.make_node("Add", [f"{p}fc", f"{p}ig"], [c_out]),
-        helper.make_node("Tanh", [c_out], [f"{p}tc"]),
-        helper.make_node("Mul", [f"{p}o", f"{p}tc"], [f"{p}ht"]),
-        helper.make_node("Sub", [f"{p}one", f"{p}f"], [f"{p}omf"]),
-        helper.make_node("Mul", [f"{p}f", h_prev], [f"{p}fh"]),
-        helper.make_node("Mul", [f"{p}omf", f"{p}ht"], [f"{p}omfht"]),
-        helper.make_node("Add", [f"{p}fh", f"{p}omfht"], [f"{p}s1"]),
-        helper.make_node("Mul", ["alpha", h_prev], [f"{p}ah"]),
-        helper.make_node("Add", [f"{p}s1", f"{p}ah"], [h_out]),
-    ]
-
-
-def _split_gate_rows(nodes: list) -> None:
-    nodes.append(helper.make_node("Split", ["gate_scale"], [f"gs_{k}" for k in "ifgo"], axis=0))
-    nodes.append(helper.make_node("Split", ["gate_bias"], [f"gb_{k}" for k in "ifgo"], axis=0))
-    nodes.append(helper.make_node("Constant", [], ["one"], value_float=1.0))
-
-
-def cell_function():
-    nodes: list = [
-        helper.make_node("MatMul", ["x", "W_x"], ["xw"]),
-        helper.make_node("Add", ["xw", "bias"], ["xb"]),
-        helper.make_node("MatMul", ["h", "W_h"], ["hw"]),
-        helper.make_node("Add", ["xb", "hw"], ["u"]),
-    ]
-    _split_gate_rows(nodes)
-    _gates(nodes, "u", "h", "c", "h_new", "c_new", "")
-    return helper.make_function(DOMAIN, "QLLSTMCell", INPUTS, CELL_OUTPUTS, nodes,
-                                [helper.make_opsetid("", 17)])
-
-
-def sequence_function():
-    """x@W_x + bias for the whole chunk, then a Scan over time adding h@W_h."""
-    body_nodes: list = [
-        helper.make_node("MatMul", ["s_h", "W_h"], ["s_hw"]),
-        helper.make_node("Add", ["s_xb", "s_hw"], ["s_u"]),
-    ]
-    _gates(body_nodes, "s_u", "s_h", "s_c", "s_h_new", "s_c_new", "")
-    body_nodes.append(helper.make_node("Identity", ["s_h_new"], ["s_y"]))
-    vi = lambda n: helper.make_tensor_value_info(n, TensorProto.FLOAT, None)  # noqa: E731
-    body = helper.make_graph(body_nodes, "qllstm_step", [vi("s_h"), vi("s_c"), vi("s_xb")],
-                             [vi("s_h_new"), vi("s_c_new"), vi("s_y")])
-    nodes: list = [
-        helper.make_node("MatMul", ["x", "W_x"], ["xw"]),
-        helper.make_node("Add", ["xw", "bias"], ["xb"]),
-    ]
-    _split_gate_rows(nodes)
-    nodes.append(helper.make_node("Scan", ["h", "c", "xb"], ["h_T", "c_T", "Y"], body=body,
-                                  num_scan_inputs=1, scan_input_axes=[1], scan_output_axes=[1]))
-    return helper.make_function(DOMAIN, "QLLSTMSequence", INPUTS, SEQ_OUTPUTS, nodes,
-                                [helper.make_opsetid("", 17)])
+def _op_function(sequence: bool, opset: int, q=None):
+    """The exporter's function body of QLLSTMSequence or QLLSTMCell (quantizer ``q``, default fp32)."""
+    return sequence_function(opset, q) if sequence else cell_function(opset, q)
 
 
 def op_model(sequence: bool, with_function: bool = True, static_shape: tuple | None = None,
              shapeless: bool = False):
-    """One custom node; inputs have symbolic dims unless static_shape=(B, T, D, H) is given, or
-    no shape at all with shapeless=True (so onnxruntime leaves every shape check to the kernel)."""
+    """One fp32 custom node with the exporter's function body; inputs have symbolic dims unless
+    static_shape=(B, T, D, H) is given, or no shape at all with shapeless=True (so onnxruntime leaves
+    every shape check to the kernel)."""
     if shapeless:
         shapes = [None] * len(INPUTS)
     elif static_shape is None:
@@ -95,7 +189,7 @@ def op_model(sequence: bool, with_function: bool = True, static_shape: tuple | N
         [helper.make_node(name, INPUTS, outputs, domain=DOMAIN)], f"one_{name}",
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in zip(INPUTS, shapes)],
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in outputs])
-    functions = [sequence_function() if sequence else cell_function()] if with_function else []
+    functions = [_op_function(sequence, OPSETS[0].version)] if with_function else []
     return helper.make_model(graph, opset_imports=OPSETS, ir_version=IR_VERSION, functions=functions)
 
 
@@ -157,9 +251,8 @@ def reference(feeds: dict, sequence: bool):
     return Y, h, c
 
 
-# ---------------------------------------------------------------------------------------------
-# Quantized weights (exporters/quantize.py contract): one node whose function body is the
-# family's own (qlstm_edge.families.qllstm.export), plus numpy references of each mode.
+# Quantized weights (exporters/quantize.py contract): one node with the exporter's function body, plus numpy
+# references of each mode.
 
 QUANT_MODES = ("fp16", "int8", "int8-dynamic", "int4")
 SCALE_INPUTS = ["W_x_scale", "W_h_scale"]
@@ -170,8 +263,6 @@ def quantize_feeds(feeds: dict, mode: str, block_size: int = 32, packed: bool = 
     integer modes), x float16 in fp16 mode; everything else unchanged. int4 matrices are packed
     two per byte in uint8, or with ``packed=False`` ONNX INT4 (the form of files exported before
     the packed one); ``<matrix>_q`` holds their int4 values either way."""
-    from qlstm_edge.exporters.quantize import pack_int4, quantize_symmetric, to_fp16
-
     out = dict(feeds)
     if mode == "fp16":
         out["x"] = feeds["x"].astype(np.float16)
@@ -194,14 +285,8 @@ def quant_op_model(sequence: bool, mode: str, block_size: int = 32, constants: d
     kernel packs them once); the others are graph inputs. int4 matrices are uint8, or with
     ``packed=False`` ONNX INT4 (opset 21, IR 10, as files exported before the packed form; no
     function body reads that form: use it with_function=False)."""
-    from onnx import numpy_helper
-
-    from qlstm_edge.exporters.quantize import Quantizer
-    from qlstm_edge.families.qllstm.export import cell_function, sequence_function
-
     q = Quantizer(mode, block_size=block_size)
     opset, ir = (q.min_opset, q.min_ir_version) if packed else (21, 10)
-    fn = sequence_function(opset, q) if sequence else cell_function(opset, q)
     inputs = INPUTS + (SCALE_INPUTS if q.integer else [])
     outputs = SEQ_OUTPUTS if sequence else CELL_OUTPUTS
     name = "QLLSTMSequence" if sequence else "QLLSTMCell"
@@ -222,8 +307,9 @@ def quant_op_model(sequence: bool, mode: str, block_size: int = 32, constants: d
          if n not in constants],
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in outputs],
         initializer=[numpy_helper.from_array(np.asarray(v), n) for n, v in constants.items()])
+    functions = [_op_function(sequence, opset, q)] if with_function else []
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid(DOMAIN, 1)],
-                             ir_version=ir, functions=[fn] if with_function else [])
+                             ir_version=ir, functions=functions)
 
 
 def quantize_rows_like_body(x: np.ndarray):
@@ -238,8 +324,6 @@ def quantize_rows_like_body(x: np.ndarray):
 
 def _quant_matmul(a: np.ndarray, qf: dict, m: str, mode: str, block_size: int) -> np.ndarray:
     """a @ W (float64 result) with ``mode``'s arithmetic; ``qf`` holds the quantized inputs."""
-    from qlstm_edge.exporters.quantize import dequantize
-
     if mode == "fp16":
         a16 = np.asarray(a, dtype=np.float32).astype(np.float16).astype(np.float64)
         prod = a16 @ qf[m].astype(np.float64)

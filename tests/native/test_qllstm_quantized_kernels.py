@@ -11,33 +11,19 @@ emulation to a bound derived from float16 rounding.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import onnxruntime as ort
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from native_graphs import (INPUTS, QUANT_MODES, SCALE_INPUTS, quant_op_model, quantize_feeds,  # noqa: E402
-                           quantize_rows_like_body, random_inputs, reference_quant)
+from helpers import (INPUTS, QUANT_MODES, SCALE_INPUTS, make_qllstm, quant_op_model, quantize_feeds,
+                     quantize_rows_like_body, random_inputs, reference_quant)
+from qlstm_edge.parity import TOLERANCES
+from qlstm_edge.runtime import native_lib
 
-from qlstm_edge.parity import TOLERANCES  # noqa: E402
-from qlstm_edge.runtime import native_lib  # noqa: E402
-
-ISAS = list(native_lib.ISA_CHOICES)
 SIZES = [(1, 21, 37, 16), (3, 50, 130, 32)]  # (B, D, H, int4 block_size): odd H, K % block != 0
 T = 6
 TOL_FLOAT = 1e-5       # native vs body / reference where only float32 rounding differs
 FP16_ULP = 2.0 ** -10  # float16 spacing relative to |v| (upper bound)
-
-
-@pytest.fixture(params=ISAS)
-def isa(request, lib_status, monkeypatch):
-    if not lib_status["isa_supported"].get(request.param):
-        pytest.skip(f"this CPU does not support {request.param}")
-    monkeypatch.setenv(native_lib.ISA_ENV, request.param)
-    return request.param
 
 
 def session(model, native: bool, threads: int = 1) -> ort.InferenceSession:
@@ -239,12 +225,10 @@ def test_wrong_quantized_inputs_are_refused_clearly(lib_status):
 @pytest.mark.parametrize("graph_mode", ["step", "sequence"])
 @pytest.mark.parametrize("quant", QUANT_MODES)
 def test_exported_model_native_matches_function_body(tmp_path, lib_status, quant, graph_mode):
-    from conftest import make_model
-
     from qlstm_edge.exporters import export_onnx
     from qlstm_edge.runtime import StreamingSession
 
-    model = make_model(2, tokens=False, hidden=40, seed=5)
+    model = make_qllstm(2, tokens=False, hidden=40, seed=5)
     path = export_onnx(model, tmp_path / "m.onnx", mode=graph_mode, quantize=quant, block_size=16)
     x = np.random.default_rng(1).standard_normal((2, 60, 5)).astype(np.float32)
     outs = {}

@@ -2,9 +2,9 @@
 
 Two levels: one-node graphs of each op (its function body from the family's exporter, random inputs and
 states, odd sizes, the PR-LSTM stream limit, bad inputs), and exported models streamed through
-StreamingSession with native="on" against native="off". Every forced CPU path
-(QLSTM_EDGE_NATIVE_ISA=scalar|avx2|avx512 on x86-64, scalar|neon|neon-dotprod on aarch64, where the CPU has it) is checked. fp32 kernels: at most 1e-5
-max abs from the function body on these short streams.
+StreamingSession with native="on" against native="off". Every forced CPU path the library knows (the ``isa``
+fixture, QLSTM_EDGE_NATIVE_ISA) is checked where the CPU has it. fp32 kernels: at most 1e-5 max abs from the
+function body on these short streams.
 
 Needs the built library (python runtime/native/build.py). Without it these tests skip, or fail when
 QLSTM_EDGE_REQUIRE_NATIVE=1.
@@ -20,6 +20,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from helpers import perturb, stack_kwargs
 from qlstm_edge.exporters import export_onnx
 from qlstm_edge.exporters.quantize import Quantizer, pack_int4, quantize_symmetric, to_fp16
 from qlstm_edge.families.prlstm import PRLSTM
@@ -28,8 +29,7 @@ from qlstm_edge.runtime import StreamingSession, native_lib
 
 try:
     from qlstm_edge.families.xlstm import export as x_export
-    from xlstm import (FeedForwardConfig, mLSTMBlockConfig, mLSTMLayerConfig, sLSTMBlockConfig,
-                       sLSTMLayerConfig, xLSTMLMModel, xLSTMLMModelConfig)
+    from xlstm import xLSTMLMModel, xLSTMLMModelConfig
     from xlstm.xlstm_large.model import xLSTMLarge, xLSTMLargeConfig
     HAVE_XLSTM = True
 except ImportError as e:  # pragma: no cover - depends on the environment
@@ -43,7 +43,6 @@ TOL = 1e-5  # against the function body (float32)
 TOL_FLOAT64 = 2e-5  # against the float64 references written below
 OPSET = 17
 DOMAIN = "qlstm_edge"
-ISAS = ["scalar", "avx2", "avx512", "neon", "neon-dotprod"]
 FAMILY_OPS = ["PRLSTMStep", "PRLSTMSequence", "sLSTMCell", "sLSTMSequence", "mLSTMCell", "mLSTMSequence"]
 QUANTIZED_FAMILY_OPS = FAMILY_OPS[:4]  # the mLSTM ops hold no weights
 
@@ -54,15 +53,6 @@ def lib(lib_status):
     st = lib_status
     assert set(FAMILY_OPS) <= set(st["ops"] or []), f"{st['path']} lacks the family ops: rebuild it"
     return st["path"]
-
-
-@pytest.fixture(params=ISAS)
-def isa(request, lib, monkeypatch):
-    if not native_lib.status()["isa_supported"].get(request.param):
-        pytest.skip(f"this CPU does not support {request.param}")
-    monkeypatch.setenv(native_lib.ISA_ENV, request.param)
-    return request.param
-
 
 
 # -- one-node graphs -----------------------------------------------------------------------------
@@ -497,18 +487,8 @@ def test_prlstm_model_streams(isa, lib, tmp_path, batch):
 
 def xlstm_lm(E, heads, slstm_at):
     torch.manual_seed(0)
-    cfg = xLSTMLMModelConfig(
-        vocab_size=40, embedding_dim=E, num_blocks=2, context_length=64, slstm_at=slstm_at,
-        mlstm_block=mLSTMBlockConfig(mlstm=mLSTMLayerConfig(conv1d_kernel_size=4, qkv_proj_blocksize=4,
-                                                            num_heads=heads)),
-        slstm_block=sLSTMBlockConfig(slstm=sLSTMLayerConfig(backend="vanilla", num_heads=heads, conv1d_kernel_size=4),
-                                     feedforward=FeedForwardConfig(proj_factor=1.3, act_fn="gelu")))
-    m = xLSTMLMModel(cfg)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():  # the package's init leaves recurrent and gate weights at zero
-        for p in m.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.1)
-    return m.eval()
+    return perturb(xLSTMLMModel(xLSTMLMModelConfig(vocab_size=40, **stack_kwargs(E=E, heads=heads, slstm_at=slstm_at))),
+                   seed=1)
 
 
 @needs_xlstm

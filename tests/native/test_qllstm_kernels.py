@@ -17,26 +17,13 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from native_graphs import op_model, random_inputs, reference  # noqa: E402
+from helpers import REPO, op_model, random_inputs, reference
+from qlstm_edge.runtime import native_lib
 
-from qlstm_edge.runtime import native_lib  # noqa: E402
-
-REPO = Path(__file__).resolve().parent.parent
 NATIVE_SRC = REPO / "runtime" / "native"
-ISAS = list(native_lib.ISA_CHOICES)
 D_FOR_H = {1: 2, 3: 5, 17: 9, 33: 40, 130: 67}
 TOL_VS_FUNCTION = 1e-5
 TOL_VS_FLOAT64 = 2e-5
-
-
-@pytest.fixture(params=ISAS)
-def isa(request, lib_status, monkeypatch):
-    name = request.param
-    if not lib_status["isa_supported"].get(name):
-        pytest.skip(f"this CPU does not support {name}")
-    monkeypatch.setenv(native_lib.ISA_ENV, name)
-    return name
 
 
 def make_session(model, native: bool, threads: int = 1) -> ort.InferenceSession:

@@ -20,7 +20,7 @@ from qlstm_edge.exporters.quantize import INT4_PACKED, QuantizationError, Quanti
 from qlstm_edge.parity import TOLERANCES, check_parity, random_inputs
 from qlstm_edge.runtime import StreamingSession, native_lib, native_status
 
-from conftest import make_model
+from helpers import make_qllstm
 
 QMODES = ["fp16", "int8", "int8-dynamic", "int4"]
 ALL = [None, *QMODES]
@@ -43,7 +43,7 @@ def meta_of(proto):
 def exported(tmp_path_factory):
     """{(quant, graph mode): path} for one 2-layer token model (H=16)."""
     d = tmp_path_factory.mktemp("quant")
-    m = make_model(layers=2, seed=3)
+    m = make_qllstm(layers=2, seed=3)
     return m, {(q, mode): export_onnx(m, d / f"{q}_{mode}.onnx", mode=mode, quantize=q)
                for q in ALL for mode in ("step", "sequence")}
 
@@ -218,7 +218,7 @@ def test_reference_evaluator_agrees_with_onnxruntime(exported, quant, mode):
 
 
 def test_feature_input_model_all_modes(tmp_path):
-    m = make_model(layers=1, tokens=False, seed=5)
+    m = make_qllstm(layers=1, tokens=False, seed=5)
     for quant in QMODES:
         path = export_onnx(m, tmp_path / f"{quant}.onnx", mode="sequence", quantize=quant)
         q = meta_of(onnx.load(path))["quantization"]
@@ -229,7 +229,7 @@ def test_feature_input_model_all_modes(tmp_path):
 
 
 def test_fp16_io_keeps_states_float32(tmp_path):
-    m = make_model(layers=2, tokens=False, seed=6)
+    m = make_qllstm(layers=2, tokens=False, seed=6)
     path = export_onnx(m, tmp_path / "io16.onnx", quantize="fp16", io_dtype="float16", target="cuda")
     s = StreamingSession(path, native="off")
     meta = s.metadata
@@ -282,7 +282,7 @@ def test_zero_rows_columns_and_outliers(bits, block):
 
 
 def test_all_zero_layer_and_zero_input_rows_export_and_run(tmp_path):
-    m = make_model(layers=1, tokens=False, seed=7)
+    m = make_qllstm(layers=1, tokens=False, seed=7)
     with torch.no_grad():
         m.rnn.cells[0].weight.zero_()
         m.input_map.weight[:, 0] = 0.0
@@ -299,7 +299,7 @@ def test_all_zero_layer_and_zero_input_rows_export_and_run(tmp_path):
 @pytest.mark.parametrize("quant", QMODES)
 @pytest.mark.parametrize("where", ["rnn.cells.1.weight", "head.weight", "embedding.weight", "rnn.cells.0.bias"])
 def test_nonfinite_weights_are_refused_by_name(tmp_path, quant, where):
-    m = make_model(layers=2, seed=8)
+    m = make_qllstm(layers=2, seed=8)
     names = {"rnn.cells.1.weight": "l1.W_x", "head.weight": "head.weight_t", "embedding.weight": "embedding.weight",
              "rnn.cells.0.bias": "l0.bias"}
     with torch.no_grad():
@@ -310,7 +310,7 @@ def test_nonfinite_weights_are_refused_by_name(tmp_path, quant, where):
 
 
 def test_fp16_overflow_is_refused(tmp_path):
-    m = make_model(layers=1, seed=9)
+    m = make_qllstm(layers=1, seed=9)
     with torch.no_grad():
         m.head.weight[0, 0] = 1e5
     with pytest.raises(QuantizationError, match="'head.weight_t'.*float16's range"):
@@ -319,7 +319,7 @@ def test_fp16_overflow_is_refused(tmp_path):
 
 
 def test_invalid_requests(tmp_path):
-    m = make_model(layers=1)
+    m = make_qllstm(layers=1)
     with pytest.raises(QuantizationError, match="quantize must be None or one of"):
         build_onnx(m, quantize="int3")
     with pytest.raises(QuantizationError, match="opset >= 18"):
@@ -331,7 +331,7 @@ def test_invalid_requests(tmp_path):
 
 
 def test_int4_block_size_parameter(tmp_path):
-    m = make_model(layers=1, seed=10)
+    m = make_qllstm(layers=1, seed=10)
     path = export_onnx(m, tmp_path / "b8.onnx", quantize="int4", block_size=8)
     proto = onnx.load(path)
     init = inits(proto)
@@ -354,7 +354,7 @@ def test_file_sizes_shrink_h256(tmp_path):
 # -- the report command -------------------------------------------------------------------------------------
 
 def test_quantize_report_cli(tmp_path):
-    m = make_model(layers=1, seed=11, hidden=8)
+    m = make_qllstm(layers=1, seed=11, hidden=8)
     ckpt = save_checkpoint(m, tmp_path / "m.safetensors")
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "eval.npz", x=rng.integers(0, 40, (20, 30)), y=rng.integers(0, 3, 20))

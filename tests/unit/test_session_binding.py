@@ -7,7 +7,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from conftest import FAMILIES
+from helpers import FAMILIES
 from qlstm_edge.runtime import StreamingSession
 
 

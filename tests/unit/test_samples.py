@@ -4,7 +4,6 @@ them behave. Tests that need statsmodels (the `samples` extra) skip without it, 
 QLSTM_EDGE_REQUIRE_SAMPLES=1 (CI), where they fail."""
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +15,9 @@ from qlstm_edge.parity import assert_parity
 from qlstm_edge.runtime import StreamingSession
 from qlstm_edge.text import Vocabulary
 
-SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+from helpers import REPO
+
+SAMPLES = REPO / "samples"
 BUNDLED = {  # sample -> (checkpoint, {mode: bundled ONNX file})
     "sentiment": ("model.safetensors", {m: f"onnx/sentiment_{m}.onnx" for m in ("step", "sequence")}),
     "forecasting": ("model.safetensors", {m: f"onnx/co2_{m}.onnx" for m in ("step", "sequence")}),

@@ -1,6 +1,6 @@
 """Tools users apply to exported files keep their meaning (DESIGN.md, the ONNX contract).
 
-For every family (tests/conftest.py FAMILIES) x {step, sequence} x {fp32, fp16, int8, int8-dynamic, int4}, on tiny
+For every family (tests/helpers.py FAMILIES) x {step, sequence} x {fp32, fp16, int8, int8-dynamic, int4}, on tiny
 models and short streams:
 - names: no value name is defined twice in the file: not in the graph and a function, two functions, or two
   bodies of one function (a tool that merges scopes then takes one value for another: notes/cross-arch.md records
@@ -27,7 +27,7 @@ import onnx
 import pytest
 from onnx.inliner import inline_local_functions
 
-from conftest import FAMILIES
+from helpers import FAMILIES
 from qlstm_edge.exporters import export_onnx
 from qlstm_edge.parity import random_inputs
 from qlstm_edge.runtime import StreamingSession

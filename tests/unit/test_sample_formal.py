@@ -4,7 +4,6 @@ evaluation function on a short length."""
 import dataclasses
 import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +17,9 @@ from qlstm_edge.parity import assert_parity
 from qlstm_edge.runtime import StreamingSession
 from qlstm_edge.training import load_data
 
-SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "formal_language"
+from helpers import REPO
+
+SAMPLE = REPO / "samples" / "formal_language"
 FILES = {m: SAMPLE / "onnx" / f"parity_{m}.onnx" for m in ("step", "sequence")}
 STEPS = 2000
 

@@ -30,11 +30,11 @@ from qlstm_edge.parity import TOLERANCES, documented_tolerance, random_inputs
 from qlstm_edge.registry import family_of
 from qlstm_edge.runtime import StreamingSession, native_status
 
+from helpers import make_prlstm, stack_kwargs, xlstm_large, xlstm_lm, xlstm_stack
+
 try:
     import xlstm  # noqa: F401
-    from xlstm import (FeedForwardConfig, mLSTMBlockConfig, mLSTMLayerConfig, sLSTMBlockConfig, sLSTMLayerConfig,
-                       xLSTMBlockStack, xLSTMBlockStackConfig, xLSTMLMModel, xLSTMLMModelConfig)
-    from xlstm.xlstm_large.model import xLSTMLarge, xLSTMLargeConfig
+    from xlstm import xLSTMLMModel, xLSTMLMModelConfig
     XLSTM_MISSING = None
 except ImportError as e:  # pragma: no cover - depends on the environment
     if os.environ.get("QLSTM_EDGE_REQUIRE_XLSTM") == "1":
@@ -49,52 +49,10 @@ BS = 32  # the default int4 block size
 INTEGER = {"int8": TensorProto.INT8, "int8-dynamic": TensorProto.INT8, "int4": TensorProto.UINT8}  # int4: packed
 
 
-
 # -- models ------------------------------------------------------------------------------------------------
 
 def prlstm(tokens, layers, hidden=8, seed=0):
-    torch.manual_seed(seed)
-    cfg = PRLSTMConfig(hidden_size=hidden, num_layers=layers, output_size=3, stack_levels=16,
-                       **({"vocab_size": 40} if tokens else {"input_size": 5}))
-    return PRLSTMModel(cfg).eval()
-
-
-def perturb(model, seed):
-    """The package's init leaves recurrent and gate weights at zero; move every weight off its init."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.1)
-    return model.eval()
-
-
-def stack_config(E, heads, slstm_at):
-    return dict(mlstm_block=mLSTMBlockConfig(mlstm=mLSTMLayerConfig(conv1d_kernel_size=4, qkv_proj_blocksize=4,
-                                                                    num_heads=2)),
-                slstm_block=sLSTMBlockConfig(slstm=sLSTMLayerConfig(backend="vanilla", num_heads=heads,
-                                                                    conv1d_kernel_size=4),
-                                             feedforward=FeedForwardConfig(proj_factor=1.3, act_fn="gelu")),
-                context_length=64, num_blocks=2, embedding_dim=E, slstm_at=list(slstm_at))
-
-
-def xlstm_stack(seed=0):
-    """mLSTM block, then an sLSTM block with 32-wide heads (head-wise projections as batched MatMuls)."""
-    torch.manual_seed(seed)
-    return perturb(xLSTMBlockStack(xLSTMBlockStackConfig(**stack_config(32, 1, [1]))), seed)
-
-
-def xlstm_lm(seed=1):
-    """sLSTM block with 16-wide heads (head-wise projections as Mul + ReduceSum), then an mLSTM block."""
-    torch.manual_seed(seed)
-    return perturb(xLSTMLMModel(xLSTMLMModelConfig(vocab_size=50, **stack_config(32, 2, [0]))), seed)
-
-
-def xlstm_large(seed=2):
-    torch.manual_seed(seed)
-    return perturb(xLSTMLarge(xLSTMLargeConfig(
-        embedding_dim=32, num_heads=2, num_blocks=2, vocab_size=50, chunkwise_kernel="chunkwise--native_autograd",
-        sequence_kernel="native_sequence__native", step_kernel="native", mode="inference",
-        return_last_states=True)), seed)
+    return make_prlstm(layers, tokens, hidden, seed, levels=16)
 
 
 MODELS = {"prlstm-tokens-3layers": lambda: prlstm(True, 3), "prlstm-features-1layer": lambda: prlstm(False, 1, seed=1)}
@@ -527,7 +485,8 @@ def test_file_sizes_shrink_mid_size_models():
     models = [PRLSTMModel(PRLSTMConfig(hidden_size=256, num_layers=2, vocab_size=1000, output_size=2))]
     if XLSTM_MISSING is None:
         torch.manual_seed(0)
-        models.append(xLSTMLMModel(xLSTMLMModelConfig(vocab_size=1000, **stack_config(256, 4, [1]))).eval())
+        kw = stack_kwargs(E=256, heads=4, mlstm_heads=2, slstm_at=[1])
+        models.append(xLSTMLMModel(xLSTMLMModelConfig(vocab_size=1000, **kw)).eval())
     for m in models:
         size = {q: len(build_onnx(m, quantize=q).SerializeToString()) for q in [None, *QMODES]}
         assert size["int8"] <= 0.30 * size[None] and size["int8-dynamic"] <= 0.30 * size[None], size

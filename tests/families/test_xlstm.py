@@ -15,7 +15,7 @@ import pytest
 
 try:
     import xlstm  # noqa: F401
-    from xlstm.xlstm_large.model import xLSTMLarge, xLSTMLargeConfig
+    from xlstm.xlstm_large.model import xLSTMLargeConfig
 except ImportError as e:  # pragma: no cover - depends on the environment
     if os.environ.get("QLSTM_EDGE_REQUIRE_XLSTM") == "1":
         raise ImportError(f"QLSTM_EDGE_REQUIRE_XLSTM=1 but the xlstm package cannot be imported ({e}); "
@@ -27,8 +27,6 @@ import onnx
 import onnxruntime as ort
 import torch
 from click.testing import CliRunner
-from xlstm import (FeedForwardConfig, mLSTMBlockConfig, mLSTMLayerConfig, sLSTMBlockConfig, sLSTMLayerConfig,
-                   xLSTMBlockStack, xLSTMBlockStackConfig, xLSTMLMModel, xLSTMLMModelConfig)
 from xlstm.blocks.slstm.cell import sLSTMCell_cuda
 
 from qlstm_edge import load_checkpoint, save_checkpoint
@@ -41,47 +39,7 @@ from qlstm_edge.parity import assert_parity
 from qlstm_edge.registry import family_of
 from qlstm_edge.runtime import StreamingSession
 
-CPU_KERNELS = dict(chunkwise_kernel="chunkwise--native_autograd", sequence_kernel="native_sequence__native",
-                   step_kernel="native", mode="inference", return_last_states=True)
-
-
-
-def perturb(model, seed=0, scale=0.1):
-    """The package's init leaves recurrent and gate weights at zero; move every weight off its init."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * scale)
-    return model.eval()
-
-
-def stack_kwargs(E=64, heads=4, slstm_at=(), blocks=2, context=64, conv=4, ffn_act="gelu"):
-    return dict(
-        mlstm_block=mLSTMBlockConfig(mlstm=mLSTMLayerConfig(conv1d_kernel_size=conv, qkv_proj_blocksize=4,
-                                                            num_heads=heads)),
-        slstm_block=sLSTMBlockConfig(slstm=sLSTMLayerConfig(backend="vanilla", num_heads=heads,
-                                                            conv1d_kernel_size=conv),
-                                     feedforward=FeedForwardConfig(proj_factor=1.3, act_fn=ffn_act)),
-        context_length=context, num_blocks=blocks, embedding_dim=E,
-        slstm_at=slstm_at if slstm_at == "all" else list(slstm_at))
-
-
-def make_stack(seed=0, **kw):
-    torch.manual_seed(seed)
-    return perturb(xLSTMBlockStack(xLSTMBlockStackConfig(**stack_kwargs(**kw))), seed)
-
-
-def make_lm(seed=0, vocab=50, **kw):
-    torch.manual_seed(seed)
-    return perturb(xLSTMLMModel(xLSTMLMModelConfig(vocab_size=vocab, **stack_kwargs(**kw))), seed)
-
-
-def make_large(seed=0, **kw):
-    torch.manual_seed(seed)
-    cfg = dict(embedding_dim=64, num_heads=2, num_blocks=2, vocab_size=50, **CPU_KERNELS)
-    cfg.update(kw)
-    return perturb(xLSTMLarge(xLSTMLargeConfig(**cfg)), seed)
-
+from helpers import make_large, make_lm, make_stack
 
 STACKS = {
     "mlstm-only-h2-e64": lambda: make_stack(heads=2, slstm_at=()),
@@ -103,6 +61,7 @@ def package_stream(model, x):
 
 
 # -- parity against the package ------------------------------------------------------------------
+@pytest.mark.slow  # 2,000 steps of the package's own Python step loop per model: a soak test
 @pytest.mark.parametrize("name", list(STACKS))
 def test_step_parity_2000_steps_against_package_step(tmp_path, name):
     m = STACKS[name]()
@@ -122,6 +81,7 @@ def test_step_parity_2000_steps_against_package_step(tmp_path, name):
     assert set(r.state_max_abs) == set(r.fp32_floor_states) == set(shapes)
 
 
+@pytest.mark.slow  # 2,000 steps of the package's own Python step loop: a soak test
 def test_lm_sequence_parity_2000_steps_in_chunks(tmp_path):
     m = make_lm(E=64, heads=4, slstm_at=(0,))
     path = export_onnx(m, tmp_path / "lm.onnx", mode="sequence")

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from conftest import FAMILIES
+from helpers import FAMILIES
 from qlstm_edge.cli import main
 from qlstm_edge.exporters import export_onnx
 from qlstm_edge.exporters.saturation import saturating_products

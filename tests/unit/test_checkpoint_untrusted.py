@@ -16,7 +16,8 @@ from qlstm_edge import CheckpointError, LSTMConfig, LSTMModel, QLLSTM, QLLSTMCon
 from qlstm_edge import registry
 from qlstm_edge.checkpoint import FORMAT, FORMAT_VERSION, METADATA_KEY
 from qlstm_edge.families.prlstm import PRLSTM, PRLSTMConfig, PRLSTMModel
-from test_properties import xlstm_models
+
+from helpers import xlstm_models
 
 
 def header_length(path):

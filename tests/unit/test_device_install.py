@@ -15,9 +15,7 @@ import pytest
 
 from qlstm_edge.runtime import StreamingSession, native_status
 
-from conftest import make_model
-
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import REPO as ROOT, make_qllstm
 EXTRA_HINT = "pip install 'qlstm-edge[export]'"
 
 # A missing package, as Python reports it: ModuleNotFoundError with the module's name.
@@ -89,7 +87,7 @@ def test_device_commands_run_without_torch(tmp_path, blocked, exported):
 def test_pytorch_commands_name_the_extra(tmp_path, blocked, exported):
     from qlstm_edge import save_checkpoint
 
-    ckpt = save_checkpoint(make_model(), tmp_path / "model.safetensors")
+    ckpt = save_checkpoint(make_qllstm(), tmp_path / "model.safetensors")
     out = tmp_path / "out.onnx"
     commands = {
         "export": ["export", ckpt, "-o", out],

@@ -1,4 +1,4 @@
-"""StreamingSession input validation for every family (conftest.FAMILIES: QL-LSTM, PR-LSTM, xLSTM; feature and
+"""StreamingSession input validation for every family (helpers.FAMILIES: QL-LSTM, PR-LSTM, xLSTM; feature and
 token input; step and sequence files). Each bad input gets a clear error naming the tensor and what was expected,
 and the stream goes on as if the bad call never happened. Expectations come from the file's metadata."""
 import re
@@ -11,7 +11,7 @@ from qlstm_edge.parity import random_inputs
 from qlstm_edge.runtime import InputError, ModelFileError, StreamingSession
 from qlstm_edge.runtime.session import StreamLimitError
 
-from conftest import FAMILIES, FEATURE_FAMILIES, TOKEN_FAMILIES
+from helpers import FAMILIES, FEATURE_FAMILIES, TOKEN_FAMILIES
 
 MODES = ["step", "sequence"]
 COUNTED = [n for n in FAMILIES if n.startswith("prlstm")]  # families whose streams have a step limit

@@ -8,13 +8,13 @@ from click.testing import CliRunner
 from qlstm_edge import __version__, save_checkpoint
 from qlstm_edge.cli import main
 
-from conftest import make_model
+from helpers import make_qllstm
 
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli")
-    return save_checkpoint(make_model(layers=2, hidden=32), d / "model.safetensors")
+    return save_checkpoint(make_qllstm(layers=2, hidden=32), d / "model.safetensors")
 
 
 def run(*args):
@@ -68,7 +68,7 @@ def test_export_stream_parity(tmp_path, ckpt, mode):
 
 
 def test_parity_exit_code_on_mismatch(tmp_path, ckpt):
-    other = save_checkpoint(make_model(layers=2, hidden=32, seed=5), tmp_path / "other.safetensors")
+    other = save_checkpoint(make_qllstm(layers=2, hidden=32, seed=5), tmp_path / "other.safetensors")
     onnx_path = tmp_path / "m.onnx"
     run("export", other, "-o", onnx_path)
     r = run("parity", ckpt, onnx_path, "--steps", 20, "--native", "off")

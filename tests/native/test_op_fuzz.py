@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -293,6 +294,16 @@ def _check_valid(case: dict, out: list) -> str:
     return ""
 
 
+def peak_rss_mb() -> float:
+    """This process's own peak resident memory (VmHWM). ru_maxrss is not it: a process started by exec keeps the
+    peak of the process it replaced, so a worker of a large pytest process would report pytest's memory."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:  # no procfs: ru_maxrss, an upper bound
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
+
+
 def worker(path: str) -> None:
     import onnx  # noqa: F401 - imported before the first case, so no case's time counts the imports
     import onnxruntime  # noqa: F401
@@ -312,7 +323,7 @@ def worker(path: str) -> None:
         except Exception as e:  # noqa: BLE001 - every clean error is recorded, the parent judges it
             res.update(ok=False, error=str(e)[:400], kind=f"{type(e).__module__}.{type(e).__name__}")
         res["seconds"] = time.perf_counter() - t0
-        res["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        res["rss_mb"] = peak_rss_mb()
         print("DONE " + json.dumps(res), flush=True)
 
 
@@ -351,7 +362,7 @@ def judge(cases: list, results: list, isa: str) -> None:
 def _isas() -> list:
     from qlstm_edge.runtime import native_lib
     supported = native_lib.status()["isa_supported"]
-    return [isa for isa in ("scalar", "avx2", "avx512", "neon", "neon-dotprod") if supported.get(isa)]
+    return [isa for isa in native_lib.ISA_CHOICES if supported.get(isa)]
 
 
 N_CASES = 480
