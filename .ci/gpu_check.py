@@ -8,7 +8,7 @@ Steps, each reported with its time and outcome:
   3. harness    build runtime/native/harness and run it: every CUDA kernel (QL-LSTM cell/sequence,
                 PR-LSTM step/sequence, sLSTM and mLSTM cell/sequence, in every weight mode) against the
                 scalar CPU kernel on random inputs, two calls with the state carried, one line per case.
-  4. pytest     python -m pytest -q tests/test_gpu.py -k "not harness" with QLSTM_EDGE_REQUIRE_GPU=1 (a missing
+  4. pytest     python -m pytest -q tests/native/test_gpu.py -k "not harness" with QLSTM_EDGE_REQUIRE_GPU=1 (a missing
                 prerequisite fails instead of skipping): every family's exported step and sequence files
                 streamed through StreamingSession on onnxruntime's CUDAExecutionProvider with the CUDA op
                 library, against the CPU native run. Needs onnxruntime-gpu (an onnxruntime with
@@ -61,7 +61,7 @@ def steps(python: str) -> list[tuple[str, list[str]]]:
     return [
         ("library", [python, "runtime/native/build.py", "--require"]),
         ("harness", [python, "runtime/native/harness/build_harness.py", "--out", str(BUILD_DIR), "--run"]),
-        ("pytest", [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_gpu.py", "-k", "not harness"]),
+        ("pytest", [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/native/test_gpu.py", "-k", "not harness"]),
     ]
 
 

@@ -3,7 +3,7 @@
 A family declares its ops in ``qlstm_edge/families/<family>/ops.py`` as ``OPS = [OpSpec(...), ...]``; this module
 finds those files by walking the families package (nothing lists them) and loads them without importing the family
 itself, so the table needs neither PyTorch nor onnx. The exporters build every custom op's function signature from
-it, the native library's ``qle_native_info()["contract"]`` is checked against it (tests/test_op_contract.py), and
+it, the native library's ``qle_native_info()["contract"]`` is checked against it (tests/native/test_op_contract.py), and
 ``python -m qlstm_edge.ops`` prints it as the markdown table committed as docs/ops.md.
 
 Quantized nodes keep the regular inputs in place and append one ``<matrix>_scale`` input per matrix input, in the

@@ -21,7 +21,7 @@ import pytest
 from qlstm_edge.parity import TOLERANCES, random_inputs
 from qlstm_edge.runtime import StreamingSession, native_lib
 
-from conftest import FAMILIES
+from helpers import FAMILIES
 
 # onnxruntime's stock CUDA kernels (the models' other nodes) would otherwise multiply in TF32 on Ampere and
 # later GPUs; read by cuBLAS when it starts, before any session of this module exists.
