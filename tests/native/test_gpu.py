@@ -21,13 +21,12 @@ import pytest
 from qlstm_edge.parity import TOLERANCES, random_inputs
 from qlstm_edge.runtime import StreamingSession, native_lib
 
-from helpers import FAMILIES
+from helpers import FAMILIES, REPO
 
 # onnxruntime's stock CUDA kernels (the models' other nodes) would otherwise multiply in TF32 on Ampere and
 # later GPUs; read by cuBLAS when it starts, before any session of this module exists.
 os.environ.setdefault("NVIDIA_TF32_OVERRIDE", "0")
 
-REPO = Path(__file__).resolve().parent.parent
 REQUIRE = os.environ.get("QLSTM_EDGE_REQUIRE_GPU") == "1"
 CHUNKS = (1, 7, 1, 16)  # step() for 1, run() otherwise: the state is carried between calls of both kinds
 STEPS = 48

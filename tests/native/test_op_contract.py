@@ -13,8 +13,8 @@ import torch
 from qlstm_edge.exporters import build_onnx
 from qlstm_edge.ops import all_ops
 from qlstm_edge.runtime.metadata import DOMAIN
+from helpers import REPO
 
-ROOT = Path(__file__).resolve().parent.parent
 OPS = all_ops()
 QUANT_MODES = [None, "fp16", "int8", "int8-dynamic", "int4"]
 ELEM = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.INT8: "int8",
@@ -48,8 +48,8 @@ def test_native_contract_equals_the_op_table():
 def test_docs_ops_md_is_the_generated_table_and_needs_no_torch():
     script = ("import runpy, sys; runpy.run_module('qlstm_edge.ops', run_name='__main__'); "
               "assert 'torch' not in sys.modules and 'onnx' not in sys.modules, 'the op table imports torch/onnx'")
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT).stdout
-    assert (ROOT / "docs" / "ops.md").read_text() == out, "docs/ops.md is stale: python -m qlstm_edge.ops > docs/ops.md"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=REPO).stdout
+    assert (REPO / "docs" / "ops.md").read_text() == out, "docs/ops.md is stale: python -m qlstm_edge.ops > docs/ops.md"
 
 
 def test_every_op_is_declared_once_with_scales_after_the_regular_inputs():

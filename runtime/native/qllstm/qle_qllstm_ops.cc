@@ -108,11 +108,16 @@ const QleOpRegistrar kRegistrar(append_ops);
 }  // namespace
 
 const QleOpSpec& qle_qllstm_spec(bool seq) {
-  static const std::vector<const char*> inputs = {"x",          "h",         "c",     "W_x",       "W_h",      "bias",
-                                                  "gate_scale", "gate_bias", "alpha", "W_x_scale", "W_h_scale"};
+  static const std::vector<const char*> cell_inputs = {"x",         "h",     "c",         "W_x",      "W_h",
+                                                       "bias",      "gate_scale", "gate_bias", "alpha",
+                                                       "W_x_scale", "W_h_scale"};
+  static const std::vector<const char*> seq_inputs = {"x",         "h0",    "c0",        "W_x",      "W_h",
+                                                      "bias",      "gate_scale", "gate_bias", "alpha",
+                                                      "W_x_scale", "W_h_scale"};
   static const std::vector<ONNXTensorElementDataType> types(9, kQleF32);
-  static const QleOpSpec cell{"QLLSTMCell", false, inputs, types, {kQleF32, kQleF32}, {3, 4}, true, {}};
-  static const QleOpSpec sequence{"QLLSTMSequence", true, inputs, types, {kQleF32, kQleF32, kQleF32}, {3, 4}, true, {}};
+  static const QleOpSpec cell{"QLLSTMCell", false, cell_inputs, types, {kQleF32, kQleF32}, {3, 4}, true, {}};
+  static const QleOpSpec sequence{"QLLSTMSequence", true, seq_inputs, types, {kQleF32, kQleF32, kQleF32}, {3, 4},
+                                  true, {}};
   return seq ? sequence : cell;
 }
 
