@@ -8,15 +8,15 @@ Steps, each reported with its time and outcome:
   3. harness    build runtime/native/harness and run it: every CUDA kernel (QL-LSTM cell/sequence,
                 PR-LSTM step/sequence, sLSTM and mLSTM cell/sequence, in every weight mode) against the
                 scalar CPU kernel on random inputs, two calls with the state carried, one line per case.
-  4. pytest     python -m pytest -q tests/native/test_gpu.py -k "not harness" with QLSTM_EDGE_REQUIRE_GPU=1 (a missing
-                prerequisite fails instead of skipping): every family's exported step and sequence files
-                streamed through StreamingSession on onnxruntime's CUDAExecutionProvider with the CUDA op
-                library, against the CPU native run. Needs onnxruntime-gpu (an onnxruntime with
-                CUDAExecutionProvider). The file's harness tests are step 3, not run twice.
+  4. pytest     python -m pytest -q tests/native/test_gpu.py -k "not harness" with QLSTM_EDGE_REQUIRE_GPU=1
+                (a missing prerequisite fails instead of skipping): every family's exported step and
+                sequence files streamed through StreamingSession on onnxruntime's CUDAExecutionProvider
+                with the CUDA op library, against the CPU native run. Needs onnxruntime-gpu (an
+                onnxruntime with CUDAExecutionProvider). The file's harness tests are step 3, not run twice.
 
 The later steps run even when an earlier one fails, so one run shows everything; a step still running when
-the run reaches 570 s is stopped and fails. NVIDIA_TF32_OVERRIDE=0 is
-set for the steps: onnxruntime's stock CUDA kernels then multiply in float32, not TF32, as the CPU does.
+the run reaches 570 s is stopped and fails. NVIDIA_TF32_OVERRIDE=0 is set for the steps: onnxruntime's
+stock CUDA kernels then multiply in float32, not TF32, as the CPU does.
 
 Exit status: 0 every step passed; 1 a step failed; 77 no GPU found (nothing checked).
 Run it from anywhere with the project's Python, e.g. `.venv/bin/python .ci/gpu_check.py`.

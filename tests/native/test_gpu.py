@@ -12,7 +12,6 @@ import importlib.util
 import os
 import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -30,8 +29,8 @@ os.environ.setdefault("NVIDIA_TF32_OVERRIDE", "0")
 REQUIRE = os.environ.get("QLSTM_EDGE_REQUIRE_GPU") == "1"
 CHUNKS = (1, 7, 1, 16)  # step() for 1, run() otherwise: the state is carried between calls of both kinds
 STEPS = 48
-# A CUDA run differs from the CPU one by float32 rounding order (sums split differently, libm ulps): the
-# tolerance a float32 export is held to, relative to max(1, max |CPU value|) of each tensor.
+# A CUDA run differs from the CPU one by float32 rounding order (sums split differently; the stock nodes'
+# libm ulps): the tolerance a float32 export is held to, relative to max(1, max |CPU value|) of each tensor.
 FP32_TOL = TOLERANCES[None]
 
 

@@ -1,9 +1,10 @@
 """Build (and optionally run) the CUDA kernel harness: runtime/native/harness/qle_cuda_harness.cc.
 
 The harness runs every CUDA kernel of the native library against its CPU kernel on random inputs, without
-onnxruntime (its headers are needed only for types). One nvcc command compiles the CUDA sources (with
-``--fmad=false``, as the library), the CPU kernels they are compared to and the harness, and links them with
-CUDA's static runtime. Building needs nvcc and the onnxruntime headers (runtime/native/build.py finds or
+onnxruntime (its headers are needed to compile; nothing of it is linked or run). One nvcc command compiles
+the library's sources as runtime/native/build.py lists them (the CUDA kernels with ``--fmad=false``, the CPU
+sources with the library's host flags, every family folder on the include path) and the harness, and links
+them with CUDA's static runtime. Building needs nvcc and the onnxruntime headers (runtime/native/build.py finds or
 fetches them); running the comparisons needs a GPU (``--cpu-only`` runs the CPU side alone).
 
     python runtime/native/harness/build_harness.py                  # build into build/harness/
@@ -50,18 +51,16 @@ def find_gpus() -> tuple[list[str], str]:
     return names, ""
 
 
-def harness_sources() -> tuple[list[Path], list[Path]]:
-    """(sources, include directories) of the harness: the CUDA kernels, the CPU kernels they are compared to,
-    and the harness itself. The one list of native files the harness compiles."""
-    cuda = ["qle_cuda.cu", "qle_family_cuda.cu"]
-    cpu = ["qle_qmatrix.cc", "qle_cpu_scalar.cc", "qle_cpu_avx2.cc", "qle_cpu_avx512.cc", "qle_cpu_neon.cc",
-           "qle_prlstm.cc", "qle_xlstm.cc"]
-    sources = [NATIVE_DIR / s for s in cuda + cpu] + [HARNESS_DIR / "qle_cuda_harness.cc"]
-    return sources, [NATIVE_DIR]
+def harness_sources(native) -> list[Path]:
+    """The harness's sources: every CUDA kernel and every CPU source of the op library, as ``native``
+    (runtime/native/build.py) lists them, so a new family folder is compiled in with no edit here; then
+    the harness itself. The CUDA op registrations (``native.cuda_op_sources()``) are left out: nothing here
+    runs onnxruntime."""
+    return [*native.cuda_sources(), *native.cpu_sources(), HARNESS_DIR / "qle_cuda_harness.cc"]
 
 
 def _native_build():
-    """runtime/native/build.py as a module (its compiler flags and the onnxruntime header lookup)."""
+    """runtime/native/build.py as a module (its sources, compiler flags and the onnxruntime header lookup)."""
     spec = importlib.util.spec_from_file_location("qle_native_build", NATIVE_DIR / "build.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -71,10 +70,9 @@ def _native_build():
 def build_command(nvcc: str, include_ort: Path, out: Path) -> list[str]:
     """The nvcc command line that compiles and links the harness into ``out``."""
     native = _native_build()
-    sources, includes = harness_sources()
     host_flags = [f for f in native.CXXFLAGS if f not in ("-O3", "-std=c++17", "-fPIC", "-fvisibility=hidden")]
     return [nvcc, "-O3", *native.NVCCFLAGS, "-Xcompiler", ",".join(host_flags), f"-I{include_ort}",
-            *(f"-I{d}" for d in includes), *map(str, sources), "-o", str(out)]
+            *native.include_flags(), *map(str, harness_sources(native)), "-o", str(out)]
 
 
 def build_harness(out_dir: Path = DEFAULT_OUT) -> Path:

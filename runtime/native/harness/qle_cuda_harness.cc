@@ -1,10 +1,11 @@
 // Runs every CUDA kernel of the native library against its CPU kernel on random inputs, without
-// onnxruntime: QLLSTMCell / QLLSTMSequence (qle_cuda.h), PRLSTMStep / PRLSTMSequence, sLSTMCell /
-// sLSTMSequence and mLSTMCell / mLSTMSequence (qle_family_cuda.h), in every weight mode each op
-// takes, on several shapes (odd sizes, batch > 1, more units than a thread block has threads). Each
-// case makes two calls on each side, the second from the state the first returned on that side, and
-// compares every output of both calls. One line per case; exit status 0 when every case is within
-// its tolerance, 1 when one is not, 77 when no CUDA device is usable.
+// onnxruntime: QLLSTMCell / QLLSTMSequence (qllstm/qle_qllstm_cuda.h), PRLSTMStep / PRLSTMSequence
+// (prlstm/qle_prlstm_cuda.h), sLSTMCell / sLSTMSequence and mLSTMCell / mLSTMSequence
+// (xlstm/qle_xlstm_cuda.h), in every weight mode each op takes, on several shapes (odd sizes,
+// batch > 1, more units than a thread block has threads). Each case makes two calls on each side,
+// the second from the state the first returned on that side, and compares every output of both
+// calls. One line per case; exit status 0 when every case is within its tolerance, 1 when one is
+// not, 77 when no CUDA device is usable.
 //
 //   qle_cuda_harness [--cpu-only] [--list] [FILTER]
 //     --cpu-only  run the CPU side of every case only (no GPU needed): the inputs meet the kernels'
@@ -27,11 +28,14 @@
 #include <vector>
 
 #include "qle_cpu.h"
-#include "qle_cuda.h"
-#include "qle_family_cuda.h"
+#include "qle_cuda_modes.h"
 #include "qle_prlstm.h"
+#include "qle_prlstm_cuda.h"
+#include "qle_qllstm.h"
+#include "qle_qllstm_cuda.h"
 #include "qle_qmatrix.h"
 #include "qle_xlstm.h"
+#include "qle_xlstm_cuda.h"
 
 namespace {
 
@@ -41,26 +45,29 @@ const QleCpuKernels* const kReference = &qle_kernels_scalar;
 
 // Tolerances: the largest |GPU - CPU| allowed on a tensor is tol * max(1, max |CPU value|).
 //
-// Exact: both sides do the same operations in the same order. The gate maths is one source
-// (qle_family_math.h) built without fused multiply-adds on both (-ffp-contract=off, --fmad=false);
-// a product's sum starts from 0 and adds k in index order on both; the bias (or x) is added to the
-// finished sum on both; fp16 rounds the same inputs and sums, int8 scales the same sum,
-// int8-dynamic quantizes with the same arithmetic and sums integers exactly.
+// Exact: both sides do the same operations in the same order. Each family's gate maths is one
+// source (<family>/qle_<family>_math.h over core/qle_lanes.h: exp, sigmoid, tanh, log are the same
+// polynomials on both sides, no libm) built without fused multiply-adds on both (-ffp-contract=off,
+// --fmad=false); a product's sum starts from 0 and adds k in index order on both; the bias (or x)
+// is added to the finished sum on both; fp16 rounds the same inputs and sums, int8 scales the same
+// sum, int8-dynamic quantizes with the same arithmetic and sums integers exactly.
 constexpr double kExact = 0.0;
 // Float order: float32 rounding differs, by a few ulp a step. In fp32 (and int4 with more than one
-// block) the PR-LSTM and QL-LSTM CPU products accumulate onto the bias (qle_qmatmul's init) where
-// the GPU adds the bias to the finished sum; QL-LSTM's gates (qle_gates.h) call expf / tanhf, from
-// glibc on the CPU and CUDA's libdevice (within 2 ulp) on the GPU. The bound is the library's
-// native-vs-function-body float32 tolerance.
+// block) the QL-LSTM and PR-LSTM CPU products accumulate onto the bias (qle_qmatmul's init) where
+// the GPU adds the bias to the finished sum. The bound is the library's native-vs-function-body
+// float32 tolerance.
 constexpr double kFloatOrder = 1e-5;
-// fp16 after a float-order difference: a product whose input or sum differs in the last float32
-// bit can round to the neighbouring float16 value. One float16 step of |v| < 8 is 2^-8 = 3.9e-3.
-constexpr double kFp16Step = 4e-3;
-// int8-dynamic after a float-order difference: an activation next to a rounding boundary can
-// quantize one step apart, moving a product by max|a| / 127 * max|W * scale|; with the
-// activations (|a| <~ 1) and dequantized weights (|W * scale| <= 0.05) generated here, 4e-4 a
-// step, carried through the gates (slope <= 1).
-constexpr double kInt8Step = 1e-3;
+
+// The tolerance of a family whose CPU products start from the bias (QL-LSTM, PR-LSTM). The CPU
+// accumulates onto the bias (and, in int4, block by block onto it), the GPU adds the bias to the
+// finished sum: float order in fp32 and in int4 with more than one block (every int4 shape below
+// has one). fp16, int8 and int8-dynamic add the bias to the same rounded or scaled sum on both
+// sides: exact.
+double bias_first_tol(const QleQMode q, const char** why) {
+  if (q == QleQMode::F32) return *why = "float order (bias first on the CPU)", kFloatOrder;
+  if (q == QleQMode::I4) return *why = "float order (int4 blocks onto the bias on the CPU)", kFloatOrder;
+  return *why = "exact (same operations, same order)", kExact;
+}
 
 // --- random inputs ------------------------------------------------------------------------------
 
@@ -345,53 +352,39 @@ struct QlInputs {
   std::vector<float> h, c, bias, gs, gb, alpha;
 };
 
-// The QL-LSTM CPU kernel (qle_ops.cc): both products through qle_qmatmul onto the bias, then the
-// table's gate loop row by row; the sequence op projects every token first and overwrites Y[:, t]
-// with h_t.
-void qllstm_cpu(const QlInputs& in, const QleQMatrix& wx, const QleQMatrix& wh, const std::vector<float>& x,
+// The QL-LSTM CPU op's kernel calls (qllstm/qle_qllstm_ops.cc): the cell over every row; the
+// sequence's input projection of every token, then its recurrence; a T = 0 sequence returns the state.
+void qllstm_cpu(const QlInputs& in, const QleQllstmWeights& w, const std::vector<float>& x,
                 const std::vector<float>& h, const std::vector<float>& c, std::vector<float>* Y,
                 std::vector<float>* h_out, std::vector<float>* c_out) {
-  const QleCpuKernels* k = kReference;
-  const long B = in.s.B, T = in.s.T, D = in.s.D, H = in.s.H, ldy = T * H;
-  const float *gs = in.gs.data(), *gb = in.gb.data();
-  const float alpha = in.alpha[0];
-  if (!in.seq) {
-    float* u = h_out->data();
-    qle_qmatmul(k, wx, B, x.data(), D, in.bias.data(), 0, u, H);
-    qle_qmatmul(k, wh, B, h.data(), H, u, H, u, H);
-    for (long r = 0; r < B; ++r)
-      k->gates(H, u + r * H, h.data() + r * H, c.data() + r * H, gs, gb, alpha, u + r * H, c_out->data() + r * H);
-    return;
-  }
-  if (T == 0) {
+  const QlShape& s = in.s;
+  if (in.seq && s.T == 0) {
     *h_out = h;
     *c_out = c;
     return;
   }
-  qle_qmatmul(k, wx, B * T, x.data(), D, in.bias.data(), 0, Y->data(), H);
-  for (long t = 0; t < T; ++t) {
-    const float* hp = t == 0 ? h.data() : Y->data() + (t - 1) * H;
-    const long ld_hp = t == 0 ? H : ldy;
-    const float* cp = t == 0 ? c.data() : c_out->data();
-    float* u = Y->data() + t * H;
-    qle_qmatmul(k, wh, B, hp, ld_hp, u, ldy, u, ldy);
-    for (long r = 0; r < B; ++r)
-      k->gates(H, u + r * ldy, hp + r * ld_hp, cp + r * H, gs, gb, alpha, u + r * ldy, c_out->data() + r * H);
+  const QleQllstmArgs a{s.B,           s.T,          s.D,          s.H,         &w,
+                        x.data(),      h.data(),     c.data(),     in.bias.data(),
+                        in.gs.data(),  in.gb.data(), in.alpha[0],  in.seq ? Y->data() : nullptr,
+                        h_out->data(), c_out->data()};
+  if (!in.seq) {
+    qle_qllstm_cell_rows(kReference, a, 0, s.B);
+    return;
   }
-  for (long r = 0; r < B; ++r) memcpy(h_out->data() + r * H, Y->data() + r * ldy + (T - 1) * H, sizeof(float) * H);
+  qle_qllstm_project_rows(kReference, a, 0, s.B * s.T);
+  qle_qllstm_recur_rows(kReference, a, 0, s.B);
 }
 
 Outputs qllstm_cpu_calls(const QlInputs& in) {
   const long B = in.s.B, T = in.s.T, D = in.s.D, H = in.s.H;
-  QleQMatrix wx, wh;
-  const QleQMode q = in.mode.q;
-  check_pack(qle_qmatrix_pack(q, in.s.block, in.wx.bytes.data(), in.wx.type, 0, scale_or_null(in.wx), D, H, &wx));
-  check_pack(qle_qmatrix_pack(q, in.s.block, in.wh.bytes.data(), in.wh.type, 0, scale_or_null(in.wh), H, H, &wh));
+  QleQllstmWeights w;
+  check_pack(qle_qllstm_pack(in.mode.q, in.s.block, in.wx.bytes.data(), in.wx.type, in.wh.bytes.data(), in.wh.type,
+                             scale_or_null(in.wx), scale_or_null(in.wh), D, H, &w));
   Outputs o;
   std::vector<float> h = in.h, c = in.c;
   for (int call = 0; call < 2; ++call) {
     std::vector<float> Y((size_t)(B * T * H)), h_out((size_t)(B * H)), c_out((size_t)(B * H));
-    qllstm_cpu(in, wx, wh, in.x[call].f32, h, c, &Y, &h_out, &c_out);
+    qllstm_cpu(in, w, in.x[call].f32, h, c, &Y, &h_out, &c_out);
     if (in.seq) o.add(call_name("Y", call), Y);
     o.add(call_name("h", call), h_out);
     o.add(call_name("c", call), c_out);
@@ -426,15 +419,6 @@ Outputs qllstm_gpu_calls(const QlInputs& in) {
   return o;
 }
 
-// The gates' expf / tanhf differ between glibc and CUDA in every mode; fp16 and int8-dynamic round
-// a product's input or sum on a grid, where such a difference can move a value one grid step.
-double qllstm_tol(const Mode& m, const char** why) {
-  if (m.q == QleQMode::F16) return *why = "float16 step (expf/tanhf glibc vs CUDA)", kFp16Step;
-  if (m.q == QleQMode::I8Dyn) return *why = "int8 activation step (expf/tanhf glibc vs CUDA)", kInt8Step;
-  if (m.q == QleQMode::I8) return *why = "float order (expf/tanhf glibc vs CUDA)", kFloatOrder;
-  return *why = "float order (bias first on the CPU; expf/tanhf glibc vs CUDA)", kFloatOrder;
-}
-
 void add_qllstm(std::vector<Case>* cases, const Mode& m, const QlShape& s, bool seq, uint64_t seed) {
   auto in = std::make_shared<QlInputs>();
   Rng rng{seed};
@@ -451,7 +435,7 @@ void add_qllstm(std::vector<Case>* cases, const Mode& m, const QlShape& s, bool 
   const char* op = seq ? "QLLSTMSequence" : "QLLSTMCell";
   Case k{shape_name(op, m, {{"B", s.B}, {"T", s.T}, {"D", s.D}, {"H", s.H}, {"bs", s.block}}),
          0.0, nullptr, [in] { return qllstm_cpu_calls(*in); }, [in] { return qllstm_gpu_calls(*in); }};
-  k.tol = qllstm_tol(m, &k.why);
+  k.tol = bias_first_tol(m.q, &k.why);
   cases->push_back(k);
 }
 
@@ -542,16 +526,6 @@ Outputs prlstm_gpu_calls(const PrInputs& in) {
   return o;
 }
 
-// The CPU products accumulate onto the bias (and, in int4, block by block onto it), the GPU adds the
-// bias to the finished sum: float order in fp32 and in int4 with more than one block (every int4
-// shape below has one). fp16, int8 and int8-dynamic add the bias to the same rounded or scaled sum
-// on both sides, and the gate maths is shared: exact.
-double prlstm_tol(const Mode& m, const char** why) {
-  if (m.q == QleQMode::F32) return *why = "float order (bias first on the CPU)", kFloatOrder;
-  if (m.q == QleQMode::I4) return *why = "float order (int4 blocks onto the bias on the CPU)", kFloatOrder;
-  return *why = "exact (same operations, same order)", kExact;
-}
-
 void add_prlstm(std::vector<Case>* cases, const Mode& m, const PrShape& s, bool seq, uint64_t seed) {
   auto in = std::make_shared<PrInputs>();
   Rng rng{seed};
@@ -573,7 +547,7 @@ void add_prlstm(std::vector<Case>* cases, const Mode& m, const PrShape& s, bool 
   name += " count=";
   for (size_t r = 0; r < s.count.size(); ++r) name += (r ? "," : "") + std::to_string(s.count[r]);
   Case k{name, 0.0, nullptr, [in] { return prlstm_cpu_calls(*in); }, [in] { return prlstm_gpu_calls(*in); }};
-  k.tol = prlstm_tol(m, &k.why);
+  k.tol = bias_first_tol(m.q, &k.why);
   cases->push_back(k);
 }
 
