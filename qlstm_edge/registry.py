@@ -1,16 +1,16 @@
 """Family registry: how checkpoints, the exporter and the CLI find a model family.
 
-A family registers its module class, how to read/build its config, and (lazily, since exporting needs
-onnx) its export recipe. Adding a family means adding one ``qlstm_edge/families/<name>/`` package that
-calls :func:`register`: ``qlstm_edge.families`` imports every package it finds and the build finds every
-package, so nothing else is edited.
+A family registers its module class, how to read/build its config, (lazily, since exporting needs onnx) its
+export recipe, and its examples: tiny models that the tests running over every family build. Adding a family
+means adding one ``qlstm_edge/families/<name>/`` package that calls :func:`register`: ``qlstm_edge.families``
+imports every package it finds and the build finds every package, so nothing else is edited.
 """
 from __future__ import annotations
 
 import importlib
 import inspect
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from torch import nn
 
@@ -23,6 +23,15 @@ class UnknownFamilyError(KeyError):
 
 
 @dataclass(frozen=True)
+class Example:
+    """A tiny model of a family: every test that runs over all families (and the ISA lane) builds it."""
+
+    name: str  # the test id, e.g. "qllstm-tokens"
+    inputs: str  # "tokens" (int64 ids) or "features" (float vectors)
+    build: Callable[[], nn.Module]
+
+
+@dataclass(frozen=True)
 class Family:
     name: str
     module: type
@@ -32,6 +41,7 @@ class Family:
     description: str = ""
     diagnose: Optional[Callable[[nn.Module], List[str]]] = None  # warnings about a model (e.g. unstable maths)
     summary: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None  # `info`'s lines for a config (default: it)
+    examples: Tuple[Example, ...] = ()
 
     def recipe(self):
         if self.recipe_path is None:
@@ -75,6 +85,11 @@ def register(family: Family) -> Family:
 
 def families() -> List[Family]:
     return list(_FAMILIES.values())
+
+
+def examples() -> Dict[str, Example]:
+    """Every registered family's examples, by name."""
+    return {ex.name: ex for fam in _FAMILIES.values() for ex in fam.examples}
 
 
 def get_family(name: str) -> Family:

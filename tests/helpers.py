@@ -16,10 +16,12 @@ import torch
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from qlstm_edge import QLLSTMConfig, QLLSTMModel
+from qlstm_edge import QLLSTMConfig, QLLSTMModel, registry
 from qlstm_edge.exporters.quantize import Quantizer, dequantize, pack_int4, quantize_symmetric, to_fp16
 from qlstm_edge.families.prlstm import PRLSTM, PRLSTMConfig, PRLSTMModel
 from qlstm_edge.families.qllstm.export import cell_function, sequence_function
+from qlstm_edge.families.xlstm import examples as xlstm_examples
+from qlstm_edge.families.xlstm.examples import perturb
 from qlstm_edge.runtime.metadata import DOMAIN
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,50 +61,25 @@ def import_xlstm():
     return xlstm
 
 
-CPU_KERNELS = dict(chunkwise_kernel="chunkwise--native_autograd", sequence_kernel="native_sequence__native",
-                   step_kernel="native", mode="inference", return_last_states=True)
-
-
-def perturb(model, seed=0, scale=0.1):
-    """The package's init leaves recurrent and gate weights at zero; move every weight off its init."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * scale)
-    return model.eval()
-
-
-def stack_kwargs(E=64, heads=4, slstm_at=(), blocks=2, context=64, conv=4, ffn_act="gelu", mlstm_heads=None):
-    """xLSTMBlockStackConfig's arguments; the mLSTM blocks have ``mlstm_heads`` heads (default: ``heads``)."""
-    x = import_xlstm()
-    return dict(
-        mlstm_block=x.mLSTMBlockConfig(mlstm=x.mLSTMLayerConfig(conv1d_kernel_size=conv, qkv_proj_blocksize=4,
-                                                                num_heads=mlstm_heads or heads)),
-        slstm_block=x.sLSTMBlockConfig(slstm=x.sLSTMLayerConfig(backend="vanilla", num_heads=heads,
-                                                                conv1d_kernel_size=conv),
-                                       feedforward=x.FeedForwardConfig(proj_factor=1.3, act_fn=ffn_act)),
-        context_length=context, num_blocks=blocks, embedding_dim=E,
-        slstm_at=slstm_at if slstm_at == "all" else list(slstm_at))
+def stack_kwargs(**kw):
+    """xLSTMBlockStackConfig's arguments (the xLSTM examples' helper); skips without the package."""
+    import_xlstm()
+    return xlstm_examples.stack_kwargs(**kw)
 
 
 def make_stack(seed=0, **kw):
-    x = import_xlstm()
-    torch.manual_seed(seed)
-    return perturb(x.xLSTMBlockStack(x.xLSTMBlockStackConfig(**stack_kwargs(**kw))), seed)
+    import_xlstm()
+    return xlstm_examples.stack(seed, **kw)
 
 
 def make_lm(seed=0, vocab=50, **kw):
-    x = import_xlstm()
-    torch.manual_seed(seed)
-    return perturb(x.xLSTMLMModel(x.xLSTMLMModelConfig(vocab_size=vocab, **stack_kwargs(**kw))), seed)
+    import_xlstm()
+    return xlstm_examples.lm(seed, vocab, **kw)
 
 
 def make_large(seed=0, **kw):
-    x = import_xlstm()
-    torch.manual_seed(seed)
-    cfg = dict(embedding_dim=64, num_heads=2, num_blocks=2, vocab_size=50, **CPU_KERNELS)
-    cfg.update(kw)
-    return perturb(x.xlstm_large.model.xLSTMLarge(x.xlstm_large.model.xLSTMLargeConfig(**cfg)), seed)
+    import_xlstm()
+    return xlstm_examples.large(seed, **kw)
 
 
 def xlstm_stack(seed=0):
@@ -141,18 +118,20 @@ def xlstm_models(draw):
     return perturb(x.xLSTMLMModel(x.xLSTMLMModelConfig(vocab_size=11, **kw)), seed)
 
 
-# -- every family ------------------------------------------------------------------------------------------------
-# name: (input kind, small model factory); every family, with feature and token input where it has both. PR-LSTM
-# with 8 stack levels: a stream holds 255 steps, long enough, and a reachable limit.
-FAMILIES = {
-    "qllstm-tokens": ("tokens", lambda: make_qllstm()),
-    "qllstm-features": ("features", lambda: make_qllstm(tokens=False)),
-    "prlstm-tokens": ("tokens", lambda: make_prlstm(tokens=True, levels=8)),
-    "prlstm-features": ("features", lambda: make_prlstm(tokens=False, levels=8)),
-    "xlstm-stack": ("features", lambda: make_stack(E=16, heads=2, slstm_at=(1,), blocks=2, conv=2)),
-    "xlstm-lm": ("tokens", lambda: make_lm(E=16, heads=2, slstm_at=(0,), blocks=2, vocab=40)),
-    "xlstm-large": ("tokens", lambda: make_large(embedding_dim=16, num_heads=2, num_blocks=1, vocab_size=40)),
-}
+# -- every family ---------------------------------------------------------------------------------------------------
+def _example(ex):
+    def build():
+        try:
+            return ex.build()
+        except ImportError:  # an xLSTM example without the package: skip (or fail under QLSTM_EDGE_REQUIRE_XLSTM=1)
+            import_xlstm()
+            raise
+    return build
+
+
+# name: (input kind, small model factory): every registered family's examples (registry.Example), so a new family
+# is covered by every family-wide test without an edit here
+FAMILIES = {name: (ex.inputs, _example(ex)) for name, ex in registry.examples().items()}
 TOKEN_FAMILIES = [n for n, (kind, _) in FAMILIES.items() if kind == "tokens"]
 FEATURE_FAMILIES = [n for n, (kind, _) in FAMILIES.items() if kind == "features"]
 

@@ -12,6 +12,7 @@ import re
 from typing import Any, Dict, Optional
 
 from ...registry import Family, register
+from .examples import EXAMPLES
 
 MIN_VERSION = (2, 0, 4)  # the min(exp(.), 1) gate clamps of the sLSTM arrived in xlstm 2.0.4
 INSTALL_HINT = "pip install 'qlstm-edge[xlstm]'"
@@ -48,7 +49,8 @@ def _unavailable(name: str, module_name: str, problem: str) -> Family:
         raise XLSTMUnavailableError(message)
 
     placeholder = type(module_name, (), {"__doc__": message, "__module__": __name__})
-    return Family(name, placeholder, config_of, build, description=f"{module_name} (unavailable: {problem})")
+    return Family(name, placeholder, config_of, build, description=f"{module_name} (unavailable: {problem})",
+                  examples=EXAMPLES[name])
 
 
 _DESCRIPTIONS = {
@@ -71,16 +73,16 @@ def _register() -> None:
     rec = "qlstm_edge.families.xlstm.export:"
     register(Family("xlstm-stack", xLSTMBlockStack, lambda mod: m.config_to_dict(mod.config), m.build_stack,
                     recipe_path=rec + "XLSTMStackRecipe", summary=m.stack_summary,
-                    description=_DESCRIPTIONS["xlstm-stack"][1]))
+                    description=_DESCRIPTIONS["xlstm-stack"][1], examples=EXAMPLES["xlstm-stack"]))
     register(Family("xlstm-lm", xLSTMLMModel, lambda mod: m.config_to_dict(mod.config), m.build_lm,
                     recipe_path=rec + "XLSTMLMRecipe", summary=m.stack_summary,
-                    description=_DESCRIPTIONS["xlstm-lm"][1]))
+                    description=_DESCRIPTIONS["xlstm-lm"][1], examples=EXAMPLES["xlstm-lm"]))
     if m.xLSTMLarge is None:
         register(_unavailable("xlstm-large", "xLSTMLarge", "the mlstm_kernels package (Python >= 3.11) is missing"))
     else:
         register(Family("xlstm-large", m.xLSTMLarge, lambda mod: m.large_config_dict(mod.config), m.build_large,
                         recipe_path=rec + "XLSTMLargeRecipe", summary=m.large_summary,
-                        description=_DESCRIPTIONS["xlstm-large"][1]))
+                        description=_DESCRIPTIONS["xlstm-large"][1], examples=EXAMPLES["xlstm-large"]))
 
 
 _register()
