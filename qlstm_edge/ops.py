@@ -43,7 +43,8 @@ class OpSpec:
     ``matrices``: the inputs a quantized node stores quantized (each gets an appended ``<name>_scale`` input in the
     integer modes, in this order); ``host``: the inputs whose values the native kernels read on the host (the CUDA
     kernels take them in host memory); ``x_in_product``: input 0 enters a matrix product (float16 in an fp16 node).
-    ``summary`` is the doc string of the op's function body.
+    ``attributes``: the float attributes every node of the op has (beyond the quantized nodes' ``quant_mode`` and
+    ``block_size``). ``summary`` is the doc string of the op's function body.
     """
 
     name: str
@@ -53,6 +54,7 @@ class OpSpec:
     matrices: Tuple[str, ...] = ()
     host: Tuple[str, ...] = ()
     x_in_product: bool = False
+    attributes: Tuple[str, ...] = ()
 
     def __post_init__(self):
         names = [p.name for p in self.inputs]
@@ -83,7 +85,7 @@ class OpSpec:
         return {"name": self.name, "inputs": self.input_names(scales=True), "regular": len(self.inputs),
                 "input_types": [p.dtype for p in self.inputs], "output_types": [p.dtype for p in self.outputs],
                 "matrices": [index[m] for m in self.matrices], "host": [index[h] for h in self.host],
-                "x_in_product": self.x_in_product}
+                "x_in_product": self.x_in_product, "attributes": list(self.attributes)}
 
 
 def _load(name: str, path: Path):

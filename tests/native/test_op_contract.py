@@ -54,7 +54,7 @@ def test_docs_ops_md_is_the_generated_table_and_needs_no_torch():
 
 def test_every_op_is_declared_once_with_scales_after_the_regular_inputs():
     assert set(OPS) == {"QLLSTMCell", "QLLSTMSequence", "PRLSTMStep", "PRLSTMSequence", "sLSTMCell", "sLSTMSequence",
-                        "mLSTMCell", "mLSTMSequence"}
+                        "mLSTMCell", "mLSTMSequence", "xLSTMLargeBlock", "xLSTMLargeBlockSequence"}
     for spec in OPS.values():
         c = spec.contract()
         assert c["inputs"][:c["regular"]] == spec.regular_inputs
@@ -78,6 +78,9 @@ def _models():
         slstm_block=sLSTMBlockConfig(slstm=sLSTMLayerConfig(backend="vanilla", num_heads=2, conv1d_kernel_size=2),
                                      feedforward=FeedForwardConfig(proj_factor=1.3, act_fn="gelu")),
         context_length=16, num_blocks=2, embedding_dim=16, slstm_at=[1]))
+    from qlstm_edge.families.xlstm.examples import large
+
+    models["xlstm-large"] = large(embedding_dim=16, num_heads=2, num_blocks=1, vocab_size=20)
     return models
 
 
@@ -124,4 +127,5 @@ def test_every_custom_node_matches_its_spec(family, mode, quant):
         got_out = [ELEM.get(types.get(n), types.get(n)) for n in node.output]
         assert got_out == [p.dtype for p in spec.outputs], f"{node.name}: output types {got_out}"
         attrs = {a.name for a in node.attribute}
-        assert attrs == ({"quant_mode", "block_size"} if quant and has_matrices else set()), node.name
+        quantized = {"quant_mode", "block_size"} if quant and has_matrices else set()
+        assert attrs == quantized | set(spec.attributes), node.name

@@ -425,11 +425,12 @@ def test_forced_unknown_isa_is_refused(lib, monkeypatch):
 
 # -- the library's op table ---------------------------------------------------------------------------
 def test_library_lists_its_ops(lib):
-    """In registration order: the family folders (runtime/native/<family>/) sorted by name."""
+    """In registration order: the family folders (runtime/native/<family>/) sorted by name, and a folder's ops
+    files sorted by name."""
     st = native_lib.status()
-    ql = ["QLLSTMCell", "QLLSTMSequence"]
-    assert st["ops"] == [*FAMILY_OPS[:2], *ql, *FAMILY_OPS[2:]]
-    assert st["quantized_ops"] == [*QUANTIZED_FAMILY_OPS[:2], *ql, *QUANTIZED_FAMILY_OPS[2:]]
+    ql, block = ["QLLSTMCell", "QLLSTMSequence"], ["xLSTMLargeBlock", "xLSTMLargeBlockSequence"]
+    assert st["ops"] == [*FAMILY_OPS[:2], *ql, *block, *FAMILY_OPS[2:]]
+    assert st["quantized_ops"] == [*QUANTIZED_FAMILY_OPS[:2], *ql, *block, *QUANTIZED_FAMILY_OPS[2:]]
 
 
 def test_quantized_family_nodes_are_reported_unsupported(lib, tmp_path):

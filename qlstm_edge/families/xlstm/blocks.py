@@ -1,13 +1,16 @@
 """The blocks of the xlstm package's models as graph pieces: the mLSTM and sLSTM blocks of ``xLSTMBlockStack``
-(with their FFN) and the block of ``xLSTMLarge``. Each adds one cell-op node and its standard-op layers (layers.py).
+(with their FFN), each one cell-op node and its standard-op layers (layers.py), and the block of ``xLSTMLarge``,
+one block-op node (block_ops.py).
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ...exporters.recipe import f32
 from .layers import Net
-from .ops import MLSTM_CELL, MLSTM_SEQUENCE, SLSTM_CELL, SLSTM_SEQUENCE
+from .ops import (LARGE_BLOCK, LARGE_BLOCK_MATRICES, LARGE_BLOCK_SEQUENCE, MLSTM_CELL, MLSTM_SEQUENCE, NORM_EPS,
+                  SLSTM_CELL, SLSTM_SEQUENCE)
 
 STACK_EPS_MLSTM = 1e-6  # xlstm.blocks.mlstm.backends.recurrent_step_stabilized_simple's eps
 
@@ -97,45 +100,51 @@ def ffn(net: Net, block, i: int, x: str) -> str:
 
 
 def large_block(net: Net, block, i: int, x: str, states, config) -> str:
-    g, layer, p = net.g, block.mlstm_layer, f"b{i}"
-    nh = config.num_heads
-    dqk, dv = layer.qk_dim // nh, layer.v_dim // nh
-    xn = net.rms_norm(x, block.norm_mlstm, f"{p}.norm_mlstm")
-    if config.weight_mode == "single":  # one MatMul for q, k, v, o and one for the gates, as weight_mode "fused"
+    """One xLSTMLargeBlock (or xLSTMLargeBlockSequence) node: the whole block, its body in block_ops.py."""
+    g, layer, ffn, p = net.g, block.mlstm_layer, block.ffn, f"b{i}"
+    if config.weight_mode == "single":  # one product for q, k, v, o and one for the gates, as weight_mode "fused"
         parts = [layer.q, layer.k, layer.v, layer.ogate_preact]
-        w_qkvo = torch.cat([m.weight for m in parts])
-        b_qkvo = None if parts[0].bias is None else torch.cat([m.bias for m in parts])
-        w_if = torch.cat([layer.igate_preact.weight, layer.fgate_preact.weight])
-        b_if = torch.cat([layer.igate_preact.bias, layer.fgate_preact.bias])
+        w_qkvo, b_qkvo = torch.cat([m.weight for m in parts]), _cat_bias(parts)
+        w_if, b_if = torch.cat([layer.igate_preact.weight, layer.fgate_preact.weight]), _cat_bias(
+            [layer.igate_preact, layer.fgate_preact])
+        w_up, b_up = torch.cat([ffn.proj_up_gate.weight, ffn.proj_up.weight]), _cat_bias(
+            [ffn.proj_up_gate, ffn.proj_up])
     else:
-        w_qkvo, b_qkvo = layer.qkv_opreact.weight, layer.qkv_opreact.bias
-        w_if, b_if = layer.ifgate_preact.weight, layer.ifgate_preact.bias
-    q, k, v, o = net.split(net.linear(xn, w_qkvo, b_qkvo, f"{p}.qkvo"), [layer.qk_dim, layer.qk_dim, layer.v_dim,
-                                                                         layer.v_dim], f"{p}.qkvo_split")
-    gates = net.soft_cap(net.linear(xn, w_if, b_if, f"{p}.ifgate"), config.gate_soft_cap, f"{p}.gate_cap")
-    i_pre, f_pre = net.split(gates, [nh, nh], f"{p}.if_split")
-    consts = [net.scalar(f"{p}.q_scale", dqk ** -0.5), net.scalar(f"{p}.k_scale", 1.0),
-              net.scalar(f"{p}.eps", config.eps)]
-    op = (MLSTM_SEQUENCE if net.seq else MLSTM_CELL).name
-    heads = [net.to_heads(q, nh, dqk, f"{p}.q_heads"), net.to_heads(k, nh, dqk, f"{p}.k_heads"),
-             net.to_heads(v, nh, dv, f"{p}.v_heads")]
-    h = g.fresh(f"{p}.h")
-    g.custom(op, [*heads, i_pre, f_pre, *(states[s].input for s in "Cnm"), *consts],
-             [h, *(states[s].output for s in "Cnm")], name=f"{p}.{op}", function=net.function(op))
+        w_qkvo, b_qkvo = layer.qkv_opreact.weight, _bias(layer.qkv_opreact)
+        w_if, b_if = layer.ifgate_preact.weight, _bias(layer.ifgate_preact)
+        w_up, b_up = ffn.proj_up_gate_z.weight, _bias(ffn.proj_up_gate_z)
     mn = layer.multihead_norm
-    h_norm = net.head_norm(h, dv, None if mn.weight is None else f32(mn.weight),
-                           None if mn.bias is None else f32(mn.bias), mn.eps, f"{p}.multihead_norm")
-    h_out = g.op("Mul", [g.op("Sigmoid", [o], name=f"{p}.ogate"), h_norm], name=f"{p}.h_out")
-    x = g.op("Add", [x, net.linear(h_out, layer.out_proj.weight, layer.out_proj.bias, f"{p}.out_proj")],
-             name=f"{p}.residual_mlstm")
-    ffn = block.ffn
-    xf = net.rms_norm(x, block.norm_ffn, f"{p}.norm_ffn")
-    if config.weight_mode == "single":
-        w_up = torch.cat([ffn.proj_up_gate.weight, ffn.proj_up.weight])
-        b_up = None if ffn.proj_up.bias is None else torch.cat([ffn.proj_up_gate.bias, ffn.proj_up.bias])
-    else:
-        w_up, b_up = ffn.proj_up_gate_z.weight, ffn.proj_up_gate_z.bias
-    gate, z = net.split(net.linear(xf, w_up, b_up, f"{p}.ffn.proj_up"), [ffn.up_proj_dim] * 2, f"{p}.ffn.split")
-    hf = g.op("Mul", [net.silu(gate, f"{p}.ffn.act"), z], name=f"{p}.ffn.gated")
-    y = net.linear(hf, ffn.proj_down.weight, ffn.proj_down.bias, f"{p}.ffn.proj_down")
-    return g.op("Add", [x, y], name=f"{p}.residual_ffn")
+    weights = {"norm_mlstm_weight": _norm_weight(block.norm_mlstm), "norm_mlstm_bias": _norm_bias(block.norm_mlstm),
+               "W_qkvo": f32(w_qkvo).T, "b_qkvo": b_qkvo, "W_if": f32(w_if).T, "b_if": b_if,
+               "head_norm_weight": _norm_weight(mn), "head_norm_bias": _norm_bias(mn),
+               "W_out": f32(layer.out_proj.weight).T, "b_out": _bias(layer.out_proj),
+               "norm_ffn_weight": _norm_weight(block.norm_ffn), "norm_ffn_bias": _norm_bias(block.norm_ffn),
+               "W_up": f32(w_up).T, "b_up": b_up, "W_down": f32(ffn.proj_down.weight).T, "b_down": _bias(ffn.proj_down)}
+    stored = net.q.op_weights(g, f"{p}.", weights, LARGE_BLOCK_MATRICES)
+    nh = config.num_heads
+    scalars = [net.scalar(f"{p}.gate_soft_cap", config.gate_soft_cap or 0.0),
+               net.scalar(f"{p}.q_scale", (layer.qk_dim // nh) ** -0.5), net.scalar(f"{p}.eps", config.eps)]
+    op = LARGE_BLOCK_SEQUENCE if net.seq else LARGE_BLOCK
+    net.function(MLSTM_SEQUENCE.name if net.seq else MLSTM_CELL.name)  # the body's nested cell op
+    y = g.fresh(f"{p}.y")
+    g.custom(op.name, [x, *(states[s].input for s in "Cnm"), *stored[:len(weights)], *scalars,
+                       *stored[len(weights):]], [y, *(states[s].output for s in "Cnm")], name=f"{p}.{op.name}",
+             function=net.function(op.name), **{NORM_EPS: float(config.norm_eps)}, **net.q.op_attributes())
+    return y
+
+
+def _bias(linear) -> np.ndarray:
+    """A linear layer's bias, zeros when it has none (the op always takes one: adding zeros keeps the values)."""
+    return np.zeros(linear.weight.shape[0], np.float32) if linear.bias is None else f32(linear.bias)
+
+
+def _cat_bias(linears) -> np.ndarray:
+    return np.concatenate([_bias(m) for m in linears])
+
+
+def _norm_weight(norm) -> np.ndarray:
+    return np.ones(norm.num_features, np.float32) if norm.weight is None else f32(norm.weight)
+
+
+def _norm_bias(norm) -> np.ndarray:
+    return np.zeros(norm.num_features, np.float32) if norm.bias is None else f32(norm.bias)

@@ -1,8 +1,9 @@
 """xLSTM export recipes: ``xlstm.xLSTMBlockStack``, ``xlstm.xLSTMLMModel`` and ``xlstm.xlstm_large.model.xLSTMLarge``.
 
-One custom node per cell per block (cells.py, declared in ops.py); everything else in a block (norms, causal conv1d
-with its state, head-wise and dense projections, gates' pre-activations, FFN, soft-caps, embedding, LM head) is made
-of standard ops (layers.py, blocks.py). The maths is the package's own (xlstm 2.0.4+, CPU backends; DESIGN.md,
+Block stacks and LMs: one custom node per cell per block (cells.py, declared in ops.py); everything else in a block
+(norms, causal conv1d with its state, head-wise and dense projections, gates' pre-activations, FFN) is made of
+standard ops (layers.py, blocks.py). xLSTMLarge: one xLSTMLargeBlock node per block, whose body is standard ops
+around the nested mLSTM cell op (block_ops.py). Embeddings, soft-capped logits and LM heads are standard ops. The maths is the package's own (xlstm 2.0.4+, CPU backends; DESIGN.md,
 section xLSTM). The state tensors keep the package's layouts (model.py: StackStates, LargeStates).
 """
 from __future__ import annotations

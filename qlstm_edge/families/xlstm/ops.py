@@ -1,5 +1,6 @@
 """The xLSTM cell ops (B batch, T time, NH heads, DH = H / NH; sLSTM H hidden size; mLSTM DK, DV key and value
-head sizes). Only the sLSTM's R is a quantizable matrix; the mLSTM ops hold no weight."""
+head sizes; E xLSTMLarge's embedding size). The sLSTM's R and xLSTMLarge block's five matrices are quantizable;
+the mLSTM ops hold no weight."""
 from qlstm_edge.ops import OpSpec, Port
 
 F32 = "float32"
@@ -38,4 +39,38 @@ MLSTM_SEQUENCE = OpSpec(
     "A chunk of mLSTM steps: a Scan over q, k, v [B, T, NH, D] and gates [B, T, NH].",
     host=("q_scale", "k_scale", "eps"))
 
-OPS = [SLSTM_CELL, SLSTM_SEQUENCE, MLSTM_CELL, MLSTM_SEQUENCE]
+
+
+def _large_block_inputs(x: str, state: str):
+    """xLSTMLarge's block: its input, the mLSTM state, then its parameters (absent norm weights are ones, absent
+    biases zeros) and scalars. W_qkvo's columns are q, k, v, o; W_if's i, f; W_up's gate, z (QK = NH DK, V = NH DV,
+    U the FFN's inner size)."""
+    vec = lambda name, n: Port(name, F32, f"[{n}]")  # noqa: E731
+    return (Port("x", F32, x), *_mlstm_state(state),
+            vec("norm_mlstm_weight", "E"), vec("norm_mlstm_bias", "E"),
+            Port("W_qkvo", F32, "[E, 2QK + 2V]"), vec("b_qkvo", "2QK + 2V"),
+            Port("W_if", F32, "[E, 2NH]"), vec("b_if", "2NH"),
+            vec("head_norm_weight", "V"), vec("head_norm_bias", "V"),
+            Port("W_out", F32, "[V, E]"), vec("b_out", "E"),
+            vec("norm_ffn_weight", "E"), vec("norm_ffn_bias", "E"),
+            Port("W_up", F32, "[E, 2U]"), vec("b_up", "2U"),
+            Port("W_down", F32, "[U, E]"), vec("b_down", "E"),
+            Port("gate_soft_cap", F32, "[]"), Port("q_scale", F32, "[]"), Port("eps", F32, "[]"))
+
+
+LARGE_BLOCK_MATRICES = ("W_qkvo", "W_if", "W_out", "W_up", "W_down")
+LARGE_BLOCK_HOST = ("gate_soft_cap", "q_scale", "eps")
+NORM_EPS = "norm_eps"  # the block ops' float attribute: the epsilon of their RMS norms and head norm
+LARGE_BLOCK = OpSpec(
+    "xLSTMLargeBlock", _large_block_inputs("[B, E]", ""), (Port("y", F32, "[B, E]"), *_mlstm_state("_out")),
+    "One step of an xLSTMLarge block: RMS norm, q/k/v/o and gate projections, soft-capped gates, the mLSTM cell, "
+    "head norm, output gate, out_proj and residual, then RMS norm, gated SiLU FFN and residual.",
+    matrices=LARGE_BLOCK_MATRICES, host=LARGE_BLOCK_HOST, attributes=(NORM_EPS,))
+LARGE_BLOCK_SEQUENCE = OpSpec(
+    "xLSTMLargeBlockSequence", _large_block_inputs("[B, T, E]", "0"),
+    (Port("Y", F32, "[B, T, E]"), *_mlstm_state("_T")),
+    "A chunk of xLSTMLarge block steps: the block's projections over the chunk, the mLSTM recurrence as "
+    "mLSTMSequence.", matrices=LARGE_BLOCK_MATRICES, host=LARGE_BLOCK_HOST,
+    attributes=(NORM_EPS,))
+
+OPS = [SLSTM_CELL, SLSTM_SEQUENCE, MLSTM_CELL, MLSTM_SEQUENCE, LARGE_BLOCK, LARGE_BLOCK_SEQUENCE]

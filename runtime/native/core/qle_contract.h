@@ -36,6 +36,7 @@ struct QleOpSpec {
   bool x_in_product;             // input 0 enters a matrix product (float16 in an fp16 node)
   std::vector<size_t> host;      // inputs whose values the checks read: count, the mLSTM scalars (the
                                  // CUDA ops take them in host memory; on the CPU every input is there)
+  std::vector<const char*> attributes = {};  // float attributes every node has (read when its kernel is made)
 
   size_t regular() const { return input_types.size(); }
   bool is_matrix(size_t i) const { return std::find(matrices.begin(), matrices.end(), i) != matrices.end(); }

@@ -46,3 +46,15 @@ bool qle_check_passed(OrtStatusPtr st) {
   Ort::GetApi().ReleaseStatus(st);
   return false;
 }
+
+OrtStatusPtr qle_read_attributes(const OrtApi& api, const OrtKernelInfo* info, const QleOpSpec& op,
+                                 std::vector<float>* out) {
+  out->assign(op.attributes.size(), 0.0f);
+  for (size_t i = 0; i < op.attributes.size(); ++i)
+    if (OrtStatusPtr st = api.KernelInfoGetAttribute_float(info, op.attributes[i], &(*out)[i])) {
+      api.ReleaseStatus(st);
+      return qle_op_status(ORT_INVALID_ARGUMENT, op,
+                           std::string("the node has no float attribute '") + op.attributes[i] + "'");
+    }
+  return nullptr;
+}

@@ -1,0 +1,118 @@
+// xLSTMLarge block CPU kernel (see qle_large_block.h). The element-wise steps are scalar loops over the
+// shared lane maths (qle_lanes.h, float instances), in the function body's order of operations.
+#include "qle_large_block.h"
+
+#include <math.h>
+#include <string.h>
+
+#include <vector>
+
+#include "qle_lanes.h"
+#include "qle_mlstm_args.h"
+#include "qle_xlstm.h"
+
+namespace {
+
+thread_local std::vector<float> t_scratch;
+
+// out[r] = v[r] / sqrt(mean(v[r]^2) + eps) * w + b for the M rows of width E.
+void rms_norm(long M, long E, const float* v, const float* w, const float* b, float eps, float* out) {
+  for (long r = 0; r < M; ++r) {
+    const float* x = v + r * E;
+    float* y = out + r * E;
+    float sq = 0.0f;
+    for (long j = 0; j < E; ++j) sq += x[j] * x[j];
+    const float rms = sqrtf(sq / (float)E + eps);
+    for (long j = 0; j < E; ++j) y[j] = x[j] / rms * w[j] + b[j];
+  }
+}
+
+// g = c tanh(g / c) in place, or g itself where c is 0 (no cap).
+void soft_cap(long n, float c, float* g) {
+  if (c == 0.0f) return;
+  for (long j = 0; j < n; ++j) g[j] = c * qle_fm_tanh(g[j] / c);
+}
+
+// h [M, NH, DV] <- sigmoid(o) * (layer_norm(h per head) * w + b); o [M, V] at stride ldo.
+void gated_head_norm(long M, long NH, long DV, const float* w, const float* b, float eps, const float* o, long ldo,
+                     float* h) {
+  const long V = NH * DV;
+  for (long r = 0; r < M; ++r)
+    for (long hd = 0; hd < NH; ++hd) {
+      float* x = h + r * V + hd * DV;
+      float mean = 0.0f, var = 0.0f;
+      for (long j = 0; j < DV; ++j) mean += x[j];
+      mean /= (float)DV;
+      for (long j = 0; j < DV; ++j) var += (x[j] - mean) * (x[j] - mean);
+      const float std = sqrtf(var / (float)DV + eps);
+      for (long j = 0; j < DV; ++j) {
+        const long c = hd * DV + j;
+        x[j] = qle_fm_sigmoid(o[r * ldo + c]) * ((x[j] - mean) / std * w[c] + b[c]);
+      }
+    }
+}
+
+// silu(gate) * z into out [M, U] from up [M, 2U] (gate then z).
+void gated_silu(long M, long U, const float* up, float* out) {
+  for (long r = 0; r < M; ++r)
+    for (long j = 0; j < U; ++j) {
+      const float g = up[r * 2 * U + j];
+      out[r * U + j] = g * qle_fm_sigmoid(g) * up[r * 2 * U + U + j];
+    }
+}
+
+// Columns [c0, c0 + n) of src [M, lds] to dst [M, n].
+void columns(long M, const float* src, long lds, long c0, long n, float* dst) {
+  for (long r = 0; r < M; ++r) memcpy(dst + r * n, src + r * lds + c0, sizeof(float) * n);
+}
+
+void add(long n, const float* a, float* out) {
+  for (long j = 0; j < n; ++j) out[j] = a[j] + out[j];
+}
+
+}  // namespace
+
+void qle_large_block(const QleCpuKernels* k, const QleLargeBlockArgs& a) {
+  const long M = a.B * a.T, E = a.E, NH = a.NH, QK = NH * a.DK, V = NH * a.DV, U = a.U;
+  const long P = 2 * QK + 2 * V;  // q, k, v, o
+  const size_t need = (size_t)(M * (E + P + 2 * NH + 2 * QK + V + 2 * NH + V + E + 2 * U + U));
+  if (t_scratch.size() < need) t_scratch.resize(need);
+  float* xn = t_scratch.data();
+  float* qkvo = xn + M * E;
+  float* gates = qkvo + M * P;
+  float* q = gates + M * 2 * NH;
+  float* kk = q + M * QK;
+  float* v = kk + M * QK;
+  float* ig = v + M * V;
+  float* fg = ig + M * NH;
+  float* h = fg + M * NH;
+  float* x1 = h + M * V;
+  float* up = x1 + M * E;
+  float* hf = up + M * 2 * U;
+
+  rms_norm(M, E, a.x, a.norm_mlstm_w, a.norm_mlstm_b, a.norm_eps, xn);
+  qle_qmatmul(k, *a.W_qkvo, M, xn, E, a.b_qkvo, 0, qkvo, P);
+  qle_qmatmul(k, *a.W_if, M, xn, E, a.b_if, 0, gates, 2 * NH);
+  soft_cap(M * 2 * NH, a.gate_soft_cap, gates);
+  columns(M, qkvo, P, 0, QK, q);
+  columns(M, qkvo, P, QK, QK, kk);
+  columns(M, qkvo, P, 2 * QK, V, v);
+  columns(M, gates, 2 * NH, 0, NH, ig);
+  columns(M, gates, 2 * NH, NH, NH, fg);
+
+  QleMlstmArgs c{};
+  c.B = a.B, c.T = a.T, c.NH = NH, c.DK = a.DK, c.DV = a.DV;
+  c.q = q, c.k = kk, c.v = v, c.i = ig, c.f = fg, c.C = a.C, c.n = a.n, c.m = a.m;
+  c.q_scale = a.q_scale, c.k_scale = 1.0f, c.eps = a.eps;
+  c.Hout = h, c.C_out = a.C_out, c.n_out = a.n_out, c.m_out = a.m_out;
+  qle_mlstm_streams(k, c, 0, a.B * NH);
+
+  gated_head_norm(M, NH, a.DV, a.head_norm_w, a.head_norm_b, a.norm_eps, qkvo + 2 * QK + V, P, h);
+  qle_qmatmul(k, *a.W_out, M, h, V, a.b_out, 0, x1, E);
+  add(M * E, a.x, x1);
+  rms_norm(M, E, x1, a.norm_ffn_w, a.norm_ffn_b, a.norm_eps, xn);
+  qle_qmatmul(k, *a.W_up, M, xn, E, a.b_up, 0, up, 2 * U);
+  gated_silu(M, U, up, hf);
+  qle_qmatmul(k, *a.W_down, M, hf, U, a.b_down, 0, a.Y, E);
+  add(M * E, x1, a.Y);
+}

@@ -1,0 +1,175 @@
+"""The native xLSTMLargeBlock / xLSTMLargeBlockSequence kernels against the ops' function bodies.
+
+One-node graphs of each op (its function body and the nested mLSTM cell's, random inputs and states, odd sizes),
+in every quantization mode and on every forced CPU path the library knows (the ``isa`` fixture): a stream of
+calls with the state fed back, steps one by one and chunks. Tolerances are
+test_prlstm_xlstm_kernels.py's (float32 1e-5; fp16 and int8-dynamic one grid step of a product, there explained),
+relative to max(1, max |body|). Needs the built library (python runtime/native/build.py).
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from qlstm_edge.exporters.quantize import Quantizer, pack_int4, quantize_symmetric, to_fp16
+from qlstm_edge.runtime import native_lib
+
+pytest.importorskip("xlstm")
+from qlstm_edge.families.xlstm.block_ops import large_block_function, large_block_sequence_function  # noqa: E402
+from qlstm_edge.families.xlstm.cells import mlstm_cell_function, mlstm_sequence_function  # noqa: E402
+from qlstm_edge.families.xlstm.ops import (LARGE_BLOCK, LARGE_BLOCK_MATRICES, LARGE_BLOCK_SEQUENCE,  # noqa: E402
+                                           NORM_EPS)
+
+DOMAIN = "qlstm_edge"
+TOL = {None: 1e-5, "fp16": 4e-3, "int8": 1e-5, "int8-dynamic": 1e-3, "int4": 1e-5}
+MODES = list(TOL)
+# (B, E, NH, DK, DV, U, int4 block size, gate soft cap): odd widths, a block size that does not divide K, no cap
+CASES = [(2, 12, 2, 3, 5, 7, 8, 15.0), (1, 16, 4, 4, 4, 24, 32, 0.0), (3, 10, 1, 6, 9, 5, 4, 3.0)]
+NORM = 1e-5
+
+
+@pytest.fixture(scope="module")
+def lib(lib_status):
+    assert {LARGE_BLOCK.name, LARGE_BLOCK_SEQUENCE.name} <= set(lib_status["ops"] or []), "rebuild the library"
+    return lib_status["path"]
+
+
+def rand(rng, *shape, scale=1.0):
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+def block_weights(rng, E, NH, DK, DV, U, cap):
+    QK, V = NH * DK, NH * DV
+    return {"norm_mlstm_weight": 1 + rand(rng, E, scale=0.1), "norm_mlstm_bias": rand(rng, E, scale=0.1),
+            "W_qkvo": rand(rng, E, 2 * QK + 2 * V, scale=0.3), "b_qkvo": rand(rng, 2 * QK + 2 * V, scale=0.1),
+            "W_if": rand(rng, E, 2 * NH, scale=0.5), "b_if": rand(rng, 2 * NH, scale=1.0),
+            "head_norm_weight": 1 + rand(rng, V, scale=0.1), "head_norm_bias": rand(rng, V, scale=0.1),
+            "W_out": rand(rng, V, E, scale=0.3), "b_out": rand(rng, E, scale=0.1),
+            "norm_ffn_weight": 1 + rand(rng, E, scale=0.1), "norm_ffn_bias": rand(rng, E, scale=0.1),
+            "W_up": rand(rng, E, 2 * U, scale=0.3), "b_up": rand(rng, 2 * U, scale=0.1),
+            "W_down": rand(rng, U, E, scale=0.3), "b_down": rand(rng, E, scale=0.1),
+            "gate_soft_cap": np.array(cap, np.float32), "q_scale": np.array(DK ** -0.5, np.float32),
+            "eps": np.array(1e-6, np.float32)}
+
+
+def state_sizes(weights):
+    """DK, DV of the weights of ``block_weights`` (q_scale is DK^-1/2; W_out has NH DV rows)."""
+    nh = weights["W_if"].shape[1] // 2
+    return round(float(weights["q_scale"]) ** -2), weights["W_out"].shape[0] // nh
+
+
+def stored(weights, mode, block_size):
+    """The weights as a ``mode`` node stores them, then the matrices' scales in the integer modes."""
+    out = dict(weights)
+    scales = {}
+    for name in LARGE_BLOCK_MATRICES:
+        w = weights[name]
+        if mode == "fp16":
+            out[name] = to_fp16(name, w)
+        elif mode is not None:
+            bits, block = (4, block_size) if mode == "int4" else (8, None)
+            q, scales[f"{name}_scale"] = quantize_symmetric(name, w, bits, channel_axis=1, block_size=block)
+            out[name] = pack_int4(q) if bits == 4 else q
+    return {**out, **scales}
+
+
+def block_model(seq, weights, mode, block_size, constant=True):
+    """One block node over graph inputs x and the state, its weights initializers (``constant``) or inputs."""
+    q = Quantizer(mode, block_size=block_size)
+    spec = LARGE_BLOCK_SEQUENCE if seq else LARGE_BLOCK
+    opset = q.min_opset
+    names = spec.input_names(scales=q.integer)
+    params = {n: stored(weights, mode, block_size)[n] for n in names[4:]}
+    E, NH, DK, DV = weights["W_qkvo"].shape[0], weights["W_if"].shape[1] // 2, *state_sizes(weights)
+    shapes = [["B", "T", E] if seq else ["B", E], ["B", NH, DK, DV], ["B", NH, DK], ["B", NH, 1]]
+    graph_inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in zip(names, shapes)]
+    if not constant:
+        graph_inputs += [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), list(v.shape))
+                         for n, v in params.items()]
+    node = helper.make_node(spec.name, names, spec.output_names, domain=DOMAIN,
+                            **{NORM_EPS: NORM}, **q.op_attributes())
+    graph = helper.make_graph([node], spec.name, graph_inputs,
+                              [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in spec.output_names],
+                              initializer=[numpy_helper.from_array(v, n) for n, v in params.items()] if constant else [])
+    body, cell = ((large_block_sequence_function, mlstm_sequence_function) if seq else
+                  (large_block_function, mlstm_cell_function))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid(DOMAIN, 1)],
+                              functions=[cell(opset), body(opset, q)], ir_version=q.min_ir_version)
+    return model, ({} if constant else params)
+
+
+def session(model, lib_path=None, threads=1):
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.log_severity_level = 3
+    if lib_path is not None:
+        so.register_custom_ops_library(str(lib_path))
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def stream(sess, seq, xs, state, chunks, extra):
+    """Outputs of ``sess`` over ``xs`` [B, T, E] (chunks of the given lengths, or one step a call), the state
+    fed back between calls; returns (outputs [B, T, E], final state)."""
+    ys = []
+    bounds = np.cumsum([0, *chunks]) if seq else range(xs.shape[1] + 1)
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        x = xs[:, lo:hi] if seq else xs[:, lo]
+        y, *state = sess.run(None, {"x": x, **dict(zip(("C0", "n0", "m0") if seq else "Cnm", state)), **extra})
+        ys.append(y if seq else y[:, None])
+    return np.concatenate(ys, 1), state
+
+
+def initial_state(rng, B, NH, DK, DV):
+    return [rand(rng, B, NH, DK, DV, scale=0.3), rand(rng, B, NH, DK, scale=0.3), rand(rng, B, NH, 1)]
+
+
+def assert_close(got, want, tol):
+    for g, w in zip(got, want):
+        assert g.shape == w.shape and g.dtype == w.dtype
+        scale = max(1.0, float(np.abs(w).max(initial=0.0)))
+        assert np.abs(g.astype(np.float64) - w).max(initial=0.0) <= tol * scale, (np.abs(g - w).max(), tol * scale)
+
+
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: m or "fp32")
+@pytest.mark.parametrize("seq", [False, True], ids=["step", "sequence"])
+def test_block_kernel_matches_function_body(isa, lib, seq, mode):
+    rng = np.random.default_rng(31)
+    for B, E, NH, DK, DV, U, bs, cap in CASES:
+        weights = block_weights(rng, E, NH, DK, DV, U, cap)
+        xs, state = rand(rng, B, 9, E), initial_state(rng, B, NH, DK, DV)
+        model, extra = block_model(seq, weights, mode, bs)
+        want = stream(session(model), seq, xs, state, [4, 1, 4], extra)
+        calls = native_lib.compute_calls()
+        got = stream(session(model, lib), seq, xs, state, [4, 1, 4], extra)
+        assert native_lib.compute_calls() == calls + (3 if seq else 9)  # the block kernel ran, not the body
+        assert_close([got[0], *got[1]], [want[0], *want[1]], TOL[mode])
+
+
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: m or "fp32")
+def test_block_weights_as_graph_inputs_pack_per_call(lib, mode):
+    """Weights fed as graph inputs are packed on each call: the same values as the once-packed initializers."""
+    rng = np.random.default_rng(32)
+    B, E, NH, DK, DV, U, bs, cap = CASES[0]
+    weights = block_weights(rng, E, NH, DK, DV, U, cap)
+    xs, state = rand(rng, B, 5, E), initial_state(rng, B, NH, DK, DV)
+    packed = stream(session(block_model(True, weights, mode, bs)[0], lib), True, xs, state, [5], {})
+    model, extra = block_model(True, weights, mode, bs, constant=False)
+    per_call = stream(session(model, lib), True, xs, state, [5], extra)
+    for a, b in zip([packed[0], *packed[1]], [per_call[0], *per_call[1]]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_block_bad_inputs_are_refused_clearly(lib):
+    rng = np.random.default_rng(33)
+    B, E, NH, DK, DV, U, bs, cap = CASES[0]
+    weights = block_weights(rng, E, NH, DK, DV, U, cap)
+    model, _ = block_model(False, weights, None, bs)
+    model.graph.input[2].type.tensor_type.ClearField("shape")  # the kernel's check, not onnxruntime's, sees n
+    state = initial_state(rng, B, NH, DK, DV)
+    with pytest.raises(Exception, match=r"xLSTMLargeBlock: input 'n' must have shape \[B, NH, DK\] = \[2, 2, 3\]"):
+        session(model, lib).run(None, {"x": rand(rng, B, E), "C": state[0], "n": state[1][:, :, :2], "m": state[2]})
+    model.graph.node[0].ClearField("attribute")
+    with pytest.raises(Exception, match="xLSTMLargeBlock: the node has no float attribute 'norm_eps'"):
+        session(model, lib)
