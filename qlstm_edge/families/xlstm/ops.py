@@ -64,13 +64,14 @@ NORM_EPS = "norm_eps"  # the block ops' float attribute: the epsilon of their RM
 LARGE_BLOCK = OpSpec(
     "xLSTMLargeBlock", _large_block_inputs("[B, E]", ""), (Port("y", F32, "[B, E]"), *_mlstm_state("_out")),
     "One step of an xLSTMLarge block: RMS norm, q/k/v/o and gate projections, soft-capped gates, the mLSTM cell, "
-    "head norm, output gate, out_proj and residual, then RMS norm, gated SiLU FFN and residual.",
+    "head norm, output gate, out_proj and residual, then RMS norm, gated SiLU FFN and residual (the float attribute "
+    "norm_eps: the norms' epsilon; gate_soft_cap 0: no cap).",
     matrices=LARGE_BLOCK_MATRICES, host=LARGE_BLOCK_HOST, attributes=(NORM_EPS,))
 LARGE_BLOCK_SEQUENCE = OpSpec(
     "xLSTMLargeBlockSequence", _large_block_inputs("[B, T, E]", "0"),
     (Port("Y", F32, "[B, T, E]"), *_mlstm_state("_T")),
     "A chunk of xLSTMLarge block steps: the block's projections over the chunk, the mLSTM recurrence as "
-    "mLSTMSequence.", matrices=LARGE_BLOCK_MATRICES, host=LARGE_BLOCK_HOST,
+    "mLSTMSequence (attribute norm_eps as xLSTMLargeBlock).", matrices=LARGE_BLOCK_MATRICES, host=LARGE_BLOCK_HOST,
     attributes=(NORM_EPS,))
 
 OPS = [SLSTM_CELL, SLSTM_SEQUENCE, MLSTM_CELL, MLSTM_SEQUENCE, LARGE_BLOCK, LARGE_BLOCK_SEQUENCE]

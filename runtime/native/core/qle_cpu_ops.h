@@ -97,12 +97,13 @@ struct QleCpuKernel {
 };
 
 // A CPU op (every input in host memory): its kernel runs Run with the ISA QLSTM_EDGE_NATIVE_ISA selects.
-// An op with matrices (Prepack not null) reads the node's quantization mode and, quantized, prepacks
-// constant weights; an op without (Prepack null) takes float32 nodes only.
-template <typename Weights, QleCpuRun<Weights> Run, QleCpuPrepack<Weights> Prepack>
-struct QleCpuOp : QleOpSchema<QleCpuOp<Weights, Run, Prepack>, QleCpuKernel<Weights, Run>> {
+// An op with matrices (Prepack not null) reads the node's quantization mode and, quantized (or in every
+// mode with PrepackF32, for a kernel that lays out float32 weights its own way), prepacks constant
+// weights; an op without (Prepack null) takes float32 nodes only.
+template <typename Weights, QleCpuRun<Weights> Run, QleCpuPrepack<Weights> Prepack, bool PrepackF32 = false>
+struct QleCpuOp : QleOpSchema<QleCpuOp<Weights, Run, Prepack, PrepackF32>, QleCpuKernel<Weights, Run>> {
   typedef QleCpuKernel<Weights, Run> Kernel;
-  explicit QleCpuOp(const QleOpSpec& s) : QleOpSchema<QleCpuOp<Weights, Run, Prepack>, Kernel>(s) {}
+  explicit QleCpuOp(const QleOpSpec& s) : QleOpSchema<QleCpuOp<Weights, Run, Prepack, PrepackF32>, Kernel>(s) {}
   const char* GetExecutionProviderType() const { return "CPUExecutionProvider"; }
   OrtStatusPtr CreateKernelV2(const OrtApi& api, const OrtKernelInfo* info, void** kernel) const {
     const QleOpSpec& op = this->spec();
@@ -115,7 +116,8 @@ struct QleCpuOp : QleOpSchema<QleCpuOp<Weights, Run, Prepack>, QleCpuKernel<Weig
       if (OrtStatusPtr st = qle_read_qmode(api, info, op.name, &pk.mode, &pk.block)) return st;
       if (OrtStatusPtr st = qle_guarded(op.name, [&]() -> OrtStatusPtr {
             QleOpInputs in{op, pk.mode, {}, {}, {}};
-            if (pk.mode != QleQMode::F32 && qle_constant_weights(info, op, pk.mode, &in)) Prepack(in, &pk);
+            if ((PrepackF32 || pk.mode != QleQMode::F32) && qle_constant_weights(info, op, pk.mode, &in))
+              Prepack(in, &pk);
             return nullptr;
           }))
         return st;

@@ -1,5 +1,5 @@
 // xLSTMLarge block CPU kernel (see qle_large_block.h). The element-wise steps are scalar loops over the
-// shared lane maths (qle_lanes.h, float instances), in the function body's order of operations.
+// shared lane maths (qle_lanes.h, float instances), following the function body's formulas.
 #include "qle_large_block.h"
 
 #include <math.h>
@@ -66,11 +66,36 @@ void columns(long M, const float* src, long lds, long c0, long n, float* dst) {
   for (long r = 0; r < M; ++r) memcpy(dst + r * n, src + r * lds + c0, sizeof(float) * n);
 }
 
+// out[r, :] = init + A[r, :] @ W for r < M, W's panels one after another where it has them.
+void product(const QleCpuKernels* k, const QleBlockMatrix& W, long M, const float* A, long lda, const float* init,
+             float* out, long ldo) {
+  if (W.panels.empty()) {
+    qle_qmatmul(k, W.w, M, A, lda, init, 0, out, ldo);
+    return;
+  }
+  const long K = W.w.K, N = W.w.N;
+  for (long j0 = 0; j0 < N; j0 += kQlePanel) {
+    const long nc = N - j0 < kQlePanel ? N - j0 : kQlePanel;
+    k->gemm(M, nc, K, A, lda, W.panels.data() + K * j0, nc, init + j0, 0, out + j0, ldo);
+  }
+}
+
+// out = a + out (the residual: the block input first, as the body's Add).
 void add(long n, const float* a, float* out) {
   for (long j = 0; j < n; ++j) out[j] = a[j] + out[j];
 }
 
 }  // namespace
+
+void qle_block_panels(QleBlockMatrix* m) {
+  const long K = m->w.K, N = m->w.N;
+  m->panels.resize((size_t)(K * N));
+  for (long j0 = 0; j0 < N; j0 += kQlePanel) {
+    const long nc = N - j0 < kQlePanel ? N - j0 : kQlePanel;
+    float* p = m->panels.data() + K * j0;
+    for (long kk = 0; kk < K; ++kk) memcpy(p + kk * nc, m->w.f + kk * N + j0, sizeof(float) * nc);
+  }
+}
 
 void qle_large_block(const QleCpuKernels* k, const QleLargeBlockArgs& a) {
   const long M = a.B * a.T, E = a.E, NH = a.NH, QK = NH * a.DK, V = NH * a.DV, U = a.U;
@@ -91,8 +116,8 @@ void qle_large_block(const QleCpuKernels* k, const QleLargeBlockArgs& a) {
   float* hf = up + M * 2 * U;
 
   rms_norm(M, E, a.x, a.norm_mlstm_w, a.norm_mlstm_b, a.norm_eps, xn);
-  qle_qmatmul(k, *a.W_qkvo, M, xn, E, a.b_qkvo, 0, qkvo, P);
-  qle_qmatmul(k, *a.W_if, M, xn, E, a.b_if, 0, gates, 2 * NH);
+  product(k, *a.W_qkvo, M, xn, E, a.b_qkvo, qkvo, P);
+  product(k, *a.W_if, M, xn, E, a.b_if, gates, 2 * NH);
   soft_cap(M * 2 * NH, a.gate_soft_cap, gates);
   columns(M, qkvo, P, 0, QK, q);
   columns(M, qkvo, P, QK, QK, kk);
@@ -108,11 +133,11 @@ void qle_large_block(const QleCpuKernels* k, const QleLargeBlockArgs& a) {
   qle_mlstm_streams(k, c, 0, a.B * NH);
 
   gated_head_norm(M, NH, a.DV, a.head_norm_w, a.head_norm_b, a.norm_eps, qkvo + 2 * QK + V, P, h);
-  qle_qmatmul(k, *a.W_out, M, h, V, a.b_out, 0, x1, E);
+  product(k, *a.W_out, M, h, V, a.b_out, x1, E);
   add(M * E, a.x, x1);
   rms_norm(M, E, x1, a.norm_ffn_w, a.norm_ffn_b, a.norm_eps, xn);
-  qle_qmatmul(k, *a.W_up, M, xn, E, a.b_up, 0, up, 2 * U);
+  product(k, *a.W_up, M, xn, E, a.b_up, up, 2 * U);
   gated_silu(M, U, up, hf);
-  qle_qmatmul(k, *a.W_down, M, hf, U, a.b_down, 0, a.Y, E);
+  product(k, *a.W_down, M, hf, U, a.b_down, a.Y, E);
   add(M * E, x1, a.Y);
 }

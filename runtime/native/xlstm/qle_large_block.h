@@ -10,15 +10,29 @@
 // them) goes through each product at once, only the mLSTM recurrence runs step by step.
 #pragma once
 
+#include <vector>
+
 #include "qle_cpu.h"
 #include "qle_qmatrix.h"
+
+// One matrix of the block: the packed matrix, and for a constant float32 one its columns in panels of
+// kQlePanel ([K, 128] each, contiguous; the last may be narrower), which a one-row product streams in
+// order instead of reading 128 columns of every row of a wide W.
+constexpr long kQlePanel = 128;
+struct QleBlockMatrix {
+  QleQMatrix w;
+  std::vector<float> panels;  // empty: the product reads w
+};
+
+// Lays out a float32 matrix's columns in panels (m->panels); it must be packed (m->w) first.
+void qle_block_panels(QleBlockMatrix* m);
 
 struct QleLargeBlockArgs {
   long B, T, E, NH, DK, DV, U;
   const float* x;                               // [B, T, E]
   const float *C, *n, *m;                       // [B, NH, DK, DV], [B, NH, DK], [B, NH, 1]
   const float *norm_mlstm_w, *norm_mlstm_b;     // [E]
-  const QleQMatrix *W_qkvo, *W_if, *W_out, *W_up, *W_down;
+  const QleBlockMatrix *W_qkvo, *W_if, *W_out, *W_up, *W_down;
   const float *b_qkvo, *b_if;                   // [2QK + 2V], [2NH]
   const float *head_norm_w, *head_norm_b;       // [V]
   const float* b_out;                           // [E]

@@ -8,7 +8,7 @@
 //   20 gate_soft_cap, 21 q_scale, 22 eps (host scalars); the integer modes append the five matrices'
 //   scales (23..27). The float attribute norm_eps is the epsilon of the three norms.
 // Quantized nodes follow exporters/quantize.py's contract (qle_qmatrix.h); constant matrices (initializers)
-// are packed once per kernel, others on every call.
+// are packed once per kernel (float32 ones in column panels, qle_large_block.h), others on every call.
 #define ORT_API_MANUAL_INIT
 #include <onnxruntime_cxx_api.h>
 #undef ORT_API_MANUAL_INIT
@@ -37,7 +37,7 @@ struct Dims {
   }
 };
 
-using Weights = std::vector<QleQMatrix>;  // the five matrices in kMatrices order
+using Weights = std::vector<QleBlockMatrix>;  // the five matrices in kMatrices order
 using Packed = QlePacked<Weights>;
 
 const QleOpSpec& spec(bool seq) {
@@ -115,7 +115,7 @@ const char* pack(const QleOpInputs& in, long block, const int64_t (&K)[5], const
   for (size_t j = 0; j < 5; ++j) {
     const size_t i = kMatrices[j];
     if (const char* e = qle_qmatrix_pack(in.mode, block, in.data[i], in.type[i], 0, in.scale(kRegular + j),
-                                         (long)K[j], (long)N[j], &(*w)[j]))
+                                         (long)K[j], (long)N[j], &(*w)[j].w))
       return e;
   }
   return nullptr;
@@ -167,20 +167,23 @@ bool constant_sizes(const QleOpInputs& in, long block, size_t j, int64_t* K, int
                                          (in.mode != QleQMode::I8Dyn || *K <= kQleMaxDynamicK));
 }
 
-// Packs constant matrices (and their scales) once per kernel; fp32 matrices are read in place.
+// Packs constant matrices (and their scales) once per kernel, float32 ones in column panels.
 void prepack(const QleOpInputs& in, Packed* pk) {
   int64_t K[5], N[5];
   for (size_t j = 0; j < 5; ++j)
     if (!constant_sizes(in, pk->block, j, &K[j], &N[j])) return;
   std::unique_ptr<Weights> w(new Weights);
-  if (const char* e = pack(in, pk->block, K, N, w.get()))
+  if (const char* e = pack(in, pk->block, K, N, w.get())) {
     pk->error = e;
-  else
-    pk->w = std::move(w);
+    return;
+  }
+  if (in.mode == QleQMode::F32)
+    for (QleBlockMatrix& m : *w) qle_block_panels(&m);
+  pk->w = std::move(w);
 }
 
 void append_ops(std::vector<QleRegisteredOp>* out) {
-  qle_append_ops<QleCpuOp<Weights, run, prepack>>({&spec(false), &spec(true)}, out);
+  qle_append_ops<QleCpuOp<Weights, run, prepack, true>>({&spec(false), &spec(true)}, out);
 }
 
 const QleOpRegistrar kRegistrar(append_ops);
