@@ -243,6 +243,48 @@ def cmake_args(arch: str | None = None) -> list[str]:
             f"-DQLSTM_EDGE_ORT_LIBRARY={find_onnxruntime_library(arch)}"]
 
 
+CPP_SOURCES = (RUNTIME_DIR / "include", RUNTIME_DIR.parent / "samples" / "cpp")
+CPP_SAMPLE = "qlstm_edge_stream"
+CPP_CXXFLAGS = "-O2 -DNDEBUG"
+
+
+def cpp_build_cache_dir() -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "qlstm_edge" / "cpp-build"
+
+
+def build_cpp_sample(arch: str | None = None, cxx: str | None = None) -> Path:
+    """Build samples/cpp (the C++ StreamingSession of runtime/include and the qlstm_edge_stream program) with CMake
+    for ``arch``; returns the program. Cached under ``~/.cache/qlstm_edge/cpp-build/KEY/``, KEY a hash of the
+    sources, the compiler and the onnxruntime library, so a build happens once per change."""
+    arch = arch or host_arch()
+    cmake = shutil.which("cmake")
+    if cmake is None:
+        raise NativeBuildError("building the C++ runtime needs cmake (Debian/Ubuntu: apt-get install cmake)")
+    compiler = _compiler(arch, cxx)
+    args = cmake_args(arch)
+    if arch != host_arch():
+        args += ["-DCMAKE_SYSTEM_NAME=Linux", f"-DCMAKE_SYSTEM_PROCESSOR={arch}"]
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+    digest = hashlib.sha256(json.dumps([compiler, version, arch, args, CPP_CXXFLAGS]).encode())
+    for root in CPP_SOURCES:
+        for f in sorted(p for p in root.rglob("*") if p.is_file()):
+            digest.update(str(f.relative_to(root)).encode() + f.read_bytes())
+    target = cpp_build_cache_dir() / f"{arch}-{digest.hexdigest()[:16]}" / CPP_SAMPLE
+    if target.is_file():
+        return target
+    with tempfile.TemporaryDirectory(prefix="qle-cpp-") as tmp:
+        _run([cmake, "-S", str(CPP_SOURCES[1]), "-B", tmp, f"-DCMAKE_CXX_COMPILER={compiler}",
+              "-DCMAKE_BUILD_TYPE=Release", f"-DCMAKE_CXX_FLAGS_RELEASE={CPP_CXXFLAGS}", *args], "CMake configure")
+        _run([cmake, "--build", tmp, "-j", "2"], "C++ runtime build")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{CPP_SAMPLE}.partial-{os.getpid()}")
+        shutil.copy2(Path(tmp) / CPP_SAMPLE, partial)
+        partial.replace(target)
+    _log(f"built {target}")
+    return target
+
+
 def _run(cmd: list[str], what: str) -> None:
     _log(" ".join(cmd))
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -408,7 +450,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cmake-args", action="store_true",
                         help="print the CMake arguments that point a C++ build (samples/cpp) at the onnxruntime headers "
                              "and library for --target (fetching them once), and build nothing")
+    parser.add_argument("--cpp-sample", action="store_true",
+                        help="build the C++ runtime and its sample program (samples/cpp) for --target with CMake, "
+                             "cached under ~/.cache/qlstm_edge/cpp-build, and print the program's path")
     args = parser.parse_args(argv)
+    if args.cpp_sample:
+        try:
+            print(build_cpp_sample(args.target, args.cxx))
+        except (NativeBuildError, OSError) as exc:
+            _log(f"ERROR: {exc}")
+            return 1
+        return 0
     if args.cmake_args:
         try:
             print(" ".join(cmake_args(args.target)))

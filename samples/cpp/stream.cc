@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <iostream>
 #include <map>
 #include <string>
@@ -30,6 +31,8 @@ Streams INPUT ([batch, time, ...], .npy) through MODEL (an exported qlstm-edge f
   --resume DIR          start from the states in DIR/NAME.npy (set_state)
   --save-state DIR      write the final states to DIR/NAME.npy (get_state)
   --reset T:R1,R2,...   restart batch rows R1, R2, ... before time step T (repeatable)
+  --skip-refused        report a call refused with InputError ("refused: KIND: message") and go on with the next
+                        one: the stream continues from the state before the refused call, its outputs stay 0
   --bench N             time N calls of step() on the input's time steps and print the mean microseconds per step
   --help                this text
 
@@ -41,7 +44,7 @@ struct Args {
   std::string model, input, output, native = "auto", native_lib, resume, save_state;
   int64_t chunk = 1, bench = 0;
   int threads = 1;
-  bool allow_nonfinite = false;
+  bool allow_nonfinite = false, skip_refused = false;
   std::map<int64_t, std::vector<int64_t>> resets;  // time step -> rows restarted before it
 };
 
@@ -69,6 +72,8 @@ Args parse_args(int argc, char** argv) {
       a.threads = std::stoi(value());
     } else if (opt == "--allow-nonfinite") {
       a.allow_nonfinite = true;
+    } else if (opt == "--skip-refused") {
+      a.skip_refused = true;
     } else if (opt == "--resume") {
       a.resume = value();
     } else if (opt == "--save-state") {
@@ -121,24 +126,39 @@ void place(qlstm_edge::Tensor& ys, const qlstm_edge::Tensor& y, int64_t t0, int6
     std::memcpy(ys.bytes.data() + (r * steps + t0) * row, y.bytes.data() + r * n * row, n * row);
 }
 
+std::string error_kind(const std::exception& e) {
+  if (dynamic_cast<const qlstm_edge::StreamLimitError*>(&e)) return "StreamLimitError";
+  if (dynamic_cast<const qlstm_edge::InputError*>(&e)) return "InputError";
+  if (dynamic_cast<const qlstm_edge::ModelFileError*>(&e)) return "ModelFileError";
+  if (dynamic_cast<const qlstm_edge::NativeLibraryError*>(&e)) return "NativeLibraryError";
+  if (dynamic_cast<const qlstm_edge::OnnxRuntimeError*>(&e)) return "OnnxRuntimeError";
+  return "Error";
+}
+
+// The outputs of the whole stream, [batch, time, ...], zero until a call fills them.
+qlstm_edge::Tensor outputs_for(const qlstm_edge::ModelMetadata& m, int64_t batch, int64_t steps) {
+  std::vector<int64_t> shape{batch, steps};
+  for (size_t a = m.mode == "sequence" ? 2 : 1; a < m.output.shape.size(); ++a) shape.push_back(m.output.shape[a].size);
+  return qlstm_edge::Tensor::zeros(m.output.dtype, shape);
+}
+
 qlstm_edge::Tensor stream(qlstm_edge::StreamingSession& s, const Args& a, const qlstm_edge::Tensor& x) {
   const int64_t steps = x.shape[1];
-  qlstm_edge::Tensor ys;
+  qlstm_edge::Tensor ys = outputs_for(s.metadata(), x.shape[0], steps);
   for (int64_t t = 0; t < steps;) {
     auto reset = a.resets.find(t);
     if (reset != a.resets.end()) s.reset_rows(reset->second);
     int64_t end = std::min(t + a.chunk, steps);
     auto next = a.resets.upper_bound(t);  // a chunk ends where the next reset is
     if (next != a.resets.end()) end = std::min(end, next->first);
-    qlstm_edge::Tensor y = a.chunk == 1 ? s.step(time_slice(x, t, t + 1, true)) : s.run(time_slice(x, t, end, false));
-    if (ys.bytes.empty()) {
-      ys.dtype = y.dtype;
-      ys.shape = y.shape;
-      if (a.chunk == 1) ys.shape.insert(ys.shape.begin() + 1, steps);
-      else ys.shape[1] = steps;
-      ys.bytes.resize(static_cast<size_t>(ys.size()) * qlstm_edge::dtype_size(ys.dtype));
+    try {
+      const qlstm_edge::Tensor y =
+          a.chunk == 1 ? s.step(time_slice(x, t, t + 1, true)) : s.run(time_slice(x, t, end, false));
+      place(ys, y, t, end - t);
+    } catch (const qlstm_edge::InputError& e) {
+      if (!a.skip_refused) throw;
+      std::fprintf(stderr, "refused: %s: %s\n", error_kind(e).c_str(), e.what());
     }
-    place(ys, y, t, end - t);
     t = end;
   }
   return ys;
@@ -155,24 +175,15 @@ double bench_step_us(qlstm_edge::StreamingSession& s, const qlstm_edge::Tensor& 
 }
 
 void print(const qlstm_edge::Tensor& y) {
+  if (y.dtype != qlstm_edge::DType::float32) throw std::runtime_error("the outputs are not float32: write them with --output");
   std::printf("y: %s [", qlstm_edge::dtype_name(y.dtype));
   for (size_t a = 0; a < y.shape.size(); ++a) std::printf(a ? ", %lld" : "%lld", static_cast<long long>(y.shape[a]));
   std::printf("]\n");
   const int64_t row = y.shape.size() > 2 ? y.size() / (y.shape[0] * y.shape[1]) : 1;
   for (int64_t i = 0; i < y.size(); ++i) {
-    const double v = y.dtype == qlstm_edge::DType::float32 ? y.data<float>()[i] : static_cast<double>(i);
-    std::printf(i % row ? " %.9g" : "%.9g", v);
+    std::printf(i % row ? " %.9g" : "%.9g", static_cast<double>(y.data<float>()[i]));
     if ((i + 1) % row == 0) std::printf("\n");
   }
-}
-
-std::string error_kind(const std::exception& e) {
-  if (dynamic_cast<const qlstm_edge::StreamLimitError*>(&e)) return "StreamLimitError";
-  if (dynamic_cast<const qlstm_edge::InputError*>(&e)) return "InputError";
-  if (dynamic_cast<const qlstm_edge::ModelFileError*>(&e)) return "ModelFileError";
-  if (dynamic_cast<const qlstm_edge::NativeLibraryError*>(&e)) return "NativeLibraryError";
-  if (dynamic_cast<const qlstm_edge::OnnxRuntimeError*>(&e)) return "OnnxRuntimeError";
-  return "Error";
 }
 
 int run_main(const Args& a) {
@@ -188,8 +199,9 @@ int run_main(const Args& a) {
   const qlstm_edge::Tensor x = npy::load(a.input);
   if (x.shape.size() < 2) throw std::runtime_error(a.input + ": the input must be [batch, time, ...]");
   if (!a.resume.empty()) {
-    std::map<std::string, qlstm_edge::Tensor> state;
-    for (const auto& name : s.state_names()) state[name] = npy::load(a.resume + "/" + name + ".npy");
+    std::map<std::string, qlstm_edge::Tensor> state;  // every NAME.npy of the folder: set_state checks the names
+    for (const auto& f : std::filesystem::directory_iterator(a.resume))
+      if (f.path().extension() == ".npy") state[f.path().stem().string()] = npy::load(f.path().string());
     s.set_state(state);
   }
   if (a.bench > 0) {
