@@ -270,3 +270,34 @@ def test_native_choice(exports, sample, lib, tmp_path):
     x = stream_input(path)
     assert cpp_stream(sample, path, x, tmp_path / "auto", native="auto", lib=lib)[3] == "native"
     assert cpp_stream(sample, path, x, tmp_path / "none", native="auto")[3] == "function-body"
+
+
+OLD_ONNXRUNTIME = r"""
+#include <stddef.h>
+#include <stdint.h>
+/* onnxruntime's OrtApiBase, from an onnxruntime that offers no C API version past 20 */
+typedef struct { const void* (*GetApi)(uint32_t); const char* (*GetVersionString)(void); } OrtApiBase;
+static const void* get_api(uint32_t version) { return NULL; (void)version; }
+static const char* version_string(void) { return "1.20.0-simulated"; }
+static const OrtApiBase base = {get_api, version_string};
+const OrtApiBase* OrtGetApiBase(void) { return &base; }
+"""
+
+
+def test_older_onnxruntime_refused(sample, exports, tmp_path):
+    """A libonnxruntime.so.1 whose C API is older than the headers' (GetApi(29) returns null) is refused with an
+    error naming its version: a stand-in library, found first through LD_LIBRARY_PATH."""
+    symbols = subprocess.run(["nm", "-D", "--undefined-only", str(sample)], capture_output=True, text=True,
+                             check=True).stdout
+    node = next(line.split("@")[-1] for line in symbols.splitlines() if "OrtGetApiBase@" in line)
+    (tmp_path / "ort.c").write_text(OLD_ONNXRUNTIME)
+    (tmp_path / "ort.map").write_text(f"{node} {{ global: OrtGetApiBase; local: *; }};\n")
+    subprocess.run(["gcc", "-shared", "-fPIC", str(tmp_path / "ort.c"), f"-Wl,--version-script={tmp_path / 'ort.map'}",
+                    "-o", str(tmp_path / "libonnxruntime.so.1")], check=True)
+    np.save(tmp_path / "x.npy", np.zeros((1, 1, 5), np.float32))
+    proc = subprocess.run([str(sample), str(exports("qllstm-features", None)["step"]), str(tmp_path / "x.npy")],
+                          capture_output=True, text=True, env={**os.environ, "LD_LIBRARY_PATH": str(tmp_path)})
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == (f"error: OnnxRuntimeError: onnxruntime 1.20.0-simulated does not provide the C API "
+                                   f"version {native_build.HEADERS_API_VERSION} these headers were written for: link "
+                                   f"an onnxruntime of 1.{native_build.HEADERS_API_VERSION} or newer")
