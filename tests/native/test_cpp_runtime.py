@@ -9,6 +9,7 @@ it was. cmake, g++, npm and nlohmann-json3-dev are on the CI machine (.ci/run in
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -301,3 +302,42 @@ def test_older_onnxruntime_refused(sample, exports, tmp_path):
     assert proc.stderr.strip() == (f"error: OnnxRuntimeError: onnxruntime 1.20.0-simulated does not provide the C API "
                                    f"version {native_build.HEADERS_API_VERSION} these headers were written for: link "
                                    f"an onnxruntime of 1.{native_build.HEADERS_API_VERSION} or newer")
+
+
+def with_metadata(src: Path, dest: Path, change) -> Path:
+    """A copy of ``src`` whose qlstm_edge metadata document went through ``change(doc)``."""
+    model = onnx.load(str(src))
+    prop = next(p for p in model.metadata_props if p.key == "qlstm_edge")
+    doc = json.loads(prop.value)
+    change(doc)
+    prop.value = json.dumps(doc)
+    onnx.save(model, str(dest))
+    return dest
+
+
+METADATA_DEFECTS = {
+    "unknown-field": lambda d: d.update(comment="hi"),
+    "missing-field": lambda d: d.pop("target"),
+    "newer-format": lambda d: d.update(format_version=2),
+    "newer-domain": lambda d: d.update(domain_version=3),
+    "not-ours": lambda d: d.update(format="other"),
+    "mode": lambda d: d.update(mode="batch"),
+    "two-inputs": lambda d: d["inputs"].append(d["inputs"][0]),
+    "input-lead": lambda d: d["inputs"][0].update(shape=[5, "batch"]),
+    "dtype": lambda d: d["outputs"][0].update(dtype="float64"),
+    "state-shape": lambda d: d["states"][0].update(shape=[16, "batch"]),
+    "state-init": lambda d: d["states"][0].update(init=1e39),
+    "state-empty": lambda d: d["states"][0].update(output=""),
+    "state-twice": lambda d: d["states"].append(d["states"][0]),
+    "graph-name": lambda d: d["states"][0].update(input="nowhere"),
+}
+
+
+@pytest.mark.parametrize("defect", list(METADATA_DEFECTS))
+def test_metadata_defects_refused_alike(defect, exports, sample, lib, tmp_path):
+    path = with_metadata(exports("qllstm-features", None)["step"], tmp_path / f"{defect}.onnx",
+                         METADATA_DEFECTS[defect])
+    with pytest.raises(Exception) as err:
+        StreamingSession(path, native="off")
+    cpp = cpp_stream(sample, path, np.zeros((1, 1, 5), np.float32), tmp_path / "run", native="off", check=False)
+    assert cpp[4] == f"{type(err.value).__name__}: {err.value}"

@@ -123,6 +123,19 @@ Ort::Value wrap(Tensor& t) {
 std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
 
 // -- metadata --------------------------------------------------------------------------------------
+// ``d`` is an object with only the keys of ``known`` and every key of ``required`` (metadata.py _fields).
+void check_fields(const json& d, const std::vector<std::string>& known, const std::vector<std::string>& required,
+                  const std::string& where) {
+  if (!d.is_object()) throw ModelFileError(where + " must be an object, got " + d.dump());
+  std::vector<std::string> unknown, missing;
+  for (const auto& item : d.items())
+    if (std::find(known.begin(), known.end(), item.key()) == known.end()) unknown.push_back(item.key());
+  for (const auto& key : required)
+    if (!d.contains(key)) missing.push_back(key);
+  if (!unknown.empty()) throw ModelFileError(where + " has unknown fields " + py_list(unknown));
+  if (!missing.empty()) throw ModelFileError(where + " lacks the fields " + py_list(missing));
+}
+
 std::vector<Dim> parse_shape(const json& shape, const std::string& where) {
   std::vector<Dim> out;
   for (size_t k = 0; k < shape.size(); ++k) {
@@ -150,6 +163,7 @@ DType parse_dtype(const json& d, const std::string& where) {
 }
 
 TensorSpec parse_tensor(const json& t, const std::string& where, size_t lead, bool fixed_tail) {
+  check_fields(t, {"name", "shape", "dtype", "range"}, {"name", "shape", "dtype"}, where);
   TensorSpec s;
   s.name = t.at("name").get<std::string>();
   if (s.name.empty()) throw ModelFileError(where + ".name must not be empty");
@@ -158,7 +172,10 @@ TensorSpec parse_tensor(const json& t, const std::string& where, size_t lead, bo
   bool ok = s.shape.size() >= lead && !s.shape[0].fixed() && s.shape[0].name == "batch";
   for (size_t a = 0; ok && a < lead; ++a) ok = !s.shape[a].fixed();
   for (size_t a = lead; ok && fixed_tail && a < s.shape.size(); ++a) ok = s.shape[a].fixed();
-  if (!ok) throw ModelFileError(where + ".shape must start with the symbolic axes of its mode, got " + py_dims(s.shape));
+  if (!ok)
+    throw ModelFileError(where + ".shape must start with the symbolic axes " +
+                         py_list(lead == 2 ? std::vector<std::string>{"batch", "time"} : std::vector<std::string>{"batch"}) +
+                         (fixed_tail ? " then fixed sizes" : "") + ", got " + py_dims(s.shape));
   if (t.contains("range") && !t["range"].is_null()) {
     const json& r = t["range"];
     if (r.size() != 2 || !r[0].is_number_integer() || !r[1].is_number_integer() ||
@@ -173,20 +190,40 @@ TensorSpec parse_tensor(const json& t, const std::string& where, size_t lead, bo
   return s;
 }
 
+// The largest magnitude a state's initial value may have in its dtype.
+double dtype_max(DType t) {
+  switch (t) {
+    case DType::float32: return 3.4028234663852886e38;
+    case DType::float16: return 65504.0;
+    case DType::int64: return 9.2233720368547758e18;
+    case DType::int32: return 2147483647.0;
+    case DType::int8: return 127.0;
+    case DType::uint8: return 255.0;
+    case DType::float64: return 1.7976931348623157e308;
+  }
+  return 0.0;
+}
+
 StateSpec parse_state(const json& j, const std::string& where) {
+  check_fields(j, {"name", "input", "output", "shape", "dtype", "init"}, {"name", "input", "output", "shape"}, where);
   StateSpec s;
   s.name = j.at("name").get<std::string>();
   s.input = j.at("input").get<std::string>();
   s.output = j.at("output").get<std::string>();
-  if (s.name.empty() || s.input.empty() || s.output.empty())
-    throw ModelFileError(where + " names must not be empty");
+  for (const auto& [key, value] : {std::pair<const char*, const std::string&>{"name", s.name}, {"input", s.input},
+                                   {"output", s.output}})
+    if (value.empty()) throw ModelFileError(where + "." + key + " must not be empty");
   s.shape = parse_shape(j.at("shape"), where);
   bool ok = !s.shape.empty() && s.shape[0].name == "batch";
   for (size_t a = 1; ok && a < s.shape.size(); ++a) ok = s.shape[a].fixed();
   if (!ok) throw ModelFileError(where + ".shape must be ['batch', fixed sizes...], got " + py_dims(s.shape));
   s.dtype = j.contains("dtype") ? parse_dtype(j["dtype"], where) : DType::float32;
   s.init = j.value("init", 0.0);
-  if (!std::isfinite(s.init)) throw ModelFileError(where + ".init is not a finite value of its dtype");
+  const bool is_float = s.dtype == DType::float32 || s.dtype == DType::float16;
+  const double lowest = is_float ? -dtype_max(s.dtype) : s.dtype == DType::uint8 ? 0.0 : -dtype_max(s.dtype) - 1.0;
+  if (!(lowest <= s.init && s.init <= dtype_max(s.dtype)) || (!is_float && s.init != std::floor(s.init)))
+    throw ModelFileError(where + ".init " + j.at("init").dump() + " is not a finite value of its dtype " +
+                         dtype_name(s.dtype));
   return s;
 }
 
@@ -200,6 +237,9 @@ void check_unique(const std::vector<std::string>& names, const std::string& kind
 }
 
 void parse_document(const json& d, ModelMetadata& m) {
+  check_fields(d, {"family", "mode", "target", "inputs", "outputs", "states", "toolkit_version", "custom_ops",
+                   "quantization", "config", "extra", "format", "format_version", "domain", "domain_version"},
+               {"family", "mode", "target", "inputs", "outputs", "states", "toolkit_version"}, "metadata");
   m.family = d.at("family").get<std::string>();
   m.mode = d.at("mode").get<std::string>();
   m.target = d.at("target").get<std::string>();
