@@ -10,7 +10,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
+#include <filesystem>
 #include <mutex>
 #include <set>
 #include <sstream>
@@ -425,27 +425,36 @@ struct StreamingSession::Impl {
     if (mode == "off") return {};
     std::string lib = options.native_library;
     if (lib.empty() && std::getenv(kNativeLibEnv) != nullptr) lib = std::getenv(kNativeLibEnv);
-    try {
-      if (lib.empty())
-        throw NativeLibraryError(std::string("no native op library named (Options::native_library or $") +
-                                 kNativeLibEnv + ")");
-      std::vector<std::string> ops = native_library_ops(lib);
+    std::string unavailable;
+    std::vector<std::string> ops;
+    if (lib.empty()) {
+      unavailable = std::string("no native op library named (Options::native_library or $") + kNativeLibEnv + ")";
+    } else {
       try {
-        so.RegisterCustomOpsLibrary(lib.c_str());
-      } catch (const Ort::Exception& e) {
-        throw NativeLibraryError("onnxruntime refused the native op library " + lib + ": " + e.what());
+        ops = native_library_ops(lib);
+      } catch (const std::exception& e) {
+        unavailable = e.what();
       }
-      return ops;
-    } catch (const std::exception& e) {
-      if (mode == "on") throw NativeLibraryError(std::string("native='on' but the native op library is unavailable: ") + e.what());
-      native_note = e.what();
+    }
+    if (!unavailable.empty()) {
+      if (mode == "on") throw NativeLibraryError("native='on' but the native op library is unavailable: " + unavailable);
+      native_note = unavailable;
       return {};
     }
+    try {
+      so.RegisterCustomOpsLibrary(lib.c_str());
+    } catch (const Ort::Exception& e) {  // a library built for another onnxruntime, a broken file, ...
+      if (mode == "on")
+        throw NativeLibraryError(std::string("native='on' but the native op library failed to register: ") + e.what());
+      native_note = "onnxruntime refused the native op library " + lib + ": " + e.what();
+      return {};
+    }
+    return ops;
   }
 
   void open() {
     init_ort_api();
-    if (!std::ifstream(path).good()) throw ModelFileError(path + ": no such file");
+    if (!std::filesystem::is_regular_file(path)) throw ModelFileError(path + ": no such file");
     Ort::SessionOptions so = session_options();
     std::vector<std::string> native_ops = register_native(so);
     try {
