@@ -18,7 +18,8 @@ Usable standalone (``python runtime/native/build.py``) and from setup.py (``buil
 - onnxruntime's shared library for C++ programs that stream without Python (``runtime/include/qlstm_edge``,
   ``samples/cpp``; ``--cmake-args`` prints the CMake arguments): ``$ORT_LIBRARY`` if set, else
   ``libonnxruntime.so.1`` from ``npm pack onnxruntime-node@1.30.0`` (linux x64 and arm64), cached under
-  ``~/.cache/qlstm_edge/ort-library/1.30.0/ARCH/``.
+  ``~/.cache/qlstm_edge/ort-library/1.30.0/ARCH/``. ``--cpp-sample`` builds that runtime and its sample program
+  with CMake, cached under ``~/.cache/qlstm_edge/cpp-build/`` per source change.
 - Sources: ``core/`` (registration, the op contract, quantized matrices, the per-ISA kernels, the
   shared lane maths, CUDA helpers) and one folder per model family (``qllstm/``, ``prlstm/``,
   ``xlstm/``: its op specs and checks, CPU kernel, CUDA kernel and their registration). Every ``*.cc``
