@@ -77,13 +77,13 @@ def session_rows(path: Path, x: np.ndarray, steps: int, native: bool, sample, wo
     """session (body / native) and c++ (body / native) seconds per step on one step-mode file, timed in interleaved
     rounds (one round times every side once): the median round of each."""
     sides = {}
-    paths = [False, True] if native else [False]
-    for nat in paths:
+    natives = [False, True] if native else [False]
+    for nat in natives:
         s = StreamingSession(path, native="on" if nat else "off")
         s.step(x)
         sides[f"session ({'native' if nat else 'body'})"] = lambda s=s: per_call(lambda: s.step(x), steps)
     if sample is not None:
-        for nat in paths:
+        for nat in natives:
             sides[f"c++ ({'native' if nat else 'body'})"] = lambda nat=nat: cpp_step_seconds(sample, path, x, steps,
                                                                                              nat, workdir)
     rounds = {name: [] for name in sides}
@@ -235,7 +235,7 @@ def main() -> None:
         print(f"{r['H']:>5} " + " ".join(f"{r[c] * 1e6:>15.3f}" for c in chunk_cols)
               + f" {r['chunk ort LSTM'] / best_chunk:>10.2f}")
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+        args.json.write_text(json.dumps(rows + ([lm_row] if lm_row else []), indent=2))
 
 
 if __name__ == "__main__":
