@@ -238,10 +238,32 @@ def find_onnxruntime_library(arch: str | None = None, fetch: bool = True) -> Pat
     return lib
 
 
+def json_headers() -> Path | None:
+    """nlohmann/json's headers from the nlohmann-json Python package (the dev extra), or None (CMake then looks for
+    an installed nlohmann_json package, e.g. Debian's nlohmann-json3-dev)."""
+    try:
+        import nlohmann_json
+    except ImportError:
+        return None
+    return Path(str(nlohmann_json.get_include()))
+
+
 def cmake_args(arch: str | None = None) -> list[str]:
-    """The CMake cache entries that point a C++ build (samples/cpp) at the onnxruntime headers and library."""
+    """The CMake cache entries that point a C++ build (samples/cpp) at the onnxruntime headers and library, and at
+    nlohmann/json's headers where the Python package has them."""
+    json_dir = json_headers()
     return [f"-DQLSTM_EDGE_ORT_INCLUDE_DIR={find_headers()}",
-            f"-DQLSTM_EDGE_ORT_LIBRARY={find_onnxruntime_library(arch)}"]
+            f"-DQLSTM_EDGE_ORT_LIBRARY={find_onnxruntime_library(arch)}",
+            *([f"-DQLSTM_EDGE_JSON_INCLUDE_DIR={json_dir}"] if json_dir else [])]
+
+
+def find_cmake() -> str | None:
+    """The cmake of the cmake Python package (the dev extra) when installed, else the one on PATH."""
+    try:
+        import cmake
+    except ImportError:
+        return shutil.which("cmake")
+    return shutil.which("cmake", path=cmake.CMAKE_BIN_DIR) or shutil.which("cmake")
 
 
 CPP_SOURCES = (RUNTIME_DIR / "include", RUNTIME_DIR.parent / "samples" / "cpp")
@@ -259,9 +281,10 @@ def build_cpp_sample(arch: str | None = None, cxx: str | None = None) -> Path:
     for ``arch``; returns the program. Cached under ``~/.cache/qlstm_edge/cpp-build/KEY/``, KEY a hash of the
     sources, the compiler and the onnxruntime library, so a build happens once per change."""
     arch = arch or host_arch()
-    cmake = shutil.which("cmake")
+    cmake = find_cmake()
     if cmake is None:
-        raise NativeBuildError("building the C++ runtime needs cmake (Debian/Ubuntu: apt-get install cmake)")
+        raise NativeBuildError("building the C++ runtime needs cmake: pip install cmake (the dev extra has it) or "
+                               "apt-get install cmake")
     compiler = _compiler(arch, cxx)
     args = cmake_args(arch)
     if arch != host_arch():

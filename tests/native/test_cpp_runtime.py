@@ -5,7 +5,7 @@ samples/cpp is built with CMake against onnxruntime's shared library from the np
 int8-dynamic, int4}, on the function bodies and on the native library, streams to the same bits as Python (the
 same kernels run: both onnxruntimes' for the bodies, the library's for the native path), outputs and final
 states; bad inputs, refused calls and bad states get the same errors, and a refused call leaves the state as
-it was. cmake, g++, npm and nlohmann-json3-dev are on the CI machine (.ci/run installs what is missing).
+it was. The dev extra installs cmake and nlohmann/json's headers (Python packages); g++ and npm are needed too.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 import pytest
 
-from conftest import FAMILIES
+from helpers import FAMILIES
 from qlstm_edge.exporters import export_onnx
 from qlstm_edge.runtime import InputError, StreamingSession, native_lib
 
@@ -34,7 +34,7 @@ BATCH = 2
 
 @pytest.fixture(scope="module")
 def sample():
-    """The built qlstm_edge_stream program (a build failure fails the tests: CI has cmake, g++ and npm)."""
+    """The built qlstm_edge_stream program (a build failure fails the tests: the dev extra brings cmake and the JSON headers)."""
     return native_build.build_cpp_sample()
 
 
