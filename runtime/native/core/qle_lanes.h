@@ -8,8 +8,8 @@
 // masks, so the loops have no branches. Each lane does the same operations in the same order on
 // every path and architecture (build.py passes -ffp-contract=off: no fused multiply-add
 // contraction, which g++ otherwise does in C++ even with -std=c++17), so all paths return the
-// same values; the x86 8- and 16-lane loops do three steps of exp with one instruction each that
-// returns the same bits (qle_fm_clamp, qle_fm_round, qle_fm_ldexp). Accuracy: exp and log ~1 ulp
+// same values; the x86 8- and 16-lane loops do three steps of exp with fewer instructions that
+// return the same bits (qle_fm_clamp, qle_fm_round, qle_fm_ldexp). Accuracy: exp and log ~1 ulp
 // (Cephes polynomials), tanh ~1e-7 absolute; NaN propagates.
 //
 // Under nvcc (__CUDACC__) the float instantiations are __host__ __device__: the CUDA kernels call
@@ -111,7 +111,7 @@ QLE_FM_LANES(16)
 #endif  // !__CUDACC__
 
 // Three steps of exp, each with one generic form (float, the CUDA kernels and the 4-lane loops)
-// and, for the x86 8- and 16-lane loops, an instruction that returns the same bits:
+// and, for the x86 8- and 16-lane loops, fewer instructions that return the same bits:
 //   clamp: x to [lo, hi], NaN passes through (min/max with the bound as first operand);
 //   round: v to the nearest integer, ties to even, for |v| < 2^22 ((v + 1.5 * 2^23) - 1.5 * 2^23);
 //   ldexp: p * 2^n for integer-valued n in [-126, 127] and a normal result (exact either way).
@@ -145,6 +145,12 @@ QLE_FM_AVX2 inline QleLanes<8>::F qle_fm_clamp(const QleLanes<8>::F& x, float lo
 template <>
 QLE_FM_AVX2 inline QleLanes<8>::F qle_fm_round(const QleLanes<8>::F& v) {
   return _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+template <>
+QLE_FM_AVX2 inline QleLanes<8>::F qle_fm_ldexp(const QleLanes<8>::F& p, const QleLanes<8>::F& n) {
+  // n added to p's exponent field (a NaN n converts to INT_MIN, which adds 0 and leaves p NaN).
+  const __m256i e = _mm256_slli_epi32(_mm256_cvttps_epi32(n), 23);
+  return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), e));
 }
 template <>
 QLE_FM_AVX512 inline QleLanes<16>::F qle_fm_clamp(const QleLanes<16>::F& x, float lo, float hi) {
