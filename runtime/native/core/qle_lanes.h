@@ -39,6 +39,11 @@
 #define QLE_FM_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl")))
 #endif
 
+// For the lane loops: GCC's scheduler before register allocation (off by default on x86), register
+// pressure aware, interleaves a loop body's independent exp chains instead of leaving them one after
+// the other. It reorders independent instructions only, so the values are the same.
+#define QLE_FM_SCHED __attribute__((optimize("schedule-insns", "sched-pressure")))
+
 template <int W>
 struct QleLanes {
   typedef float F __attribute__((vector_size(4 * W)));

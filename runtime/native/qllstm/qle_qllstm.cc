@@ -64,10 +64,11 @@ typedef void (*GatesFn)(long, const float*, const float*, const float*, const fl
                         float*);
 
 // gates_loop compiled for one ISA (target attribute ATTR) and lane width W.
-#define QLE_QL_GATES(NAME, ATTR, W)                                                                         \
-  ATTR void gates_##NAME(long H, const float* u, const float* h_prev, const float* c_prev, const float* gs, \
-                         const float* gb, float alpha, float* h_out, float* c_out) {                        \
-    gates_loop<W>(H, u, h_prev, c_prev, gs, gb, alpha, h_out, c_out);                                      \
+#define QLE_QL_GATES(NAME, ATTR, W)                                                                        \
+  ATTR QLE_FM_SCHED void gates_##NAME(long H, const float* u, const float* h_prev, const float* c_prev,    \
+                                      const float* gs, const float* gb, float alpha, float* h_out,         \
+                                      float* c_out) {                                                      \
+    gates_loop<W>(H, u, h_prev, c_prev, gs, gb, alpha, h_out, c_out);                                     \
   }
 
 QLE_QL_GATES(base, , 4)
