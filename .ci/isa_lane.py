@@ -15,6 +15,10 @@ miss, any run that failed or never reported, a native run where no native kernel
 emulation, a native library that dispatched to another ISA than the emulated CPU's, or a CPU without a native
 library for its architecture (its native runs are each a miss).
 
+The C++ runtime (samples/cpp, cross-built for aarch64 against onnxruntime-node's arm64 library) then streams every
+family's fp32 step-mode file under each ARM64 core, function bodies and native kernels, and must agree with the
+host's build of the same program on the same file within the family's fp32 tolerance.
+
 int8-dynamic runs are judged a second time, independently of the (loose) documented tolerance: on the host,
 onnx.reference runs each int8-dynamic file on the same chunks, its states fed back as the streaming feeds them
 (the file's exact integer maths, ~2 s for all of them), and every emulated run of that file, native off and on,
@@ -49,7 +53,7 @@ from qlstm_edge.families.qllstm import QLLSTM, QLLSTMConfig, QLLSTMModel
 from qlstm_edge.parity import (CONDITIONING, REL_FLOOR, ParityReport, chunk_bounds, documented_tolerance,
                                random_inputs)
 from qlstm_edge.registry import families, get_family
-from qlstm_edge.runtime import StreamingSession
+from qlstm_edge.runtime import StreamingSession, native_lib
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from helpers import xlstm_large, xlstm_lm, xlstm_stack  # noqa: E402  (the tests' small xLSTMs)
@@ -57,6 +61,9 @@ from helpers import xlstm_large, xlstm_lm, xlstm_stack  # noqa: E402  (the tests
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import aarch64_env  # noqa: E402
+
+sys.path.insert(0, str(HERE.parent / "runtime" / "native"))
+import build as native_build  # noqa: E402
 
 CPUS = {  # name: (architecture, qemu -cpu model, ISA the native library must dispatch to)
     "haswell": ("x86_64", "Haswell-noTSX,-pcid,-x2apic,-tsc-deadline,-invpcid", "avx2"),
@@ -291,6 +298,70 @@ def judge(cpu: str, results: list, facts: dict, steps: int, no_native: str | Non
     return problems
 
 
+def cpp_stream(cmd: list, out: Path) -> dict:
+    """Run the C++ sample (``cmd`` ends with its model and input); {"y", "state:NAME"...} or {"error": ...}."""
+    out.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(cmd + ["--output", str(out / "y.npy"), "--save-state", str(out)], capture_output=True,
+                       text=True, timeout=600)
+    if r.returncode != 0:
+        return {"error": (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]}
+    return {("y" if f.stem == "y" else f"state:{f.stem}"): np.load(f) for f in out.glob("*.npy")}
+
+
+def cpp_on_arm(work: Path, arm: dict, cores: list, facts: dict) -> list:
+    """The C++ runtime's sample (samples/cpp) cross-built for aarch64 streams the lane's fp32 step-mode files under
+    each emulated ARM64 core, function bodies and native kernels, and must agree with the host's build of it on the
+    same file within the family's fp32 tolerance (the kernels differ across architectures: not bit for bit).
+    Prints one line per run; returns the problems."""
+    try:
+        host, target = native_build.build_cpp_sample(), native_build.build_cpp_sample("aarch64")
+    except (native_build.NativeBuildError, OSError) as e:
+        return [f"c++ sample: the build failed: {e}"]
+    runs = []
+    for name in MODELS:
+        path, x = work / f"{name}_fp32_step.onnx", work / f"{name}_cpp_x.npy"
+        np.save(x, np.load(work / f"{name}_reference.npz")["x"])
+        for native in NATIVE:
+            if native == "on" and arm["library"] is None:
+                continue
+            runs.append((name, path, x, native))
+    host_lib = str(native_lib.library_path())
+
+    def host_run(name, path, x, native):
+        return cpp_stream([str(host), str(path), str(x), "--native", native, "--native-lib", host_lib],
+                          work / "cpp" / f"{name}_{native}_host")
+
+    def arm_run(core, name, path, x, native):
+        cmd = ["qemu-aarch64", "-cpu", CPUS[core][1], "-L", str(arm["roots"][core]), str(target), str(path), str(x),
+               "--native", native, "--native-lib", str(arm["library"])]
+        return cpp_stream(cmd, work / "cpp" / f"{name}_{native}_{core}")
+
+    slots = len(os.sched_getaffinity(0))
+    with concurrent.futures.ThreadPoolExecutor(slots) as pool:
+        hosts = {(run[0], run[3]): pool.submit(host_run, *run) for run in runs}  # by (family, native)
+        arms = {(core, run[0], run[3]): pool.submit(arm_run, core, *run) for core in cores for run in runs}
+        problems = []
+        for (core, name, native), future in arms.items():
+            got, want = future.result(), hosts[name, native].result()
+            tol = facts[f"{name}/fp32/step/{native}"]["tolerance"]
+            label = f"c++ {core:10} {name:13} step     fp32         native={native:3}"
+            error = got.get("error") or want.get("error")
+            if error is None and got.keys() != want.keys():
+                error = f"the runs wrote different tensors: {sorted(got)} and {sorted(want)}"
+            if error is not None:
+                print(f"{label} {'-':>9} tol {tol:.1e} MISS ({error})")
+                problems.append(f"c++ {core} {name} native={native}: {error}")
+                continue
+            worst = max(want, key=lambda k: float(np.abs(got[k].astype(np.float64) - want[k]).max()))
+            max_abs = float(np.abs(got[worst].astype(np.float64) - want[worst]).max())
+            ok = max_abs <= tol
+            print(f"{label} {max_abs:9.3e} tol {tol:.1e} {'ok' if ok else 'MISS'} (vs the host's c++ run, worst {worst})")
+            if not ok:
+                problems.append(f"c++ {core} {name} native={native}: {max_abs:.3e} from the host's run in {worst}, "
+                                f"tolerance {tol:.1e}")
+    return problems
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=32, help="stream length (default 32)")
@@ -331,6 +402,10 @@ def main() -> int:
             if rc != 0:
                 log = (work / f"{cpu}.log").read_text()[-3000:]
                 problems.append(f"{cpu}: the emulated process exited with {rc}:\n{log}")
+        if arm_cores:
+            t_cpp = time.monotonic()
+            problems += cpp_on_arm(work, arm, arm_cores, facts)
+            print(f"isa lane: the C++ sample streamed under the ARM64 cores in {time.monotonic() - t_cpp:.0f} s", flush=True)
     print(f"isa lane: {time.monotonic() - t0:.0f} s")
     if problems:
         print(f"isa lane FAILED ({len(problems)} problems):\n  " + "\n  ".join(problems))

@@ -15,6 +15,11 @@ Usable standalone (``python runtime/native/build.py``) and from setup.py (``buil
 - onnxruntime C/C++ API headers: ``$ORT_INCLUDE_DIR`` if set, else fetched once with
   ``npm pack com.github.asus4.onnxruntime@0.4.9`` and cached under
   ``~/.cache/qlstm_edge/ort-headers/0.4.9/`` (``$XDG_CACHE_HOME`` respected).
+- onnxruntime's shared library for C++ programs that stream without Python (``runtime/include/qlstm_edge``,
+  ``samples/cpp``; ``--cmake-args`` prints the CMake arguments): ``$ORT_LIBRARY`` if set, else
+  ``libonnxruntime.so.1`` from ``npm pack onnxruntime-node@1.30.0`` (linux x64 and arm64), cached under
+  ``~/.cache/qlstm_edge/ort-library/1.30.0/ARCH/``. ``--cpp-sample`` builds that runtime and its sample program
+  with CMake, cached under ``~/.cache/qlstm_edge/cpp-build/`` per source change.
 - Sources: ``core/`` (registration, the op contract, quantized matrices, the per-ISA kernels, the
   shared lane maths, CUDA helpers) and one folder per model family (``qllstm/``, ``prlstm/``,
   ``xlstm/``: its op specs and checks, CPU kernel, CUDA kernel and their registration). Every ``*.cc``
@@ -57,6 +62,13 @@ HEADERS_NPM_PACKAGE = "com.github.asus4.onnxruntime"
 HEADERS_NPM_VERSION = "0.4.9"
 HEADERS_TARBALL_DIR = "package/Plugins/iOS~/onnxruntime.xcframework/ios-arm64/onnxruntime.framework/Headers/"
 HEADERS_API_VERSION = 29
+# onnxruntime's shared library for C++ programs (runtime/include/qlstm_edge): the npm package onnxruntime-node ships
+# libonnxruntime.so.1 for linux x64 and arm64; its API version must be >= HEADERS_API_VERSION
+RUNTIME_NPM_PACKAGE = "onnxruntime-node"
+RUNTIME_NPM_VERSION = "1.30.0"
+RUNTIME_TARBALL_DIR = "package/bin/napi-v6/linux/{arch}/"
+RUNTIME_NPM_ARCHS = {"x86_64": "x64", "aarch64": "arm64"}
+ORT_LIBRARY_NAME = "libonnxruntime.so.1"
 
 CORE_DIR = NATIVE_DIR / "core"
 # Folders under runtime/native that hold no op library sources (the standalone CUDA-vs-CPU harness).
@@ -134,38 +146,46 @@ def find_headers(fetch: bool = True) -> Path:
         return cache
     if not fetch:
         raise NativeBuildError(f"onnxruntime headers not cached in {cache}")
-    npm = shutil.which("npm")
-    if npm is None:
-        raise NativeBuildError(
-            "onnxruntime C/C++ API headers are needed: install npm (to fetch "
-            f"{HEADERS_NPM_PACKAGE}@{HEADERS_NPM_VERSION}) or set ORT_INCLUDE_DIR"
-        )
-    _log(f"fetching onnxruntime headers: npm pack {HEADERS_NPM_PACKAGE}@{HEADERS_NPM_VERSION}")
-    with tempfile.TemporaryDirectory(prefix="qle-ort-headers-") as tmp:
-        proc = subprocess.run(
-            [npm, "pack", f"{HEADERS_NPM_PACKAGE}@{HEADERS_NPM_VERSION}", "--silent"],
-            cwd=tmp, capture_output=True, text=True,
-        )
-        tarballs = list(Path(tmp).glob("*.tgz"))
-        if proc.returncode != 0 or not tarballs:
-            raise NativeBuildError(f"npm pack failed (exit {proc.returncode}): {proc.stderr.strip()[-800:]}")
-        staging = Path(tmp) / "headers"
-        staging.mkdir()
-        with tarfile.open(tarballs[0], "r:gz") as tar:
-            for member in tar.getmembers():
-                if not member.isfile() or not member.name.startswith(HEADERS_TARBALL_DIR):
-                    continue
-                name = member.name[len(HEADERS_TARBALL_DIR):]
-                if "/" in name or not name.endswith(".h"):
-                    continue
-                src = tar.extractfile(member)
-                assert src is not None
-                (staging / name).write_bytes(src.read())
+
+    def extract(tar: tarfile.TarFile, staging: Path) -> None:
+        for member in tar.getmembers():
+            if not member.isfile() or not member.name.startswith(HEADERS_TARBALL_DIR):
+                continue
+            name = member.name[len(HEADERS_TARBALL_DIR):]
+            if "/" in name or not name.endswith(".h"):
+                continue
+            src = tar.extractfile(member)
+            assert src is not None
+            (staging / name).write_bytes(src.read())
         if not _has_api_header(staging):
-            raise NativeBuildError(f"{tarballs[0].name} has no onnxruntime headers under {HEADERS_TARBALL_DIR}")
+            raise NativeBuildError(f"{HEADERS_NPM_PACKAGE}@{HEADERS_NPM_VERSION} has no onnxruntime headers under "
+                                   f"{HEADERS_TARBALL_DIR}")
         api_line = f"#define ORT_API_VERSION {HEADERS_API_VERSION}"
         if api_line not in (staging / "onnxruntime_c_api.h").read_text(errors="replace"):
             raise NativeBuildError(f"fetched headers are not onnxruntime API version {HEADERS_API_VERSION}")
+
+    _fetch_npm_into(HEADERS_NPM_PACKAGE, HEADERS_NPM_VERSION, extract, cache, "onnxruntime headers",
+                    "or set ORT_INCLUDE_DIR")
+    return cache
+
+
+def _fetch_npm_into(package: str, version: str, extract, cache: Path, what: str, alternative: str) -> None:
+    """``npm pack package@version``, let ``extract(tarfile, staging_dir)`` copy what is needed out of the tarball,
+    then move the staging folder to ``cache`` in one rename (concurrent fetches leave one complete copy)."""
+    npm = shutil.which("npm")
+    if npm is None:
+        raise NativeBuildError(f"{what} are needed: install npm (to fetch {package}@{version}) {alternative}")
+    _log(f"fetching {what}: npm pack {package}@{version}")
+    with tempfile.TemporaryDirectory(prefix="qle-npm-") as tmp:
+        proc = subprocess.run([npm, "pack", f"{package}@{version}", "--silent"], cwd=tmp, capture_output=True,
+                              text=True)
+        tarballs = list(Path(tmp).glob("*.tgz"))
+        if proc.returncode != 0 or not tarballs:
+            raise NativeBuildError(f"npm pack failed (exit {proc.returncode}): {proc.stderr.strip()[-800:]}")
+        staging = Path(tmp) / "staging"
+        staging.mkdir()
+        with tarfile.open(tarballs[0], "r:gz") as tar:
+            extract(tar, staging)
         cache.parent.mkdir(parents=True, exist_ok=True)
         partial = cache.parent / f".{cache.name}.partial-{os.getpid()}"
         shutil.copytree(staging, partial)
@@ -173,10 +193,120 @@ def find_headers(fetch: bool = True) -> Path:
             partial.rename(cache)
         except OSError:
             shutil.rmtree(partial, ignore_errors=True)
-            if not _has_api_header(cache):
+            if not cache.is_dir():
                 raise
-    _log(f"cached onnxruntime headers in {cache}")
-    return cache
+    _log(f"cached {what} in {cache}")
+
+
+def onnxruntime_cache_dir(arch: str) -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "qlstm_edge" / "ort-library" / RUNTIME_NPM_VERSION / arch
+
+
+def find_onnxruntime_library(arch: str | None = None, fetch: bool = True) -> Path:
+    """onnxruntime's shared library for ``arch`` (default: this machine), for C++ programs that stream without
+    Python: ``$ORT_LIBRARY`` if set (a libonnxruntime.so of the user's own), else libonnxruntime.so.1 from the npm
+    package onnxruntime-node, fetched once and cached under ``~/.cache/qlstm_edge/ort-library/VERSION/ARCH/``."""
+    arch = arch or host_arch()
+    env = os.environ.get("ORT_LIBRARY")
+    if env:
+        lib = Path(env).expanduser()
+        if not lib.is_file():
+            raise NativeBuildError(f"ORT_LIBRARY={env} is not a file")
+        return lib
+    if arch not in RUNTIME_NPM_ARCHS:
+        raise NativeBuildError(f"{RUNTIME_NPM_PACKAGE} ships no onnxruntime library for {arch!r}; set ORT_LIBRARY")
+    cache = onnxruntime_cache_dir(arch)
+    lib = cache / ORT_LIBRARY_NAME
+    if lib.is_file():
+        return lib
+    if not fetch:
+        raise NativeBuildError(f"onnxruntime library not cached in {cache}")
+    member_name = RUNTIME_TARBALL_DIR.format(arch=RUNTIME_NPM_ARCHS[arch]) + ORT_LIBRARY_NAME
+
+    def extract(tar: tarfile.TarFile, staging: Path) -> None:
+        try:
+            src = tar.extractfile(member_name)
+        except KeyError:
+            src = None
+        if src is None:
+            raise NativeBuildError(f"{RUNTIME_NPM_PACKAGE}@{RUNTIME_NPM_VERSION} has no {member_name}")
+        (staging / ORT_LIBRARY_NAME).write_bytes(src.read())
+
+    _fetch_npm_into(RUNTIME_NPM_PACKAGE, RUNTIME_NPM_VERSION, extract, cache, f"the onnxruntime library ({arch})",
+                    "or set ORT_LIBRARY")
+    return lib
+
+
+def json_headers() -> Path | None:
+    """nlohmann/json's headers from the nlohmann-json Python package (the dev extra), or None (CMake then looks for
+    an installed nlohmann_json package, e.g. Debian's nlohmann-json3-dev)."""
+    try:
+        import nlohmann_json
+    except ImportError:
+        return None
+    return Path(str(nlohmann_json.get_include()))
+
+
+def cmake_args(arch: str | None = None) -> list[str]:
+    """The CMake cache entries that point a C++ build (samples/cpp) at the onnxruntime headers and library, and at
+    nlohmann/json's headers where the Python package has them."""
+    json_dir = json_headers()
+    return [f"-DQLSTM_EDGE_ORT_INCLUDE_DIR={find_headers()}",
+            f"-DQLSTM_EDGE_ORT_LIBRARY={find_onnxruntime_library(arch)}",
+            *([f"-DQLSTM_EDGE_JSON_INCLUDE_DIR={json_dir}"] if json_dir else [])]
+
+
+def find_cmake() -> str | None:
+    """The cmake of the cmake Python package (the dev extra) when installed, else the one on PATH."""
+    try:
+        import cmake
+    except ImportError:
+        return shutil.which("cmake")
+    return shutil.which("cmake", path=cmake.CMAKE_BIN_DIR) or shutil.which("cmake")
+
+
+CPP_SOURCES = (RUNTIME_DIR / "include", RUNTIME_DIR.parent / "samples" / "cpp")
+CPP_SAMPLE = "qlstm_edge_stream"
+CPP_CXXFLAGS = "-O2 -DNDEBUG"
+
+
+def cpp_build_cache_dir() -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "qlstm_edge" / "cpp-build"
+
+
+def build_cpp_sample(arch: str | None = None, cxx: str | None = None) -> Path:
+    """Build samples/cpp (the C++ StreamingSession of runtime/include and the qlstm_edge_stream program) with CMake
+    for ``arch``; returns the program. Cached under ``~/.cache/qlstm_edge/cpp-build/KEY/``, KEY a hash of the
+    sources, the compiler and the onnxruntime library, so a build happens once per change."""
+    arch = arch or host_arch()
+    cmake = find_cmake()
+    if cmake is None:
+        raise NativeBuildError("building the C++ runtime needs cmake: pip install cmake (the dev extra has it) or "
+                               "apt-get install cmake")
+    compiler = _compiler(arch, cxx)
+    args = cmake_args(arch)
+    if arch != host_arch():
+        args += ["-DCMAKE_SYSTEM_NAME=Linux", f"-DCMAKE_SYSTEM_PROCESSOR={arch}"]
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+    digest = hashlib.sha256(json.dumps([compiler, version, arch, args, CPP_CXXFLAGS]).encode())
+    for root in CPP_SOURCES:
+        for f in sorted(p for p in root.rglob("*") if p.is_file()):
+            digest.update(str(f.relative_to(root)).encode() + f.read_bytes())
+    target = cpp_build_cache_dir() / f"{arch}-{digest.hexdigest()[:16]}" / CPP_SAMPLE
+    if target.is_file():
+        return target
+    with tempfile.TemporaryDirectory(prefix="qle-cpp-") as tmp:
+        _run([cmake, "-S", str(CPP_SOURCES[1]), "-B", tmp, f"-DCMAKE_CXX_COMPILER={compiler}",
+              "-DCMAKE_BUILD_TYPE=Release", f"-DCMAKE_CXX_FLAGS_RELEASE={CPP_CXXFLAGS}", *args], "CMake configure")
+        _run([cmake, "--build", tmp, "-j", "2"], "C++ runtime build")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{CPP_SAMPLE}.partial-{os.getpid()}")
+        shutil.copy2(Path(tmp) / CPP_SAMPLE, partial)
+        partial.replace(target)
+    _log(f"built {target}")
+    return target
 
 
 def _run(cmd: list[str], what: str) -> None:
@@ -341,7 +471,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="folder for the library (default: see --target)")
     parser.add_argument("--cxx", default=None, help="C++ compiler (default: $CXX or g++ for this machine, "
                                                     "TRIPLE-g++ for a cross build)")
+    parser.add_argument("--cmake-args", action="store_true",
+                        help="print the CMake arguments that point a C++ build (samples/cpp) at the onnxruntime headers "
+                             "and library for --target (fetching them once), and build nothing")
+    parser.add_argument("--cpp-sample", action="store_true",
+                        help="build the C++ runtime and its sample program (samples/cpp) for --target with CMake, "
+                             "cached under ~/.cache/qlstm_edge/cpp-build, and print the program's path")
     args = parser.parse_args(argv)
+    if args.cpp_sample:
+        try:
+            print(build_cpp_sample(args.target, args.cxx))
+        except (NativeBuildError, OSError) as exc:
+            _log(f"ERROR: {exc}")
+            return 1
+        return 0
+    if args.cmake_args:
+        try:
+            print(" ".join(cmake_args(args.target)))
+        except (NativeBuildError, OSError) as exc:
+            _log(f"ERROR: {exc}")
+            return 1
+        return 0
     try:
         lib = build_native(require=True if args.require else None, force=args.force, arch=args.target,
                            out_dir=args.out, cxx=args.cxx)

@@ -43,6 +43,11 @@ float* qle_output(Ort::KernelContext& ctx, size_t i, const std::vector<int64_t>&
   return ctx.GetOutput(i, shape.data(), shape.size()).GetTensorMutableData<float>();
 }
 
+QleOpInputsStorage& qle_op_inputs_storage() {
+  static thread_local QleOpInputsStorage kept;
+  return kept;
+}
+
 OrtStatusPtr QleOpInputs::invalid(const std::string& msg) const {
   return qle_op_status(ORT_INVALID_ARGUMENT, op, msg);
 }
@@ -111,7 +116,8 @@ OrtStatusPtr QleOpInputs::load(const Ort::KernelContext& ctx) {
       return invalid(std::string("input '") + op.inputs[i] + "' must be " + want + why + ", got " +
                                 qle_type_name(got));
     }
-    shape[i] = info.GetShape();
+    shape[i].resize(info.GetDimensionsCount());
+    info.GetDimensions(shape[i].data(), shape[i].size());
     data[i] = v.GetTensorRawData();
     type[i] = got;
   }
@@ -122,6 +128,11 @@ OrtStatusPtr QleOpInputs::rank(size_t i, size_t r, const char* layout) const {
   if (shape[i].size() == r) return nullptr;
   return invalid(std::string("input '") + op.inputs[i] + "' must have rank " + std::to_string(r) + " (" +
                             layout + "), got shape " + dims_text(shape[i]));
+}
+
+OrtStatusPtr QleOpInputs::expect(size_t i, std::initializer_list<int64_t> want, const char* layout) const {
+  if (shape[i].size() == want.size() && std::equal(want.begin(), want.end(), shape[i].begin())) return nullptr;
+  return expect(i, std::vector<int64_t>(want), layout);
 }
 
 OrtStatusPtr QleOpInputs::expect(size_t i, const std::vector<int64_t>& want, const char* layout) const {

@@ -91,6 +91,8 @@ struct QleOpInputs {
   OrtStatusPtr dynamic_limit(std::initializer_list<std::pair<const char*, int64_t>> sizes) const;
   OrtStatusPtr rank(size_t i, size_t r, const char* layout) const;
   OrtStatusPtr expect(size_t i, const std::vector<int64_t>& want, const char* layout) const;
+  // The same for a shape written out ({B, H}): compared in place, a vector built only for the message.
+  OrtStatusPtr expect(size_t i, std::initializer_list<int64_t> want, const char* layout) const;
   // A 0-d scalar or a one-element vector (a host input).
   OrtStatusPtr scalar(size_t i, float* out) const;
 };
@@ -103,14 +105,26 @@ float* qle_output(Ort::KernelContext& ctx, size_t i, const std::vector<int64_t>&
 
 // One Compute call of a node of op `op` and `mode`: counts it, loads its inputs (load's checks), then
 // returns run(ctx, inputs). A C++ exception becomes a status naming the op.
+// The vectors of a QleOpInputs, kept per thread between Compute calls so that a warm call allocates
+// none of them (load refills them in place).
+struct QleOpInputsStorage {
+  std::vector<std::vector<int64_t>> shape;
+  std::vector<const void*> data;
+  std::vector<ONNXTensorElementDataType> type;
+};
+QleOpInputsStorage& qle_op_inputs_storage();
+
 template <typename Run>
 OrtStatusPtr qle_op_compute(OrtKernelContext* context, const QleOpSpec& op, QleQMode mode, Run&& run) {
   return qle_guarded(op.name, [&]() -> OrtStatusPtr {
     g_qle_compute_calls.fetch_add(1, std::memory_order_relaxed);
     Ort::KernelContext ctx(context);
-    QleOpInputs in{op, mode, {}, {}, {}};
-    if (OrtStatusPtr st = in.load(ctx)) return st;
-    return run(ctx, in);
+    QleOpInputsStorage& kept = qle_op_inputs_storage();
+    QleOpInputs in{op, mode, std::move(kept.shape), std::move(kept.data), std::move(kept.type)};
+    OrtStatusPtr st = in.load(ctx);
+    if (st == nullptr) st = run(ctx, in);
+    kept.shape = std::move(in.shape), kept.data = std::move(in.data), kept.type = std::move(in.type);
+    return st;
   });
 }
 

@@ -8,8 +8,9 @@
 // masks, so the loops have no branches. Each lane does the same operations in the same order on
 // every path and architecture (build.py passes -ffp-contract=off: no fused multiply-add
 // contraction, which g++ otherwise does in C++ even with -std=c++17), so all paths return the
-// same values. Accuracy: exp and log ~1 ulp (Cephes polynomials), tanh
-// ~1e-7 absolute; NaN propagates.
+// same values; the x86 8- and 16-lane loops do three steps of exp with fewer instructions that
+// return the same bits (qle_fm_clamp, qle_fm_round, qle_fm_ldexp). Accuracy: exp and log ~1 ulp
+// (Cephes polynomials), tanh ~1e-7 absolute; NaN propagates.
 //
 // Under nvcc (__CUDACC__) the float instantiations are __host__ __device__: the CUDA kernels call
 // the same source (built with --fmad=false, the device counterpart of -ffp-contract=off, and IEEE
@@ -32,9 +33,16 @@
 #define QLE_FM_MEMBER static inline __attribute__((always_inline))
 
 #if defined(QLE_X86)
+#include <immintrin.h>
+
 #define QLE_FM_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define QLE_FM_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl")))
 #endif
+
+// For the lane loops: GCC's scheduler before register allocation (off by default on x86), register
+// pressure aware, interleaves a loop body's independent exp chains instead of leaving them one after
+// the other. It reorders independent instructions only, so the values are the same.
+#define QLE_FM_SCHED __attribute__((optimize("schedule-insns", "sched-pressure")))
 
 template <int W>
 struct QleLanes {
@@ -107,15 +115,68 @@ QLE_FM_LANES(16)
 #undef QLE_FM_LANES
 #endif  // !__CUDACC__
 
-// exp(x); x is clamped to [-87, 88] (NaN passes through the clamps unchanged).
+// Three steps of exp, each with one generic form (float, the CUDA kernels and the 4-lane loops)
+// and, for the x86 8- and 16-lane loops, fewer instructions that return the same bits:
+//   clamp: x to [lo, hi], NaN passes through (min/max with the bound as first operand);
+//   round: v to the nearest integer, ties to even, for |v| < 2^22 ((v + 1.5 * 2^23) - 1.5 * 2^23);
+//   ldexp: p * 2^n for integer-valued n in [-126, 127] and a normal result (exact either way).
+template <typename F>
+QLE_FM_INLINE F qle_fm_clamp(const F& x, float lo, float hi) {
+  const F zero = {};
+  const F y = x > hi ? zero + hi : x;
+  return y < lo ? zero + lo : y;
+}
+
+template <typename F>
+QLE_FM_INLINE F qle_fm_round(const F& v) {
+  const float shifter = 12582912.0f;
+  return (v + shifter) - shifter;
+}
+
+template <typename F>
+QLE_FM_INLINE F qle_fm_ldexp(const F& p, const F& n) {
+  typedef typename QleFm<F>::I I;
+  const I e = (QleFm<F>::to_int(n) + 127) << 23;
+  return p * qle_fm_from_bits<F>(e);
+}
+
+// The x86 forms are plain inline: always_inline would have GCC inline them into the callers'
+// un-targeted template bodies before those reach the AVX2 / AVX-512 loops, which it refuses.
+#if defined(QLE_X86) && !defined(__CUDACC__)
+template <>
+QLE_FM_AVX2 inline QleLanes<8>::F qle_fm_clamp(const QleLanes<8>::F& x, float lo, float hi) {
+  return _mm256_max_ps(_mm256_set1_ps(lo), _mm256_min_ps(_mm256_set1_ps(hi), x));
+}
+template <>
+QLE_FM_AVX2 inline QleLanes<8>::F qle_fm_round(const QleLanes<8>::F& v) {
+  return _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+template <>
+QLE_FM_AVX2 inline QleLanes<8>::F qle_fm_ldexp(const QleLanes<8>::F& p, const QleLanes<8>::F& n) {
+  // n added to p's exponent field (a NaN n converts to INT_MIN, which adds 0 and leaves p NaN).
+  const __m256i e = _mm256_slli_epi32(_mm256_cvttps_epi32(n), 23);
+  return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), e));
+}
+template <>
+QLE_FM_AVX512 inline QleLanes<16>::F qle_fm_clamp(const QleLanes<16>::F& x, float lo, float hi) {
+  return _mm512_max_ps(_mm512_set1_ps(lo), _mm512_min_ps(_mm512_set1_ps(hi), x));
+}
+template <>
+QLE_FM_AVX512 inline QleLanes<16>::F qle_fm_round(const QleLanes<16>::F& v) {
+  return _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+template <>
+QLE_FM_AVX512 inline QleLanes<16>::F qle_fm_ldexp(const QleLanes<16>::F& p, const QleLanes<16>::F& n) {
+  return _mm512_scalef_ps(p, n);
+}
+#endif
+
+// exp(x); x is clamped to [-87, 88] (NaN passes through the clamps unchanged), so the result is normal.
 template <typename F>
 QLE_FM_INLINE F qle_fm_exp(const F& x_in) {
-  typedef typename QleFm<F>::I I;
   const F zero = {};
-  F x = x_in > 88.0f ? zero + 88.0f : x_in;
-  x = x < -87.0f ? zero - 87.0f : x;
-  const float shifter = 12582912.0f;  // 1.5 * 2^23: (v + shifter) - shifter rounds v to an integer
-  const F n = (x * 1.44269504088896341f + shifter) - shifter;
+  const F x = qle_fm_clamp(x_in, -87.0f, 88.0f);
+  const F n = qle_fm_round(x * 1.44269504088896341f);
   F r = x - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
   F p = zero + 1.9875691500e-4f;
@@ -125,8 +186,7 @@ QLE_FM_INLINE F qle_fm_exp(const F& x_in) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * (r * r) + (r + 1.0f);
-  const I e = (QleFm<F>::to_int(n) + 127) << 23;
-  return p * qle_fm_from_bits<F>(e);
+  return qle_fm_ldexp(p, n);
 }
 
 // log(x) for positive normal x (the kernels call it on [1, 2]).

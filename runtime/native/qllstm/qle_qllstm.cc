@@ -9,31 +9,66 @@
 
 namespace {
 
-// Units [j, j + n), n <= W, of one row.
+// Activations of units [j, j + n), n <= W, of one row.
 template <int W>
-QLE_FM_INLINE void gates_lanes(long H, long j, long n, const float* u, const float* h_prev, const float* c_prev,
-                               const float* gs, const float* gb, float alpha, float* h_out, float* c_out) {
+QLE_FM_INLINE void activations(long H, long j, long n, const float* u, const float* gs, const float* gb,
+                               typename QleLanes<W>::F act[4]) {
   typedef QleLanes<W> L;
-  typename L::F s[4], b[4], h, c;
+  typename L::F s[4], b[4];
   for (long g = 0; g < 4; ++g) {
     s[g] = L::load(gs + g * H + j, n);
     b[g] = L::load(gb + g * H + j, n);
   }
-  qle_fm_qllstm(L::load(u + j, n), s, b, L::load(h_prev + j, n), L::load(c_prev + j, n), alpha, &h, &c);
+  qle_fm_qllstm_gates(L::load(u + j, n), s, b, act);
+}
+
+// New states of units [j, j + n) from their activations.
+template <int W>
+QLE_FM_INLINE void states(long j, long n, const typename QleLanes<W>::F act[4], const float* h_prev,
+                          const float* c_prev, float alpha, float* h_out, float* c_out) {
+  typedef QleLanes<W> L;
+  typename L::F h, c;
+  qle_fm_qllstm_state(act, L::load(h_prev + j, n), L::load(c_prev + j, n), alpha, &h, &c);
   L::store(c_out + j, c, n);
   L::store(h_out + j, h, n);
+}
+
+// The loop over H units for W lanes: full vectors, each pass computing the next vector's activations
+// before this vector's states (independent work, so the CPU overlaps the activations' exp chains with
+// the states' tanh), then one partial vector.
+template <int W>
+QLE_FM_INLINE void gates_loop(long H, const float* u, const float* h_prev, const float* c_prev, const float* gs,
+                              const float* gb, float alpha, float* h_out, float* c_out) {
+  typedef typename QleLanes<W>::F F;
+  long j = 0;
+  if (H >= W) {
+    F act[4];
+    activations<W>(H, 0, W, u, gs, gb, act);
+    for (; j + 2 * W <= H; j += W) {
+      F next[4];
+      activations<W>(H, j + W, W, u, gs, gb, next);
+      states<W>(j, W, act, h_prev, c_prev, alpha, h_out, c_out);
+      for (int g = 0; g < 4; ++g) act[g] = next[g];
+    }
+    states<W>(j, W, act, h_prev, c_prev, alpha, h_out, c_out);
+    j += W;
+  }
+  if (j < H) {
+    F act[4];
+    activations<W>(H, j, H - j, u, gs, gb, act);
+    states<W>(j, H - j, act, h_prev, c_prev, alpha, h_out, c_out);
+  }
 }
 
 typedef void (*GatesFn)(long, const float*, const float*, const float*, const float*, const float*, float, float*,
                         float*);
 
-// The loop over H units for W lanes (full vectors, then one partial vector).
-#define QLE_QL_GATES(NAME, ATTR, W)                                                                     \
-  ATTR void gates_##NAME(long H, const float* u, const float* h_prev, const float* c_prev, const float* gs, \
-                         const float* gb, float alpha, float* h_out, float* c_out) {                    \
-    long j = 0;                                                                                         \
-    for (; j + W <= H; j += W) gates_lanes<W>(H, j, W, u, h_prev, c_prev, gs, gb, alpha, h_out, c_out); \
-    if (j < H) gates_lanes<W>(H, j, H - j, u, h_prev, c_prev, gs, gb, alpha, h_out, c_out);             \
+// gates_loop compiled for one ISA (target attribute ATTR) and lane width W.
+#define QLE_QL_GATES(NAME, ATTR, W)                                                                        \
+  ATTR QLE_FM_SCHED void gates_##NAME(long H, const float* u, const float* h_prev, const float* c_prev,    \
+                                      const float* gs, const float* gb, float alpha, float* h_out,         \
+                                      float* c_out) {                                                      \
+    gates_loop<W>(H, u, h_prev, c_prev, gs, gb, alpha, h_out, c_out);                                     \
   }
 
 QLE_QL_GATES(base, , 4)
