@@ -1,6 +1,6 @@
 """The blocks of the xlstm package's models as graph pieces: the mLSTM and sLSTM blocks of ``xLSTMBlockStack``
 (with their FFN), each one cell-op node and its standard-op layers (layers.py), and the block of ``xLSTMLarge``,
-one block-op node (block_ops.py).
+one block-op node (block_ops.py; in fp16 one cell-op node and its layers).
 """
 from __future__ import annotations
 
@@ -100,7 +100,10 @@ def ffn(net: Net, block, i: int, x: str) -> str:
 
 
 def large_block(net: Net, block, i: int, x: str, states, config) -> str:
-    """One xLSTMLargeBlock (or xLSTMLargeBlockSequence) node: the whole block, its body in block_ops.py."""
+    """One xLSTMLargeBlock (or xLSTMLargeBlockSequence) node: the whole block, its body in block_ops.py (fp16:
+    large_block_cells)."""
+    if net.q.compute_dtype == "float16":
+        return large_block_cells(net, block, i, x, states, config)
     g, layer, ffn, p = net.g, block.mlstm_layer, block.ffn, f"b{i}"
     if config.weight_mode == "single":  # one product for q, k, v, o and one for the gates, as weight_mode "fused"
         parts = [layer.q, layer.k, layer.v, layer.ogate_preact]
@@ -132,6 +135,55 @@ def large_block(net: Net, block, i: int, x: str, states, config) -> str:
              function=net.function(op.name), **{NORM_EPS: float(config.norm_eps)}, **net.q.op_attributes())
     return y
 
+
+
+def large_block_cells(net: Net, block, i: int, x: str, states, config) -> str:
+    """xLSTMLarge's block as one mLSTM cell-op node and standard-op layers: the fp16 form. The block op's kernel
+    computes the norms that feed its float16 products itself; a value within a float32 bit of a float16 rounding
+    boundary would land one float16 step away from the function body's, so fp16 files keep onnxruntime's ops
+    for them."""
+    g, layer, p = net.g, block.mlstm_layer, f"b{i}"
+    nh = config.num_heads
+    dqk, dv = layer.qk_dim // nh, layer.v_dim // nh
+    xn = net.rms_norm(x, block.norm_mlstm, f"{p}.norm_mlstm")
+    if config.weight_mode == "single":  # one MatMul for q, k, v, o and one for the gates, as weight_mode "fused"
+        parts = [layer.q, layer.k, layer.v, layer.ogate_preact]
+        w_qkvo = torch.cat([m.weight for m in parts])
+        b_qkvo = None if parts[0].bias is None else torch.cat([m.bias for m in parts])
+        w_if = torch.cat([layer.igate_preact.weight, layer.fgate_preact.weight])
+        b_if = torch.cat([layer.igate_preact.bias, layer.fgate_preact.bias])
+    else:
+        w_qkvo, b_qkvo = layer.qkv_opreact.weight, layer.qkv_opreact.bias
+        w_if, b_if = layer.ifgate_preact.weight, layer.ifgate_preact.bias
+    q, k, v, o = net.split(net.linear(xn, w_qkvo, b_qkvo, f"{p}.qkvo"), [layer.qk_dim, layer.qk_dim, layer.v_dim,
+                                                                         layer.v_dim], f"{p}.qkvo_split")
+    gates = net.soft_cap(net.linear(xn, w_if, b_if, f"{p}.ifgate"), config.gate_soft_cap, f"{p}.gate_cap")
+    i_pre, f_pre = net.split(gates, [nh, nh], f"{p}.if_split")
+    consts = [net.scalar(f"{p}.q_scale", dqk ** -0.5), net.scalar(f"{p}.k_scale", 1.0),
+              net.scalar(f"{p}.eps", config.eps)]
+    op = (MLSTM_SEQUENCE if net.seq else MLSTM_CELL).name
+    heads = [net.to_heads(q, nh, dqk, f"{p}.q_heads"), net.to_heads(k, nh, dqk, f"{p}.k_heads"),
+             net.to_heads(v, nh, dv, f"{p}.v_heads")]
+    h = g.fresh(f"{p}.h")
+    g.custom(op, [*heads, i_pre, f_pre, *(states[s].input for s in "Cnm"), *consts],
+             [h, *(states[s].output for s in "Cnm")], name=f"{p}.{op}", function=net.function(op))
+    mn = layer.multihead_norm
+    h_norm = net.head_norm(h, dv, None if mn.weight is None else f32(mn.weight),
+                           None if mn.bias is None else f32(mn.bias), mn.eps, f"{p}.multihead_norm")
+    h_out = g.op("Mul", [g.op("Sigmoid", [o], name=f"{p}.ogate"), h_norm], name=f"{p}.h_out")
+    x = g.op("Add", [x, net.linear(h_out, layer.out_proj.weight, layer.out_proj.bias, f"{p}.out_proj")],
+             name=f"{p}.residual_mlstm")
+    ffn = block.ffn
+    xf = net.rms_norm(x, block.norm_ffn, f"{p}.norm_ffn")
+    if config.weight_mode == "single":
+        w_up = torch.cat([ffn.proj_up_gate.weight, ffn.proj_up.weight])
+        b_up = None if ffn.proj_up.bias is None else torch.cat([ffn.proj_up_gate.bias, ffn.proj_up.bias])
+    else:
+        w_up, b_up = ffn.proj_up_gate_z.weight, ffn.proj_up_gate_z.bias
+    gate, z = net.split(net.linear(xf, w_up, b_up, f"{p}.ffn.proj_up"), [ffn.up_proj_dim] * 2, f"{p}.ffn.split")
+    hf = g.op("Mul", [net.silu(gate, f"{p}.ffn.act"), z], name=f"{p}.ffn.gated")
+    y = net.linear(hf, ffn.proj_down.weight, ffn.proj_down.bias, f"{p}.ffn.proj_down")
+    return g.op("Add", [x, y], name=f"{p}.residual_ffn")
 
 def _bias(linear) -> np.ndarray:
     """A linear layer's bias, zeros when it has none (the op always takes one: adding zeros keeps the values)."""
