@@ -95,10 +95,15 @@ OrtStatusPtr QleOpInputs::load(const Ort::KernelContext& ctx) {
   shape.resize(n);
   data.resize(n);
   type.resize(n);
+  const OrtApi& api = Ort::GetApi();
   for (size_t i = 0; i < n; ++i) {
     Ort::ConstValue v = ctx.GetInput(i);
-    Ort::TensorTypeAndShapeInfo info = v.GetTensorTypeAndShapeInfo();
-    const ONNXTensorElementDataType got = info.GetElementType();
+    // The element type and a reference to the input's own dims: no OrtTensorTypeAndShapeInfo allocated
+    // and released per input (ORT API 24, below the ORT_API_VERSION the library registers with).
+    ONNXTensorElementDataType got = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+    const int64_t* dims = nullptr;
+    size_t rank = 0;
+    Ort::ThrowOnError(api.GetTensorElementTypeAndShapeDataReference(v, &got, &dims, &rank));
     if (!op.accepts(mode, i, got)) {
       std::string why;
       if (op.mode_typed(i))
@@ -108,8 +113,7 @@ OrtStatusPtr QleOpInputs::load(const Ort::KernelContext& ctx) {
       return invalid(std::string("input '") + op.inputs[i] + "' must be " + want + why + ", got " +
                                 qle_type_name(got));
     }
-    shape[i].resize(info.GetDimensionsCount());
-    info.GetDimensions(shape[i].data(), shape[i].size());
+    shape[i].assign(dims, dims + rank);
     data[i] = v.GetTensorRawData();
     type[i] = got;
   }
