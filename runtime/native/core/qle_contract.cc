@@ -7,8 +7,6 @@
 
 namespace {
 
-constexpr ONNXTensorElementDataType F16 = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16;
-
 std::string dims_text(const std::vector<int64_t>& d) {
   std::string s = "[";
   for (size_t i = 0; i < d.size(); ++i) s += (i ? ", " : "") + std::to_string((long long)d[i]);
@@ -43,6 +41,10 @@ float* qle_output(Ort::KernelContext& ctx, size_t i, const std::vector<int64_t>&
   return ctx.GetOutput(i, shape.data(), shape.size()).GetTensorMutableData<float>();
 }
 
+float* qle_output(Ort::KernelContext& ctx, size_t i, std::initializer_list<int64_t> shape) {
+  return ctx.GetOutput(i, shape.begin(), shape.size()).GetTensorMutableData<float>();
+}
+
 QleOpInputsStorage& qle_op_inputs_storage() {
   static thread_local QleOpInputsStorage kept;
   return kept;
@@ -65,16 +67,6 @@ OrtStatusPtr QleOpInputs::dynamic_limit(std::initializer_list<std::pair<const ch
       return invalid(std::string("int8-dynamic supports input sizes up to ") + std::to_string(kQleMaxDynamicK) +
                      " (exact int32 sums), got " + s.first + "=" + std::to_string((long long)s.second));
   return nullptr;
-}
-
-ONNXTensorElementDataType QleOpSpec::type(QleQMode m, size_t i) const {
-  if (i >= regular()) return kQleF32;
-  if (i == 0 && x_in_product && m == QleQMode::F16) return F16;
-  return input_types[i];
-}
-
-bool QleOpSpec::accepts(QleQMode m, size_t i, ONNXTensorElementDataType t) const {
-  return i < regular() && is_matrix(i) ? qle_qmode_accepts(m, t) : t == type(m, i);
 }
 
 
@@ -103,10 +95,15 @@ OrtStatusPtr QleOpInputs::load(const Ort::KernelContext& ctx) {
   shape.resize(n);
   data.resize(n);
   type.resize(n);
+  const OrtApi& api = Ort::GetApi();
   for (size_t i = 0; i < n; ++i) {
     Ort::ConstValue v = ctx.GetInput(i);
-    Ort::TensorTypeAndShapeInfo info = v.GetTensorTypeAndShapeInfo();
-    const ONNXTensorElementDataType got = info.GetElementType();
+    // The element type and a reference to the input's own dims: no OrtTensorTypeAndShapeInfo allocated
+    // and released per input (ORT API 24, below the ORT_API_VERSION the library registers with).
+    ONNXTensorElementDataType got = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+    const int64_t* dims = nullptr;
+    size_t rank = 0;
+    Ort::ThrowOnError(api.GetTensorElementTypeAndShapeDataReference(v, &got, &dims, &rank));
     if (!op.accepts(mode, i, got)) {
       std::string why;
       if (op.mode_typed(i))
@@ -116,29 +113,21 @@ OrtStatusPtr QleOpInputs::load(const Ort::KernelContext& ctx) {
       return invalid(std::string("input '") + op.inputs[i] + "' must be " + want + why + ", got " +
                                 qle_type_name(got));
     }
-    shape[i].resize(info.GetDimensionsCount());
-    info.GetDimensions(shape[i].data(), shape[i].size());
+    shape[i].assign(dims, dims + rank);
     data[i] = v.GetTensorRawData();
     type[i] = got;
   }
   return nullptr;
 }
 
-OrtStatusPtr QleOpInputs::rank(size_t i, size_t r, const char* layout) const {
-  if (shape[i].size() == r) return nullptr;
+OrtStatusPtr QleOpInputs::rank_error(size_t i, size_t r, const char* layout) const {
   return invalid(std::string("input '") + op.inputs[i] + "' must have rank " + std::to_string(r) + " (" +
                             layout + "), got shape " + dims_text(shape[i]));
 }
 
-OrtStatusPtr QleOpInputs::expect(size_t i, std::initializer_list<int64_t> want, const char* layout) const {
-  if (shape[i].size() == want.size() && std::equal(want.begin(), want.end(), shape[i].begin())) return nullptr;
-  return expect(i, std::vector<int64_t>(want), layout);
-}
-
-OrtStatusPtr QleOpInputs::expect(size_t i, const std::vector<int64_t>& want, const char* layout) const {
-  if (shape[i] == want) return nullptr;
+OrtStatusPtr QleOpInputs::expect_error(size_t i, const int64_t* want, size_t n, const char* layout) const {
   return invalid(std::string("input '") + op.inputs[i] + "' must have shape " + layout + " = " +
-                            dims_text(want) + ", got " + dims_text(shape[i]));
+                            dims_text(std::vector<int64_t>(want, want + n)) + ", got " + dims_text(shape[i]));
 }
 
 OrtStatusPtr QleOpInputs::scalar(size_t i, float* out) const {

@@ -44,9 +44,16 @@ struct QleOpSpec {
   // The inputs whose element type depends on the mode.
   bool mode_typed(size_t i) const { return is_matrix(i) || (i == 0 && x_in_product); }
   // Element type of input i, not a matrix, in a node of mode m.
-  ONNXTensorElementDataType type(QleQMode m, size_t i) const;
+  // (Both inline: QleOpInputs::load asks them for every input of every Compute call.)
+  ONNXTensorElementDataType type(QleQMode m, size_t i) const {
+    if (i >= regular()) return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+    if (i == 0 && x_in_product && m == QleQMode::F16) return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16;
+    return input_types[i];
+  }
   // Whether input i of a node of mode m may have element type t (a matrix: qle_qmode_accepts).
-  bool accepts(QleQMode m, size_t i, ONNXTensorElementDataType t) const;
+  bool accepts(QleQMode m, size_t i, ONNXTensorElementDataType t) const {
+    return i < regular() && is_matrix(i) ? qle_qmode_accepts(m, t) : t == type(m, i);
+  }
 };
 
 constexpr ONNXTensorElementDataType kQleF32 = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
@@ -89,10 +96,22 @@ struct QleOpInputs {
   OrtStatusPtr sizes(std::initializer_list<std::string> errors) const;
   // int8-dynamic: the products' input sizes (name, value) must keep the int32 sums exact.
   OrtStatusPtr dynamic_limit(std::initializer_list<std::pair<const char*, int64_t>> sizes) const;
-  OrtStatusPtr rank(size_t i, size_t r, const char* layout) const;
-  OrtStatusPtr expect(size_t i, const std::vector<int64_t>& want, const char* layout) const;
-  // The same for a shape written out ({B, H}): compared in place, a vector built only for the message.
-  OrtStatusPtr expect(size_t i, std::initializer_list<int64_t> want, const char* layout) const;
+  // rank and expect compare inline (every Compute call checks every input) and build their messages
+  // out of line, only on a mismatch.
+  OrtStatusPtr rank(size_t i, size_t r, const char* layout) const {
+    return shape[i].size() == r ? nullptr : rank_error(i, r, layout);
+  }
+  OrtStatusPtr expect(size_t i, const std::vector<int64_t>& want, const char* layout) const {
+    return shape[i] == want ? nullptr : expect_error(i, want.data(), want.size(), layout);
+  }
+  // The same for a shape written out ({B, H}): compared in place, no vector built.
+  OrtStatusPtr expect(size_t i, std::initializer_list<int64_t> want, const char* layout) const {
+    const std::vector<int64_t>& s = shape[i];
+    if (s.size() == want.size() && std::equal(want.begin(), want.end(), s.begin())) return nullptr;
+    return expect_error(i, want.begin(), want.size(), layout);
+  }
+  OrtStatusPtr rank_error(size_t i, size_t r, const char* layout) const;
+  OrtStatusPtr expect_error(size_t i, const int64_t* want, size_t n, const char* layout) const;
   // A 0-d scalar or a one-element vector (a host input).
   OrtStatusPtr scalar(size_t i, float* out) const;
 };
@@ -102,6 +121,8 @@ struct QleOpInputs {
 std::vector<int64_t> qle_scale_shape(QleQMode mode, long block, std::vector<int64_t> lead, int64_t K, int64_t N);
 // Output i of shape `shape` (float32), allocated by onnxruntime in the execution provider's memory.
 float* qle_output(Ort::KernelContext& ctx, size_t i, const std::vector<int64_t>& shape);
+// The same for a shape written out ({B, H}): no vector built.
+float* qle_output(Ort::KernelContext& ctx, size_t i, std::initializer_list<int64_t> shape);
 
 // One Compute call of a node of op `op` and `mode`: counts it, loads its inputs (load's checks), then
 // returns run(ctx, inputs). A C++ exception becomes a status naming the op.

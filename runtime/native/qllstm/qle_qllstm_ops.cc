@@ -121,23 +121,35 @@ const QleOpSpec& qle_qllstm_spec(bool seq) {
   return seq ? sequence : cell;
 }
 
+namespace {
+
+// D and H within their bounds: checked in place, the messages (qle_size_error) built only when one fails.
+OrtStatusPtr qllstm_sizes(const QleOpInputs& in, int64_t D, int64_t H) {
+  if (qle_size_ok(D, 1, kQleMaxWidth) && qle_size_ok(H, 1, kQleMaxWidth)) return nullptr;
+  return in.sizes({qle_size_error("the input size D", "x's last dimension", D, 1, kQleMaxWidth),
+                   qle_size_error("the hidden size H", "h's second dimension", H, 1, kQleMaxWidth)});
+}
+
+}  // namespace
+
 OrtStatusPtr qle_check_qllstm_weights(const QleOpInputs& in, long block, int64_t D, int64_t H) {
   OrtStatusPtr st = nullptr;
-  if ((st = in.sizes({qle_size_error("the input size D", "x's last dimension", D, 1, kQleMaxWidth),
-                      qle_size_error("the hidden size H", "h's second dimension", H, 1, kQleMaxWidth)})) ||
+  if ((st = qllstm_sizes(in, D, H)) ||
       (st = in.expect(3, {D, in.width(3, H)},
                       in.layout(3, "[D, H] (input-major)", "[D, ceil(H / 2)] (input-major, int4 two per byte)"))) ||
       (st = in.expect(4, {H, in.width(4, H)},
                       in.layout(4, "[H, H] (input-major)", "[H, ceil(H / 2)] (input-major, int4 two per byte)"))))
     return st;
   if (qle_qmode_integer(in.mode)) {
-    const QleQMode m = in.mode;
-    const bool i4 = m == QleQMode::I4;
-    if ((st = in.expect(9, qle_scale_shape(m, block, {}, D, H),
-                        i4 ? "[ceil(D / block_size), H]" : "[H] (one scale per output channel)")) ||
-        (st = in.expect(10, qle_scale_shape(m, block, {}, H, H),
-                        i4 ? "[ceil(H / block_size), H]" : "[H] (one scale per output channel)")))
+    // qle_scale_shape's shapes, written out (no vectors built): int4 [ceil(K / block), H], else [H].
+    if (in.mode == QleQMode::I4) {
+      if ((st = in.expect(9, {qle_ceil_div(D, block), H}, "[ceil(D / block_size), H]")) ||
+          (st = in.expect(10, {qle_ceil_div(H, block), H}, "[ceil(H / block_size), H]")))
+        return st;
+    } else if ((st = in.expect(9, {H}, "[H] (one scale per output channel)")) ||
+               (st = in.expect(10, {H}, "[H] (one scale per output channel)"))) {
       return st;
+    }
   }
   return in.dynamic_limit({{"D", D}, {"H", H}});
 }
@@ -147,9 +159,8 @@ OrtStatusPtr qle_check_qllstm(const QleOpInputs& in, long block, bool seq, QleQl
   if ((st = in.rank(0, seq ? 3 : 2, seq ? "[B, T, D]" : "[B, D]")) || (st = in.rank(1, 2, "[B, H]"))) return st;
   const std::vector<int64_t>& xs = in.shape[0];
   const int64_t B = xs[0], T = seq ? xs[1] : 1, D = xs.back(), H = in.shape[1][1];
-  if ((st = in.sizes({qle_size_error("the input size D", "x's last dimension", D, 1, kQleMaxWidth),
-                      qle_size_error("the hidden size H", "h's second dimension", H, 1, kQleMaxWidth)})) ||
-      (st = in.expect(1, {B, H}, "[B, H] (B from x)")) || (st = in.expect(2, {B, H}, "[B, H]")) ||
+  if ((st = qllstm_sizes(in, D, H)) || (st = in.expect(1, {B, H}, "[B, H] (B from x)")) ||
+      (st = in.expect(2, {B, H}, "[B, H]")) ||
       (st = qle_check_qllstm_weights(in, block, D, H)) || (st = in.expect(5, {H}, "[H]")) ||
       (st = in.expect(6, {4, H}, "[4, H]")) || (st = in.expect(7, {4, H}, "[4, H]")) ||
       (st = in.expect(8, {}, "[] (0-d scalar)")))
@@ -159,11 +170,10 @@ OrtStatusPtr qle_check_qllstm(const QleOpInputs& in, long block, bool seq, QleQl
 }
 
 QleQllstmOutputs qle_qllstm_outputs(Ort::KernelContext& ctx, const QleQllstmDims& d, bool seq) {
-  const std::vector<int64_t> state = {d.B, d.H};
   QleQllstmOutputs o{};
   size_t i = 0;
   o.Y = seq ? qle_output(ctx, i++, {d.B, d.T, d.H}) : nullptr;
-  o.h = qle_output(ctx, i++, state);
-  o.c = qle_output(ctx, i++, state);
+  o.h = qle_output(ctx, i++, {d.B, d.H});
+  o.c = qle_output(ctx, i++, {d.B, d.H});
   return o;
 }
