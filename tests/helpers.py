@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 from hypothesis import strategies as st
@@ -116,6 +117,18 @@ def xlstm_models(draw):
     if kind == "stack":
         return perturb(x.xLSTMBlockStack(x.xLSTMBlockStackConfig(**kw)), seed)
     return perturb(x.xLSTMLMModel(x.xLSTMLMModelConfig(vocab_size=11, **kw)), seed)
+
+
+def ort_session(model, library=None, threads: int = 1) -> ort.InferenceSession:
+    """A CPU onnxruntime session of ``model`` (a ModelProto) with ``threads`` intra-op threads; the op library at
+    path ``library`` registered when given (its native kernels run), else the function bodies run."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    if library is not None:
+        so.register_custom_ops_library(str(library))
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
 # -- every family ---------------------------------------------------------------------------------------------------

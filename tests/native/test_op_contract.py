@@ -4,7 +4,6 @@ import ctypes
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import onnx
 import pytest

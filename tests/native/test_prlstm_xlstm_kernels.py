@@ -15,12 +15,11 @@ import os
 
 import ml_dtypes
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from helpers import perturb, stack_kwargs
+from helpers import ort_session, perturb, stack_kwargs
 from qlstm_edge.exporters import export_onnx
 from qlstm_edge.exporters.quantize import Quantizer, pack_int4, quantize_symmetric, to_fp16
 from qlstm_edge.families.prlstm import PRLSTM
@@ -70,19 +69,11 @@ def op_model(op: str, function, feeds: dict, outputs: list, dynamic: bool = Fals
                              functions=[function], ir_version=8)
 
 
-def session(model, lib_path=None, threads=1):
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.log_severity_level = 3
-    if lib_path is not None:
-        so.register_custom_ops_library(str(lib_path))
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-
 
 def compare(model, feeds, lib_path):
-    want = session(model).run(None, feeds)
+    want = ort_session(model).run(None, feeds)
     calls = native_lib.compute_calls()
-    got = session(model, lib_path).run(None, feeds)
+    got = ort_session(model, lib_path).run(None, feeds)
     assert native_lib.compute_calls() == calls + 1  # the native kernel ran, not the function body
     for g, w in zip(got, want):
         assert g.dtype == w.dtype and g.shape == w.shape
@@ -141,7 +132,7 @@ def test_prlstm_op_matches_function_body(isa, lib, B, T, D, H, K, R, counts):
 def step_body_chain(feeds):
     """The PRLSTMStep function body (no library) applied token by token over a sequence op's feeds."""
     T = feeds["x"].shape[1]
-    step = session(pr_model(False, int(feeds["W_unary"].shape[0]), {**feeds, "x": feeds["x"][:, 0]}))
+    step = ort_session(pr_model(False, int(feeds["W_unary"].shape[0]), {**feeds, "x": feeds["x"][:, 0]}))
     cur = [feeds[k] for k in pr_export.STATES]
     weights = {k: feeds[k] for k in pr_export.WEIGHTS}
     ys = []
@@ -162,8 +153,8 @@ def test_prlstm_stream_limit_matches_function_body(isa, lib):
     assert np.array_equal(np.isnan(y).all(-1), np.array(counts) + 1 >= 8)
     for T in (1, 2, 5):
         feeds = pr_feeds(rng, len(counts), T, 3, 6, 3, 1, counts, True)
-        Y, *state = session(pr_model(True, 1, feeds), lib).run(None, feeds)
-        want_Y, *want_state = session(pr_model(True, 1, feeds)).run(None, feeds)
+        Y, *state = ort_session(pr_model(True, 1, feeds), lib).run(None, feeds)
+        want_Y, *want_state = ort_session(pr_model(True, 1, feeds)).run(None, feeds)
         pos = np.array(counts)[:, None] + np.arange(1, T + 1)[None]
         assert np.array_equal(np.isnan(Y).all(-1), pos >= 8) and np.array_equal(np.isnan(Y), np.isnan(want_Y))
         assert np.nanmax(np.abs(Y - want_Y)) <= TOL
@@ -182,8 +173,8 @@ def test_prlstm_step_chain_equals_sequence(lib, monkeypatch):
     rng = np.random.default_rng(3)
     B, T, D, H, K, R = 2, 11, 4, 10, 5, 1
     seq_feeds = pr_feeds(rng, B, T, D, H, K, R, [0, 9], True)
-    Y, *state = session(pr_model(True, R, seq_feeds), lib).run(None, seq_feeds)
-    step = session(pr_model(False, R, {**seq_feeds, "x": seq_feeds["x"][:, 0]}), lib)
+    Y, *state = ort_session(pr_model(True, R, seq_feeds), lib).run(None, seq_feeds)
+    step = ort_session(pr_model(False, R, {**seq_feeds, "x": seq_feeds["x"][:, 0]}), lib)
     cur = [seq_feeds[k] for k in ("block_h", "block_c", "prefix_h", "prefix_c", "count")]
     weights = {k: seq_feeds[k] for k in pr_export.WEIGHTS}
     for t in range(T):
@@ -215,7 +206,7 @@ def mlstm_feeds(rng, B, T, NH, DK, DV, seq, scales=(1.0, 0.5, 1e-6)):
               "eps": np.array(scales[2], np.float32)}
     warm = {**chunk(6), "C0": np.zeros((B, NH, DK, DV), np.float32), "n0": np.zeros((B, NH, DK), np.float32),
             "m0": np.zeros((B, NH, 1), np.float32), **consts}
-    _, C, n, m = session(x_model("mLSTMSequence", warm)).run(None, warm)
+    _, C, n, m = ort_session(x_model("mLSTMSequence", warm)).run(None, warm)
     x = chunk(T)
     if not seq:
         x = {k: v[:, 0] for k, v in x.items()}
@@ -328,7 +319,7 @@ def test_step_ops_match_float64_reference(isa, lib):
         cases += [(x_model("sLSTMCell", f), f, ref_slstm_cell) for f in [slstm_feeds(rng, 3, 1, 3, 7, False)]]
         cases += [(x_model("mLSTMCell", f), f, ref_mlstm_cell) for f in [mlstm_feeds(rng, 3, 1, 2, 9, 11, False)]]
     for model, feeds, ref in cases:
-        for got, want in zip(session(model, lib).run(None, feeds), ref(feeds)):
+        for got, want in zip(ort_session(model, lib).run(None, feeds), ref(feeds)):
             assert got.shape == want.shape
             assert np.array_equal(np.isnan(got), np.isnan(want))
             assert np.nanmax(np.abs(got - want), initial=0.0) <= TOL_FLOAT64, model.graph.node[0].op_type
@@ -338,7 +329,7 @@ def test_empty_chunk_keeps_the_state(lib):
     """T = 0 (the function bodies' Scan and Loop cannot take it; StreamingSession short-circuits it)."""
     rng = np.random.default_rng(5)
     feeds = pr_feeds(rng, 2, 0, 3, 8, 3, 1, [2, 5], True)
-    Y, *state = session(pr_model(True, 1, feeds), lib).run(None, feeds)
+    Y, *state = ort_session(pr_model(True, 1, feeds), lib).run(None, feeds)
     assert Y.shape == (2, 0, 8)
     for got, name in zip(state, pr_export.STATES):
         np.testing.assert_array_equal(got, feeds[name])
@@ -346,7 +337,7 @@ def test_empty_chunk_keeps_the_state(lib):
         return
     for op, feeds, names in (("sLSTMSequence", slstm_feeds(rng, 2, 0, 2, 3, True), ["y0", "c0", "n0", "m0"]),
                              ("mLSTMSequence", mlstm_feeds(rng, 2, 0, 2, 3, 5, True), ["C0", "n0", "m0"])):
-        Y, *state = session(x_model(op, feeds), lib).run(None, feeds)
+        Y, *state = ort_session(x_model(op, feeds), lib).run(None, feeds)
         assert Y.shape[:2] == (2, 0)
         for got, name in zip(state, names):
             np.testing.assert_array_equal(got, feeds[name])
@@ -372,8 +363,8 @@ def test_threads_split_rows_identically(lib):
                   (x_model, ("mLSTMSequence",), mlstm_feeds(rng, 3, 5, 4, 64, 64, True))]
     for make, args, feeds in cases:
         model = make(*args, feeds)
-        one = session(model, lib, threads=1).run(None, feeds)
-        two = session(model, lib, threads=2).run(None, feeds)
+        one = ort_session(model, lib, threads=1).run(None, feeds)
+        two = ort_session(model, lib, threads=2).run(None, feeds)
         for a, b in zip(one, two):
             np.testing.assert_array_equal(a, b)
 
@@ -381,7 +372,7 @@ def test_threads_split_rows_identically(lib):
 # -- bad inputs ----------------------------------------------------------------------------------
 def refused(model, feeds, lib_path, needle):
     with pytest.raises(Exception) as e:
-        session(model, lib_path).run(None, feeds)
+        ort_session(model, lib_path).run(None, feeds)
     assert needle in str(e.value), str(e.value)
 
 
@@ -420,7 +411,7 @@ def test_forced_unknown_isa_is_refused(lib, monkeypatch):
     monkeypatch.setenv(native_lib.ISA_ENV, "sse9")
     feeds = pr_feeds(np.random.default_rng(0), 1, 1, 3, 4, 3, 1, [0], False)
     with pytest.raises(Exception, match="PRLSTMStep: QLSTM_EDGE_NATIVE_ISA=sse9"):
-        session(pr_model(False, 1, feeds), lib).run(None, feeds)
+        ort_session(pr_model(False, 1, feeds), lib).run(None, feeds)
 
 
 # -- the library's op table ---------------------------------------------------------------------------
@@ -620,9 +611,9 @@ def assert_close(got, want, tol):
 
 
 def compare_quant(model, feeds, lib_path, tol):
-    want = session(model).run(None, feeds)
+    want = ort_session(model).run(None, feeds)
     calls = native_lib.compute_calls()
-    got = session(model, lib_path).run(None, feeds)
+    got = ort_session(model, lib_path).run(None, feeds)
     assert native_lib.compute_calls() == calls + 1  # the native kernel ran, not the function body
     assert_close(got, want, tol)
     return got
@@ -661,7 +652,7 @@ def test_int4_onnx_int4_storage_matches_packed_bit_for_bit(isa, lib):
         for packed in (True, False):
             model, run = make(seq, feeds, "int4", bs, packed=packed)
             calls = native_lib.compute_calls()
-            outs.append(session(model, lib).run(None, run))
+            outs.append(ort_session(model, lib).run(None, run))
             assert native_lib.compute_calls() == calls + 1
         for a, b in zip(*outs):
             np.testing.assert_array_equal(a, b)
@@ -677,10 +668,10 @@ def test_quantized_weights_as_graph_inputs_pack_per_call(lib, mode):
         cases.append((slstm_quant_model, slstm_feeds(rng, 4, 16, 4, 32, True)))
     for make, feeds in cases:
         model, run_feeds = make(True, feeds, mode, 32)
-        packed = session(model, lib).run(None, run_feeds)
+        packed = ort_session(model, lib).run(None, run_feeds)
         model, run_feeds = make(True, feeds, mode, 32, constant=False)
         for threads in (1, 2):
-            for a, b in zip(session(model, lib, threads=threads).run(None, run_feeds), packed):
+            for a, b in zip(ort_session(model, lib, threads=threads).run(None, run_feeds), packed):
                 np.testing.assert_array_equal(a, b)
 
 
@@ -791,7 +782,7 @@ def pr_token_chain(feeds, mode, lib_path):
     """The native PRLSTMSequence op over ``feeds``' chunk as T chunks of one token (the token-by-token path), the
     state fed back: (Y, states)."""
     model, run = pr_seq_model({**feeds, "x": feeds["x"][:, :1]}, mode)
-    sess = session(model, lib_path)
+    sess = ort_session(model, lib_path)
     x = feeds["x"].astype(run["x"].dtype)
     cur = [run[k] for k in pr_export.STATES]
     ys = []
@@ -846,8 +837,8 @@ def test_prlstm_long_chunk_past_the_limit(lib):
     rng = np.random.default_rng(27)
     counts = [0, 50]
     feeds = pr_feeds(rng, 2, 100, 3, 6, 7, 1, counts, True)
-    Y, *state = session(pr_model(True, 1, feeds), lib).run(None, feeds)
-    want_Y, *want_state = session(pr_model(True, 1, feeds)).run(None, feeds)
+    Y, *state = ort_session(pr_model(True, 1, feeds), lib).run(None, feeds)
+    want_Y, *want_state = ort_session(pr_model(True, 1, feeds)).run(None, feeds)
     pos = np.array(counts)[:, None] + np.arange(1, 101)[None]
     assert np.array_equal(np.isnan(Y).all(-1), pos >= 128) and np.array_equal(np.isnan(Y), np.isnan(want_Y))
     assert np.nanmax(np.abs(Y - want_Y)) <= TOL

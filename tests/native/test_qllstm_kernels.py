@@ -17,7 +17,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from helpers import REPO, op_model, random_inputs, reference
+from helpers import REPO, op_model, ort_session, random_inputs, reference
 from qlstm_edge.runtime import native_lib
 
 NATIVE_SRC = REPO / "runtime" / "native"
@@ -26,14 +26,6 @@ TOL_VS_FUNCTION = 1e-5
 TOL_VS_FLOAT64 = 2e-5
 
 
-def make_session(model, native: bool, threads: int = 1) -> ort.InferenceSession:
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    if native:
-        native_lib.register(so)
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-
 
 _function_cache: dict = {}
 
@@ -41,7 +33,7 @@ _function_cache: dict = {}
 def function_outputs(sequence: bool, feeds: dict, key) -> list:
     """Outputs of the function-body path (no library), cached across ISA parametrizations."""
     if key not in _function_cache:
-        _function_cache[key] = make_session(op_model(sequence), native=False).run(None, feeds)
+        _function_cache[key] = ort_session(op_model(sequence)).run(None, feeds)
     return _function_cache[key]
 
 
@@ -61,7 +53,7 @@ def test_cell_matches_function_and_reference(isa, B, H):
     D = D_FOR_H[H]
     feeds = random_inputs(B, None, D, H, seed=H * 10 + B)
     calls = native_lib.compute_calls()
-    out = make_session(op_model(False), native=True).run(None, feeds)
+    out = ort_session(op_model(False), native_lib.library_path()).run(None, feeds)
     assert native_lib.compute_calls() == calls + 1
     check(out, function_outputs(False, feeds, ("cell", B, H)), reference(feeds, False))
 
@@ -72,7 +64,7 @@ def test_cell_matches_function_and_reference(isa, B, H):
 def test_sequence_matches_function_and_reference(isa, B, H, T):
     D = D_FOR_H[H]
     feeds = random_inputs(B, T, D, H, seed=H * 100 + B * 10 + T)
-    out = make_session(op_model(True), native=True).run(None, feeds)
+    out = ort_session(op_model(True), native_lib.library_path()).run(None, feeds)
     ref = reference(feeds, True)
     if T == 0:
         # onnxruntime's Scan refuses a zero-length scan axis, so the function body cannot run
@@ -89,15 +81,15 @@ def test_sequence_large_chunk_projection(isa):
     cache-blocked path (W copied in 256 x 256 blocks, later K blocks added into the output)."""
     B, T, D, H = 3, 65, 301, 259
     feeds = random_inputs(B, T, D, H, seed=77)
-    out = make_session(op_model(True), native=True).run(None, feeds)
+    out = ort_session(op_model(True), native_lib.library_path()).run(None, feeds)
     check(out, function_outputs(True, feeds, ("seq-large", B, H, T)), reference(feeds, True))
 
 
 def test_sequence_equals_repeated_cell(isa):
     B, T, D, H = 2, 9, 7, 20
     feeds = random_inputs(B, T, D, H, seed=5)
-    Y, hT, cT = make_session(op_model(True), native=True).run(None, feeds)
-    cell = make_session(op_model(False), native=True)
+    Y, hT, cT = ort_session(op_model(True), native_lib.library_path()).run(None, feeds)
+    cell = ort_session(op_model(False), native_lib.library_path())
     h, c = feeds["h"], feeds["c"]
     for t in range(T):
         h, c = cell.run(None, {**feeds, "x": np.ascontiguousarray(feeds["x"][:, t]), "h": h, "c": c})
@@ -111,11 +103,11 @@ def test_multithreaded_batch_split(isa, sequence):
     """B=9 with 2 intra-op threads takes the ParallelFor paths (row groups, projection chunks)."""
     B, T, D, H = 9, (33 if sequence else None), 67, 130
     feeds = random_inputs(B, T, D, H, seed=9)
-    out = make_session(op_model(sequence), native=True, threads=2).run(None, feeds)
-    single = make_session(op_model(sequence), native=True, threads=1).run(None, feeds)
+    out = ort_session(op_model(sequence), native_lib.library_path(), threads=2).run(None, feeds)
+    single = ort_session(op_model(sequence), native_lib.library_path(), threads=1).run(None, feeds)
     for a, b in zip(out, single):
         np.testing.assert_array_equal(a, b)
-    check(out, make_session(op_model(sequence), native=False).run(None, feeds), reference(feeds, sequence))
+    check(out, ort_session(op_model(sequence)).run(None, feeds), reference(feeds, sequence))
 
 
 def test_activation_accuracy_extreme_preactivations(isa):
@@ -131,7 +123,7 @@ def test_activation_accuracy_extreme_preactivations(isa):
     feeds["gate_scale"][:] = mags.astype(np.float32) * rng.choice([-1.0, 1.0], size=(4, H)).astype(np.float32)
     feeds["gate_bias"][:] = 0.0
     feeds["c"][:] = (mags * 0.5).astype(np.float32)
-    out = make_session(op_model(False), native=True).run(None, feeds)
+    out = ort_session(op_model(False), native_lib.library_path()).run(None, feeds)
     for got, ref in zip(out, reference(feeds, False)):
         assert np.abs(got - ref).max() <= 1e-6
 
@@ -140,11 +132,11 @@ def test_nan_propagates(isa):
     B, D, H = 1, 4, 37
     feeds = random_inputs(B, None, D, H, seed=3)
     feeds["h"][0, 5] = np.nan
-    h_new, c_new = make_session(op_model(False), native=True).run(None, feeds)
+    h_new, c_new = ort_session(op_model(False), native_lib.library_path()).run(None, feeds)
     assert np.isnan(h_new).any() and np.isnan(c_new).any()
     feeds = random_inputs(B, None, D, H, seed=3)
     feeds["gate_bias"][1, 20] = np.nan
-    h_new, c_new = make_session(op_model(False), native=True).run(None, feeds)
+    h_new, c_new = ort_session(op_model(False), native_lib.library_path()).run(None, feeds)
     assert np.isnan(h_new[0, 20]) and np.isnan(c_new[0, 20])
     assert np.isfinite(np.delete(h_new[0], 20)).all()
 
@@ -156,9 +148,9 @@ def test_registered_kernel_wins_over_local_function(lib_status):
     assert [f.name for f in model.functions] == ["QLLSTMCell"]
     feeds = random_inputs(2, None, 5, 8, seed=1)
     before = native_lib.compute_calls()
-    native = make_session(model, native=True).run(None, feeds)
+    native = ort_session(model, native_lib.library_path()).run(None, feeds)
     assert native_lib.compute_calls() == before + 1
-    plain = make_session(model, native=False).run(None, feeds)
+    plain = ort_session(model).run(None, feeds)
     assert native_lib.compute_calls() == before + 1
     for a, b in zip(native, plain):
         np.testing.assert_allclose(a, b, atol=TOL_VS_FUNCTION, rtol=0)
@@ -167,10 +159,10 @@ def test_registered_kernel_wins_over_local_function(lib_status):
 def test_without_function_body_needs_library(lib_status):
     model = op_model(False, with_function=False)
     feeds = random_inputs(1, None, 3, 4)
-    out = make_session(model, native=True).run(None, feeds)
+    out = ort_session(model, native_lib.library_path()).run(None, feeds)
     check(out, out, reference(feeds, False))
     with pytest.raises(Exception):
-        make_session(model, native=False)
+        ort_session(model)
 
 
 @pytest.mark.parametrize(
@@ -191,7 +183,7 @@ def test_wrong_input_is_refused_clearly(lib_status, sequence, name, shape, needl
     B, D, H = 2, 4, 6
     feeds = random_inputs(B, 3 if sequence else None, D, H)
     feeds[name] = np.zeros(shape, dtype=np.float32)
-    sess = make_session(op_model(sequence, with_function=False, shapeless=True), native=True)
+    sess = ort_session(op_model(sequence, with_function=False, shapeless=True), native_lib.library_path())
     with pytest.raises(Exception) as err:
         sess.run(None, feeds)
     assert needle in str(err.value)
@@ -245,7 +237,7 @@ def test_not_a_library_is_refused_clearly(monkeypatch, tmp_path):
 def test_concurrent_runs_on_one_session(lib_status):
     """onnxruntime may call one kernel instance from several threads: results stay exact."""
     B, T, D, H = 2, 17, 11, 40
-    sess = make_session(op_model(True), native=True, threads=1)
+    sess = ort_session(op_model(True), native_lib.library_path(), threads=1)
     feeds = [random_inputs(B, T, D, H, seed=s) for s in range(4)]
     expected = [sess.run(None, f) for f in feeds]
     errors = []

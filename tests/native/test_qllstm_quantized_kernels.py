@@ -12,10 +12,9 @@ emulation to a bound derived from float16 rounding.
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 
-from helpers import (INPUTS, QUANT_MODES, SCALE_INPUTS, make_qllstm, quant_op_model, quantize_feeds,
+from helpers import (INPUTS, QUANT_MODES, SCALE_INPUTS, make_qllstm, ort_session, quant_op_model, quantize_feeds,
                      quantize_rows_like_body, random_inputs, reference_quant)
 from qlstm_edge.parity import TOLERANCES
 from qlstm_edge.runtime import native_lib
@@ -25,14 +24,6 @@ T = 6
 TOL_FLOAT = 1e-5       # native vs body / reference where only float32 rounding differs
 FP16_ULP = 2.0 ** -10  # float16 spacing relative to |v| (upper bound)
 
-
-def session(model, native: bool, threads: int = 1) -> ort.InferenceSession:
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    if native:
-        native_lib.register(so)
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
 def weight_names(mode):
@@ -65,11 +56,11 @@ def test_matches_body_and_reference(isa, mode, sequence, size):
     B, D, H, bs = size
     qf, consts, feeds = case(mode, sequence, B, D, H, bs, seed=H + B + sequence)
     calls = native_lib.compute_calls()
-    out = session(quant_op_model(sequence, mode, bs, constants=consts), native=True).run(None, feeds)
+    out = ort_session(quant_op_model(sequence, mode, bs, constants=consts), native_lib.library_path()).run(None, feeds)
     assert native_lib.compute_calls() == calls + 1
     key = (mode, sequence, size)
     if key not in _body_cache:
-        _body_cache[key] = session(quant_op_model(sequence, mode, bs, constants=consts), native=False).run(None, feeds)
+        _body_cache[key] = ort_session(quant_op_model(sequence, mode, bs, constants=consts)).run(None, feeds)
     body = _body_cache[key]
     ref = reference_quant(qf, mode, sequence, bs)
     tol_ref = fp16_bound(qf, sequence) if mode == "fp16" else 2 * TOL_FLOAT
@@ -90,8 +81,8 @@ def test_weight_only_row_tiles_match_body(isa, mode, B, steps):
     qf = quantize_feeds(random_inputs(B, steps, D, H, seed=B * 100 + steps), mode, bs)
     consts = {n: qf[n] for n in weight_names(mode)}
     feeds = {n: qf[n] for n in INPUTS if n not in consts}
-    out = session(quant_op_model(True, mode, bs, constants=consts), native=True).run(None, feeds)
-    body = session(quant_op_model(True, mode, bs, constants=consts), native=False).run(None, feeds)
+    out = ort_session(quant_op_model(True, mode, bs, constants=consts), native_lib.library_path()).run(None, feeds)
+    body = ort_session(quant_op_model(True, mode, bs, constants=consts)).run(None, feeds)
     for got, b in zip(out, body):
         assert got.shape == b.shape and np.abs(got - b).max() <= TOL_FLOAT, np.abs(got - b).max()
 
@@ -109,7 +100,7 @@ def test_int4_onnx_int4_storage_matches_packed_bit_for_bit(isa, sequence, size):
         consts = {n: qf[n] for n in weight_names("int4")}
         model = quant_op_model(sequence, "int4", bs, constants=consts, with_function=False, packed=packed)
         calls = native_lib.compute_calls()
-        outs.append(session(model, native=True).run(None, {n: qf[n] for n in INPUTS if n not in consts}))
+        outs.append(ort_session(model, native_lib.library_path()).run(None, {n: qf[n] for n in INPUTS if n not in consts}))
         assert native_lib.compute_calls() == calls + 1
     for a, b in zip(*outs):
         np.testing.assert_array_equal(a, b)
@@ -120,8 +111,8 @@ def test_weights_as_graph_inputs_pack_per_call(lib_status, mode):
     """Weights fed as graph inputs (not constant initializers) are packed on each call: same
     result as the once-packed constants."""
     qf, consts, feeds = case(mode, True, 2, 19, 33, 32, seed=3)
-    packed = session(quant_op_model(True, mode, constants=consts), native=True).run(None, feeds)
-    per_call = session(quant_op_model(True, mode), native=True).run(None, {**feeds, **consts})
+    packed = ort_session(quant_op_model(True, mode, constants=consts), native_lib.library_path()).run(None, feeds)
+    per_call = ort_session(quant_op_model(True, mode), native_lib.library_path()).run(None, {**feeds, **consts})
     for a, b in zip(packed, per_call):
         np.testing.assert_array_equal(a, b)
 
@@ -145,8 +136,8 @@ def test_int8_dynamic_rounding_ties_and_extremes(isa):
     consts = {n: qf[n] for n in weight_names("int8-dynamic")}
     feeds = {n: qf[n] for n in INPUTS if n not in consts}
     model = quant_op_model(False, "int8-dynamic", constants=consts)
-    out = session(model, native=True).run(None, feeds)
-    body = session(model, native=False).run(None, feeds)
+    out = ort_session(model, native_lib.library_path()).run(None, feeds)
+    body = ort_session(model).run(None, feeds)
     for got, b, r in zip(out, body, reference_quant(qf, "int8-dynamic", False)):
         assert np.abs(got - r).max() <= 2 * TOL_FLOAT
         assert np.abs(got - b).max() <= TOL_FLOAT
@@ -156,16 +147,16 @@ def test_int8_dynamic_rounding_ties_and_extremes(isa):
 def test_multithreaded_batch_split(lib_status, mode):
     qf, consts, feeds = case(mode, True, 9, 67, 130, 32, seed=9)
     model = quant_op_model(True, mode, constants=consts)
-    two = session(model, native=True, threads=2).run(None, feeds)
-    one = session(model, native=True, threads=1).run(None, feeds)
+    two = ort_session(model, native_lib.library_path(), threads=2).run(None, feeds)
+    one = ort_session(model, native_lib.library_path(), threads=1).run(None, feeds)
     for a, b in zip(two, one):
         np.testing.assert_array_equal(a, b)
 
 
 def test_sequence_equals_repeated_cell(lib_status):
     qf, consts, feeds = case("int8-dynamic", True, 2, 11, 24, 32, seed=4)
-    Y, hT, cT = session(quant_op_model(True, "int8-dynamic", constants=consts), native=True).run(None, feeds)
-    cell = session(quant_op_model(False, "int8-dynamic", constants=consts), native=True)
+    Y, hT, cT = ort_session(quant_op_model(True, "int8-dynamic", constants=consts), native_lib.library_path()).run(None, feeds)
+    cell = ort_session(quant_op_model(False, "int8-dynamic", constants=consts), native_lib.library_path())
     h, c = feeds["h"], feeds["c"]
     for t in range(T):
         h, c = cell.run(None, {**feeds, "x": np.ascontiguousarray(feeds["x"][:, t]), "h": h, "c": c})
@@ -176,7 +167,7 @@ def test_sequence_equals_repeated_cell(lib_status):
 
 def _refused(model, feeds, needle):
     with pytest.raises(Exception) as err:
-        session(model, native=True).run(None, feeds)
+        ort_session(model, native_lib.library_path()).run(None, feeds)
     assert needle in str(err.value), str(err.value)
 
 

@@ -9,11 +9,11 @@ relative to max(1, max |body|). Needs the built library (python runtime/native/b
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from qlstm_edge.exporters.quantize import Quantizer, pack_int4, quantize_symmetric, to_fp16
+from helpers import ort_session
 from qlstm_edge.runtime import native_lib
 
 pytest.importorskip("xlstm")
@@ -100,14 +100,6 @@ def block_model(seq, weights, mode, block_size, constant=True):
     return model, ({} if constant else params)
 
 
-def session(model, lib_path=None, threads=1):
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.log_severity_level = 3
-    if lib_path is not None:
-        so.register_custom_ops_library(str(lib_path))
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-
 
 def stream(sess, seq, xs, state, chunks, extra):
     """Outputs of ``sess`` over ``xs`` [B, T, E] (chunks of the given lengths, or one step a call), the state
@@ -140,9 +132,9 @@ def test_block_kernel_matches_function_body(isa, lib, seq, mode):
         weights = block_weights(rng, E, NH, DK, DV, U, cap)
         xs, state = rand(rng, B, 9, E), initial_state(rng, B, NH, DK, DV)
         model, extra = block_model(seq, weights, mode, bs)
-        want = stream(session(model), seq, xs, state, [4, 1, 4], extra)
+        want = stream(ort_session(model), seq, xs, state, [4, 1, 4], extra)
         calls = native_lib.compute_calls()
-        got = stream(session(model, lib), seq, xs, state, [4, 1, 4], extra)
+        got = stream(ort_session(model, lib), seq, xs, state, [4, 1, 4], extra)
         assert native_lib.compute_calls() == calls + (3 if seq else 9)  # the block kernel ran, not the body
         assert_close([got[0], *got[1]], [want[0], *want[1]], TOL[mode])
 
@@ -154,9 +146,9 @@ def test_block_weights_as_graph_inputs_pack_per_call(lib, mode):
     B, E, NH, DK, DV, U, bs, cap = CASES[0]
     weights = block_weights(rng, E, NH, DK, DV, U, cap)
     xs, state = rand(rng, B, 5, E), initial_state(rng, B, NH, DK, DV)
-    packed = stream(session(block_model(True, weights, mode, bs)[0], lib), True, xs, state, [5], {})
+    packed = stream(ort_session(block_model(True, weights, mode, bs)[0], lib), True, xs, state, [5], {})
     model, extra = block_model(True, weights, mode, bs, constant=False)
-    per_call = stream(session(model, lib), True, xs, state, [5], extra)
+    per_call = stream(ort_session(model, lib), True, xs, state, [5], extra)
     for a, b in zip([packed[0], *packed[1]], [per_call[0], *per_call[1]]):
         np.testing.assert_array_equal(a, b)
 
@@ -169,7 +161,7 @@ def test_block_bad_inputs_are_refused_clearly(lib):
     model.graph.input[2].type.tensor_type.ClearField("shape")  # the kernel's check, not onnxruntime's, sees n
     state = initial_state(rng, B, NH, DK, DV)
     with pytest.raises(Exception, match=r"xLSTMLargeBlock: input 'n' must have shape \[B, NH, DK\] = \[2, 2, 3\]"):
-        session(model, lib).run(None, {"x": rand(rng, B, E), "C": state[0], "n": state[1][:, :, :2], "m": state[2]})
+        ort_session(model, lib).run(None, {"x": rand(rng, B, E), "C": state[0], "n": state[1][:, :, :2], "m": state[2]})
     model.graph.node[0].ClearField("attribute")
     with pytest.raises(Exception, match="xLSTMLargeBlock: the node has no float attribute 'norm_eps'"):
-        session(model, lib)
+        ort_session(model, lib)
