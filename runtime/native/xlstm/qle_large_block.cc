@@ -7,6 +7,7 @@
 
 #include <vector>
 
+#include "qle_block_core.h"
 #include "qle_lanes.h"
 #include "qle_mlstm_args.h"
 #include "qle_xlstm.h"
@@ -14,24 +15,6 @@
 namespace {
 
 thread_local std::vector<float> t_scratch;
-
-// out[r] = v[r] / sqrt(mean(v[r]^2) + eps) * w + b for the M rows of width E.
-void rms_norm(long M, long E, const float* v, const float* w, const float* b, float eps, float* out) {
-  for (long r = 0; r < M; ++r) {
-    const float* x = v + r * E;
-    float* y = out + r * E;
-    float sq = 0.0f;
-    for (long j = 0; j < E; ++j) sq += x[j] * x[j];
-    const float rms = sqrtf(sq / (float)E + eps);
-    for (long j = 0; j < E; ++j) y[j] = x[j] / rms * w[j] + b[j];
-  }
-}
-
-// g = c tanh(g / c) in place, or g itself where c is 0 (no cap).
-void soft_cap(long n, float c, float* g) {
-  if (c == 0.0f) return;
-  for (long j = 0; j < n; ++j) g[j] = c * qle_fm_tanh(g[j] / c);
-}
 
 // h [M, NH, DV] <- sigmoid(o) * (layer_norm(h per head) * w + b); o [M, V] at stride ldo.
 void gated_head_norm(long M, long NH, long DV, const float* w, const float* b, float eps, const float* o, long ldo,
@@ -61,41 +44,7 @@ void gated_silu(long M, long U, const float* up, float* out) {
     }
 }
 
-// Columns [c0, c0 + n) of src [M, lds] to dst [M, n].
-void columns(long M, const float* src, long lds, long c0, long n, float* dst) {
-  for (long r = 0; r < M; ++r) memcpy(dst + r * n, src + r * lds + c0, sizeof(float) * n);
-}
-
-// out[r, :] = init + A[r, :] @ W for r < M, W's panels one after another where it has them.
-void product(const QleCpuKernels* k, const QleBlockMatrix& W, long M, const float* A, long lda, const float* init,
-             float* out, long ldo) {
-  if (W.panels.empty()) {
-    qle_qmatmul(k, W.w, M, A, lda, init, 0, out, ldo);
-    return;
-  }
-  const long K = W.w.K, N = W.w.N;
-  for (long j0 = 0; j0 < N; j0 += kQlePanel) {
-    const long nc = N - j0 < kQlePanel ? N - j0 : kQlePanel;
-    k->gemm(M, nc, K, A, lda, W.panels.data() + K * j0, nc, init + j0, 0, out + j0, ldo);
-  }
-}
-
-// out = a + out (the residual: the block input first, as the body's Add).
-void add(long n, const float* a, float* out) {
-  for (long j = 0; j < n; ++j) out[j] = a[j] + out[j];
-}
-
 }  // namespace
-
-void qle_block_panels(QleBlockMatrix* m) {
-  const long K = m->w.K, N = m->w.N;
-  m->panels.resize((size_t)(K * N));
-  for (long j0 = 0; j0 < N; j0 += kQlePanel) {
-    const long nc = N - j0 < kQlePanel ? N - j0 : kQlePanel;
-    float* p = m->panels.data() + K * j0;
-    for (long kk = 0; kk < K; ++kk) memcpy(p + kk * nc, m->w.f + kk * N + j0, sizeof(float) * nc);
-  }
-}
 
 void qle_large_block(const QleCpuKernels* k, const QleLargeBlockArgs& a) {
   const long M = a.B * a.T, E = a.E, NH = a.NH, QK = NH * a.DK, V = NH * a.DV, U = a.U;
@@ -115,15 +64,15 @@ void qle_large_block(const QleCpuKernels* k, const QleLargeBlockArgs& a) {
   float* up = x1 + M * E;
   float* hf = up + M * 2 * U;
 
-  rms_norm(M, E, a.x, a.norm_mlstm_w, a.norm_mlstm_b, a.norm_eps, xn);
-  product(k, *a.W_qkvo, M, xn, E, a.b_qkvo, qkvo, P);
-  product(k, *a.W_if, M, xn, E, a.b_if, gates, 2 * NH);
-  soft_cap(M * 2 * NH, a.gate_soft_cap, gates);
-  columns(M, qkvo, P, 0, QK, q);
-  columns(M, qkvo, P, QK, QK, kk);
-  columns(M, qkvo, P, 2 * QK, V, v);
-  columns(M, gates, 2 * NH, 0, NH, ig);
-  columns(M, gates, 2 * NH, NH, NH, fg);
+  qle_block_rms_norm(M, E, a.x, a.norm_mlstm_w, a.norm_mlstm_b, a.norm_eps, xn);
+  qle_block_product(k, *a.W_qkvo, M, xn, E, a.b_qkvo, qkvo, P);
+  qle_block_product(k, *a.W_if, M, xn, E, a.b_if, gates, 2 * NH);
+  qle_block_soft_cap(M * 2 * NH, a.gate_soft_cap, gates);
+  qle_block_columns(M, qkvo, P, 0, QK, q);
+  qle_block_columns(M, qkvo, P, QK, QK, kk);
+  qle_block_columns(M, qkvo, P, 2 * QK, V, v);
+  qle_block_columns(M, gates, 2 * NH, 0, NH, ig);
+  qle_block_columns(M, gates, 2 * NH, NH, NH, fg);
 
   QleMlstmArgs c{};
   c.B = a.B, c.T = a.T, c.NH = NH, c.DK = a.DK, c.DV = a.DV;
@@ -133,11 +82,11 @@ void qle_large_block(const QleCpuKernels* k, const QleLargeBlockArgs& a) {
   qle_mlstm_streams(k, c, 0, a.B * NH);
 
   gated_head_norm(M, NH, a.DV, a.head_norm_w, a.head_norm_b, a.norm_eps, qkvo + 2 * QK + V, P, h);
-  product(k, *a.W_out, M, h, V, a.b_out, x1, E);
-  add(M * E, a.x, x1);
-  rms_norm(M, E, x1, a.norm_ffn_w, a.norm_ffn_b, a.norm_eps, xn);
-  product(k, *a.W_up, M, xn, E, a.b_up, up, 2 * U);
+  qle_block_product(k, *a.W_out, M, h, V, a.b_out, x1, E);
+  qle_block_add(M * E, a.x, x1);
+  qle_block_rms_norm(M, E, x1, a.norm_ffn_w, a.norm_ffn_b, a.norm_eps, xn);
+  qle_block_product(k, *a.W_up, M, xn, E, a.b_up, up, 2 * U);
   gated_silu(M, U, up, hf);
-  product(k, *a.W_down, M, hf, U, a.b_down, a.Y, E);
-  add(M * E, x1, a.Y);
+  qle_block_product(k, *a.W_down, M, hf, U, a.b_down, a.Y, E);
+  qle_block_add(M * E, x1, a.Y);
 }

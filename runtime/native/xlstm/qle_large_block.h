@@ -12,20 +12,8 @@
 
 #include <vector>
 
+#include "qle_block_core.h"
 #include "qle_cpu.h"
-#include "qle_qmatrix.h"
-
-// One matrix of the block: the packed matrix, and for a constant float32 one its columns in panels of
-// kQlePanel ([K, 128] each, contiguous; the last may be narrower), which a one-row product streams in
-// order instead of reading 128 columns of every row of a wide W.
-constexpr long kQlePanel = 128;
-struct QleBlockMatrix {
-  QleQMatrix w;
-  std::vector<float> panels;  // empty: the product reads w
-};
-
-// Lays out a float32 matrix's columns in panels (m->panels); it must be packed (m->w) first.
-void qle_block_panels(QleBlockMatrix* m);
 
 struct QleLargeBlockArgs {
   long B, T, E, NH, DK, DV, U;

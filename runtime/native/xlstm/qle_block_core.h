@@ -1,0 +1,38 @@
+// What the xLSTM block kernels share (qle_large_block, the LM's mLSTM and sLSTM blocks): a block's weight
+// matrix (packed, float32 ones also in column panels), its product over all rows of a chunk, and the
+// element-wise pieces every block uses. Plain scalar loops over the lane maths (qle_lanes.h), following
+// the function bodies' formulas (qlstm_edge/families/xlstm/block_ops.py).
+#pragma once
+
+#include <vector>
+
+#include "qle_cpu.h"
+#include "qle_qmatrix.h"
+
+// One matrix of a block: the packed matrix, and for a constant float32 one its columns in panels of
+// kQlePanel ([K, 128] each, contiguous; the last may be narrower), which a one-row product streams in
+// order instead of reading 128 columns of every row of a wide W.
+constexpr long kQlePanel = 128;
+struct QleBlockMatrix {
+  QleQMatrix w;
+  std::vector<float> panels;  // empty: the product reads w
+};
+
+// Lays out a float32 matrix's columns in panels (m->panels); it must be packed (m->w) first.
+void qle_block_panels(QleBlockMatrix* m);
+
+// out[r, :] = init + A[r, :] @ W for r < M, W's panels one after another where it has them.
+void qle_block_product(const QleCpuKernels* k, const QleBlockMatrix& W, long M, const float* A, long lda,
+                       const float* init, float* out, long ldo);
+
+// out[r] = v[r] / sqrt(mean(v[r]^2) + eps) * w + b for the M rows of width E.
+void qle_block_rms_norm(long M, long E, const float* v, const float* w, const float* b, float eps, float* out);
+
+// g = c tanh(g / c) in place, or g itself where c is 0 (no cap).
+void qle_block_soft_cap(long n, float c, float* g);
+
+// Columns [c0, c0 + n) of src [M, lds] to dst [M, n].
+void qle_block_columns(long M, const float* src, long lds, long c0, long n, float* dst);
+
+// out = a + out (the residual: the block input first, as the body's Add).
+void qle_block_add(long n, const float* a, float* out);
