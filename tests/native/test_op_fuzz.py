@@ -182,14 +182,14 @@ def fit(shape: list, rng) -> list:
 
 def mutate(rng, case: dict) -> dict:
     """One crafted change of a valid case: an extreme size, a block size, an element type, a rank, a dimension, the
-    input count, the quant_mode, an attribute's type or value (or its absence), or the scale rows an overflowing
+    input count, an input left out, the quant_mode, an attribute's type or value (or its absence), or the scale rows an overflowing
     ceil(K / block) gave."""
     c = json.loads(json.dumps(case))
     c["valid"] = False
     c.pop("expect", None)
     c.pop("same_as_block", None)
-    kind = rng.choice(["size", "size", "size", "zero_size", "block", "dtype", "rank", "dim", "count", "mode", "attr",
-                       "wrapped_scale"])
+    kind = rng.choice(["size", "size", "size", "zero_size", "block", "dtype", "rank", "dim", "count", "omit", "mode",
+                       "attr", "wrapped_scale"])
     ins = c["inputs"]
     pick = ins[int(rng.integers(len(ins)))]
     if kind in ("size", "zero_size"):
@@ -214,6 +214,8 @@ def mutate(rng, case: dict) -> dict:
         pick["shape"][i] = int(rng.choice([0, 1, pick["shape"][i] + 1, max(pick["shape"][i] - 1, 0), 2 ** 31,
                                            2 ** 62, I64_MAX]))
         pick["shape"] = fit(pick["shape"], rng)
+    elif kind == "omit":  # an input left out, ONNX's empty name (an optional one reaches the kernel)
+        pick["name"] = ""
     elif kind == "count":
         if rng.random() < 0.5:
             ins.pop()
@@ -301,6 +303,8 @@ def _run(case: dict, block_size=None) -> list:
         attrs["block_size"] = block_size
     inits, graph_inputs, feeds = [], [], {}
     for t in case["inputs"]:
+        if not t["name"]:
+            continue
         if t["const"]:
             inits.append(_tensor(rng, t["name"], t["dtype"], t["shape"]))
         else:
@@ -482,6 +486,23 @@ def test_int4_block_size_beyond_k_is_one_block(lib_status):
              for const in (True, False)]
     for isa in _isas():
         judge(cases, run_cases(cases, isa), isa)
+
+
+def test_left_out_scale_is_refused(lib_status):
+    """A quantized node that leaves out a scale (ONNX's empty name for an optional input) gave the kernel no value
+    for it, which loading the inputs dereferenced (SIGSEGV, found by this fuzz). Now refused, naming the input."""
+    rng = np.random.default_rng(5)
+    cases, needles = [], []
+    for op in (op for op in SPECS if SPECS[op].matrices and family(op) in SIZES):
+        for mode, scale in (("int8", SPECS[op].scale_inputs[0]), ("int4", SPECS[op].scale_inputs[-1])):
+            case = dict(valid_case(rng, op, mode), valid=False)
+            next(t for t in case["inputs"] if t["name"] == scale)["name"] = ""
+            cases.append(case)
+            needles.append(f"{op}: input '{scale}' is missing (the node gives it an empty name)")
+    results = run_cases(cases)
+    for needle, res in zip(needles, results):
+        assert not res["ok"] and needle in res["error"], (needle, res)
+    judge(cases, results, "auto")
 
 
 def degenerate_cases() -> list:
