@@ -395,6 +395,18 @@ def run_cases(cases: list, isa: str = "auto") -> list:
     return results
 
 
+REFUSED_SHAPE = re.compile(r"input '(\w+)' must have (?:shape |rank \d+ \()(.*?)(?: = \[|\), got)")
+
+
+def named_shape(case: dict, error: str) -> str:
+    """How ``error`` refusing the shape of a regular input (not a matrix: their layouts vary with the mode) fails
+    to name the op table's shape of it ('' when it names it, or refuses no such input)."""
+    m = REFUSED_SHAPE.search(error)
+    spec = SPECS[case["op"]]
+    shape = {p.name: p.shape for p in spec.inputs if p.name not in spec.matrices}.get(m[1]) if m else None
+    return "" if shape is None or m[2].startswith(shape) else f"names {m[2]!r}, not the op table's {shape}"
+
+
 def judge(cases: list, results: list, isa: str) -> None:
     for case, res in zip(cases, results):
         what = f"case {res['i']} (ISA {isa}): {json.dumps(case)}\n-> {res}"
@@ -403,6 +415,7 @@ def judge(cases: list, results: list, isa: str) -> None:
         elif not res["ok"]:  # a clean error: onnxruntime's (or numpy's on an output it cannot hold), with a text
             assert res["kind"].startswith(("onnxruntime.", "builtins.ValueError")) and res["error"], what
             assert "bad_alloc" not in res["error"], "a refused shape must not reach an allocation: " + what
+            assert not named_shape(case, res["error"]), named_shape(case, res["error"]) + ": " + what
         assert res["seconds"] < CASE_SECONDS and res["rss_mb"] < MAX_RSS_MB, "a shape that costs a lot: " + what
 
 
@@ -486,6 +499,23 @@ def test_int4_block_size_beyond_k_is_one_block(lib_status):
              for const in (True, False)]
     for isa in _isas():
         judge(cases, run_cases(cases, isa), isa)
+
+
+def test_every_input_one_off_is_refused_naming_its_shape(lib_status):
+    """Each regular input (not a matrix, not a scalar) of every fuzzed op with its last dimension one too long is
+    refused, and a refusal of a regular input's shape names the op table's shape of it (judge): the xLSTMLarge
+    block ops named their biases' and norm weights' "a vector as long as the output of its product or norm"."""
+    rng = np.random.default_rng(3)
+    cases = []
+    for op in (op for op in SPECS if family(op) in SIZES):
+        spec = SPECS[op]
+        for name in (p.name for p in spec.inputs if p.name not in spec.matrices and p.shape != "[]"):
+            case = dict(valid_case(rng, op, None), valid=False)
+            next(t for t in case["inputs"] if t["name"] == name)["shape"][-1] += 1
+            cases.append(case)
+    results = run_cases(cases)
+    judge(cases, results, "auto")
+    assert not any(r["ok"] for r in results), [c for c, r in zip(cases, results) if r["ok"]]
 
 
 def test_left_out_scale_is_refused(lib_status):
