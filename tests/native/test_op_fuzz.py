@@ -93,17 +93,9 @@ def modes(op: str) -> list:
 
 
 def dims(shape: str, d: dict) -> list:
-    """A port's symbolic shape ("[B, T, 2QK + 2V]") with the sizes ``d``: each dimension a sum of terms like 4H,
-    NH or 3."""
-    out = []
-    for dim in filter(None, shape.strip("[]").split(",")):
-        total = 0
-        for term in dim.split("+"):
-            m = re.fullmatch(r"\s*(\d*)\s*([A-Za-z]\w*)?\s*", term)
-            assert m and any(m.groups()), f"a dimension the fuzz cannot read: {dim!r} of {shape}"
-            total += int(m[1] or 1) * (d[m[2]] if m[2] else 1)
-        out.append(total)
-    return out
+    """A port's symbolic shape ("[B, T, 2QK + 2V]") with the sizes ``d``: each dimension an arithmetic expression of
+    the sizes, a number before a size multiplying it."""
+    return [int(v) for v in eval(re.sub(r"(\d)\s*([A-Za-z])", r"\1*\2", shape), {"__builtins__": {}}, d)]
 
 
 def ceil_div(a: int, b: int) -> int:
@@ -182,8 +174,8 @@ def fit(shape: list, rng) -> list:
 
 def mutate(rng, case: dict) -> dict:
     """One crafted change of a valid case: an extreme size, a block size, an element type, a rank, a dimension, the
-    input count, an input left out, the quant_mode, an attribute's type or value (or its absence), or the scale rows an overflowing
-    ceil(K / block) gave."""
+    input count, an input left out, the quant_mode, an attribute's type or value (or its absence), or the scale rows
+    an overflowing ceil(K / block) gave."""
     c = json.loads(json.dumps(case))
     c["valid"] = False
     c.pop("expect", None)
@@ -194,10 +186,9 @@ def mutate(rng, case: dict) -> dict:
     pick = ins[int(rng.integers(len(ins)))]
     if kind in ("size", "zero_size"):
         d = dict(c["dims"])
-        keys = list(d)
-        d[str(rng.choice(keys))] = int(rng.choice(EXTREMES))
+        d[str(rng.choice(list(d)))] = int(rng.choice(EXTREMES))
         if kind == "zero_size":  # a zero-size dimension next to a huge one: every tensor empty, the sizes free
-            d[str(rng.choice(keys))] = 0
+            d[str(rng.choice(list(d)))] = 0
         bs = int(c["attrs"].get("block_size", 0))
         new, _ = contract(c["op"], d, c["mode"], bs if bs >= 1 else 1)
         for t, (_, _, s) in zip(ins, new):
@@ -224,11 +215,12 @@ def mutate(rng, case: dict) -> dict:
     elif kind == "mode":
         c["attrs"].update(quant_mode=str(rng.choice(["int8", "int4", "fp16", "int8-dynamic", "int2", ""])),
                           block_size=int(rng.choice([0, 32, I64_MAX])))
-    elif kind == "attr":  # an int quant_mode, a float or string block_size; a float attribute of another type,
-        # absent (None), or zero, negative, huge, infinite or NaN
-        wrong = [("quant_mode", 4), ("block_size", 2.5), ("block_size", "32")] + [
-            (a, v) for a in SPECS[c["op"]].attributes for v in (1, "0.001", None, 0.0, -1.0, 3e38, float("inf"),
-                                                                  float("nan"))]
+    elif kind == "attr":
+        # an int quant_mode, a float or string block_size; a float attribute of another type, absent (None), zero,
+        # negative, huge, infinite or NaN
+        wrong = [("quant_mode", 4), ("block_size", 2.5), ("block_size", "32")]
+        wrong += [(a, v) for a in SPECS[c["op"]].attributes
+                  for v in (1, "0.001", None, 0.0, -1.0, 3e38, float("inf"), float("nan"))]
         name, value = wrong[int(rng.integers(len(wrong)))]
         c["attrs"][name] = value
         if value is None:
@@ -251,7 +243,8 @@ def fuzz_cases(n: int, seed: int = 17) -> list:
     ops = [op for op in SPECS if family(op) in SIZES]
     cases = []
     for i in range(n):
-        op, r, m = ops[i % len(ops)], i // len(ops), modes(ops[i % len(ops)])
+        op, r = ops[i % len(ops)], i // len(ops)
+        m = modes(op)
         case = valid_case(rng, op, m[r] if r < len(m) else m[int(rng.integers(len(m)))])
         for _ in range(0 if r < len(m) else int(rng.choice([0, 1, 1, 1, 2]))):
             case = mutate(rng, case)
@@ -280,7 +273,7 @@ def _values(rng, name: str, dtype: str, n: int) -> np.ndarray:
     if dtype == U8:
         return rng.integers(0, 256, n).astype(np.uint8)
     v = rng.standard_normal(n) * 0.3
-    if name == "n" or name in HOST_SCALARS or name.endswith("_scale"):  # the sLSTM normaliser, positive scalars
+    if name == "n" or name in HOST_SCALARS or name.endswith("_scale"):  # the sLSTM normaliser, host scalars, scales
         v = np.abs(v) + 0.1
     return v.astype(dtype)
 
@@ -504,7 +497,8 @@ def test_int4_block_size_beyond_k_is_one_block(lib_status):
 def test_every_input_one_off_is_refused_naming_its_shape(lib_status):
     """Each regular input (not a matrix, not a scalar) of every fuzzed op with its last dimension one too long is
     refused, and a refusal of a regular input's shape names the op table's shape of it (judge): the xLSTMLarge
-    block ops named their biases' and norm weights' "a vector as long as the output of its product or norm"."""
+    block ops gave their biases and norm weights the shape "a vector as long as the output of its product or
+    norm"."""
     rng = np.random.default_rng(3)
     cases = []
     for op in (op for op in SPECS if family(op) in SIZES):
