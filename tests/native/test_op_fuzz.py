@@ -174,14 +174,14 @@ def fit(shape: list, rng) -> list:
 
 def mutate(rng, case: dict) -> dict:
     """One crafted change of a valid case: an extreme size, a block size, an element type, a rank, a dimension, the
-    input count, an input left out, the quant_mode, an attribute's type or value (or its absence), or the scale rows
-    an overflowing ceil(K / block) gave."""
+    input count, an input left out, the quant_mode, an attribute's type or value (or its absence), the scale rows
+    an overflowing ceil(K / block) gave, or int8 values down to -128."""
     c = json.loads(json.dumps(case))
     c["valid"] = False
     c.pop("expect", None)
     c.pop("same_as_block", None)
     kind = rng.choice(["size", "size", "size", "zero_size", "block", "dtype", "rank", "dim", "count", "omit", "mode",
-                       "attr", "wrapped_scale"])
+                       "attr", "wrapped_scale", "int8_min"])
     ins = c["inputs"]
     pick = ins[int(rng.integers(len(ins)))]
     if kind in ("size", "zero_size"):
@@ -199,7 +199,7 @@ def mutate(rng, case: dict) -> dict:
     elif kind == "dtype":
         pick["dtype"] = str(rng.choice(DTYPES))
     elif kind == "rank":
-        pick["shape"] = pick["shape"][:-1] if pick["shape"] and rng.random() < 0.5 else pick["shape"] + [1]
+        pick["shape"] = fit(pick["shape"][:-1] if pick["shape"] and rng.random() < 0.5 else pick["shape"] + [1], rng)
     elif kind == "dim" and pick["shape"]:
         i = int(rng.integers(len(pick["shape"])))
         pick["shape"][i] = int(rng.choice([0, 1, pick["shape"][i] + 1, max(pick["shape"][i] - 1, 0), 2 ** 31,
@@ -225,6 +225,8 @@ def mutate(rng, case: dict) -> dict:
         c["attrs"][name] = value
         if value is None:
             del c["attrs"][name]
+    elif kind == "int8_min":  # int8 values down to -128, which int8-dynamic weights may not hold
+        c["int8_min"] = True
     elif kind == "wrapped_scale":
         c["attrs"].update(quant_mode="int4", block_size=I64_MAX)
         for t in ins:
@@ -253,7 +255,7 @@ def fuzz_cases(n: int, seed: int = 17) -> list:
 
 
 # -- the worker (this file run as a script): builds and runs each case, one result line per case -------------------
-def _tensor(rng, name: str, dtype: str, shape: list):
+def _tensor(rng, name: str, dtype: str, shape: list, lo: int):
     """An initializer of ``shape`` (raw data: no numpy array of that shape is needed)."""
     from onnx import TensorProto
     n = 1
@@ -261,15 +263,16 @@ def _tensor(rng, name: str, dtype: str, shape: list):
         n *= v
     t = TensorProto(name=name, data_type=_onnx_type(dtype), dims=shape)
     t.raw_data = (bytes(rng.integers(0, 256, (n + 1) // 2, dtype=np.uint8)) if dtype == INT4
-                  else _values(rng, name, dtype, n).tobytes())
+                  else _values(rng, name, dtype, n, lo).tobytes())
     return t
 
 
-def _values(rng, name: str, dtype: str, n: int) -> np.ndarray:
+def _values(rng, name: str, dtype: str, n: int, lo: int) -> np.ndarray:
+    """``n`` values of ``name``, integers from ``lo`` (-127 or -128)."""
     if dtype == I64:
         return rng.integers(0, 4, n).astype(np.int64)
     if dtype in (I8, I32):
-        return rng.integers(-127, 128, n).astype(dtype)
+        return rng.integers(lo, 128, n).astype(dtype)
     if dtype == U8:
         return rng.integers(0, 256, n).astype(np.uint8)
     v = rng.standard_normal(n) * 0.3
@@ -295,14 +298,15 @@ def _run(case: dict, block_size=None) -> list:
     if block_size is not None:
         attrs["block_size"] = block_size
     inits, graph_inputs, feeds = [], [], {}
+    lo = -128 if case.get("int8_min") else -127
     for t in case["inputs"]:
         if not t["name"]:
             continue
         if t["const"]:
-            inits.append(_tensor(rng, t["name"], t["dtype"], t["shape"]))
+            inits.append(_tensor(rng, t["name"], t["dtype"], t["shape"], lo))
         else:
             n = int(np.prod(t["shape"], dtype=np.int64))
-            feeds[t["name"]] = _values(rng, t["name"], t["dtype"], n).reshape(t["shape"])
+            feeds[t["name"]] = _values(rng, t["name"], t["dtype"], n, lo).reshape(t["shape"])
             graph_inputs.append(helper.make_tensor_value_info(t["name"], _onnx_type(t["dtype"]), None))
     legacy = any(t["dtype"] == INT4 for t in case["inputs"])
     node = helper.make_node(case["op"], [t["name"] for t in case["inputs"]], [n for n, _ in case["outputs"]],
