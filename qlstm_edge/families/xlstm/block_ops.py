@@ -174,10 +174,9 @@ def _causal_conv(fb: FunctionBuilder, x: str, state: str, seq: bool) -> str:
         ks = _dim(fb, "conv_weight", 0, "KS")
         zero, one = (fb.op("Constant", [], name=f"conv.{v}", value=numpy_helper.from_array(np.array(v, np.int64)))
                      for v in (0, 1))
-        scalar = lambda v, name: fb.op("Squeeze", [v], name=name)  # noqa: E731
-        steps = fb.op("Range", [zero, scalar(t, "conv.t"), one], name="conv.steps")
-        taps = fb.op("Range", [one, scalar(fb.op("Add", [ks, fb.ints([1])], name="conv.ks1"), "conv.tap_end"), one],
-                     name="conv.taps")
+        last_tap = fb.op("Squeeze", [fb.op("Add", [ks, fb.ints([1])], name="conv.ks1")], name="conv.last_tap")
+        steps = fb.op("Range", [zero, fb.op("Squeeze", [t], name="conv.t"), one], name="conv.steps")  # 0 .. T - 1
+        taps = fb.op("Range", [one, last_tap, one], name="conv.taps")  # 1 .. KS
         rows = fb.op("Add", [fb.op("Unsqueeze", [steps, fb.ints([1])], name="conv.step_col"),
                              fb.op("Unsqueeze", [taps, fb.ints([0])], name="conv.tap_row")], name="conv.rows")
         windows = fb.op("Gather", [window, rows], name="conv.windows", axis=1)  # [B, T, KS, I]: rows t+1 .. t+KS
