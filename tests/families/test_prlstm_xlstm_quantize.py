@@ -191,8 +191,9 @@ def expected_ops(key, mode, meta, quant):
     if key == "xlstm-large" and quant != "fp16":  # one block op per block, the mLSTM cell op nested in its body
         return ["xLSTMLargeBlock" if mode == "step" else "xLSTMLargeBlockSequence"] * len(meta["extra"]["blocks"])
     suffix = "Cell" if mode == "step" else "Sequence"
-    # the mLSTM block: one block op (fp16: its cell op and standard-op layers)
-    mlstm = f"mLSTM{suffix}" if quant == "fp16" else ("mLSTMBlock" if mode == "step" else "mLSTMBlockSequence")
+    # the mLSTM block: one block op (fp16, int8-dynamic: its cell op and standard-op layers, blocks.mlstm_block_cells)
+    cells = quant in ("fp16", "int8-dynamic")
+    mlstm = f"mLSTM{suffix}" if cells else ("mLSTMBlock" if mode == "step" else "mLSTMBlockSequence")
     return [f"sLSTM{suffix}" if kind == "slstm" else mlstm for kind in meta["extra"]["blocks"]]
 
 
@@ -265,7 +266,7 @@ def test_contract_checker_and_metadata(built, key, quant, mode):
                 stack = m.xlstm_block_stack if hasattr(m, "xlstm_block_stack") else m
                 check_mlstm_block(init, node, stack.blocks[i], quant, attrs)
                 continue
-            if node.op_type.startswith("mLSTM"):  # fp16's cell op, no weights: the unquantized op in every mode
+            if node.op_type.startswith("mLSTM"):  # the cell op holds no weights: the unquantized op in every mode
                 assert len(node.input) == 11 and attrs_of(node) == {}
                 continue
             assert attrs_of(node) == attrs
