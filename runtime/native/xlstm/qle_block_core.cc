@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "qle_lanes.h"
+#include "qle_shape.h"
 
 namespace {
 thread_local std::vector<float> t_headwise;
@@ -71,7 +72,7 @@ const char* qle_headwise_pack(QleQMode mode, long block, const void* data, ONNXT
     return nullptr;
   }
   // the scale slice of one head: int8 [N]; int4 [ceil(K / bs), N]
-  const long scale_slice = mode == QleQMode::I4 ? (K / block + (K % block != 0)) * N : N;
+  const long scale_slice = mode == QleQMode::I4 ? (long)qle_ceil_div(K, block) * N : N;
   out->w.resize((size_t)(heads * size));
   for (long s = 0; s < heads; ++s) {
     QleQMatrix m;
