@@ -295,6 +295,16 @@ def test_slstm_cuda_backend_checkpoint_exports_with_vanilla_maths(tmp_path):
     assert_parity(loaded, onnx_path, steps=300, native="off")
 
 
+def test_mlstm_block_with_two_norm_epsilons_is_refused(tmp_path):
+    """The mLSTMBlock op takes one norm epsilon (the package's layer norm and head norm share 1e-5)."""
+    from qlstm_edge.config import ConfigError
+    m = make_stack(heads=2, slstm_at=(), blocks=1)
+    m.blocks[0].xlstm.mlstm_cell.outnorm.eps = 1e-6
+    with pytest.raises(ConfigError, match="mLSTM block 0: the op takes one norm epsilon, but its layer norm has "
+                                          "1e-05 and its head norm 1e-06"):
+        export_onnx(m, tmp_path / "m.onnx", mode="step")
+
+
 def test_bad_configs_are_refused_by_name():
     from qlstm_edge.config import ConfigError
     d = config_to_dict(make_stack(blocks=1).config)

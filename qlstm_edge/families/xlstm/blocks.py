@@ -33,7 +33,8 @@ def mlstm_block(net: Net, block, i: int, x: str, states) -> str:
     weights = {"norm_weight": _scale(norm.weight_proxy, norm.ndim), "norm_bias": _shift(norm.bias, norm.ndim),
                "W_up": f32(layer.proj_up.weight).T, "b_up": _bias(layer.proj_up),
                "conv_weight": f32(layer.conv1d.conv.weight[:, 0, :]).T, "conv_bias": _bias(layer.conv1d.conv),
-               "W_qkv": np.stack([f32(m.weight) for m in qkv]).transpose(0, 1, 3, 2), "b_qkv": np.concatenate([_headwise_bias(m) for m in qkv]),
+               "W_qkv": np.stack([f32(m.weight) for m in qkv]).transpose(0, 1, 3, 2),  # [3, NP, BS in, BS out]
+               "b_qkv": np.concatenate([_headwise_bias(m) for m in qkv]),
                "W_if": f32(torch.cat([m.weight for m in gates])).T, "b_if": _cat_bias(gates),
                "head_norm_weight": _scale(on.weight_proxy, on.ndim), "head_norm_bias": _shift(on.bias, on.ndim),
                "skip": f32(layer.learnable_skip),
