@@ -49,7 +49,8 @@ def block_weights(rng, E, NH, DH, BS, KS):
             "W_qkv": rand(rng, 3, I // BS, BS, BS, scale=0.5), "b_qkv": rand(rng, 3 * I, scale=0.1),
             "W_if": rand(rng, 3 * I, 2 * NH, scale=0.3), "b_if": rand(rng, 2 * NH, scale=1.0),
             "head_norm_weight": 1 + rand(rng, I, scale=0.1), "head_norm_bias": rand(rng, I, scale=0.1),
-            "skip": 1 + rand(rng, I, scale=0.1), "W_down": rand(rng, I, E, scale=0.3), "b_down": rand(rng, E, scale=0.1),
+            "skip": 1 + rand(rng, I, scale=0.1),
+            "W_down": rand(rng, I, E, scale=0.3), "b_down": rand(rng, E, scale=0.1),
             "k_scale": np.array(DH ** -0.5, np.float32), "eps": np.array(1e-6, np.float32)}
 
 
@@ -89,9 +90,9 @@ def block_model(seq, weights, mode, block_size, constant=True):
                          for n, v in params.items()]
     node = helper.make_node(spec.name, names, spec.output_names, domain=DOMAIN,
                             **{NORM_EPS: NORM}, **q.op_attributes())
-    graph = helper.make_graph([node], spec.name, graph_inputs,
-                              [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in spec.output_names],
-                              initializer=[numpy_helper.from_array(v, n) for n, v in params.items()] if constant else [])
+    outputs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in spec.output_names]
+    initializers = [numpy_helper.from_array(v, n) for n, v in params.items()] if constant else []
+    graph = helper.make_graph([node], spec.name, graph_inputs, outputs, initializer=initializers)
     body, cell = ((mlstm_block_sequence_function, mlstm_sequence_function) if seq else
                   (mlstm_block_function, mlstm_cell_function))
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid(DOMAIN, 1)],

@@ -30,10 +30,10 @@ conv_weight.
 
 Quantization (exporters/quantize.py has the op contract): the matrices are stored per mode (xLSTMLarge's five,
 the mLSTM block's W_up, W_qkv (stacked, as layers.Net.headwise stores it), W_if and W_down), their scales appended
-in the order of the spec's matrices in the integer modes; the products run with the mode's
-arithmetic (``Quantizer.body_matmul``: fp16 rounds the normed input and the product to float16, int8-dynamic
-quantizes each row of the product's input, each head's BS inputs on their own in the head-wise product). x, the norms, gates, biases, the residual stream and the states are
-float32 in every mode (the mLSTM cell's reasons, cells.py).
+in the order of the spec's matrices in the integer modes; the products run with the mode's arithmetic
+(``Quantizer.body_matmul``: fp16 rounds the normed input and the product to float16, int8-dynamic quantizes each row
+of the product's input, each head's BS inputs on their own in the head-wise product). x, the norms, gates, biases,
+the residual stream and the states are float32 in every mode (the mLSTM cell's reasons, cells.py).
 """
 from __future__ import annotations
 

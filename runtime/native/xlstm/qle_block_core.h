@@ -1,7 +1,8 @@
 // What the xLSTM block kernels share (qle_large_block, the LM's mLSTM and sLSTM blocks): a block's weight
 // matrix (packed, float32 ones also in column panels), its product over all rows of a chunk, head-wise
-// (block-diagonal) matrices and their product, and the element-wise pieces every block uses. Plain scalar loops over the lane maths (qle_lanes.h), following
-// the function bodies' formulas (qlstm_edge/families/xlstm/block_ops.py).
+// (block-diagonal) matrices and their product, and the element-wise pieces every block uses. Plain scalar
+// loops over the lane maths (qle_lanes.h), following the function bodies' formulas
+// (qlstm_edge/families/xlstm/block_ops.py).
 #pragma once
 
 #include <vector>
