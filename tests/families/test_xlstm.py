@@ -221,9 +221,12 @@ def test_graph_contract(mixed_files, mode):
     onnx.checker.check_model(proto, full_check=True)
     custom = [(n.op_type, n.name) for n in proto.graph.node if n.domain == "qlstm_edge"]
     suffix = "Cell" if mode == "step" else "Sequence"
-    assert custom == [(f"mLSTM{suffix}", f"b0.mLSTM{suffix}"), (f"sLSTM{suffix}", f"b1.sLSTM{suffix}")]
-    assert {f.name for f in proto.functions} == {f"mLSTM{suffix}", f"sLSTM{suffix}"}
-    assert all(n.domain in ("", "ai.onnx") for f in proto.functions for n in f.node)
+    block = "mLSTMBlock" if mode == "step" else "mLSTMBlockSequence"
+    assert custom == [(block, f"b0.{block}"), (f"sLSTM{suffix}", f"b1.sLSTM{suffix}")]
+    assert {f.name for f in proto.functions} == {block, f"mLSTM{suffix}", f"sLSTM{suffix}"}
+    # standard ops only, but for the block's nested cell node (whose own body is standard ops)
+    assert all(n.domain in ("", "ai.onnx") or (f.name, n.op_type) == (block, f"mLSTM{suffix}")
+               for f in proto.functions for n in f.node)
     assert proto.ir_version == 8 and {o.domain: o.version for o in proto.opset_import} == {"": 17, "qlstm_edge": 1}
     meta = json.loads({p.key: p.value for p in proto.metadata_props}["qlstm_edge"])
     assert meta["family"] == "xlstm-stack" and meta["extra"]["blocks"] == ["mlstm", "slstm"]
@@ -290,6 +293,16 @@ def test_slstm_cuda_backend_checkpoint_exports_with_vanilla_maths(tmp_path):
     want, _ = package_stream(vanilla, x)
     assert np.abs(StreamingSession(onnx_path, native="off").run(x) - want).max() <= 1e-4
     assert_parity(loaded, onnx_path, steps=300, native="off")
+
+
+def test_mlstm_block_with_two_norm_epsilons_is_refused(tmp_path):
+    """The mLSTMBlock op takes one norm epsilon (the package's layer norm and head norm share 1e-5)."""
+    from qlstm_edge.config import ConfigError
+    m = make_stack(heads=2, slstm_at=(), blocks=1)
+    m.blocks[0].xlstm.mlstm_cell.outnorm.eps = 1e-6
+    with pytest.raises(ConfigError, match="mLSTM block 0: the op takes one norm epsilon, but its layer norm has "
+                                          "1e-05 and its head norm 1e-06"):
+        export_onnx(m, tmp_path / "m.onnx", mode="step")
 
 
 def test_bad_configs_are_refused_by_name():

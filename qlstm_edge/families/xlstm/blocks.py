@@ -1,6 +1,7 @@
-"""The blocks of the xlstm package's models as graph pieces: the mLSTM and sLSTM blocks of ``xLSTMBlockStack``
-(with their FFN), each one cell-op node and its standard-op layers (layers.py), and the block of ``xLSTMLarge``,
-one block-op node (block_ops.py; in fp16 one cell-op node and its layers).
+"""The blocks of the xlstm package's models as graph pieces: the mLSTM block of ``xLSTMBlockStack``, one block-op
+node (block_ops.py; in fp16 one cell-op node and its standard-op layers, layers.py), its sLSTM block (with its FFN),
+one cell-op node and its layers, and the block of ``xLSTMLarge``, one block-op node (in fp16 one cell-op node and its
+layers).
 """
 from __future__ import annotations
 
@@ -9,13 +10,56 @@ import torch
 
 from ...exporters.recipe import f32
 from .layers import Net
-from .ops import (LARGE_BLOCK, LARGE_BLOCK_MATRICES, LARGE_BLOCK_SEQUENCE, MLSTM_CELL, MLSTM_SEQUENCE, NORM_EPS,
-                  SLSTM_CELL, SLSTM_SEQUENCE)
+from ...config import ConfigError
+from .ops import (LARGE_BLOCK, LARGE_BLOCK_MATRICES, LARGE_BLOCK_SEQUENCE, MLSTM_BLOCK, MLSTM_BLOCK_MATRICES,
+                  MLSTM_BLOCK_SEQUENCE, MLSTM_CELL, MLSTM_SEQUENCE, NORM_EPS, SLSTM_CELL, SLSTM_SEQUENCE)
 
 STACK_EPS_MLSTM = 1e-6  # xlstm.blocks.mlstm.backends.recurrent_step_stabilized_simple's eps
 
 
 def mlstm_block(net: Net, block, i: int, x: str, states) -> str:
+    """One mLSTMBlock (or mLSTMBlockSequence) node: the whole block, its body in block_ops.py, the conv window and
+    the package's C, n, m its state (fp16 and int8-dynamic: mlstm_block_cells, which says why)."""
+    if net.q.compute_dtype == "float16" or net.q.dynamic:
+        return mlstm_block_cells(net, block, i, x, states)
+    g, layer, p = net.g, block.xlstm, f"b{i}"
+    cell, cfg = layer.mlstm_cell, layer.config
+    norm, on = block.xlstm_norm, cell.outnorm
+    if norm.eps != on.eps:
+        raise ConfigError(f"mLSTM block {i}: the op takes one norm epsilon, but its layer norm has {norm.eps} and "
+                          f"its head norm {on.eps}")
+    qkv = [layer.q_proj, layer.k_proj, layer.v_proj]
+    gates = [cell.igate, cell.fgate]
+    weights = {"norm_weight": _scale(norm.weight_proxy, norm.ndim), "norm_bias": _shift(norm.bias, norm.ndim),
+               "W_up": f32(layer.proj_up.weight).T, "b_up": _bias(layer.proj_up),
+               "conv_weight": f32(layer.conv1d.conv.weight[:, 0, :]).T, "conv_bias": _bias(layer.conv1d.conv),
+               "W_qkv": np.stack([f32(m.weight) for m in qkv]).transpose(0, 1, 3, 2),  # [3, NP, BS in, BS out]
+               "b_qkv": np.concatenate([_headwise_bias(m) for m in qkv]),
+               "W_if": f32(torch.cat([m.weight for m in gates])).T, "b_if": _cat_bias(gates),
+               "head_norm_weight": _scale(on.weight_proxy, on.ndim), "head_norm_bias": _shift(on.bias, on.ndim),
+               "skip": f32(layer.learnable_skip),
+               "W_down": f32(layer.proj_down.weight).T, "b_down": _bias(layer.proj_down)}
+    stored = net.q.op_weights(g, f"{p}.", weights, MLSTM_BLOCK_MATRICES)
+    scalars = [net.scalar(f"{p}.k_scale", (cfg._inner_embedding_dim // cfg.num_heads) ** -0.5),
+               net.scalar(f"{p}.eps", STACK_EPS_MLSTM)]
+    op = MLSTM_BLOCK_SEQUENCE if net.seq else MLSTM_BLOCK
+    net.function(MLSTM_SEQUENCE.name if net.seq else MLSTM_CELL.name)  # the body's nested cell op
+    y = g.fresh(f"{p}.y")
+    names = ("conv", "C", "n", "m")
+    g.custom(op.name, [x, *(states[s].input for s in names), *stored[:len(weights)], *scalars,
+                       *stored[len(weights):]], [y, *(states[s].output for s in names)], name=f"{p}.{op.name}",
+             function=net.function(op.name), **{NORM_EPS: float(norm.eps)}, **net.q.op_attributes())
+    return y
+
+
+def mlstm_block_cells(net: Net, block, i: int, x: str, states) -> str:
+    """The LM's mLSTM block as one mLSTM cell-op node and standard-op layers: the fp16 and int8-dynamic form. The
+    block op's kernel computes the norms and SiLUs that feed the block's products itself, within a float32 rounding
+    of onnxruntime's but not bit for bit: fp16 rounds those inputs to float16, and int8-dynamic quantizes them per
+    row, so a value at a rounding boundary moves one float16 or int8 step, and a long int8-dynamic stream carries
+    such a step on (a 300-token LM stream left its function body by 9x the native-vs-body tolerance,
+    tests/native/test_prlstm_xlstm_kernels.py test_quantized_models_stream_natively). These files keep
+    onnxruntime's ops for them."""
     g, layer = net.g, block.xlstm
     cell, cfg = layer.mlstm_cell, layer.config
     inner, nh = cfg._inner_embedding_dim, cfg.num_heads
@@ -190,8 +234,22 @@ def _bias(linear) -> np.ndarray:
     return np.zeros(linear.weight.shape[0], np.float32) if linear.bias is None else f32(linear.bias)
 
 
+def _headwise_bias(proj) -> np.ndarray:
+    """A head-wise projection's bias ([NH, out/NH, in/NH] weights), zeros when it has none."""
+    return np.zeros(proj.weight.shape[0] * proj.weight.shape[1], np.float32) if proj.bias is None else f32(proj.bias)
+
+
 def _cat_bias(linears) -> np.ndarray:
     return np.concatenate([_bias(m) for m in linears])
+
+
+def _scale(weight, n: int) -> np.ndarray:
+    """A norm's scale (xlstm's weight_proxy), ones when it has none."""
+    return np.ones(n, np.float32) if weight is None else f32(weight)
+
+
+def _shift(bias, n: int) -> np.ndarray:
+    return np.zeros(n, np.float32) if bias is None else f32(bias)
 
 
 def _norm_weight(norm) -> np.ndarray:

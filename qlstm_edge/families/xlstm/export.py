@@ -1,7 +1,8 @@
 """xLSTM export recipes: ``xlstm.xLSTMBlockStack``, ``xlstm.xLSTMLMModel`` and ``xlstm.xlstm_large.model.xLSTMLarge``.
 
-Block stacks and LMs: one custom node per cell per block (cells.py, declared in ops.py); everything else in a block
-(norms, causal conv1d with its state, head-wise and dense projections, gates' pre-activations, FFN) is made of
+Block stacks and LMs: one mLSTMBlock node per mLSTM block (its body block_ops.py: standard ops around the nested
+mLSTM cell op; fp16: the cell op and standard ops), and per sLSTM block one sLSTM cell node (cells.py, declared in
+ops.py) with everything else (norms, causal conv1d with its state, head-wise and dense projections, FFN) made of
 standard ops (layers.py, blocks.py). xLSTMLarge: one xLSTMLargeBlock node per block, whose body is standard ops
 around the nested mLSTM cell op (block_ops.py). Embeddings, soft-capped logits and LM heads are standard ops. The maths is the package's own (xlstm 2.0.4+, CPU backends; DESIGN.md,
 section xLSTM). The state tensors keep the package's layouts (model.py: StackStates, LargeStates).
