@@ -13,6 +13,19 @@ xLSTMLargeBlock / xLSTMLargeBlockSequence (x [B, E] or [B, T, E]; the package's 
     y   = x1 + (silu(gate) z) @ W_down + b_down
 NH, DK and DV come from the state C [B, NH, DK, DV]; QK = NH DK, V = NH DV.
 
+sLSTMBlock / sLSTMBlockSequence (x [B, E] or [B, T, E]; the xLSTM LM's sLSTM block and its FFN):
+    xn  = layer_norm(x, norm_eps) * norm_weight + norm_bias
+    xc  = silu(conv(xn) + conv_bias)                              conv(xn)_t = sum_j window_t[j] conv_weight[j],
+                                                                  window_t: the last KS normed inputs, oldest first;
+                                                                  conv' = the last window
+    wx  = [xc, xc, xn, xn] per head @ W_gates[g, h] + b_gates     (gates i, f, z, o, gate-major, head-major)
+    y, c', n', m' = sLSTMCell / sLSTMSequence(wx, y, c, n, m, R, b)
+    x1  = x + layer_norm(y per head, norm_eps) * group_norm_weight + group_norm_bias
+    gate, z = split((layer_norm(x1, norm_eps) * ffn_norm_weight + ffn_norm_bias) @ W_up + b_up, [U, U])
+    h   = x1 + (gelu(gate) z) @ W_down + b_down                    gelu(g) = g/2 (1 + erf(g / sqrt 2))
+NH and DH come from R [4, NH, DH, DH]. W_gates and R are stacked head matrices (Quantizer.store_stacked); their
+products, as the cell op's y @ R, quantize each head's row on its own in int8-dynamic.
+
 Quantization (exporters/quantize.py has the op contract): the five matrices are stored per mode, their scales
 appended in the order W_qkvo, W_if, W_out, W_up, W_down in the integer modes; the products run with the mode's
 arithmetic (``Quantizer.body_matmul``: fp16 rounds the normed input and the product to float16, int8-dynamic
@@ -30,7 +43,9 @@ from onnx import helper, numpy_helper
 from ...exporters.graph import FunctionBuilder, op_function
 from ...exporters.quantize import Quantizer
 from ...runtime.metadata import DOMAIN, DOMAIN_VERSION
-from .ops import LARGE_BLOCK, LARGE_BLOCK_MATRICES, NORM_EPS, LARGE_BLOCK_SEQUENCE, MLSTM_CELL, MLSTM_SEQUENCE
+from ...exporters.quantize import stacked_scale
+from .ops import (LARGE_BLOCK, LARGE_BLOCK_MATRICES, LARGE_BLOCK_SEQUENCE, MLSTM_CELL, MLSTM_SEQUENCE, NORM_EPS,
+                  SLSTM_BLOCK, SLSTM_BLOCK_MATRICES, SLSTM_BLOCK_SEQUENCE, SLSTM_CELL, SLSTM_SEQUENCE)
 
 
 def _rms_norm(fb: FunctionBuilder, x: str, weight: str, bias: str, opset: int, name: str) -> str:
@@ -134,3 +149,95 @@ def large_block_function(opset: int, q: Optional[Quantizer] = None) -> onnx.Func
 
 def large_block_sequence_function(opset: int, q: Optional[Quantizer] = None) -> onnx.FunctionProto:
     return _large_block_function(True, opset, q or Quantizer())
+
+
+def _layer_norm(fb: FunctionBuilder, x: str, weight: str, bias: str, name: str) -> str:
+    """LayerNormalization of x over its last axis (epsilon norm_eps), then scaled and shifted."""
+    return _with_norm_eps(fb, fb.op("LayerNormalization", [x, weight, bias], name=name, axis=-1), "epsilon")
+
+
+def _causal_conv(fb: FunctionBuilder, xn: str, seq: bool):
+    """(conv(xn) + conv_bias, the new window) for the window conv [B, KS, E] (conv0 in the sequence op): the last
+    KS normed inputs, oldest first, weighted by conv_weight [KS, E] row by row and summed over KS."""
+    if not seq:
+        kept = fb.op("Slice", ["conv", fb.ints([1]), fb.ints([2 ** 62]), fb.ints([1])], name="conv.shift")
+        window = fb.op("Concat", [kept, fb.op("Unsqueeze", [xn, fb.ints([1])], name="conv.x_row")], name="conv.window",
+                       axis=1)
+        taps = fb.op("ReduceSum", [fb.op("Mul", [window, "conv_weight"], name="conv.wx"), fb.ints([1])],
+                     name="conv.sum", keepdims=0)
+        return fb.op("Add", [taps, "conv_bias"], name="conv.biased"), window
+    ext = fb.op("Concat", ["conv0", xn], name="conv.ext", axis=1)  # [B, KS + T, E]: window t is rows t+1 .. t+KS
+    scalar = lambda x, axis, n: fb.op("Squeeze", [fb.op("Shape", [x], name=f"{n}_1d", start=axis, end=axis + 1)],  # noqa: E731
+                                      name=n)
+    ks, t = scalar("conv_weight", 0, "conv.KS"), scalar("x", 1, "conv.T")
+    one = fb.op("Constant", [], name="conv.one", value=numpy_helper.from_array(np.array(1, np.int64)))
+    zero = fb.op("Constant", [], name="conv.zero", value=numpy_helper.from_array(np.array(0, np.int64)))
+    rows = fb.op("Unsqueeze", [fb.op("Range", [zero, t, one], name="conv.steps"), fb.ints([-1])], name="conv.step_col")
+    taps = fb.op("Range", [one, fb.op("Add", [ks, one], name="conv.KS_1"), one], name="conv.taps")
+    windows = fb.op("Gather", [ext, fb.op("Add", [rows, taps], name="conv.rows")], name="conv.windows", axis=1)
+    summed = fb.op("ReduceSum", [fb.op("Mul", [windows, "conv_weight"], name="conv.wx"), fb.ints([2])],
+                   name="conv.sum", keepdims=0)  # [B, T, E]
+    last = fb.op("Slice", [ext, fb.op("Neg", [fb.op("Unsqueeze", [ks, fb.ints([0])], name="conv.KS_1d")],
+                                      name="conv.minus_KS"), fb.ints([2 ** 62]), fb.ints([1])], name="conv.last")
+    return fb.op("Add", [summed, "conv_bias"], name="conv.biased"), last
+
+
+def _slstm_block_function(seq: bool, opset: int, q: Quantizer) -> onnx.FunctionProto:
+    spec, cell = (SLSTM_BLOCK_SEQUENCE, SLSTM_SEQUENCE) if seq else (SLSTM_BLOCK, SLSTM_CELL)
+    fb = op_function(spec, q)
+    state = spec.regular_inputs[2:6]
+    scales = dict(zip(SLSTM_BLOCK_MATRICES, q.scale_inputs(SLSTM_BLOCK_MATRICES)))
+    lead = fb.ints([0, 0] if seq else [0])
+
+    def linear(x: str, w: str, b: str) -> str:
+        product = q.body_matmul(fb, x, q.body_weight(fb, w, scales.get(w)), scales.get(w), opset, name=f"{w}.product")
+        return fb.op("Add", [product, b], name=f"{w}.biased")
+
+    xn = _layer_norm(fb, "x", "norm_weight", "norm_bias", "norm")
+    conv, window = _causal_conv(fb, xn, seq)
+    xc = fb.op("Mul", [conv, fb.op("Sigmoid", [conv], name="conv_act.sigmoid")], name="conv_act")
+    dims = fb.op("Shape", ["R"], name="R_shape")
+    nh, dh = (fb.op("Slice", [dims, fb.ints([a]), fb.ints([a + 1])], name=n) for a, n in ((1, "NH"), (2, "DH")))
+    e = fb.op("Mul", [nh, dh], name="E")
+    head_shape = fb.op("Concat", [lead, fb.ints([1]), nh, fb.ints([1]), dh], name="gate_head_shape", axis=0)
+    xc_h, xn_h = (fb.op("Reshape", [v, head_shape], name=f"{n}_heads") for v, n in ((xc, "xc"), (xn, "xn")))
+    stacked = fb.op("Concat", [xc_h, xc_h, xn_h, xn_h], name="gate_inputs", axis=2 if seq else 1)  # [.., 4, NH, 1, DH]
+    w_gates = q.body_stacked(fb, "W_gates", scales.get("W_gates"), name="W_gates_dq")
+    dyn = stacked_scale(fb, scales["W_gates"], "W_gates_scale_col") if q.dynamic else None
+    wx = fb.op("Reshape", [q.body_matmul(fb, stacked, w_gates, dyn, opset, name="W_gates.product"),
+                           fb.op("Concat", [lead, fb.op("Mul", [e, fb.ints([4])], name="4E")], name="gates_shape",
+                                 axis=0)], name="gates_merged")  # no -1: T may be 0
+    wx = fb.op("Add", [wx, "b_gates"], name="gates")
+    cell_out = [fb.fresh(n) for n in (["Y"] if seq else []) + ["y_new", "c_new", "n_new", "m_new"]]
+    fb.op(cell.name, [wx, *state, "R", "b", *q.scale_inputs(["R"])], cell_out, name=cell.name, domain=DOMAIN,
+          **q.op_attributes())
+    heads = fb.op("Reshape", [cell_out[0], fb.op("Concat", [lead, nh, dh], name="y_head_shape", axis=0)],
+                  name="y_heads")
+    ones = fb.op("ConstantOfShape", [dh], name="group_norm.ones", value=numpy_helper.from_array(np.ones(1, np.float32)))
+    zeros = fb.op("ConstantOfShape", [dh], name="group_norm.zeros",
+                  value=numpy_helper.from_array(np.zeros(1, np.float32)))
+    gn = fb.op("Reshape", [_layer_norm(fb, heads, ones, zeros, "group_norm.normalize"),
+                           fb.op("Concat", [lead, e], name="merged_shape", axis=0)], name="group_norm.merge")
+    gn = fb.op("Add", [fb.op("Mul", [gn, "group_norm_weight"], name="group_norm.scaled"), "group_norm_bias"],
+               name="group_norm.shifted")
+    x1 = fb.op("Add", ["x", gn], name="residual_slstm")
+    gate, z = fb.split_equal(linear(_layer_norm(fb, x1, "ffn_norm_weight", "ffn_norm_bias", "ffn_norm"), "W_up",
+                                    "b_up"), 2, -1, opset, "ffn_split")
+    half = fb.op("Mul", [gate, fb.const(0.5, gate)], name="ffn_act.half_x")
+    erf = fb.op("Erf", [fb.op("Div", [gate, fb.const(2 ** 0.5, gate)], name="ffn_act.scaled")], name="ffn_act.erf")
+    act = fb.op("Mul", [half, fb.op("Add", [erf, fb.const(1.0, gate)], name="ffn_act.1p")], name="ffn_act")
+    h = fb.op("Add", [x1, linear(fb.op("Mul", [act, z], name="ffn_gated"), "W_down", "b_down")], name="residual_ffn")
+    for value, name in zip((h, window, *cell_out[len(cell_out) - 4:]), spec.output_names):
+        fb.op("Identity", [value], [name], name=name)
+    f = fb.build(opset)
+    f.opset_import.append(helper.make_opsetid(DOMAIN, DOMAIN_VERSION))  # the nested cell node
+    f.attribute.append(NORM_EPS)
+    return q.declare_attributes(f)
+
+
+def slstm_block_function(opset: int, q: Optional[Quantizer] = None) -> onnx.FunctionProto:
+    return _slstm_block_function(False, opset, q or Quantizer())
+
+
+def slstm_block_sequence_function(opset: int, q: Optional[Quantizer] = None) -> onnx.FunctionProto:
+    return _slstm_block_function(True, opset, q or Quantizer())
