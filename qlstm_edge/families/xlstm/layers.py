@@ -22,8 +22,10 @@ from ...exporters.graph import GraphBuilder
 from ...exporters.quantize import stacked_scale
 from ...exporters.recipe import f32
 from .cells import mlstm_cell_function, mlstm_sequence_function, slstm_cell_function, slstm_sequence_function
-from .block_ops import large_block_function, large_block_sequence_function
-from .ops import LARGE_BLOCK, LARGE_BLOCK_SEQUENCE, MLSTM_CELL, MLSTM_SEQUENCE, SLSTM_CELL, SLSTM_SEQUENCE
+from .block_ops import (large_block_function, large_block_sequence_function, slstm_block_function,
+                        slstm_block_sequence_function)
+from .ops import (LARGE_BLOCK, LARGE_BLOCK_SEQUENCE, MLSTM_CELL, MLSTM_SEQUENCE, SLSTM_BLOCK, SLSTM_BLOCK_SEQUENCE,
+                  SLSTM_CELL, SLSTM_SEQUENCE)
 
 SMALL_HEAD = 16  # head-wise projections with at most this many inputs per head use Mul + ReduceSum
 
@@ -46,7 +48,9 @@ class Net:
                     MLSTM_CELL.name: lambda: mlstm_cell_function(self.opset),  # no weights: the same in every mode
                     MLSTM_SEQUENCE.name: lambda: mlstm_sequence_function(self.opset),
                     LARGE_BLOCK.name: lambda: large_block_function(self.opset, self.q),
-                    LARGE_BLOCK_SEQUENCE.name: lambda: large_block_sequence_function(self.opset, self.q)}[name]
+                    LARGE_BLOCK_SEQUENCE.name: lambda: large_block_sequence_function(self.opset, self.q),
+                    SLSTM_BLOCK.name: lambda: slstm_block_function(self.opset, self.q),
+                    SLSTM_BLOCK_SEQUENCE.name: lambda: slstm_block_sequence_function(self.opset, self.q)}[name]
             self._functions[name] = make()
             self.g.functions.setdefault(name, self._functions[name])
         return self._functions[name]
