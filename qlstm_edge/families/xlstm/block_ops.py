@@ -167,9 +167,8 @@ def _causal_conv(fb: FunctionBuilder, xn: str, seq: bool):
                      name="conv.sum", keepdims=0)
         return fb.op("Add", [taps, "conv_bias"], name="conv.biased"), window
     ext = fb.op("Concat", ["conv0", xn], name="conv.ext", axis=1)  # [B, KS + T, E]: window t is rows t+1 .. t+KS
-    scalar = lambda x, axis, n: fb.op("Squeeze", [fb.op("Shape", [x], name=f"{n}_1d", start=axis, end=axis + 1)],  # noqa: E731
-                                      name=n)
-    ks, t = scalar("conv_weight", 0, "conv.KS"), scalar("x", 1, "conv.T")
+    ks, t = (fb.op("Squeeze", [fb.op("Shape", [v], name=f"{n}_1d", start=a, end=a + 1)], name=n)
+             for v, a, n in (("conv_weight", 0, "conv.KS"), ("x", 1, "conv.T")))
     one = fb.op("Constant", [], name="conv.one", value=numpy_helper.from_array(np.array(1, np.int64)))
     zero = fb.op("Constant", [], name="conv.zero", value=numpy_helper.from_array(np.array(0, np.int64)))
     rows = fb.op("Unsqueeze", [fb.op("Range", [zero, t, one], name="conv.steps"), fb.ints([-1])], name="conv.step_col")

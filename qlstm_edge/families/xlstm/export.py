@@ -3,9 +3,10 @@
 Block stacks and LMs: an sLSTM block and its FFN is one sLSTMBlock node, whose body is standard ops around the nested
 sLSTM cell op (block_ops.py; blocks.slstm_ffn_block names the forms that keep the cell-op layout); an mLSTM block is
 one custom node per cell (cells.py, declared in ops.py), everything else in it (norms, causal conv1d with its state,
-head-wise and dense projections, gates' pre-activations, FFN) standard ops (layers.py, blocks.py). xLSTMLarge: one xLSTMLargeBlock node per block, whose body is standard ops
-around the nested mLSTM cell op (block_ops.py). Embeddings, soft-capped logits and LM heads are standard ops. The maths is the package's own (xlstm 2.0.4+, CPU backends; DESIGN.md,
-section xLSTM). The state tensors keep the package's layouts (model.py: StackStates, LargeStates).
+head-wise and dense projections, gates' pre-activations, FFN) standard ops (layers.py, blocks.py). xLSTMLarge: one
+xLSTMLargeBlock node per block, whose body is standard ops around the nested mLSTM cell op (block_ops.py).
+Embeddings, soft-capped logits and LM heads are standard ops. The maths is the package's own (xlstm 2.0.4+, CPU
+backends; DESIGN.md, section xLSTM). The state tensors keep the package's layouts (model.py: StackStates, LargeStates).
 """
 from __future__ import annotations
 

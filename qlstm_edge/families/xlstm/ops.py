@@ -103,7 +103,8 @@ SLSTM_BLOCK = OpSpec(
     "projections, the sLSTM cell, group norm and residual, then layer norm, GELU-gated FFN and residual (the float "
     "attribute norm_eps: the three norms' epsilon).", matrices=SLSTM_BLOCK_MATRICES, attributes=(NORM_EPS,))
 SLSTM_BLOCK_SEQUENCE = OpSpec(
-    "sLSTMBlockSequence", _slstm_block_inputs("[B, T, E]", "0"), (Port("H", F32, "[B, T, E]"), *_slstm_block_state("_T")),
+    "sLSTMBlockSequence", _slstm_block_inputs("[B, T, E]", "0"),
+    (Port("H", F32, "[B, T, E]"), *_slstm_block_state("_T")),
     "A chunk of sLSTM block steps: the conv and projections over the chunk, the recurrence as sLSTMSequence "
     "(attribute norm_eps as sLSTMBlock).", matrices=SLSTM_BLOCK_MATRICES, attributes=(NORM_EPS,))
 

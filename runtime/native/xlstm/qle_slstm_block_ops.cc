@@ -75,15 +75,18 @@ OrtStatusPtr check_matrices(const QleOpInputs& in, long block, Dims* d) {
                         in.layout(i, "[4, NH, DH, DH]", "[4, NH, DH, ceil(DH / 2)] (int4 two per byte)"))))
       return st;
   if ((st = in.expect(kUp, {E, in.width(kUp, 2 * U)}, in.layout(kUp, "[E, 2U]", "[E, U] (int4 two per byte)"))) ||
-      (st = in.expect(kDown, {U, in.width(kDown, E)}, in.layout(kDown, "[U, E]", "[U, ceil(E / 2)] (int4 two per byte)"))))
+      (st = in.expect(kDown, {U, in.width(kDown, E)},
+                      in.layout(kDown, "[U, E]", "[U, ceil(E / 2)] (int4 two per byte)"))))
     return st;
   if (qle_qmode_integer(in.mode)) {
     const bool i4 = in.mode == QleQMode::I4;
     for (size_t j : {0, 1})
       if ((st = in.expect(kRegular + j, qle_scale_shape(in.mode, block, {4, NH}, DH, DH),
-                          i4 ? "[4, NH, ceil(DH / block_size), DH]" : "[4, NH, DH] (one scale per output channel of each slice)")))
+                          i4 ? "[4, NH, ceil(DH / block_size), DH]"
+                             : "[4, NH, DH] (one scale per output channel of each slice)")))
         return st;
-    const char* dense = i4 ? "[ceil(K / block_size), N] of its matrix [K, N]" : "[N] of its matrix [K, N] (one scale per output channel)";
+    const char* dense = i4 ? "[ceil(K / block_size), N] of its matrix [K, N]"
+                           : "[N] of its matrix [K, N] (one scale per output channel)";
     if ((st = in.expect(kRegular + 2, qle_scale_shape(in.mode, block, {}, E, 2 * U), dense)) ||
         (st = in.expect(kRegular + 3, qle_scale_shape(in.mode, block, {}, U, E), dense)))
       return st;
