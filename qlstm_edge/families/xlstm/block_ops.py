@@ -222,9 +222,12 @@ def _slstm_block_function(seq: bool, opset: int, q: Quantizer) -> onnx.FunctionP
     x1 = fb.op("Add", ["x", gn], name="residual_slstm")
     gate, z = fb.split_equal(linear(_layer_norm(fb, x1, "ffn_norm_weight", "ffn_norm_bias", "ffn_norm"), "W_up",
                                     "b_up"), 2, -1, opset, "ffn_split")
-    half = fb.op("Mul", [gate, fb.const(0.5, gate)], name="ffn_act.half_x")
-    erf = fb.op("Erf", [fb.op("Div", [gate, fb.const(2 ** 0.5, gate)], name="ffn_act.scaled")], name="ffn_act.erf")
-    act = fb.op("Mul", [half, fb.op("Add", [erf, fb.const(1.0, gate)], name="ffn_act.1p")], name="ffn_act")
+    # float32 Constants, not CastLike ones: the onnx inliner expands a CastLike into a Cast that then keeps
+    # onnxruntime from fusing the GELU, so an inlined file would compute it in other arithmetic
+    c = lambda v, n: fb.op("Constant", [], name=n, value=numpy_helper.from_array(np.array(v, np.float32)))  # noqa: E731
+    half = fb.op("Mul", [gate, c(0.5, "ffn_act.half")], name="ffn_act.half_x")
+    erf = fb.op("Erf", [fb.op("Div", [gate, c(2 ** 0.5, "ffn_act.sqrt2")], name="ffn_act.scaled")], name="ffn_act.erf")
+    act = fb.op("Mul", [half, fb.op("Add", [erf, c(1.0, "ffn_act.one")], name="ffn_act.1p")], name="ffn_act")
     h = fb.op("Add", [x1, linear(fb.op("Mul", [act, z], name="ffn_gated"), "W_down", "b_down")], name="residual_ffn")
     for value, name in zip((h, window, *cell_out[len(cell_out) - 4:]), spec.output_names):
         fb.op("Identity", [value], [name], name=name)
