@@ -6,7 +6,8 @@ Quantization (exporters/quantize.py has the op contract):
     FFN, xLSTMLarge's q/k/v/o, i/f gates and out_proj, the LM head); the head-wise (block-diagonal) projections
     (mLSTM q/k/v, sLSTM gate inputs), stored per block as stacked matrices [G, NH, in/NH, out/NH] (int4: packed
     two per byte, Quantizer.stacked_weight); the embeddings. Biases, norm scales, the learnable skip and the
-    depthwise conv taps [KS, D] (element-wise) stay float32.
+    depthwise conv taps [KS, D] (element-wise) stay float32. The block ops (block_ops.py) store the same matrices
+    as op inputs: the sLSTM block op its stacked head-wise gate weights and R, proj_up and proj_down.
     fp16 runs every matrix product in float16 (its input cast, its result cast back); biases are added, and
     norms, gates, recurrences, soft-caps and the residual stream computed, in float32.
 """
