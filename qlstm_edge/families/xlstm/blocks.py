@@ -59,7 +59,7 @@ BLOCK_ACTIVATION = "gelu"  # the FFN activation the sLSTM block op computes (the
 def slstm_ffn_block(net: Net, block, i: int, x: str, states) -> str:
     """The sLSTM block and its FFN as one sLSTMBlock (or sLSTMBlockSequence) node. These forms keep one sLSTM
     cell-op node and standard-op layers (``slstm_block`` then ``ffn``): fp16 (as ``large_block_cells`` says; the
-    block kernel's fp16 streams of the test LM differ from the body's by 4e-4 relative, over the 1e-4 that
+    block kernel's fp16 streams of the tests' block stack differ from the body's by 4e-4 relative, over the 1e-4 that
     test_native_auto_runs_quantized_exports_correctly allows), no conv (conv1d_kernel_size 0), no FFN, an FFN
     activation other than gelu, and norms of different epsilons."""
     layer, ffn_ = block.xlstm, block.ffn
