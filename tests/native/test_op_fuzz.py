@@ -58,6 +58,11 @@ class Sizes:
     derived: Callable[[dict], dict] = lambda d: {}
 
 
+def _qkv_heads(i: int) -> dict:
+    bs = next(b for b in (4, 3, 2, 1) if i % b == 0)
+    return {"I": i, "BS": bs, "NP": i // bs}
+
+
 # Where a new op goes: the sizes its spec's shapes name, keyed by its family (``family``: the op's name less Cell,
 # Step or Sequence), beyond B (every op's batch) and T (a sequence op's chunk length). Nothing else is per op.
 SIZES = {
@@ -68,6 +73,11 @@ SIZES = {
     "mLSTM": Sizes({"NH": range(1, 4), "DK": range(1, 7), "DV": range(1, 7)}),
     "xLSTMLargeBlock": Sizes({"E": range(1, 9), "NH": range(1, 4), "DK": range(1, 5), "DV": range(1, 5),
                               "U": range(1, 9)}, lambda d: {"QK": d["NH"] * d["DK"], "V": d["NH"] * d["DV"]}),
+    # the LM's mLSTM block: I = NH DH cut into NP q/k/v heads of BS (the largest of 4, 3, 2, 1 that divides I)
+    "mLSTMBlock": Sizes({"E": range(1, 9), "KS": range(1, 5), "NH": range(1, 4), "DH": range(1, 5)},
+                        lambda d: _qkv_heads(d["NH"] * d["DH"])),
+    "sLSTMBlock": Sizes({"NH": range(1, 4), "DH": range(1, 5), "KS": range(1, 5), "U": range(1, 9)},
+                        lambda d: {"E": d["NH"] * d["DH"]}),
 }
 SPECS = all_ops()
 HOST_SCALARS = {p.name for s in SPECS.values() for p in s.inputs if p.name in s.host and p.shape == "[]"}

@@ -420,7 +420,8 @@ def test_library_lists_its_ops(lib):
     files sorted by name."""
     st = native_lib.status()
     ql = ["QLLSTMCell", "QLLSTMSequence"]
-    block = ["xLSTMLargeBlock", "xLSTMLargeBlockSequence", "mLSTMBlock", "mLSTMBlockSequence"]
+    block = ["xLSTMLargeBlock", "xLSTMLargeBlockSequence", "mLSTMBlock", "mLSTMBlockSequence", "sLSTMBlock",
+             "sLSTMBlockSequence"]
     assert st["ops"] == [*FAMILY_OPS[:2], *ql, *block, *FAMILY_OPS[2:]]
     assert st["quantized_ops"] == [*QUANTIZED_FAMILY_OPS[:2], *ql, *block, *QUANTIZED_FAMILY_OPS[2:]]
 

@@ -33,6 +33,20 @@ void qle_block_rms_norm(long M, long E, const float* v, const float* w, const fl
   }
 }
 
+void qle_block_layer_norm(long M, long NH, long D, const float* v, const float* w, const float* b, float eps,
+                          float* out) {
+  for (long r = 0; r < M * NH; ++r) {
+    const float* x = v + r * D;
+    const long c0 = r % NH * D;
+    float mean = 0.0f, var = 0.0f;
+    for (long j = 0; j < D; ++j) mean += x[j];
+    mean /= (float)D;
+    for (long j = 0; j < D; ++j) var += (x[j] - mean) * (x[j] - mean);
+    const float std = sqrtf(var / (float)D + eps);
+    for (long j = 0; j < D; ++j) out[r * D + j] = (x[j] - mean) / std * w[c0 + j] + b[c0 + j];
+  }
+}
+
 void qle_block_soft_cap(long n, float c, float* g) {
   if (c == 0.0f) return;
   for (long j = 0; j < n; ++j) g[j] = c * qle_fm_tanh(g[j] / c);

@@ -55,6 +55,11 @@ void qle_block_layer_norm(long M, long E, const float* v, const float* w, const 
 // out[r] = v[r] / sqrt(mean(v[r]^2) + eps) * w + b for the M rows of width E.
 void qle_block_rms_norm(long M, long E, const float* v, const float* w, const float* b, float eps, float* out);
 
+// Layer norm of each of the NH heads of width D of the M rows [M, NH D] on its own (NH 1: the whole row),
+// then scaled and shifted per column: out = (v - mean) / sqrt(var + eps) * w + b (w, b [NH D]).
+void qle_block_layer_norm(long M, long NH, long D, const float* v, const float* w, const float* b, float eps,
+                          float* out);
+
 // g = c tanh(g / c) in place, or g itself where c is 0 (no cap).
 void qle_block_soft_cap(long n, float c, float* g);
 

@@ -122,10 +122,11 @@ OrtStatusPtr check(const QleOpInputs& in, long block, bool seq, Dims* d) {
       (st = in.expect(3, {B, NH, DH, 1}, "[B, NH, DH, 1]")) || (st = in.expect(4, {B, NH, 1, 1}, "[B, NH, 1, 1]")) ||
       (st = in.expect(9, {d->KS, I}, "[KS, I]")))
     return st;
-  const std::vector<std::pair<size_t, int64_t>> vectors = {{5, E},  {6, E},  {8, 2 * I}, {10, I}, {12, 3 * I},
-                                                           {14, 2 * NH}, {15, I}, {16, I}, {17, I}, {19, E}};
-  for (const auto& [i, n] : vectors)
-    if ((st = in.expect(i, {n}, "a vector as long as the output of its product, norm or conv"))) return st;
+  const struct { size_t i; int64_t n; const char* layout; } vectors[] = {  // the biases, norm weights and skip
+      {5, E, "[E]"},   {6, E, "[E]"}, {8, 2 * I, "[2I]"}, {10, I, "[I]"}, {12, 3 * I, "[3I]"}, {14, 2 * NH, "[2NH]"},
+      {15, I, "[I]"}, {16, I, "[I]"}, {17, I, "[I]"},   {19, E, "[E]"}};
+  for (const auto& v : vectors)
+    if ((st = in.expect(v.i, {v.n}, v.layout))) return st;
   return nullptr;
 }
 
