@@ -71,6 +71,9 @@ CPUS = {  # name: (architecture, qemu -cpu model, ISA the native library must di
     "cortex-a72": ("aarch64", "cortex-a72", "neon"),
     "cortex-a76": ("aarch64", "cortex-a76", "neon-dotprod"),
 }
+# numpy's OpenBLAS picks its kernels from more than the emulated CPUID (on an AMD EPYC host it chose its Haswell
+# kernels under -cpu Nehalem: SIGILL at `import numpy`); the emulated x86 processes name their core type
+OPENBLAS_CORETYPE = {"haswell": "HASWELL", "nehalem": "NEHALEM"}
 DEBIAN_PACKAGES = {"x86_64": ("qemu-user",), "aarch64": aarch64_env.PACKAGES}
 QUANTS = (None, "fp16", "int8", "int8-dynamic", "int4")
 MODES = ("step", "sequence")
@@ -189,6 +192,7 @@ def emulate(cpu: str, manifest: Path, out: Path, log: Path, arm: dict) -> subpro
     script = [str(HERE / "isa_lane_stream.py"), str(manifest), str(out)]
     if arch == "x86_64":
         cmd = ["qemu-x86_64", "-cpu", model, sys.executable] + script
+        env["OPENBLAS_CORETYPE"] = OPENBLAS_CORETYPE[cpu]
     else:
         root = arm["roots"][cpu]
         cmd = ["qemu-aarch64", "-cpu", model, "-L", str(root), str(root / "usr" / "bin" / f"python{aarch64_env.PY}")]
