@@ -9,13 +9,6 @@
 
 namespace {
 
-constexpr unsigned kMaxGrid = 65535;  // thread blocks of a grid (y: its limit); the kernels loop over more
-
-unsigned grid(long n, long per_block) {
-  const long g = (n + per_block - 1) / per_block;
-  return (unsigned)(g < (long)kMaxGrid ? g : (long)kMaxGrid);
-}
-
 // Rows r over blockIdx.y, outputs j over x.
 __global__ void __launch_bounds__(kThreads)
     product_kernel(Mat W, long M, long K, long N, const float* A, long lda, const float* init, float* out, long ldo) {
@@ -57,10 +50,16 @@ cudaStream_t as_stream(void* s) { return static_cast<cudaStream_t>(s); }
 
 }  // namespace
 
+unsigned qle_cuda_block_grid(long n, long per_block) {
+  const long g = (n + per_block - 1) / per_block;
+  return (unsigned)(g < 65535 ? g : 65535);
+}
+
 int qle_cuda_block_product(void* stream, const QleCudaBlockMatrix& W, long M, const float* A, long lda,
                            const float* init, float* out, long ldo) {
   if (M == 0 || W.N == 0) return 0;
-  const dim3 blocks((unsigned)((W.N + kThreads - 1) / kThreads), grid(M, 1));  // x: at most 2^24 / kThreads
+  // x: N / kThreads, at most 2^24 / 128 (a grid's x limit is 2^31 - 1); y: rows, looped over past 65535
+  const dim3 blocks((unsigned)((W.N + kThreads - 1) / kThreads), qle_cuda_block_grid(M, 1));
   product_kernel<<<blocks, kThreads, 0, as_stream(stream)>>>(Mat{W.mode, W.block, W.w, W.scale}, M, W.K, W.N, A, lda,
                                                              init, out, ldo);
   return (int)cudaGetLastError();
@@ -69,24 +68,25 @@ int qle_cuda_block_product(void* stream, const QleCudaBlockMatrix& W, long M, co
 int qle_cuda_block_rms_norm(void* stream, long M, long E, const float* v, const float* w, const float* b, float eps,
                             float* out) {
   if (M == 0) return 0;
-  rms_norm_kernel<<<grid(M, 1), kThreads, 0, as_stream(stream)>>>(M, E, v, w, b, eps, out);
+  rms_norm_kernel<<<qle_cuda_block_grid(M, 1), kThreads, 0, as_stream(stream)>>>(M, E, v, w, b, eps, out);
   return (int)cudaGetLastError();
 }
 
 int qle_cuda_block_soft_cap(void* stream, long n, float c, float* g) {
   if (n == 0 || c == 0.0f) return 0;
-  soft_cap_kernel<<<grid(n, kThreads), kThreads, 0, as_stream(stream)>>>(n, c, g);
+  soft_cap_kernel<<<qle_cuda_block_grid(n, kThreads), kThreads, 0, as_stream(stream)>>>(n, c, g);
   return (int)cudaGetLastError();
 }
 
 int qle_cuda_block_columns(void* stream, long M, const float* src, long lds, long c0, long n, float* dst) {
   if (M * n == 0) return 0;
-  columns_kernel<<<grid(M * n, kThreads), kThreads, 0, as_stream(stream)>>>(M, src, lds, c0, n, dst);
+  columns_kernel<<<qle_cuda_block_grid(M * n, kThreads), kThreads, 0, as_stream(stream)>>>(M, src, lds, c0, n,
+                                                                                            dst);
   return (int)cudaGetLastError();
 }
 
 int qle_cuda_block_add(void* stream, long n, const float* a, float* out) {
   if (n == 0) return 0;
-  add_kernel<<<grid(n, kThreads), kThreads, 0, as_stream(stream)>>>(n, a, out);
+  add_kernel<<<qle_cuda_block_grid(n, kThreads), kThreads, 0, as_stream(stream)>>>(n, a, out);
   return (int)cudaGetLastError();
 }

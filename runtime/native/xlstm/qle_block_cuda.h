@@ -35,3 +35,6 @@ int qle_cuda_block_columns(void* stream, long M, const float* src, long lds, lon
 
 // out = a + out: qle_block_add.
 int qle_cuda_block_add(void* stream, long n, const float* a, float* out);
+
+// Thread blocks for n items of per_block each, at most 65535 (a grid's y limit): the kernels loop over the rest.
+unsigned qle_cuda_block_grid(long n, long per_block);

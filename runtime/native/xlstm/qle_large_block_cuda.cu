@@ -40,10 +40,6 @@ __global__ void __launch_bounds__(kThreads) gated_silu_kernel(long M, long U, co
   }
 }
 
-constexpr long kMaxGrid = 65535;
-
-unsigned grid(long n) { return (unsigned)(n < kMaxGrid ? n : kMaxGrid); }
-
 }  // namespace
 
 int qle_cuda_large_block(void* stream, const QleCudaLargeBlock* p) {
@@ -82,8 +78,8 @@ int qle_cuda_large_block(void* stream, const QleCudaLargeBlock* p) {
     e = qle_cuda_mlstm(s, &c);
   }
   if (!e && M > 0) {
-    gated_head_norm_kernel<<<grid(M * NH), kThreads, 0, s>>>(M, NH, a.DV, a.head_norm_w, a.head_norm_b, a.norm_eps,
-                                                            qkvo + 2 * QK + V, P, h);
+    gated_head_norm_kernel<<<qle_cuda_block_grid(M * NH, 1), kThreads, 0, s>>>(
+        M, NH, a.DV, a.head_norm_w, a.head_norm_b, a.norm_eps, qkvo + 2 * QK + V, P, h);
     e = (int)cudaGetLastError();
   }
   if (!e) e = qle_cuda_block_product(s, a.W_out, M, h, V, a.b_out, x1, E);
@@ -91,7 +87,7 @@ int qle_cuda_large_block(void* stream, const QleCudaLargeBlock* p) {
   if (!e) e = qle_cuda_block_rms_norm(s, M, E, x1, a.norm_ffn_w, a.norm_ffn_b, a.norm_eps, xn);
   if (!e) e = qle_cuda_block_product(s, a.W_up, M, xn, E, a.b_up, up, 2 * U);
   if (!e && M > 0) {
-    gated_silu_kernel<<<grid((M * U + kThreads - 1) / kThreads), kThreads, 0, s>>>(M, U, up, hf);
+    gated_silu_kernel<<<qle_cuda_block_grid(M * U, kThreads), kThreads, 0, s>>>(M, U, up, hf);
     e = (int)cudaGetLastError();
   }
   if (!e) e = qle_cuda_block_product(s, a.W_down, M, hf, U, a.b_down, a.Y, E);
