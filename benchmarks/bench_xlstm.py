@@ -16,7 +16,7 @@ this run, interleaved, median of --repeats rounds of --steps tokens:
 Small models are bound by per-node overhead (Python and torch dispatch on the package side, onnxruntime's
 per-node cost on ours), large ones by the matrix-vector products, so the ratio shrinks with model size.
 
-    python benchmarks/bench_xlstm.py [--steps 200] [--repeats 5] [--json]
+    python benchmarks/bench_xlstm.py [--steps 200] [--repeats 5] [--only TEXT] [--json]
 """
 from __future__ import annotations
 
@@ -65,6 +65,7 @@ MODELS = {
     "xLSTMLM mLSTM+sLSTM E=128 2 blocks": lambda: lm(128, 4, 2, [1]),
     "xLSTMLM [m,s,m,m] E=256 4 blocks": lambda: lm(256, 4, 4, [1]),
     "xLSTMLM sLSTM only E=256 2 blocks": lambda: lm(256, 4, 2, "all"),
+    "xLSTMLM mLSTM only E=256 2 blocks": lambda: lm(256, 4, 2, []),
     "xLSTMLarge E=64 2 heads 2 blocks": lambda: large(64, 2, 2),
     "xLSTMLarge E=256 4 heads 4 blocks": lambda: large(256, 4, 4),
 }
@@ -165,6 +166,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--only", default="", help="the models whose name contains this text (default: all)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -172,7 +174,8 @@ def main():
     rows = []
     with tempfile.TemporaryDirectory() as d:
         for name, make in MODELS.items():
-            rows.append(bench(name, make(), args.steps, args.repeats, Path(d)))
+            if args.only in name:
+                rows.append(bench(name, make(), args.steps, args.repeats, Path(d)))
     if args.json:
         print(json.dumps(rows, indent=2))
         return

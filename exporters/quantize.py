@@ -565,15 +565,16 @@ class Quantizer:
     def op_weights(self, g, prefix: str, weights: Dict[str, np.ndarray], matrices: Sequence[str],
                    float_dtype: str = "float32") -> List[str]:
         """Initializers for one custom node's weight inputs in contract order: every entry of ``weights`` in
-        order (``matrices`` [K, N] stored per mode, the rest as ``float_dtype`` parameters), then the scale of
-        each matrix in ``matrices`` order (integer modes)."""
+        order (``matrices`` [K, N], or stacked [..., K, N] as ``store_stacked`` stores them, stored per mode, the
+        rest as ``float_dtype`` parameters), then the scale of each matrix in ``matrices`` order (integer modes)."""
         unknown = [m for m in matrices if m not in weights]
         if unknown:
             raise KeyError(f"matrices {unknown} are not among the weights {list(weights)}")
         names, scales = [], {}
         for k, v in weights.items():
             if k in matrices:
-                stored, scales[k] = self._store_matrix(g, prefix + k, v, channel_axis=1)
+                stored, scales[k] = (self.store_stacked(g, prefix + k, v) if np.ndim(v) > 2 else
+                                     self._store_matrix(g, prefix + k, v, channel_axis=1))
             else:
                 stored = self.param(g, prefix + k, v, float_dtype)
             names.append(stored)

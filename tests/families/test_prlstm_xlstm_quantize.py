@@ -191,7 +191,11 @@ def expected_ops(key, mode, meta, quant):
     if key == "xlstm-large" and quant != "fp16":  # one block op per block, the mLSTM cell op nested in its body
         return ["xLSTMLargeBlock" if mode == "step" else "xLSTMLargeBlockSequence"] * len(meta["extra"]["blocks"])
     suffix = "Cell" if mode == "step" else "Sequence"
-    return [f"{'sLSTM' if kind == 'slstm' else 'mLSTM'}{suffix}" for kind in meta["extra"]["blocks"]]
+    # one block op per block (the cell op and standard-op layers: fp16, and int8-dynamic's mLSTM block, blocks.py)
+    seq = "" if mode == "step" else "Sequence"
+    mlstm = f"mLSTM{suffix}" if quant in ("fp16", "int8-dynamic") else f"mLSTMBlock{seq}"
+    slstm = f"sLSTM{suffix}" if quant == "fp16" else f"sLSTMBlock{seq}"
+    return [slstm if kind == "slstm" else mlstm for kind in meta["extra"]["blocks"]]
 
 
 def check_stored(init, name, quant, want, scale_shape):
@@ -231,7 +235,9 @@ def test_contract_checker_and_metadata(built, key, quant, mode):
     nodes = [n for n in proto.graph.node if n.domain == "qlstm_edge"]
     assert [n.op_type for n in nodes] == expected_ops(key, mode, meta, quant)  # one custom node per cell
     for f in proto.functions:  # bodies (and their Loop/Scan bodies): standard ops, and a block's nested cell op
-        standard_ops_only(f.node, nested={"mLSTMCell", "mLSTMSequence"} if f.name.startswith("xLSTMLarge") else ())
+        nested = {"xLSTMLarge": {"mLSTMCell", "mLSTMSequence"}, "mLSTMBlock": {"mLSTMCell", "mLSTMSequence"},
+                  "sLSTMBlock": {"sLSTMCell", "sLSTMSequence"}}
+        standard_ops_only(f.node, nested=next((v for k, v in nested.items() if f.name.startswith(k)), ()))
     attrs = {"quant_mode": quant.encode(), "block_size": BS if quant == "int4" else 0}
     integer = quant in INTEGER
 
@@ -258,24 +264,28 @@ def test_contract_checker_and_metadata(built, key, quant, mode):
             if node.op_type.startswith("xLSTMLarge"):
                 check_large_block(init, node, m.backbone.blocks[i], m.config, quant, attrs)
                 continue
-            if node.op_type.startswith("mLSTM"):  # no weights: the unquantized op in every mode
+            if node.op_type.startswith("mLSTMBlock"):
+                stack = m.xlstm_block_stack if hasattr(m, "xlstm_block_stack") else m
+                check_mlstm_block(init, node, stack.blocks[i], quant, attrs)
+                continue
+            if node.op_type.startswith("mLSTM"):  # the cell op holds no weights: the unquantized op in every mode
                 assert len(node.input) == 11 and attrs_of(node) == {}
+                continue
+            blocks = m.xlstm_block_stack.blocks if hasattr(m, "xlstm_block_stack") else m.blocks
+            if node.op_type.startswith("sLSTMBlock"):
+                check_slstm_block(init, node, blocks[i], quant, attrs)
                 continue
             assert attrs_of(node) == attrs
             assert list(node.input[5:]) == [f"b{i}.R", f"b{i}.b", *([f"b{i}.R_scale"] if integer else [])]
-            cell = m.xlstm_block_stack.blocks[i].xlstm.slstm_cell if hasattr(m, "xlstm_block_stack") \
-                else m.blocks[i].xlstm.slstm_cell
-            nh, dh = cell.config.num_heads, cell.config.head_dim
-            ext = cell._recurrent_kernel_int2ext(cell._recurrent_kernel).detach().double().numpy()
-            blocks = [-(-dh // BS)] if quant == "int4" else []
-            check_stored(init, f"b{i}.R", quant, ext.transpose(2, 0, 1, 3), [4, nh] + blocks + [dh])
+            check_stored_r(init, f"b{i}", blocks[i].xlstm.slstm_cell, quant)
             assert init[f"b{i}.b"].data_type == TensorProto.FLOAT
     # every matrix is stored per the mode: the only float tensors with >= 2 dims left are scales, depthwise conv
     # taps and PR-LSTM's stacked unary biases
     q = meta["quantization"]
     scales = {rec.get("scale") for rec in q["tensors"].values()}
     float2d = [t.name for t in proto.graph.initializer if t.data_type == TensorProto.FLOAT and len(t.dims) >= 2
-               and ".conv." not in t.name and t.name != "b_unary" and t.name not in scales]
+               and ".conv." not in t.name and not t.name.endswith(".conv_weight") and t.name != "b_unary"
+               and t.name not in scales]
     assert float2d == []
     stored = {TensorProto.FLOAT16} if quant == "fp16" else {INTEGER[quant]}
     matrices = {t.name for t in proto.graph.initializer if t.data_type in stored and len(t.dims) >= 2}
@@ -289,6 +299,56 @@ def test_contract_checker_and_metadata(built, key, quant, mode):
         assert rec.get("storage") == (INT4_PACKED if quant == "int4" else None)
     opsets = {o.domain: o.version for o in proto.opset_import}
     assert (proto.ir_version, opsets[""]) == ((8, 18) if quant == "int4" else (8, 17))
+
+
+def check_mlstm_block(init, node, block, quant, attrs):
+    """An mLSTMBlock node (the LM's mLSTM block): its attributes, inputs and four matrices stored per ``quant`` (the
+    head-wise q/k/v stacked [3, NP, BS, BS]), their scales appended in order."""
+    i = node.name.split(".")[0]
+    layer = block.xlstm
+    assert attrs_of(node) == {**attrs, "norm_eps": pytest.approx(block.xlstm_norm.eps)}
+    w = lambda *lins: np.concatenate([lin.weight.detach().double().numpy() for lin in lins]).T  # noqa: E731
+    qkv = np.stack([p.weight.detach().double().numpy() for p in (layer.q_proj, layer.k_proj, layer.v_proj)])
+    matrices = {"W_up": w(layer.proj_up), "W_qkv": qkv.transpose(0, 1, 3, 2),
+                "W_if": w(layer.mlstm_cell.igate, layer.mlstm_cell.fgate), "W_down": w(layer.proj_down)}
+    names = list(node.input)
+    assert names[1:5] == [f"{i}.{s}.in" for s in ("conv", "C", "n", "m")]
+    assert len(names) == 22 + (4 if quant in INTEGER else 0)
+    for name, want in matrices.items():
+        assert f"{i}.{name}" in names[5:20]
+        check_stored(init, f"{i}.{name}", quant, want, list(want.shape[:-2]) +
+                     ([-(-want.shape[-2] // BS)] if quant == "int4" else []) + [want.shape[-1]])
+    assert names[22:] == ([f"{i}.{name}_scale" for name in matrices] if quant in INTEGER else [])
+def check_stored_r(init, prefix, cell, quant):
+    """The sLSTM cell's R [4, NH, DH, DH] (``<prefix>.R``) stored per ``quant``."""
+    nh, dh = cell.config.num_heads, cell.config.head_dim
+    ext = cell._recurrent_kernel_int2ext(cell._recurrent_kernel).detach().double().numpy()
+    check_stored(init, f"{prefix}.R", quant, ext.transpose(2, 0, 1, 3), [4, nh] + ([-(-dh // BS)] if quant == "int4"
+                                                                                   else []) + [dh])
+
+
+def check_slstm_block(init, node, block, quant, attrs):
+    """An sLSTMBlock node: its attributes, inputs and four matrices stored per ``quant`` (the head-wise gate
+    projections stacked f, i, z, o as the package's i/f swap feeds the cell, and R, slice by slice), their scales
+    appended in order."""
+    i = node.name.split(".")[0]
+    assert attrs_of(node) == {**attrs, "norm_eps": pytest.approx(block.xlstm_norm.eps)}
+    layer, ffn = block.xlstm, block.ffn
+    names = list(node.input)
+    assert names[1:6] == [f"{i}.{s}.in" for s in ("conv", *"ycnm")] and len(names) == 22 + (4 if quant in INTEGER
+                                                                                             else 0)
+    nh, dh = layer.config.num_heads, layer.config.embedding_dim // layer.config.num_heads
+    gates = np.stack([g.weight.detach().double().numpy() for g in (layer.fgate, layer.igate, layer.zgate, layer.ogate)])
+    check_stored(init, f"{i}.W_gates", quant, gates.transpose(0, 1, 3, 2),
+                 [4, nh] + ([-(-dh // BS)] if quant == "int4" else []) + [dh])
+    check_stored_r(init, i, layer.slstm_cell, quant)
+    for name, lin in (("W_up", ffn.proj_up), ("W_down", ffn.proj_down)):
+        want = lin.weight.detach().double().numpy().T
+        check_stored(init, f"{i}.{name}", quant, want, ([-(-want.shape[0] // BS)] if quant == "int4" else []) +
+                     [want.shape[1]])
+    assert names[10] == f"{i}.W_gates" and names[12] == f"{i}.R" and names[18] == f"{i}.W_up"
+    assert names[20] == f"{i}.W_down"
+    assert names[22:] == ([f"{i}.{n}_scale" for n in ("W_gates", "R", "W_up", "W_down")] if quant in INTEGER else [])
 
 
 def check_large_block(init, node, block, config, quant, attrs):
@@ -312,8 +372,10 @@ def check_large_block(init, node, block, config, quant, attrs):
 
 def test_fp32_export_is_unchanged_by_the_quantizer(built):
     """fp32 files carry no quantization: no attributes, no scales, float32 weights (as before quantization)."""
-    inputs = {"PRLSTMSequence": 12, "sLSTMSequence": 7, "mLSTMSequence": 11, "xLSTMLargeBlockSequence": 23}
-    model_attributes = {"xLSTMLargeBlockSequence": ["norm_eps"]}  # the block's own, in every mode
+    inputs = {"PRLSTMSequence": 12, "sLSTMSequence": 7, "mLSTMSequence": 11, "xLSTMLargeBlockSequence": 23,
+              "mLSTMBlockSequence": 22, "sLSTMBlockSequence": 22}
+    model_attributes = {"xLSTMLargeBlockSequence": ["norm_eps"], "mLSTMBlockSequence": ["norm_eps"],
+                        "sLSTMBlockSequence": ["norm_eps"]}  # the blocks' own, in every mode
     for key in MODELS:
         proto = onnx.load(built(key)[1][(None, "sequence")])
         assert meta_of(proto)["quantization"] is None

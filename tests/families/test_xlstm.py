@@ -100,6 +100,36 @@ def test_sequence_matches_package_full_forward_2000_steps(tmp_path, kind):
     assert np.abs(got - want).max() <= 1e-4
 
 
+def _slstm_form(form):
+    """A one-sLSTM-block stack in one of the forms the sLSTM block op covers or leaves to the cell-op layout."""
+    import xlstm as x
+    from qlstm_edge.families.xlstm.examples import perturb, stack_kwargs
+
+    kw = stack_kwargs(E=32, heads=2, slstm_at="all", blocks=1, conv=0 if form == "no-conv" else 3,
+                      ffn_act="relu" if form == "relu" else "gelu")
+    kw["mlstm_block"] = None  # sLSTM blocks only (an mLSTM block needs a conv)
+    if form == "no-ffn":
+        kw["slstm_block"].feedforward = None
+    torch.manual_seed(4)
+    return perturb(x.xLSTMBlockStack(x.xLSTMBlockStackConfig(**kw)), 4)
+
+
+@pytest.mark.parametrize("form, quantize, op", [("gelu", None, "sLSTMBlock"), ("gelu", "int8", "sLSTMBlock"),
+                                                ("gelu", "fp16", "sLSTMCell"), ("no-conv", None, "sLSTMCell"),
+                                                ("no-ffn", None, "sLSTMCell"), ("relu", None, "sLSTMCell")])
+@pytest.mark.parametrize("mode", ["step", "sequence"])
+def test_slstm_block_op_and_the_forms_it_leaves_to_the_cell_op(tmp_path, form, quantize, op, mode):
+    """The sLSTM block and its FFN is one block-op node; fp16, no conv, no FFN and activations but gelu keep one
+    cell-op node and its layers (blocks.slstm_ffn_block). Every form streams as the package does, native or not."""
+    m = _slstm_form(form)
+    path = export_onnx(m, tmp_path / "m.onnx", mode=mode, quantize=quantize)
+    custom = [n.op_type for n in onnx.load(path).graph.node if n.domain == "qlstm_edge"]
+    assert custom == [op if mode == "step" else op.replace("Cell", "") + "Sequence"]
+    for native in ("off", "on"):
+        assert_parity(m, path, steps=300, batch=2, chunk_sizes=[1, 5, 40] if mode == "sequence" else None,
+                      native=native)
+
+
 def test_large_512_token_stream_and_full_forward(tmp_path):
     m = make_large()
     r = assert_parity(m, export_onnx(m, tmp_path / "step.onnx", mode="step"), steps=512, native="off")
@@ -221,9 +251,14 @@ def test_graph_contract(mixed_files, mode):
     onnx.checker.check_model(proto, full_check=True)
     custom = [(n.op_type, n.name) for n in proto.graph.node if n.domain == "qlstm_edge"]
     suffix = "Cell" if mode == "step" else "Sequence"
-    assert custom == [(f"mLSTM{suffix}", f"b0.mLSTM{suffix}"), (f"sLSTM{suffix}", f"b1.sLSTM{suffix}")]
-    assert {f.name for f in proto.functions} == {f"mLSTM{suffix}", f"sLSTM{suffix}"}
-    assert all(n.domain in ("", "ai.onnx") for f in proto.functions for n in f.node)
+    seq = "" if mode == "step" else "Sequence"
+    m_block, s_block = f"mLSTMBlock{seq}", f"sLSTMBlock{seq}"
+    assert custom == [(m_block, f"b0.{m_block}"), (s_block, f"b1.{s_block}")]
+    assert {f.name for f in proto.functions} == {m_block, s_block, f"mLSTM{suffix}", f"sLSTM{suffix}"}
+    # standard ops only, but for each block op's nested cell op (whose function is in the file too)
+    nested = {(m_block, f"mLSTM{suffix}"), (s_block, f"sLSTM{suffix}")}
+    assert all(n.domain in ("", "ai.onnx") or (f.name, n.op_type) in nested
+               for f in proto.functions for n in f.node)
     assert proto.ir_version == 8 and {o.domain: o.version for o in proto.opset_import} == {"": 17, "qlstm_edge": 1}
     meta = json.loads({p.key: p.value for p in proto.metadata_props}["qlstm_edge"])
     assert meta["family"] == "xlstm-stack" and meta["extra"]["blocks"] == ["mlstm", "slstm"]
@@ -290,6 +325,21 @@ def test_slstm_cuda_backend_checkpoint_exports_with_vanilla_maths(tmp_path):
     want, _ = package_stream(vanilla, x)
     assert np.abs(StreamingSession(onnx_path, native="off").run(x) - want).max() <= 1e-4
     assert_parity(loaded, onnx_path, steps=300, native="off")
+
+
+@pytest.mark.parametrize("quantize, op", [(None, "mLSTMBlock"), ("int8", "mLSTMBlock"), ("int4", "mLSTMBlock"),
+                                         ("fp16", "mLSTMCell"), ("int8-dynamic", "mLSTMCell"),
+                                         ("two-eps", "mLSTMCell")])
+def test_mlstm_block_op_and_the_forms_it_leaves_to_the_cell_op(tmp_path, quantize, op):
+    """The LM's mLSTM block is one block-op node; fp16, int8-dynamic and norms of two epsilons (the op takes one)
+    keep one cell-op node and its layers (blocks.mlstm_block). Every form streams as the package does."""
+    m = make_stack(heads=2, slstm_at=(), blocks=1)
+    if quantize == "two-eps":
+        m.blocks[0].xlstm.mlstm_cell.outnorm.eps = 1e-6
+    path = export_onnx(m, tmp_path / "m.onnx", mode="step", quantize=None if quantize == "two-eps" else quantize)
+    assert [n.op_type for n in onnx.load(path).graph.node if n.domain == "qlstm_edge"] == [op]
+    for native in ("off", "on"):
+        assert_parity(m, path, steps=100, native=native)
 
 
 def test_bad_configs_are_refused_by_name():

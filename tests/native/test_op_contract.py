@@ -53,7 +53,8 @@ def test_docs_ops_md_is_the_generated_table_and_needs_no_torch():
 
 def test_every_op_is_declared_once_with_scales_after_the_regular_inputs():
     assert set(OPS) == {"QLLSTMCell", "QLLSTMSequence", "PRLSTMStep", "PRLSTMSequence", "sLSTMCell", "sLSTMSequence",
-                        "mLSTMCell", "mLSTMSequence", "xLSTMLargeBlock", "xLSTMLargeBlockSequence"}
+                        "mLSTMCell", "mLSTMSequence", "xLSTMLargeBlock", "xLSTMLargeBlockSequence", "mLSTMBlock",
+                        "mLSTMBlockSequence", "sLSTMBlock", "sLSTMBlockSequence"}
     for spec in OPS.values():
         c = spec.contract()
         assert c["inputs"][:c["regular"]] == spec.regular_inputs

@@ -1,12 +1,16 @@
 """Fuzz of the native op library's input checks (issue 17): one-node graphs of every native op with random
-shapes, element types and attributes (quant_mode; block_size near 2^31, 2^32 and 2^63 - 1, 0, negative), sizes
-near the integer limits and zero-size dimensions. Cases run in batches, each batch in a subprocess (this file run
-as a script), so a crash fails the test instead of killing the suite: every case must end in a clean onnxruntime
-error or a correct run (a contract-valid case must run, give the contract's output shapes and finite values, and
-an int4 block_size beyond every K must give the numbers of one block per matrix), never a signal. A fixed seed:
-the same cases every run. Also the issue's reproducers as regular tests: int4 block_size = 2^63 - 1 with empty
-scales (which wrapped the scale-row check to 0 and read the scales out of bounds) and the empty sLSTM
-R [4, 2^21, 0, 0] (1.65 GB per step)."""
+shapes, element types and attributes (quant_mode; block_size near 2^31, 2^32 and 2^63 - 1, 0, negative; the ops'
+float attributes missing, mistyped, zero, negative, huge or NaN), sizes near the integer limits and zero-size
+dimensions. Cases run in batches, each batch in a subprocess (this file run as a script), so a crash fails the test
+instead of killing the suite: every case must end in a clean onnxruntime error or a correct run (a contract-valid
+case must run, give the contract's output shapes and finite values, and an int4 block_size beyond every K must give
+the numbers of one block per matrix), never a signal. A fixed seed: the same cases every run. Also the issue's
+reproducers as regular tests: int4 block_size = 2^63 - 1 with empty scales (which wrapped the scale-row check to 0
+and read the scales out of bounds) and the empty sLSTM R [4, 2^21, 0, 0] (1.65 GB per step).
+
+The nodes come from the op table (qlstm_edge.ops.all_ops(): inputs, outputs, element types, symbolic shapes,
+matrices and their scales, host scalars, float attributes); the only thing written here per op family is its size
+relations (``SIZES``). test_fuzz_covers_every_native_op fails until a new native op's family is there."""
 
 from __future__ import annotations
 
@@ -18,120 +22,150 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
+
+from qlstm_edge.ops import all_ops, scale_input
 
 DOMAIN = "qlstm_edge"
 I64_MAX = 2 ** 63 - 1
 F32, F16, F64, I8, U8, I32, I64, INT4 = "float32", "float16", "float64", "int8", "uint8", "int32", "int64", "int4"
 DTYPES = [F32, F16, F64, I8, U8, I32, I64, INT4]
 MODES = [None, "fp16", "int8", "int8-dynamic", "int4"]
-OPS = ["QLLSTMCell", "QLLSTMSequence", "PRLSTMStep", "PRLSTMSequence", "sLSTMCell", "sLSTMSequence", "mLSTMCell",
-       "mLSTMSequence"]
+INTEGER = ("int8", "int8-dynamic", "int4")
 BLOCKS_VALID = [1, 2, 3, 7, 16, 32, 2 ** 31 - 1, 2 ** 31, 2 ** 32, 2 ** 32 + 1, 2 ** 62, I64_MAX]
 BLOCKS_BAD = [0, -1, -(2 ** 31), -(2 ** 63)]
 EXTREMES = [0, 1, 2 ** 16 + 1, 2 ** 21, 2 ** 24 + 1, 2 ** 31 - 1, 2 ** 31, 2 ** 32, 2 ** 32 + 1, 2 ** 40, 2 ** 62,
             I64_MAX]
-WEIGHTS = {"W_x", "W_h", "W_leaf", "W_merge", "W_unary", "R"}
-SCALES = {w + "_scale" for w in WEIGHTS}  # the matrices' appended scales (not gate_scale, q_scale, k_scale)
+BATCHES, CHUNKS = [0, 1, 1, 2, 3], [0, 1, 2, 5]  # a valid node's B and (sequence) T
+FLOAT_ATTRIBUTE = 1e-5  # a valid node's value of each of its op's float attributes (so far all norm epsilons)
 MAX_ELEMENTS = 4096  # real data per tensor; a larger shape gets a zero-size axis (an empty tensor)
 BIG_DIM = 2 ** 24    # a tensor with a larger dimension is an initializer (numpy cannot hold every such shape)
 CASE_SECONDS = 2.0   # a case taking longer, or a worker above MAX_RSS_MB, is a degenerate shape that costs a lot
 MAX_RSS_MB = 512
 
 
-# -- the ops' contract (exporters/quantize.py, runtime/native/<family>/qle_*_ops.h) --------------------------------
+# -- the ops' contract: the op table (qlstm_edge/families/<family>/ops.py) and each family's size relations -------
+@dataclass(frozen=True)
+class Sizes:
+    """An op family's size relations: the range each free size of a valid node is drawn from (small: every tensor
+    holds real data), and the sizes its ports' shapes name that follow from the free ones."""
+
+    draw: dict
+    derived: Callable[[dict], dict] = lambda d: {}
+
+
+def _qkv_heads(i: int) -> dict:
+    bs = next(b for b in (4, 3, 2, 1) if i % b == 0)
+    return {"I": i, "BS": bs, "NP": i // bs}
+
+
+# Where a new op goes: the sizes its spec's shapes name, keyed by its family (``family``: the op's name less Cell,
+# Step or Sequence), beyond B (every op's batch) and T (a sequence op's chunk length). Nothing else is per op.
+SIZES = {
+    "QLLSTM": Sizes({"D": range(1, 10), "H": range(1, 10)}),
+    # K >= 4: count (< 4) + T (<= 5) < 2^K, no position past the stream limit (NaN outputs)
+    "PRLSTM": Sizes({"D": range(1, 8), "H": range(1, 8), "K": range(4, 7), "R": range(0, 3)}),
+    "sLSTM": Sizes({"NH": range(1, 4), "DH": range(1, 7)}, lambda d: {"H": d["NH"] * d["DH"]}),
+    "mLSTM": Sizes({"NH": range(1, 4), "DK": range(1, 7), "DV": range(1, 7)}),
+    "xLSTMLargeBlock": Sizes({"E": range(1, 9), "NH": range(1, 4), "DK": range(1, 5), "DV": range(1, 5),
+                              "U": range(1, 9)}, lambda d: {"QK": d["NH"] * d["DK"], "V": d["NH"] * d["DV"]}),
+    # the LM's mLSTM block: I = NH DH cut into NP q/k/v heads of BS (the largest of 4, 3, 2, 1 that divides I)
+    "mLSTMBlock": Sizes({"E": range(1, 9), "KS": range(1, 5), "NH": range(1, 4), "DH": range(1, 5)},
+                        lambda d: _qkv_heads(d["NH"] * d["DH"])),
+    "sLSTMBlock": Sizes({"NH": range(1, 4), "DH": range(1, 5), "KS": range(1, 5), "U": range(1, 9)},
+                        lambda d: {"E": d["NH"] * d["DH"]}),
+}
+SPECS = all_ops()
+HOST_SCALARS = {p.name for s in SPECS.values() for p in s.inputs if p.name in s.host and p.shape == "[]"}
+
+
+def family(op: str) -> str:
+    return re.sub("(Cell|Step|Sequence)$", "", op)
+
+
+def symbols(op: str) -> set:
+    """The sizes the shapes of ``op``'s ports name."""
+    spec = SPECS[op]
+    return {s for p in spec.inputs + spec.outputs for s in re.findall(r"[A-Za-z]\w*", p.shape)}
+
+
+def is_sequence(op: str) -> bool:
+    return "T" in symbols(op)
+
+
+def modes(op: str) -> list:
+    """The quantization modes of ``op``'s nodes: all with matrices, float32 only without."""
+    return MODES if SPECS[op].matrices else [None]
+
+
+def dims(shape: str, d: dict) -> list:
+    """A port's symbolic shape ("[B, T, 2QK + 2V]") with the sizes ``d``: each dimension an arithmetic expression of
+    the sizes, a number before a size multiplying it."""
+    return [int(v) for v in eval(re.sub(r"(\d)\s*([A-Za-z])", r"\1*\2", shape), {"__builtins__": {}}, d)]
+
+
 def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def weight_inputs(op: str) -> set:
+    """``op``'s matrices and their scales: the inputs a case holds constant or feeds as a whole."""
+    spec = SPECS[op]
+    return {*spec.matrices, *spec.scale_inputs}
+
+
 def contract(op: str, d: dict, mode, bs: int, packed: bool = True):
-    """(inputs [(name, dtype, shape)], outputs [(name, dtype, shape)]) of a valid ``op`` node with sizes ``d``."""
-    seq = op.endswith("Sequence")
-    integer = mode in ("int8", "int8-dynamic", "int4")
+    """(inputs [(name, dtype, shape)], outputs [(name, dtype, shape)]) of a valid ``op`` node with sizes ``d`` (its
+    family's free sizes, B, and T for a sequence op), in ``mode`` (int4: ``block_size`` bs, ``packed`` two per
+    byte in uint8, else ONNX int4)."""
+    spec = SPECS[op]
+    d = {**d, **SIZES[family(op)].derived(d)}
     wt = {None: F32, "fp16": F16, "int8": I8, "int8-dynamic": I8, "int4": U8 if packed else INT4}[mode]
-    xt = F16 if mode == "fp16" else F32
-
-    def width(n):
-        return (n + 1) // 2 if wt == U8 else n
-
-    def scale(lead, K, N):
-        return lead + ([ceil_div(K, bs)] if mode == "int4" else []) + [N]
-
-    B = d["B"]
-    lead = [B, d["T"]] if seq else [B]
-    if op.startswith("QLLSTM"):
-        D, H = d["D"], d["H"]
-        ins = [("x", xt, lead + [D]), ("h", F32, [B, H]), ("c", F32, [B, H]), ("W_x", wt, [D, width(H)]),
-               ("W_h", wt, [H, width(H)]), ("bias", F32, [H]), ("gate_scale", F32, [4, H]),
-               ("gate_bias", F32, [4, H]), ("alpha", F32, [])]
-        scales = [("W_x_scale", F32, scale([], D, H)), ("W_h_scale", F32, scale([], H, H))]
-        outs = ([("Y", F32, [B, d["T"], H])] if seq else []) + [("h_out", F32, [B, H]), ("c_out", F32, [B, H])]
-    elif op.startswith("PRLSTM"):
-        D, H, K, R = d["D"], d["H"], d["K"], d["R"]
-        state = [(n, F32, [B, K, H]) for n in ("block_h", "block_c", "prefix_h", "prefix_c")]
-        ins = [("x", xt, lead + [D]), *state, ("count", I64, [B]), ("W_leaf", wt, [D, width(3 * H)]),
-               ("b_leaf", F32, [3 * H]), ("W_merge", wt, [2 * H, width(5 * H)]), ("b_merge", F32, [5 * H]),
-               ("W_unary", wt, [R, H, width(4 * H)]), ("b_unary", F32, [R, 4 * H])]
-        scales = [("W_leaf_scale", F32, scale([], D, 3 * H)), ("W_merge_scale", F32, scale([], 2 * H, 5 * H)),
-                  ("W_unary_scale", F32, scale([R], H, 4 * H))]
-        outs = [("Y", F32, lead + [H])] + [(n + "_out", F32, s) for n, _, s in state] + [("count_out", I64, [B])]
-    elif op.startswith("sLSTM"):
-        NH, DH = d["NH"], d["DH"]
-        H = NH * DH
-        ins = [("x", F32, lead + [4 * H])] + [(n, F32, [B, H]) for n in "ycnm"] + \
-              [("R", wt, [4, NH, DH, width(DH)]), ("b", F32, [4 * H])]
-        scales = [("R_scale", F32, scale([4, NH], DH, DH))]
-        outs = ([("Y", F32, [B, d["T"], H])] if seq else []) + [(n + "_out", F32, [B, H]) for n in "ycnm"]
-    else:
-        NH, DK, DV = d["NH"], d["DK"], d["DV"]
-        hl = lead + [NH]
-        ins = [("q", F32, hl + [DK]), ("k", F32, hl + [DK]), ("v", F32, hl + [DV]), ("i", F32, hl),
-               ("f", F32, hl), ("C", F32, [B, NH, DK, DV]), ("n", F32, [B, NH, DK]), ("m", F32, [B, NH, 1]),
-               ("q_scale", F32, []), ("k_scale", F32, []), ("eps", F32, [])]
-        scales = []
-        outs = [("H", F32, hl + [DV]), ("C_out", F32, [B, NH, DK, DV]), ("n_out", F32, [B, NH, DK]),
-                ("m_out", F32, [B, NH, 1])]
-    return ins + (scales if integer else []), outs
+    shapes = {p.name: dims(p.shape, d) for p in spec.inputs}
+    ins = []
+    for i, p in enumerate(spec.inputs):
+        s = shapes[p.name]
+        if p.name in spec.matrices:
+            ins.append((p.name, wt, s[:-1] + [ceil_div(s[-1], 2) if wt == U8 else s[-1]]))
+        else:
+            ins.append((p.name, F16 if i == 0 and spec.x_in_product and mode == "fp16" else p.dtype, s))
+    if mode in INTEGER:
+        for m in spec.matrices:
+            *lead, K, N = shapes[m]
+            ins.append((scale_input(m), F32, lead + ([ceil_div(K, bs)] if mode == "int4" else []) + [N]))
+    return ins, [(p.name, p.dtype, dims(p.shape, d)) for p in spec.outputs]
 
 
 def attributes(op: str, mode, bs: int) -> dict:
-    if op.startswith("mLSTM") or mode is None:
-        return {}
-    return {"quant_mode": mode, "block_size": bs if mode == "int4" else 0}
+    quant = {"quant_mode": mode, "block_size": bs if mode == "int4" else 0} if mode is not None else {}
+    return {**dict.fromkeys(SPECS[op].attributes, FLOAT_ATTRIBUTE), **quant}
 
 
 def max_k(op: str, d: dict) -> int:
     """The largest K (input rows) of the op's matrices: a block_size at least this is one block per matrix."""
-    if op.startswith("QLLSTM"):
-        return max(d["D"], d["H"])
-    if op.startswith("PRLSTM"):
-        return max(d["D"], 2 * d["H"])
-    return d["DH"]
+    spec = SPECS[op]
+    d = {**d, **SIZES[family(op)].derived(d)}
+    return max(dims(p.shape, d)[-2] for p in spec.inputs if p.name in spec.matrices)
 
 
 # -- case generation -----------------------------------------------------------------------------------------------
-def valid_case(rng, op: str) -> dict:
-    """A contract-valid node: small sizes, a random mode and (int4) block size, weights constant or fed."""
-    seq = op.endswith("Sequence")
-    d = {"B": int(rng.choice([0, 1, 1, 2, 3])), "T": int(rng.choice([0, 1, 2, 5])) if seq else 1}
-    if op.startswith("QLLSTM"):
-        d.update(D=int(rng.integers(1, 10)), H=int(rng.integers(1, 10)))
-    elif op.startswith("PRLSTM"):  # count + T < 2^K: no position past the stream limit (NaN outputs)
-        d.update(D=int(rng.integers(1, 8)), H=int(rng.integers(1, 8)), K=int(rng.integers(4, 7)),
-                 R=int(rng.integers(0, 3)))
-    elif op.startswith("sLSTM"):
-        d.update(NH=int(rng.integers(1, 4)), DH=int(rng.integers(1, 7)))
-    else:
-        d.update(NH=int(rng.integers(1, 4)), DK=int(rng.integers(1, 7)), DV=int(rng.integers(1, 7)))
-    mode = None if op.startswith("mLSTM") else MODES[int(rng.integers(len(MODES)))]
+def valid_case(rng, op: str, mode) -> dict:
+    """A contract-valid ``mode`` node: small sizes, a random (int4) block size, weights constant or fed, host
+    scalars of shape [] or [1]."""
+    d = {"B": int(rng.choice(BATCHES))}
+    if is_sequence(op):
+        d["T"] = int(rng.choice(CHUNKS))
+    d.update({k: int(rng.integers(r.start, r.stop)) for k, r in SIZES[family(op)].draw.items()})
     bs = int(rng.choice(BLOCKS_VALID)) if mode == "int4" else 0
     packed = mode != "int4" or bool(rng.random() < 0.8)
     ins, outs = contract(op, d, mode, bs, packed)
     const = bool(rng.random() < 0.5)
-    inputs = [{"name": n, "dtype": t, "shape": s, "const": const and n in WEIGHTS | SCALES}
-              for n, t, s in ins]
+    inputs = [{"name": n, "dtype": t, "shape": [1] if n in SPECS[op].host and s == [] and rng.random() < 0.3 else s,
+               "const": const and n in weight_inputs(op) or t == INT4} for n, t, s in ins]  # numpy has no int4
     case = {"op": op, "attrs": attributes(op, mode, bs), "inputs": inputs, "outputs": [[n, t] for n, t, _ in outs],
             "dims": d, "mode": mode, "valid": True, "expect": [s for _, _, s in outs]}
     if mode == "int4" and bs > max_k(op, d):
@@ -150,52 +184,63 @@ def fit(shape: list, rng) -> list:
 
 def mutate(rng, case: dict) -> dict:
     """One crafted change of a valid case: an extreme size, a block size, an element type, a rank, a dimension, the
-    input count, the quant_mode, an attribute's type, or the scale rows an overflowing ceil(K / block) gave."""
+    input count, an input left out, the quant_mode, an attribute's type or value (or its absence), the scale rows
+    an overflowing ceil(K / block) gave, or int8 values down to -128."""
     c = json.loads(json.dumps(case))
     c["valid"] = False
     c.pop("expect", None)
     c.pop("same_as_block", None)
-    kind = rng.choice(["size", "size", "size", "zero_size", "block", "dtype", "rank", "dim", "count", "mode",
-                       "attr_type", "wrapped_scale"])
+    kind = rng.choice(["size", "size", "size", "zero_size", "block", "dtype", "rank", "dim", "count", "omit", "mode",
+                       "attr", "wrapped_scale", "int8_min"])
     ins = c["inputs"]
     pick = ins[int(rng.integers(len(ins)))]
     if kind in ("size", "zero_size"):
         d = dict(c["dims"])
-        keys = [k for k in d if k != "T" or c["op"].endswith("Sequence")]
-        d[str(rng.choice(keys))] = int(rng.choice(EXTREMES))
+        d[str(rng.choice(list(d)))] = int(rng.choice(EXTREMES))
         if kind == "zero_size":  # a zero-size dimension next to a huge one: every tensor empty, the sizes free
-            d[str(rng.choice(keys))] = 0
+            d[str(rng.choice(list(d)))] = 0
         bs = int(c["attrs"].get("block_size", 0))
         new, _ = contract(c["op"], d, c["mode"], bs if bs >= 1 else 1)
         for t, (_, _, s) in zip(ins, new):
             t["shape"] = fit(s, rng)
     elif kind == "block":
-        c["attrs"] = {"quant_mode": c["mode"] or "int4",
-                      "block_size": int(rng.choice(BLOCKS_VALID + BLOCKS_BAD + [2 ** 32 - 1]))}
+        c["attrs"].update(quant_mode=c["mode"] or "int4",
+                          block_size=int(rng.choice(BLOCKS_VALID + BLOCKS_BAD + [2 ** 32 - 1])))
     elif kind == "dtype":
         pick["dtype"] = str(rng.choice(DTYPES))
     elif kind == "rank":
-        pick["shape"] = pick["shape"][:-1] if pick["shape"] and rng.random() < 0.5 else pick["shape"] + [1]
+        pick["shape"] = fit(pick["shape"][:-1] if pick["shape"] and rng.random() < 0.5 else pick["shape"] + [1], rng)
     elif kind == "dim" and pick["shape"]:
         i = int(rng.integers(len(pick["shape"])))
         pick["shape"][i] = int(rng.choice([0, 1, pick["shape"][i] + 1, max(pick["shape"][i] - 1, 0), 2 ** 31,
                                            2 ** 62, I64_MAX]))
         pick["shape"] = fit(pick["shape"], rng)
+    elif kind == "omit":  # an input left out, ONNX's empty name (an optional one reaches the kernel)
+        pick["name"] = ""
     elif kind == "count":
         if rng.random() < 0.5:
             ins.pop()
         else:
             ins.append(dict(ins[-1], name=ins[-1]["name"] + "_extra"))
     elif kind == "mode":
-        c["attrs"] = {"quant_mode": str(rng.choice(["int8", "int4", "fp16", "int8-dynamic", "int2", ""])),
-                      "block_size": int(rng.choice([0, 32, I64_MAX]))}
-    elif kind == "attr_type":  # attributes of the wrong type: an int quant_mode, a float or string block_size
-        wrong = [{"quant_mode": 4}, {"block_size": 2.5}, {"block_size": "32"}]
-        c["attrs"] = dict(c["attrs"], **wrong[int(rng.integers(len(wrong)))])
+        c["attrs"].update(quant_mode=str(rng.choice(["int8", "int4", "fp16", "int8-dynamic", "int2", ""])),
+                          block_size=int(rng.choice([0, 32, I64_MAX])))
+    elif kind == "attr":
+        # an int quant_mode, a float or string block_size; a float attribute of another type, absent (None), zero,
+        # negative, huge, infinite or NaN
+        wrong = [("quant_mode", 4), ("block_size", 2.5), ("block_size", "32")]
+        wrong += [(a, v) for a in SPECS[c["op"]].attributes
+                  for v in (1, "0.001", None, 0.0, -1.0, 3e38, float("inf"), float("nan"))]
+        name, value = wrong[int(rng.integers(len(wrong)))]
+        c["attrs"][name] = value
+        if value is None:
+            del c["attrs"][name]
+    elif kind == "int8_min":  # int8 values down to -128, which int8-dynamic weights may not hold
+        c["int8_min"] = True
     elif kind == "wrapped_scale":
-        c["attrs"] = {"quant_mode": "int4", "block_size": I64_MAX}
+        c["attrs"].update(quant_mode="int4", block_size=I64_MAX)
         for t in ins:
-            if t["name"] in SCALES and len(t["shape"]) >= 2:
+            if t["name"] in SPECS[c["op"]].scale_inputs and len(t["shape"]) >= 2:
                 t["shape"][-2] = 0
     for t in ins:
         if t["dtype"] == INT4 or max(t["shape"], default=0) > BIG_DIM:
@@ -204,18 +249,23 @@ def mutate(rng, case: dict) -> dict:
 
 
 def fuzz_cases(n: int, seed: int = 17) -> list:
+    """``n`` cases of the fuzzed ops in turn: each op's first rounds are valid nodes in each of its modes, the
+    later ones valid nodes of a random mode changed 0 to 2 times. Shuffled, so that every batch has all kinds."""
     rng = np.random.default_rng(seed)
+    ops = [op for op in SPECS if family(op) in SIZES]
     cases = []
     for i in range(n):
-        case = valid_case(rng, OPS[i % len(OPS)])
-        for _ in range(int(rng.choice([0, 1, 1, 1, 2]))):
+        op, r = ops[i % len(ops)], i // len(ops)
+        m = modes(op)
+        case = valid_case(rng, op, m[r] if r < len(m) else m[int(rng.integers(len(m)))])
+        for _ in range(0 if r < len(m) else int(rng.choice([0, 1, 1, 1, 2]))):
             case = mutate(rng, case)
         cases.append(case)
-    return cases
+    return [cases[i] for i in rng.permutation(n)]
 
 
 # -- the worker (this file run as a script): builds and runs each case, one result line per case -------------------
-def _tensor(rng, name: str, dtype: str, shape: list):
+def _tensor(rng, name: str, dtype: str, shape: list, lo: int):
     """An initializer of ``shape`` (raw data: no numpy array of that shape is needed)."""
     from onnx import TensorProto
     n = 1
@@ -223,19 +273,20 @@ def _tensor(rng, name: str, dtype: str, shape: list):
         n *= v
     t = TensorProto(name=name, data_type=_onnx_type(dtype), dims=shape)
     t.raw_data = (bytes(rng.integers(0, 256, (n + 1) // 2, dtype=np.uint8)) if dtype == INT4
-                  else _values(rng, name, dtype, n).tobytes())
+                  else _values(rng, name, dtype, n, lo).tobytes())
     return t
 
 
-def _values(rng, name: str, dtype: str, n: int) -> np.ndarray:
+def _values(rng, name: str, dtype: str, n: int, lo: int) -> np.ndarray:
+    """``n`` values of ``name``, integers from ``lo`` (-127 or -128)."""
     if dtype == I64:
         return rng.integers(0, 4, n).astype(np.int64)
     if dtype in (I8, I32):
-        return rng.integers(-127, 128, n).astype(dtype)
+        return rng.integers(lo, 128, n).astype(dtype)
     if dtype == U8:
         return rng.integers(0, 256, n).astype(np.uint8)
     v = rng.standard_normal(n) * 0.3
-    if name in ("n", "eps") or name.endswith("_scale"):  # the sLSTM normaliser, positive scales
+    if name == "n" or name in HOST_SCALARS or name.endswith("_scale"):  # the sLSTM normaliser, host scalars, scales
         v = np.abs(v) + 0.1
     return v.astype(dtype)
 
@@ -257,12 +308,15 @@ def _run(case: dict, block_size=None) -> list:
     if block_size is not None:
         attrs["block_size"] = block_size
     inits, graph_inputs, feeds = [], [], {}
+    lo = -128 if case.get("int8_min") else -127
     for t in case["inputs"]:
+        if not t["name"]:
+            continue
         if t["const"]:
-            inits.append(_tensor(rng, t["name"], t["dtype"], t["shape"]))
+            inits.append(_tensor(rng, t["name"], t["dtype"], t["shape"], lo))
         else:
             n = int(np.prod(t["shape"], dtype=np.int64))
-            feeds[t["name"]] = _values(rng, t["name"], t["dtype"], n).reshape(t["shape"])
+            feeds[t["name"]] = _values(rng, t["name"], t["dtype"], n, lo).reshape(t["shape"])
             graph_inputs.append(helper.make_tensor_value_info(t["name"], _onnx_type(t["dtype"]), None))
     legacy = any(t["dtype"] == INT4 for t in case["inputs"])
     node = helper.make_node(case["op"], [t["name"] for t in case["inputs"]], [n for n, _ in case["outputs"]],
@@ -348,6 +402,18 @@ def run_cases(cases: list, isa: str = "auto") -> list:
     return results
 
 
+REFUSED_SHAPE = re.compile(r"input '(\w+)' must have (?:shape |rank \d+ \()(.*?)(?: = \[|\), got)")
+
+
+def named_shape(case: dict, error: str) -> str:
+    """How ``error`` refusing the shape of a regular input (not a matrix: their layouts vary with the mode) fails
+    to name the op table's shape of it ('' when it names it, or refuses no such input)."""
+    m = REFUSED_SHAPE.search(error)
+    spec = SPECS[case["op"]]
+    shape = {p.name: p.shape for p in spec.inputs if p.name not in spec.matrices}.get(m[1]) if m else None
+    return "" if shape is None or m[2].startswith(shape) else f"names {m[2]!r}, not the op table's {shape}"
+
+
 def judge(cases: list, results: list, isa: str) -> None:
     for case, res in zip(cases, results):
         what = f"case {res['i']} (ISA {isa}): {json.dumps(case)}\n-> {res}"
@@ -356,6 +422,7 @@ def judge(cases: list, results: list, isa: str) -> None:
         elif not res["ok"]:  # a clean error: onnxruntime's (or numpy's on an output it cannot hold), with a text
             assert res["kind"].startswith(("onnxruntime.", "builtins.ValueError")) and res["error"], what
             assert "bad_alloc" not in res["error"], "a refused shape must not reach an allocation: " + what
+            assert not named_shape(case, res["error"]), named_shape(case, res["error"]) + ": " + what
         assert res["seconds"] < CASE_SECONDS and res["rss_mb"] < MAX_RSS_MB, "a shape that costs a lot: " + what
 
 
@@ -366,7 +433,22 @@ def _isas() -> list:
 
 
 N_CASES = 480
-BATCH = 120
+
+
+def test_fuzz_covers_every_native_op(lib_status):
+    """Every op the native library registers is fuzzed. A new op fails here until its family's size relations are
+    in ``SIZES`` at the top of this file: ``"<family>": Sizes({<free size>: range(lo, hi), ...}, lambda d:
+    {<derived size>: ...})``, naming every size its spec's shapes use but B and T (its ports, element types,
+    matrices, host scalars and attributes are read from the spec in qlstm_edge/families/<family>/ops.py)."""
+    for op in lib_status["ops"]:
+        assert op in SPECS, f"the native library registers {op}, which qlstm_edge/ops.py does not declare"
+        sizes = SIZES.get(family(op))
+        named = set(sizes.draw) | set(sizes.derived(dict.fromkeys(sizes.draw, 1))) if sizes else set()
+        missing = sorted(symbols(op) - named - {"B", "T"})
+        assert sizes and not missing, (
+            f"{op} is not fuzzed: add SIZES[{family(op)!r}] in tests/native/test_op_fuzz.py, the range of each free "
+            f"size of a valid node and the sizes derived from them (missing: {missing}; its shapes: "
+            f"{list(dict.fromkeys(p.shape for p in SPECS[op].inputs + SPECS[op].outputs))})")
 
 
 def test_fuzz_every_native_op(lib_status):
@@ -374,16 +456,18 @@ def test_fuzz_every_native_op(lib_status):
     isas = _isas()
     valid = sum(c["valid"] for c in cases)
     assert valid >= N_CASES // 6 and N_CASES - valid >= N_CASES // 2  # both kinds drawn
-    for b in range(0, N_CASES, BATCH):
-        isa = isas[(b // BATCH) % len(isas)]
-        batch = cases[b:b + BATCH]
+    assert {(c["op"], c["mode"]) for c in cases if c["valid"]} == {(op, m) for op in SPECS if family(op) in SIZES
+                                                                    for m in modes(op)}  # every op in every mode
+    size = ceil_div(N_CASES, len(isas))
+    for b, isa in enumerate(isas):  # a batch per ISA
+        batch = cases[b * size:(b + 1) * size]
         judge(batch, run_cases(batch, isa), isa)
 
 
 # -- the issue's reproducers ---------------------------------------------------------------------------------------
 REPRO_DIMS = {"QLLSTMCell": {"B": 2, "T": 1, "D": 16, "H": 9}, "PRLSTMSequence": {"B": 2, "T": 3, "D": 5, "H": 6,
-              "K": 4, "R": 1}, "sLSTMSequence": {"B": 2, "T": 3, "NH": 2, "DH": 5}}
-FIRST_SCALE = {"QLLSTMCell": "W_x_scale", "PRLSTMSequence": "W_leaf_scale", "sLSTMSequence": "R_scale"}
+              "K": 4, "R": 1}, "sLSTMSequence": {"B": 2, "T": 3, "NH": 2, "DH": 5},
+              "xLSTMLargeBlockSequence": {"B": 2, "T": 3, "E": 6, "NH": 2, "DK": 3, "DV": 2, "U": 5}}
 
 
 def repro_case(op: str, block_size: int, scale_rows=None, const: bool = True) -> dict:
@@ -391,10 +475,10 @@ def repro_case(op: str, block_size: int, scale_rows=None, const: bool = True) ->
     count (the crafted file's 0, what (K + block - 1) / block wrapped to)."""
     d = REPRO_DIMS[op]
     ins, outs = contract(op, d, "int4", block_size)
-    inputs = [{"name": n, "dtype": t, "shape": list(s), "const": const and n in WEIGHTS | SCALES}
+    inputs = [{"name": n, "dtype": t, "shape": list(s), "const": const and n in weight_inputs(op)}
               for n, t, s in ins]
     for t in inputs:
-        if scale_rows is not None and t["name"] in SCALES:
+        if scale_rows is not None and t["name"] in SPECS[op].scale_inputs:
             t["shape"][-2] = scale_rows
     return {"op": op, "attrs": attributes(op, "int4", block_size), "inputs": inputs,
             "outputs": [[n, t] for n, t, _ in outs], "dims": d, "mode": "int4", "valid": scale_rows is None,
@@ -408,10 +492,9 @@ def test_int4_block_size_2_63_with_empty_scales_is_refused(lib_status):
     cases = [repro_case(op, I64_MAX, scale_rows=0, const=const) for op in REPRO_DIMS for const in (True, False)]
     for isa in _isas():
         for case, res in zip(cases, run_cases(cases, isa)):
-            op = case["op"]
-            assert not res["ok"] and f"{op}: input '{FIRST_SCALE[op]}' must have shape" in res["error"], res
-            rows = ", ".join(map(str, case["inputs"][[t["name"] for t in case["inputs"]].index(FIRST_SCALE[op])]
-                                 ["shape"][:-2]))
+            op, first = case["op"], SPECS[case["op"]].scale_inputs[0]
+            assert not res["ok"] and f"{op}: input '{first}' must have shape" in res["error"], res
+            rows = ", ".join(map(str, case["inputs"][[t["name"] for t in case["inputs"]].index(first)]["shape"][:-2]))
             lead = rows + ", " if rows else ""
             assert f"= [{lead}1, " in res["error"] and f"got [{lead}0, " in res["error"], res
 
@@ -423,6 +506,41 @@ def test_int4_block_size_beyond_k_is_one_block(lib_status):
              for const in (True, False)]
     for isa in _isas():
         judge(cases, run_cases(cases, isa), isa)
+
+
+def test_every_input_one_off_is_refused_naming_its_shape(lib_status):
+    """Each regular input (not a matrix, not a scalar) of every fuzzed op with its last dimension one too long is
+    refused, and a refusal of a regular input's shape names the op table's shape of it (judge): the xLSTMLarge
+    block ops gave their biases and norm weights the shape "a vector as long as the output of its product or
+    norm"."""
+    rng = np.random.default_rng(3)
+    cases = []
+    for op in (op for op in SPECS if family(op) in SIZES):
+        spec = SPECS[op]
+        for name in (p.name for p in spec.inputs if p.name not in spec.matrices and p.shape != "[]"):
+            case = dict(valid_case(rng, op, None), valid=False)
+            next(t for t in case["inputs"] if t["name"] == name)["shape"][-1] += 1
+            cases.append(case)
+    results = run_cases(cases)
+    judge(cases, results, "auto")
+    assert not any(r["ok"] for r in results), [c for c, r in zip(cases, results) if r["ok"]]
+
+
+def test_left_out_scale_is_refused(lib_status):
+    """A quantized node that leaves out a scale (ONNX's empty name for an optional input) gave the kernel no value
+    for it, which loading the inputs dereferenced (SIGSEGV, found by this fuzz). Now refused, naming the input."""
+    rng = np.random.default_rng(5)
+    cases, needles = [], []
+    for op in (op for op in SPECS if SPECS[op].matrices and family(op) in SIZES):
+        for mode, scale in (("int8", SPECS[op].scale_inputs[0]), ("int4", SPECS[op].scale_inputs[-1])):
+            case = dict(valid_case(rng, op, mode), valid=False)
+            next(t for t in case["inputs"] if t["name"] == scale)["name"] = ""
+            cases.append(case)
+            needles.append(f"{op}: input '{scale}' is missing (the node gives it an empty name)")
+    results = run_cases(cases)
+    for needle, res in zip(needles, results):
+        assert not res["ok"] and needle in res["error"], (needle, res)
+    judge(cases, results, "auto")
 
 
 def degenerate_cases() -> list:
@@ -462,6 +580,17 @@ def degenerate_cases() -> list:
          "QLLSTMCell: the input size D (x's last dimension) must be in [1, 16777216], got 4611686018427387904"),
         (case("QLLSTMCell", None, {"B": 2, "T": 1, "D": 3, "H": 0}),
          "QLLSTMCell: the hidden size H (h's second dimension) must be in [1, 16777216], got 0"),
+        (case("xLSTMLargeBlockSequence", None, {"B": 0, "T": 2 ** 40, "E": 0, "NH": 2 ** 20, "DK": 2 ** 20,
+                                                "DV": 2 ** 20, "U": 2 ** 40},
+              b_qkvo=[0], b_if=[0], head_norm_weight=[0], head_norm_bias=[0], b_up=[0]),
+         "xLSTMLargeBlockSequence: the embedding size E (x's last dimension) must be in [1, 16777216], got 0"),
+        (case("xLSTMLargeBlock", "int4", {"B": 1, "E": 4, "NH": 4097, "DK": 0, "DV": 0, "U": 3}),
+         "xLSTMLargeBlock: the head count NH (C's second dimension) must be in [1, 4096], got 4097"),
+        (case("xLSTMLargeBlock", "int8-dynamic", {"B": 0, "E": 4, "NH": 4096, "DK": 2 ** 12, "DV": 2 ** 12, "U": 3},
+              W_qkvo=[4, 0], b_qkvo=[0], head_norm_weight=[0], head_norm_bias=[0], W_out=[0, 4], W_qkvo_scale=[0]),
+         "xLSTMLargeBlock: the width 2 NH DK + 2 NH DV (C's dimensions) must be in [1, 16777216], got 67108864"),
+        (case("xLSTMLargeBlockSequence", "int8", {"B": 2, "T": 3, "E": 5, "NH": 2, "DK": 3, "DV": 2, "U": 0}),
+         "xLSTMLargeBlockSequence: the FFN size U (W_down's first dimension) must be in [1, 16777216], got 0"),
     ]
 
 

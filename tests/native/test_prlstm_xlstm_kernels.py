@@ -419,7 +419,9 @@ def test_library_lists_its_ops(lib):
     """In registration order: the family folders (runtime/native/<family>/) sorted by name, and a folder's ops
     files sorted by name."""
     st = native_lib.status()
-    ql, block = ["QLLSTMCell", "QLLSTMSequence"], ["xLSTMLargeBlock", "xLSTMLargeBlockSequence"]
+    ql = ["QLLSTMCell", "QLLSTMSequence"]
+    block = ["xLSTMLargeBlock", "xLSTMLargeBlockSequence", "mLSTMBlock", "mLSTMBlockSequence", "sLSTMBlock",
+             "sLSTMBlockSequence"]
     assert st["ops"] == [*FAMILY_OPS[:2], *ql, *block, *FAMILY_OPS[2:]]
     assert st["quantized_ops"] == [*QUANTIZED_FAMILY_OPS[:2], *ql, *block, *QUANTIZED_FAMILY_OPS[2:]]
 

@@ -1,6 +1,7 @@
-"""The blocks of the xlstm package's models as graph pieces: the mLSTM and sLSTM blocks of ``xLSTMBlockStack``
-(with their FFN), each one cell-op node and its standard-op layers (layers.py), and the block of ``xLSTMLarge``,
-one block-op node (block_ops.py; in fp16 one cell-op node and its layers).
+"""The blocks of the xlstm package's models as graph pieces: the mLSTM block of ``xLSTMBlockStack``, one block-op
+node (block_ops.py; in fp16 and int8-dynamic one cell-op node and its standard-op layers, layers.py); its sLSTM block
+with its FFN, one block-op node (the forms ``slstm_ffn_block`` lists: one cell-op node and its layers); and the block
+of ``xLSTMLarge``, one block-op node (in fp16 one cell-op node and its layers).
 """
 from __future__ import annotations
 
@@ -9,13 +10,54 @@ import torch
 
 from ...exporters.recipe import f32
 from .layers import Net
-from .ops import (LARGE_BLOCK, LARGE_BLOCK_MATRICES, LARGE_BLOCK_SEQUENCE, MLSTM_CELL, MLSTM_SEQUENCE, NORM_EPS,
-                  SLSTM_CELL, SLSTM_SEQUENCE)
+from .ops import (LARGE_BLOCK, LARGE_BLOCK_MATRICES, LARGE_BLOCK_SEQUENCE, MLSTM_BLOCK, MLSTM_BLOCK_MATRICES,
+                  MLSTM_BLOCK_SEQUENCE, MLSTM_CELL, MLSTM_SEQUENCE, NORM_EPS, SLSTM_BLOCK, SLSTM_BLOCK_MATRICES,
+                  SLSTM_BLOCK_SEQUENCE, SLSTM_CELL, SLSTM_SEQUENCE)
 
 STACK_EPS_MLSTM = 1e-6  # xlstm.blocks.mlstm.backends.recurrent_step_stabilized_simple's eps
 
 
 def mlstm_block(net: Net, block, i: int, x: str, states) -> str:
+    """One mLSTMBlock (or mLSTMBlockSequence) node: the whole block, its body in block_ops.py, the conv window and
+    the package's C, n, m its state. fp16, int8-dynamic (mlstm_block_cells says why) and norms of different
+    epsilons (the op takes one) keep the cell-op layout."""
+    g, layer, p = net.g, block.xlstm, f"b{i}"
+    cell, cfg = layer.mlstm_cell, layer.config
+    norm, on = block.xlstm_norm, cell.outnorm
+    if net.q.compute_dtype == "float16" or net.q.dynamic or norm.eps != on.eps:
+        return mlstm_block_cells(net, block, i, x, states)
+    qkv = [layer.q_proj, layer.k_proj, layer.v_proj]
+    gates = [cell.igate, cell.fgate]
+    weights = {"norm_weight": _layer_norm_weight(norm), "norm_bias": _layer_norm_bias(norm),
+               "W_up": f32(layer.proj_up.weight).T, "b_up": _bias(layer.proj_up),
+               "conv_weight": f32(layer.conv1d.conv.weight[:, 0, :]).T, "conv_bias": _bias(layer.conv1d.conv),
+               "W_qkv": np.stack([f32(m.weight) for m in qkv]).transpose(0, 1, 3, 2),  # [3, NP, BS in, BS out]
+               "b_qkv": np.concatenate([_headwise_bias(m) for m in qkv]),
+               "W_if": f32(torch.cat([m.weight for m in gates])).T, "b_if": _cat_bias(gates),
+               "head_norm_weight": _layer_norm_weight(on), "head_norm_bias": _layer_norm_bias(on),
+               "skip": f32(layer.learnable_skip),
+               "W_down": f32(layer.proj_down.weight).T, "b_down": _bias(layer.proj_down)}
+    stored = net.q.op_weights(g, f"{p}.", weights, MLSTM_BLOCK_MATRICES)
+    scalars = [net.scalar(f"{p}.k_scale", (cfg._inner_embedding_dim // cfg.num_heads) ** -0.5),
+               net.scalar(f"{p}.eps", STACK_EPS_MLSTM)]
+    op = MLSTM_BLOCK_SEQUENCE if net.seq else MLSTM_BLOCK
+    net.function(MLSTM_SEQUENCE.name if net.seq else MLSTM_CELL.name)  # the body's nested cell op
+    y = g.fresh(f"{p}.y")
+    names = ("conv", "C", "n", "m")
+    g.custom(op.name, [x, *(states[s].input for s in names), *stored[:len(weights)], *scalars,
+                       *stored[len(weights):]], [y, *(states[s].output for s in names)], name=f"{p}.{op.name}",
+             function=net.function(op.name), **{NORM_EPS: float(norm.eps)}, **net.q.op_attributes())
+    return y
+
+
+def mlstm_block_cells(net: Net, block, i: int, x: str, states) -> str:
+    """The LM's mLSTM block as one mLSTM cell-op node and standard-op layers: the fp16 and int8-dynamic form. The
+    block op's kernel computes the norms and SiLUs that feed the block's products itself, within a float32 rounding
+    of onnxruntime's but not bit for bit: fp16 rounds those inputs to float16, and int8-dynamic quantizes them per
+    row, so a value at a rounding boundary moves one float16 or int8 step, and a long int8-dynamic stream carries
+    such a step on (a 300-token LM stream left its function body by 9x the native-vs-body tolerance,
+    tests/native/test_prlstm_xlstm_kernels.py test_quantized_models_stream_natively). These files keep
+    onnxruntime's ops for them."""
     g, layer = net.g, block.xlstm
     cell, cfg = layer.mlstm_cell, layer.config
     inner, nh = cfg._inner_embedding_dim, cfg.num_heads
@@ -52,7 +94,53 @@ def mlstm_block(net: Net, block, i: int, x: str, states) -> str:
     return g.op("Add", [x, y], name=f"{p}.residual")
 
 
+BLOCK_ACTIVATION = "gelu"  # the FFN activation the sLSTM block op computes (the package's default)
+
+
+def slstm_ffn_block(net: Net, block, i: int, x: str, states) -> str:
+    """The sLSTM block and its FFN as one sLSTMBlock (or sLSTMBlockSequence) node. These forms keep one sLSTM
+    cell-op node and standard-op layers (``slstm_block`` then ``ffn``): fp16 (as ``large_block_cells`` says; the
+    block kernel's fp16 streams of the tests' block stack differ from the body's by 4e-4 relative, over the 1e-4 that
+    test_native_auto_runs_quantized_exports_correctly allows), no conv (conv1d_kernel_size 0), no FFN, an FFN
+    activation other than gelu, and norms of different epsilons."""
+    layer, ffn_ = block.xlstm, block.ffn
+    eps = {block.xlstm_norm.eps, layer.group_norm.eps, *([] if ffn_ is None else [block.ffn_norm.eps])}
+    if (net.q.compute_dtype == "float16" or layer.config.conv1d_kernel_size == 0 or ffn_ is None
+            or ffn_.config.act_fn != BLOCK_ACTIVATION or len(eps) > 1):
+        return ffn(net, block, i, slstm_block(net, block, i, x, states))
+    g, cell, p = net.g, layer.slstm_cell, f"b{i}"
+    gates = [layer.fgate, layer.igate, layer.zgate, layer.ogate]  # the package's i/f swap, as slstm_block
+    w_gates = np.stack([f32(m.weight) for m in gates]).transpose(0, 1, 3, 2)  # [4, NH, DH_in, DH_out]
+    b_gates = np.concatenate([np.zeros(layer.config.embedding_dim, np.float32) if m.bias is None else f32(m.bias)
+                              for m in gates])  # the package's gates have none: zeros, the same values
+    r = f32(cell._recurrent_kernel_int2ext(cell._recurrent_kernel).permute(2, 0, 1, 3))
+    b = f32(cell._bias_int2ext(cell._bias).permute(1, 0, 2).reshape(-1))
+    weights = {"norm_weight": _layer_norm_weight(block.xlstm_norm), "norm_bias": _layer_norm_bias(block.xlstm_norm),
+               "conv_weight": f32(layer.conv1d.conv.weight[:, 0, :]).T, "conv_bias": _bias(layer.conv1d.conv),
+               "W_gates": w_gates, "b_gates": b_gates, "R": r, "b": b,
+               "group_norm_weight": _layer_norm_weight(layer.group_norm),
+               "group_norm_bias": _layer_norm_bias(layer.group_norm),
+               "ffn_norm_weight": _layer_norm_weight(block.ffn_norm), "ffn_norm_bias": _layer_norm_bias(block.ffn_norm),
+               "W_up": f32(ffn_.proj_up.weight).T, "b_up": _bias(ffn_.proj_up),
+               "W_down": f32(ffn_.proj_down.weight).T, "b_down": _bias(ffn_.proj_down)}
+    head_wise, dense_matrices = SLSTM_BLOCK_MATRICES[:2], SLSTM_BLOCK_MATRICES[2:]  # W_gates, R; W_up, W_down
+    stacked = {k: net.q.store_stacked(g, f"{p}.{k}", weights[k]) for k in head_wise}
+    dense = iter(net.q.op_weights(g, f"{p}.", {k: v for k, v in weights.items() if k not in stacked},
+                                  dense_matrices))  # every other input in order, then W_up's and W_down's scales
+    inputs = [stacked[k][0] if k in stacked else next(dense) for k in weights]
+    scales = [stacked[k][1] for k in stacked if stacked[k][1]] + list(dense)
+    op = SLSTM_BLOCK_SEQUENCE if net.seq else SLSTM_BLOCK
+    net.function(SLSTM_SEQUENCE.name if net.seq else SLSTM_CELL.name)  # the body's nested cell op
+    names = ["conv", *"ycnm"]
+    h = g.fresh(f"{p}.h")
+    g.custom(op.name, [x, *(states[s].input for s in names), *inputs, *scales],
+             [h, *(states[s].output for s in names)], name=f"{p}.{op.name}", function=net.function(op.name),
+             **{NORM_EPS: float(eps.pop())}, **net.q.op_attributes())
+    return h
+
+
 def slstm_block(net: Net, block, i: int, x: str, states) -> str:
+    """The sLSTM block alone as one sLSTM cell-op node and standard-op layers (``slstm_ffn_block``'s other forms)."""
     g, layer = net.g, block.xlstm
     cell, cfg = layer.slstm_cell, layer.config
     nh, hidden = cfg.num_heads, cfg.embedding_dim
@@ -190,8 +278,22 @@ def _bias(linear) -> np.ndarray:
     return np.zeros(linear.weight.shape[0], np.float32) if linear.bias is None else f32(linear.bias)
 
 
+def _headwise_bias(proj) -> np.ndarray:
+    """A head-wise projection's bias ([NH, out/NH, in/NH] weights), zeros when it has none."""
+    return np.zeros(proj.weight.shape[0] * proj.weight.shape[1], np.float32) if proj.bias is None else f32(proj.bias)
+
+
 def _cat_bias(linears) -> np.ndarray:
     return np.concatenate([_bias(m) for m in linears])
+
+
+def _layer_norm_weight(norm) -> np.ndarray:
+    """The scale of xlstm's LayerNorm (1 + weight when residual_weight; ones without a weight)."""
+    return np.ones(norm.ndim, np.float32) if norm.weight_proxy is None else f32(norm.weight_proxy)
+
+
+def _layer_norm_bias(norm) -> np.ndarray:
+    return np.zeros(norm.ndim, np.float32) if norm.bias is None else f32(norm.bias)
 
 
 def _norm_weight(norm) -> np.ndarray:

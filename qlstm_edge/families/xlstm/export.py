@@ -1,10 +1,13 @@
 """xLSTM export recipes: ``xlstm.xLSTMBlockStack``, ``xlstm.xLSTMLMModel`` and ``xlstm.xlstm_large.model.xLSTMLarge``.
 
-Block stacks and LMs: one custom node per cell per block (cells.py, declared in ops.py); everything else in a block
-(norms, causal conv1d with its state, head-wise and dense projections, gates' pre-activations, FFN) is made of
-standard ops (layers.py, blocks.py). xLSTMLarge: one xLSTMLargeBlock node per block, whose body is standard ops
-around the nested mLSTM cell op (block_ops.py). Embeddings, soft-capped logits and LM heads are standard ops. The maths is the package's own (xlstm 2.0.4+, CPU backends; DESIGN.md,
-section xLSTM). The state tensors keep the package's layouts (model.py: StackStates, LargeStates).
+Block stacks and LMs: one mLSTMBlock node per mLSTM block and one sLSTMBlock node per sLSTM block and its FFN, whose
+bodies are standard ops around the nested cell op (block_ops.py); the forms blocks.mlstm_block and
+blocks.slstm_ffn_block name (fp16 among them) keep one cell-op node (cells.py) with everything else (norms, causal
+conv1d with its state, head-wise and dense projections, FFN) made of standard ops (layers.py, blocks.py).
+xLSTMLarge: one xLSTMLargeBlock node per block, whose body is standard ops around the nested mLSTM cell op
+(block_ops.py). Embeddings, soft-capped logits and LM heads are standard ops. The maths is the package's own (xlstm
+2.0.4+, CPU backends; DESIGN.md, section xLSTM). The state tensors keep the package's layouts (model.py:
+StackStates, LargeStates).
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from xlstm.blocks.mlstm.layer import mLSTMLayer
 from ...exporters.graph import GraphBuilder
 from ...exporters.quantize import MODES as QUANT_MODES
 from ...exporters.recipe import ExportRecipe, Signature, f32
-from .blocks import ffn, large_block, mlstm_block, slstm_block
+from .blocks import ffn, large_block, mlstm_block, slstm_ffn_block
 from .cells import (SLSTM_MATRICES, mlstm_cell_function, mlstm_sequence_function,  # noqa: F401  (the ops' bodies)
                     slstm_cell_function, slstm_sequence_function)
 from .layers import Net
@@ -56,12 +59,11 @@ class XLSTMStackRecipe(ExportRecipe):
         for i, block in enumerate(stack.blocks):
             block_states = {name.split(".", 1)[1]: spec for name, spec in specs.items() if name.startswith(f"b{i}.")}
             if isinstance(block.xlstm, mLSTMLayer):
-                h = mlstm_block(net, block, i, h, block_states)
+                h = ffn(net, block, i, mlstm_block(net, block, i, h, block_states))
                 kinds.append("mlstm")
             else:
-                h = slstm_block(net, block, i, h, block_states)
+                h = slstm_ffn_block(net, block, i, h, block_states)  # the block and its FFN
                 kinds.append("slstm")
-            h = ffn(net, block, i, h)
         if not isinstance(stack.post_blocks_norm, torch.nn.Identity):
             h = net.layer_norm(h, stack.post_blocks_norm, "post_blocks_norm")
         self.head(model, net, h, y_spec.name)

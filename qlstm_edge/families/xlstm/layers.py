@@ -6,7 +6,8 @@ Quantization (exporters/quantize.py has the op contract):
     FFN, xLSTMLarge's q/k/v/o, i/f gates and out_proj, the LM head); the head-wise (block-diagonal) projections
     (mLSTM q/k/v, sLSTM gate inputs), stored per block as stacked matrices [G, NH, in/NH, out/NH] (int4: packed
     two per byte, Quantizer.stacked_weight); the embeddings. Biases, norm scales, the learnable skip and the
-    depthwise conv taps [KS, D] (element-wise) stay float32.
+    depthwise conv taps [KS, D] (element-wise) stay float32. The block ops (block_ops.py) store the same matrices
+    as op inputs: the sLSTM block op its stacked head-wise gate weights and R, proj_up and proj_down.
     fp16 runs every matrix product in float16 (its input cast, its result cast back); biases are added, and
     norms, gates, recurrences, soft-caps and the residual stream computed, in float32.
 """
@@ -22,8 +23,10 @@ from ...exporters.graph import GraphBuilder
 from ...exporters.quantize import stacked_scale
 from ...exporters.recipe import f32
 from .cells import mlstm_cell_function, mlstm_sequence_function, slstm_cell_function, slstm_sequence_function
-from .block_ops import large_block_function, large_block_sequence_function
-from .ops import LARGE_BLOCK, LARGE_BLOCK_SEQUENCE, MLSTM_CELL, MLSTM_SEQUENCE, SLSTM_CELL, SLSTM_SEQUENCE
+from .block_ops import (large_block_function, large_block_sequence_function, mlstm_block_function,
+                        mlstm_block_sequence_function, slstm_block_function, slstm_block_sequence_function)
+from .ops import (LARGE_BLOCK, LARGE_BLOCK_SEQUENCE, MLSTM_BLOCK, MLSTM_BLOCK_SEQUENCE, MLSTM_CELL, MLSTM_SEQUENCE,
+                  SLSTM_BLOCK, SLSTM_BLOCK_SEQUENCE, SLSTM_CELL, SLSTM_SEQUENCE)
 
 SMALL_HEAD = 16  # head-wise projections with at most this many inputs per head use Mul + ReduceSum
 
@@ -46,7 +49,11 @@ class Net:
                     MLSTM_CELL.name: lambda: mlstm_cell_function(self.opset),  # no weights: the same in every mode
                     MLSTM_SEQUENCE.name: lambda: mlstm_sequence_function(self.opset),
                     LARGE_BLOCK.name: lambda: large_block_function(self.opset, self.q),
-                    LARGE_BLOCK_SEQUENCE.name: lambda: large_block_sequence_function(self.opset, self.q)}[name]
+                    LARGE_BLOCK_SEQUENCE.name: lambda: large_block_sequence_function(self.opset, self.q),
+                    MLSTM_BLOCK.name: lambda: mlstm_block_function(self.opset, self.q),
+                    MLSTM_BLOCK_SEQUENCE.name: lambda: mlstm_block_sequence_function(self.opset, self.q),
+                    SLSTM_BLOCK.name: lambda: slstm_block_function(self.opset, self.q),
+                    SLSTM_BLOCK_SEQUENCE.name: lambda: slstm_block_sequence_function(self.opset, self.q)}[name]
             self._functions[name] = make()
             self.g.functions.setdefault(name, self._functions[name])
         return self._functions[name]

@@ -1,6 +1,7 @@
 """The xLSTM cell ops (B batch, T time, NH heads, DH = H / NH; sLSTM H hidden size; mLSTM DK, DV key and value
-head sizes; E xLSTMLarge's embedding size). The sLSTM's R and xLSTMLarge block's five matrices are quantizable;
-the mLSTM ops hold no weight."""
+head sizes) and block ops (E a block's embedding size; KS a block's conv kernel size; the LM's mLSTM block: I its
+inner size, BS its q/k/v head size, NP = I / BS; the sLSTM block: E = NH DH, U its FFN's inner size). The sLSTM's R
+and the block ops' matrices are quantizable; the mLSTM cell ops hold no weight."""
 from qlstm_edge.ops import OpSpec, Port
 
 F32 = "float32"
@@ -74,4 +75,76 @@ LARGE_BLOCK_SEQUENCE = OpSpec(
     "mLSTMSequence (attribute norm_eps as xLSTMLargeBlock).", matrices=LARGE_BLOCK_MATRICES, host=LARGE_BLOCK_HOST,
     attributes=(NORM_EPS,))
 
-OPS = [SLSTM_CELL, SLSTM_SEQUENCE, MLSTM_CELL, MLSTM_SEQUENCE, LARGE_BLOCK, LARGE_BLOCK_SEQUENCE]
+
+
+def _mlstm_block_state(suffix: str):
+    """The LM mLSTM block's state in the package's layouts: its conv window, then C, n, m."""
+    return (Port(f"conv{suffix}", F32, "[B, KS, I]"), Port(f"C{suffix}", F32, "[B, NH, DH, DH]"),
+            Port(f"n{suffix}", F32, "[B, NH, DH, 1]"), Port(f"m{suffix}", F32, "[B, NH, 1, 1]"))
+
+
+def _mlstm_block_inputs(x: str, state: str):
+    """The LM's mLSTM block (xlstm's mLSTMBlock): its input, its state, then its parameters (absent biases are zeros)
+    and scalars. W_up's columns are x_m, z; W_qkv stacks q's, k's and v's head-wise matrices [NP, BS, BS]; W_if's
+    columns are i, f over the rows q, k, v."""
+    vec = lambda name, n: Port(name, F32, f"[{n}]")  # noqa: E731
+    return (Port("x", F32, x), *_mlstm_block_state(state),
+            vec("norm_weight", "E"), vec("norm_bias", "E"),
+            Port("W_up", F32, "[E, 2I]"), vec("b_up", "2I"),
+            Port("conv_weight", F32, "[KS, I]"), vec("conv_bias", "I"),
+            Port("W_qkv", F32, "[3, NP, BS, BS]"), vec("b_qkv", "3I"),
+            Port("W_if", F32, "[3I, 2NH]"), vec("b_if", "2NH"),
+            vec("head_norm_weight", "I"), vec("head_norm_bias", "I"), vec("skip", "I"),
+            Port("W_down", F32, "[I, E]"), vec("b_down", "E"),
+            Port("k_scale", F32, "[]"), Port("eps", F32, "[]"))
+
+
+MLSTM_BLOCK_MATRICES = ("W_up", "W_qkv", "W_if", "W_down")
+MLSTM_BLOCK_HOST = ("k_scale", "eps")
+MLSTM_BLOCK = OpSpec(
+    "mLSTMBlock", _mlstm_block_inputs("[B, E]", ""), (Port("y", F32, "[B, E]"), *_mlstm_block_state("_out")),
+    "One step of the xLSTM LM's mLSTM block: layer norm, proj_up, causal conv1d and SiLU, head-wise q/k/v, i/f "
+    "gates, the mLSTM cell, head norm, learnable skip, SiLU output gate, proj_down and residual (the float "
+    "attribute norm_eps: the norms' epsilon).",
+    matrices=MLSTM_BLOCK_MATRICES, host=MLSTM_BLOCK_HOST, attributes=(NORM_EPS,))
+MLSTM_BLOCK_SEQUENCE = OpSpec(
+    "mLSTMBlockSequence", _mlstm_block_inputs("[B, T, E]", "0"),
+    (Port("Y", F32, "[B, T, E]"), *_mlstm_block_state("_T")),
+    "A chunk of the LM's mLSTM block steps: the block's projections and conv over the chunk, the mLSTM recurrence "
+    "as mLSTMSequence (attribute norm_eps as mLSTMBlock).",
+    matrices=MLSTM_BLOCK_MATRICES, host=MLSTM_BLOCK_HOST, attributes=(NORM_EPS,))
+
+def _slstm_block_inputs(x: str, state: str):
+    """The LM's sLSTM block with its FFN: its input, the conv window and the sLSTM state, then its parameters (absent
+    norm weights are ones, absent biases zeros). KS is the conv kernel size; E = NH DH. W_gates stacks the head-wise
+    gate projections i, f (of the conv path), z, o (of the normed input); W_up's columns are gate, z (U the FFN's
+    inner size)."""
+    vec = lambda name, n: Port(name, F32, f"[{n}]")  # noqa: E731
+    return (Port("x", F32, x), Port(f"conv{state}", F32, "[B, KS, E]"),
+            *(Port(f"{n}{state}", F32, "[B, E]") for n in "ycnm"),
+            vec("norm_weight", "E"), vec("norm_bias", "E"), Port("conv_weight", F32, "[KS, E]"), vec("conv_bias", "E"),
+            Port("W_gates", F32, "[4, NH, DH, DH]"), vec("b_gates", "4E"),
+            Port("R", F32, "[4, NH, DH, DH]"), vec("b", "4E"),
+            vec("group_norm_weight", "E"), vec("group_norm_bias", "E"),
+            vec("ffn_norm_weight", "E"), vec("ffn_norm_bias", "E"),
+            Port("W_up", F32, "[E, 2U]"), vec("b_up", "2U"), Port("W_down", F32, "[U, E]"), vec("b_down", "E"))
+
+
+def _slstm_block_state(suffix: str):
+    return (Port(f"conv{suffix}", F32, "[B, KS, E]"), *(Port(f"{n}{suffix}", F32, "[B, E]") for n in "ycnm"))
+
+
+SLSTM_BLOCK_MATRICES = ("W_gates", "R", "W_up", "W_down")
+SLSTM_BLOCK = OpSpec(
+    "sLSTMBlock", _slstm_block_inputs("[B, E]", ""), (Port("h", F32, "[B, E]"), *_slstm_block_state("_out")),
+    "One step of the xLSTM LM's sLSTM block and its FFN: layer norm, causal conv1d and SiLU, head-wise gate "
+    "projections, the sLSTM cell, group norm and residual, then layer norm, GELU-gated FFN and residual (the float "
+    "attribute norm_eps: the three norms' epsilon).", matrices=SLSTM_BLOCK_MATRICES, attributes=(NORM_EPS,))
+SLSTM_BLOCK_SEQUENCE = OpSpec(
+    "sLSTMBlockSequence", _slstm_block_inputs("[B, T, E]", "0"),
+    (Port("H", F32, "[B, T, E]"), *_slstm_block_state("_T")),
+    "A chunk of sLSTM block steps: the conv and projections over the chunk, the recurrence as sLSTMSequence "
+    "(attribute norm_eps as sLSTMBlock).", matrices=SLSTM_BLOCK_MATRICES, attributes=(NORM_EPS,))
+
+OPS = [SLSTM_CELL, SLSTM_SEQUENCE, MLSTM_CELL, MLSTM_SEQUENCE, LARGE_BLOCK, LARGE_BLOCK_SEQUENCE, MLSTM_BLOCK,
+       MLSTM_BLOCK_SEQUENCE, SLSTM_BLOCK, SLSTM_BLOCK_SEQUENCE]

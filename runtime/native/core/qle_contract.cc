@@ -98,6 +98,9 @@ OrtStatusPtr QleOpInputs::load(const Ort::KernelContext& ctx) {
   const OrtApi& api = Ort::GetApi();
   for (size_t i = 0; i < n; ++i) {
     Ort::ConstValue v = ctx.GetInput(i);
+    // An optional input (a scale) the node leaves out with an empty name reaches the kernel as no value.
+    if (v == nullptr)
+      return invalid(std::string("input '") + op.inputs[i] + "' is missing (the node gives it an empty name)");
     // The element type and a reference to the input's own dims: no OrtTensorTypeAndShapeInfo allocated
     // and released per input (ORT API 24, below the ORT_API_VERSION the library registers with).
     ONNXTensorElementDataType got = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;

@@ -1,7 +1,8 @@
 // What the xLSTM block kernels share (qle_large_block, the LM's mLSTM and sLSTM blocks): a block's weight
-// matrix (packed, float32 ones also in column panels), its product over all rows of a chunk, and the
-// element-wise pieces every block uses. Plain scalar loops over the lane maths (qle_lanes.h), following
-// the function bodies' formulas (qlstm_edge/families/xlstm/block_ops.py).
+// matrix (packed, float32 ones also in column panels), its product over all rows of a chunk, head-wise
+// (block-diagonal) matrices and their product, and the element-wise pieces every block uses. Plain scalar
+// loops over the lane maths (qle_lanes.h), following the function bodies' formulas
+// (qlstm_edge/families/xlstm/block_ops.py).
 #pragma once
 
 #include <vector>
@@ -25,8 +26,39 @@ void qle_block_panels(QleBlockMatrix* m);
 void qle_block_product(const QleCpuKernels* k, const QleBlockMatrix& W, long M, const float* A, long lda,
                        const float* init, float* out, long ldo);
 
+// Head-wise matrices W [G, NP, K, N] (G projections of NP heads each, layers.Net.headwise's stacked form),
+// as the kernels read them: int8-dynamic keeps the int8 values and their scales, every other mode the
+// float32 values its function body multiplies with (float16 converted, int8 / int4 dequantized: q * scale).
+struct QleHeadwise {
+  QleQMode mode = QleQMode::F32;
+  long G = 0, NP = 0, K = 0, N = 0;
+  std::vector<float> w;      // [G, NP, K, N], but int8-dynamic
+  std::vector<int8_t> q;     // int8-dynamic: [G, NP, K, N]
+  std::vector<float> scale;  // int8-dynamic: [G, NP, N]
+};
+
+// Reads W (the raw tensor `data` of element type `type` and its scale, exporters/quantize.py's stacked
+// storage) into *out. Returns an error message or nullptr.
+const char* qle_headwise_pack(QleQMode mode, long block, const void* data, ONNXTensorElementDataType type,
+                              const float* scale, long G, long NP, long K, long N, QleHeadwise* out);
+
+// out[r, (g NP + p) N + j] = init[(g NP + p) N + j] + A[g][r, p K .. p K + K) @ W[g, p][:, j] for r < M, A[g]
+// of row stride lda[g], with the mode's arithmetic (fp16: A and the product rounded to float16;
+// int8-dynamic: each head's K inputs quantized on their own, as the function body's per-row quantization
+// of [.., G, NP, 1, K]).
+void qle_headwise_product(const QleCpuKernels* k, const QleHeadwise& W, long M, const float* const* A,
+                          const long* lda, const float* init, float* out, long ldo);
+
+// out[r] = (v[r] - mean(v[r])) / sqrt(var(v[r]) + eps) * w + b for the M rows of width E (layer norm).
+void qle_block_layer_norm(long M, long E, const float* v, const float* w, const float* b, float eps, float* out);
+
 // out[r] = v[r] / sqrt(mean(v[r]^2) + eps) * w + b for the M rows of width E.
 void qle_block_rms_norm(long M, long E, const float* v, const float* w, const float* b, float eps, float* out);
+
+// Layer norm of each of the NH heads of width D of the M rows [M, NH D] on its own (NH 1: the whole row),
+// then scaled and shifted per column: out = (v - mean) / sqrt(var + eps) * w + b (w, b [NH D]).
+void qle_block_layer_norm(long M, long NH, long D, const float* v, const float* w, const float* b, float eps,
+                          float* out);
 
 // g = c tanh(g / c) in place, or g itself where c is 0 (no cap).
 void qle_block_soft_cap(long n, float c, float* g);

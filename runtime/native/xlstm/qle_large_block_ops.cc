@@ -104,10 +104,11 @@ OrtStatusPtr check(const QleOpInputs& in, long block, bool seq, Dims* d) {
   if ((st = in.expect(1, {B, NH, d->DK, d->DV}, "[B, NH, DK, DV]")) ||
       (st = in.expect(2, {B, NH, d->DK}, "[B, NH, DK]")) || (st = in.expect(3, {B, NH, 1}, "[B, NH, 1]")))
     return st;
-  const std::vector<std::pair<size_t, int64_t>> vectors = {
-      {4, E}, {5, E}, {7, d->N(0)}, {9, 2 * NH}, {10, V}, {11, V}, {13, E}, {14, E}, {15, E}, {17, 2 * d->U}, {19, E}};
-  for (const auto& [i, n] : vectors)
-    if ((st = in.expect(i, {n}, "a vector as long as the output of its product or norm"))) return st;
+  const struct { size_t i; int64_t n; const char* layout; } vectors[] = {  // the biases and norm weights
+      {4, E, "[E]"}, {5, E, "[E]"}, {7, d->N(0), "[2QK + 2V]"}, {9, 2 * NH, "[2NH]"}, {10, V, "[V]"}, {11, V, "[V]"},
+      {13, E, "[E]"}, {14, E, "[E]"}, {15, E, "[E]"}, {17, 2 * d->U, "[2U]"}, {19, E, "[E]"}};
+  for (const auto& v : vectors)
+    if ((st = in.expect(v.i, {v.n}, v.layout))) return st;
   return nullptr;
 }
 

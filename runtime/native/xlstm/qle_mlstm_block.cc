@@ -1,0 +1,95 @@
+// The LM's mLSTM block CPU kernel (see qle_mlstm_block.h). The element-wise steps are scalar loops over
+// the shared lane maths (qle_lanes.h, float instances), following the function body's formulas.
+#include "qle_mlstm_block.h"
+
+#include <string.h>
+
+#include <vector>
+
+#include "qle_lanes.h"
+#include "qle_mlstm_args.h"
+#include "qle_xlstm.h"
+
+namespace {
+
+thread_local std::vector<float> t_scratch;
+
+float silu(float v) { return v * qle_fm_sigmoid(v); }
+
+// x_c [B T, I] = silu(conv over the window [conv; x_m]) and the window's last KS rows into conv_out;
+// x_m is up's first I columns (row stride 2I).
+void causal_conv(const QleMlstmBlockArgs& a, long I, const float* up, float* x_c) {
+  const long T = a.T, KS = a.KS;
+  for (long b = 0; b < a.B; ++b) {
+    const float* state = a.conv + b * KS * I;
+    const float* xm = up + b * T * 2 * I;
+    auto row = [&](long r) { return r < KS ? state + r * I : xm + (r - KS) * 2 * I; };  // window row r
+    for (long t = 0; t < T; ++t) {
+      float* y = x_c + (b * T + t) * I;
+      memset(y, 0, sizeof(float) * I);
+      for (long j = 0; j < KS; ++j) {
+        const float* w = a.conv_w + j * I;
+        const float* in = row(t + 1 + j);
+        for (long c = 0; c < I; ++c) y[c] += in[c] * w[c];
+      }
+      for (long c = 0; c < I; ++c) y[c] = silu(y[c] + a.conv_b[c]);
+    }
+    for (long r = 0; r < KS; ++r) memcpy(a.conv_out + (b * KS + r) * I, row(T + r), sizeof(float) * I);
+  }
+}
+
+// h [M, I] <- (layer_norm(h per head) * w + b + skip x_c) silu(z); z is up's last I columns.
+void gated_head_norm(const QleMlstmBlockArgs& a, long M, const float* x_c, const float* up, float* h) {
+  const long NH = a.NH, DH = a.DH, I = NH * DH;
+  for (long r = 0; r < M; ++r) {
+    float* hr = h + r * I;
+    for (long hd = 0; hd < NH; ++hd)
+      qle_block_layer_norm(1, DH, hr + hd * DH, a.head_norm_w + hd * DH, a.head_norm_b + hd * DH, a.norm_eps,
+                           hr + hd * DH);
+    const float* z = up + r * 2 * I + I;
+    for (long c = 0; c < I; ++c) hr[c] = (hr[c] + a.skip[c] * x_c[r * I + c]) * silu(z[c]);
+  }
+}
+
+}  // namespace
+
+void qle_mlstm_block(const QleCpuKernels* k, const QleMlstmBlockArgs& a) {
+  const long M = a.B * a.T, E = a.E, NH = a.NH, I = NH * a.DH;
+  const size_t need = (size_t)(M * (E + 2 * I + I + 3 * I + 2 * NH + 3 * I + 2 * NH + I));
+  if (t_scratch.size() < need) t_scratch.resize(need);
+  float* xn = t_scratch.data();
+  float* up = xn + M * E;
+  float* x_c = up + M * 2 * I;
+  float* qkv = x_c + M * I;
+  float* gates = qkv + M * 3 * I;
+  float* q = gates + M * 2 * NH;
+  float* kk = q + M * I;
+  float* v = kk + M * I;
+  float* ig = v + M * I;
+  float* fg = ig + M * NH;
+  float* h = fg + M * NH;
+
+  qle_block_layer_norm(M, E, a.x, a.norm_w, a.norm_b, a.norm_eps, xn);
+  qle_block_product(k, *a.W_up, M, xn, E, a.b_up, up, 2 * I);
+  causal_conv(a, I, up, x_c);
+  const float* sources[3] = {x_c, x_c, up};
+  const long strides[3] = {I, I, 2 * I};
+  qle_headwise_product(k, *a.W_qkv, M, sources, strides, a.b_qkv, qkv, 3 * I);
+  qle_block_product(k, *a.W_if, M, qkv, 3 * I, a.b_if, gates, 2 * NH);
+  qle_block_columns(M, qkv, 3 * I, 0, I, q);
+  qle_block_columns(M, qkv, 3 * I, I, I, kk);
+  qle_block_columns(M, qkv, 3 * I, 2 * I, I, v);
+  qle_block_columns(M, gates, 2 * NH, 0, NH, ig);
+  qle_block_columns(M, gates, 2 * NH, NH, NH, fg);
+
+  QleMlstmArgs c{};
+  c.B = a.B, c.T = a.T, c.NH = NH, c.DK = a.DH, c.DV = a.DH;
+  c.q = q, c.k = kk, c.v = v, c.i = ig, c.f = fg, c.C = a.C, c.n = a.n, c.m = a.m;
+  c.q_scale = 1.0f, c.k_scale = a.k_scale, c.eps = a.eps;
+  c.Hout = h, c.C_out = a.C_out, c.n_out = a.n_out, c.m_out = a.m_out;
+  qle_mlstm_streams(k, c, 0, a.B * NH);
+
+  gated_head_norm(a, M, x_c, up, h);
+  qle_block_product(k, *a.W_down, M, h, I, a.b_down, a.Y, E);
+  qle_block_add(M * E, a.x, a.Y);
+}

@@ -1,0 +1,85 @@
+// The sLSTM block CPU kernel (see qle_slstm_block.h). The element-wise steps are scalar loops over the
+// shared lane maths (qle_lanes.h, float instances), following the function body's formulas.
+#include "qle_slstm_block.h"
+
+#include <math.h>
+#include <string.h>
+
+#include <vector>
+
+#include "qle_block_core.h"
+#include "qle_lanes.h"
+#include "qle_xlstm.h"
+
+namespace {
+
+thread_local std::vector<float> t_scratch;
+
+// xc [B, T, E] = silu(conv + b) over the windows of the normed inputs xn [B, T, E] that follow the
+// window conv [B, KS, E]; the last window to conv_out.
+void causal_conv(const QleSlstmBlockArgs& a, const float* xn, float* xc) {
+  const long T = a.T, E = a.E, KS = a.KS;
+  for (long r = 0; r < a.B; ++r) {
+    const float* prev = a.conv + r * KS * E;
+    const float* rows = xn + r * T * E;
+    // row i of cat(conv, xn): the window of step t is rows t + 1 .. t + KS
+    auto row = [&](long i) { return i < KS ? prev + i * E : rows + (i - KS) * E; };
+    for (long t = 0; t < T; ++t) {
+      float* out = xc + (r * T + t) * E;
+      for (long e = 0; e < E; ++e) {
+        float s = 0.0f;
+        for (long j = 0; j < KS; ++j) s += row(t + 1 + j)[e] * a.conv_w[j * E + e];
+        const float v = s + a.conv_b[e];
+        out[e] = v * qle_fm_sigmoid(v);
+      }
+    }
+    float* window = a.conv_out + r * KS * E;
+    for (long j = 0; j < KS; ++j) memmove(window + j * E, row(T + j), sizeof(float) * E);
+  }
+}
+
+// gelu(gate) * z into out [M, U] from up [M, 2U] (gate then z).
+void gated_gelu(long M, long U, const float* up, float* out) {
+  for (long r = 0; r < M; ++r)
+    for (long j = 0; j < U; ++j) {
+      const float g = up[r * 2 * U + j];
+      out[r * U + j] = g * 0.5f * (erff(g / 1.41421356237309515f) + 1.0f) * up[r * 2 * U + U + j];
+    }
+}
+
+}  // namespace
+
+void qle_slstm_block(const QleCpuKernels* k, const QleSlstmBlockArgs& a) {
+  const long M = a.B * a.T, E = a.E, NH = a.NH, DH = E / NH, U = a.U;
+  const size_t need = (size_t)(M * (E + E + 4 * E + E + E + 2 * U + U));
+  if (t_scratch.size() < need) t_scratch.resize(need);
+  float* xn = t_scratch.data();
+  float* xc = xn + M * E;
+  float* wx = xc + M * E;
+  float* y = wx + M * 4 * E;
+  float* x1 = y + M * E;
+  float* up = x1 + M * E;
+  float* hf = up + M * 2 * U;
+
+  qle_block_layer_norm(M, 1, E, a.x, a.norm_w, a.norm_b, a.norm_eps, xn);
+  causal_conv(a, xn, xc);
+  for (long g = 0; g < 4; ++g)
+    for (long h = 0; h < NH; ++h) {
+      const long c = g * E + h * DH;
+      qle_qmatmul(k, a.W_gates[g * NH + h], M, (g < 2 ? xc : xn) + h * DH, E, a.b_gates + c, 0, wx + c, 4 * E);
+    }
+
+  QleSlstmArgs s{};
+  s.B = a.B, s.T = a.T, s.NH = NH, s.DH = DH;
+  s.x = wx, s.y = a.y, s.c = a.c, s.n = a.n, s.m = a.m, s.R = a.R, s.b = a.b;
+  s.Y = y, s.y_out = a.y_out, s.c_out = a.c_out, s.n_out = a.n_out, s.m_out = a.m_out;
+  qle_slstm_rows(k, s, 0, a.B);
+
+  qle_block_layer_norm(M, NH, DH, y, a.group_norm_w, a.group_norm_b, a.norm_eps, x1);
+  qle_block_add(M * E, a.x, x1);
+  qle_block_layer_norm(M, 1, E, x1, a.ffn_norm_w, a.ffn_norm_b, a.norm_eps, xn);
+  qle_block_product(k, *a.W_up, M, xn, E, a.b_up, up, 2 * U);
+  gated_gelu(M, U, up, hf);
+  qle_block_product(k, *a.W_down, M, hf, U, a.b_down, a.H, E);
+  qle_block_add(M * E, x1, a.H);
+}
