@@ -1,6 +1,7 @@
 // Device helpers shared by every family's CUDA kernels: reading a weight matrix as the ONNX node holds
-// it (exporters/quantize.py), one output of a vector-matrix product with the mode's arithmetic, slices
-// of stacked matrices and stream-ordered scratch memory.
+// it (exporters/quantize.py), one output of a vector-matrix product with the mode's arithmetic (from 0, or
+// onto an initial value in the CPU products' order), slices of stacked matrices and stream-ordered scratch
+// memory.
 // Internal linkage (anonymous namespace): each .cu file gets its own copy, as with a private one.
 #pragma once
 
@@ -90,6 +91,29 @@ __device__ float dot(const Mat& m, const TA* a, long K, long j, long N) {
   if (m.mode == QLE_CUDA_F16) return __half2float(__float2half_rn(s));
   if (m.mode == QLE_CUDA_I8) return s * m.scale[j];
   return s;
+}
+
+// init + sum_k a[k] * W[k, j] in the order of the CPU's qle_qmatmul (scalar kernels): fp32 and int4 accumulate
+// onto init (int4 block by block: init + s_0 part_0 + s_1 part_1 ...), the other modes add init to the finished
+// dot above.
+template <typename TA>
+__device__ float dot_onto(const Mat& m, float init, const TA* a, long K, long j, long N) {
+  if (m.mode == QLE_CUDA_F32) {
+    float s = init;
+    for (long k = 0; k < K; ++k) s += load_a(a, k) * weight(m, k, j, N);
+    return s;
+  }
+  if (int4_mode(m.mode)) {
+    float total = init;
+    for (long k0 = 0, b = 0; k0 < K; k0 += m.block, ++b) {
+      const long k1 = k0 + m.block < K ? k0 + m.block : K;
+      float part = 0.0f;
+      for (long k = k0; k < k1; ++k) part += load_a(a, k) * weight(m, k, j, N);
+      total += m.scale[b * N + j] * part;
+    }
+    return total;
+  }
+  return init + dot(m, a, K, j, N);
 }
 
 constexpr int kThreads = 128;  // threads per block of every kernel

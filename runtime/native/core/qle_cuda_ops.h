@@ -3,8 +3,11 @@
 #pragma once
 
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "qle_contract.h"
+#include "qle_cpu_ops.h"
 #include "qle_cuda_modes.h"
 
 // The launchers' mode of a node of mode m.
@@ -24,21 +27,28 @@ inline int qle_cuda_matrix_mode(const QleOpInputs& in, size_t i) {
   return qle_qmatrix_packed(in.mode, in.type[i]) ? QLE_CUDA_I4_PACKED : qle_cuda_mode(in.mode);
 }
 
+// What a node's kernel reads when it is made: the int4 block size (0 in the other modes) and the node's
+// values of the spec's float attributes, in order.
+struct QleCudaNode {
+  long block = 0;
+  std::vector<float> attributes;
+};
+
 // A family's launcher of a checked-then-launched node: checks `in` (a failure in *st, 0 returned),
 // allocates the outputs, then enqueues the kernels on `stream`: 0 or a CUDA error.
-typedef int (*QleCudaLaunch)(Ort::KernelContext& ctx, const QleOpInputs& in, long block, void* stream,
+typedef int (*QleCudaLaunch)(Ort::KernelContext& ctx, const QleOpInputs& in, const QleCudaNode& node, void* stream,
                              OrtStatusPtr* st);
 
 struct QleCudaKernel {
   const QleOpSpec& op;
   QleCudaLaunch launch;
   QleQMode mode;
-  long block;
+  QleCudaNode node;
 
   OrtStatusPtr ComputeV2(OrtKernelContext* context) {
     return qle_op_compute(context, op, mode, [&](Ort::KernelContext& ctx, const QleOpInputs& in) -> OrtStatusPtr {
       OrtStatusPtr st = nullptr;
-      const int err = launch(ctx, in, block, ctx.GetGPUComputeStream(), &st);
+      const int err = launch(ctx, in, node, ctx.GetGPUComputeStream(), &st);
       if (st != nullptr || err == 0) return st;
       return qle_op_status(ORT_EP_FAIL, in.op, "CUDA error " + std::to_string(err) + ": " + qle_cuda_error_string(err));
     });
@@ -57,10 +67,11 @@ struct QleCudaOp : QleOpSchema<QleCudaOp<Launch>, QleCudaKernel> {
   }
   OrtStatusPtr CreateKernelV2(const OrtApi& api, const OrtKernelInfo* info, void** kernel) const {
     QleQMode mode = QleQMode::F32;
-    long block = 0;
+    QleCudaNode node;
     if (!this->spec().matrices.empty())
-      if (OrtStatusPtr st = qle_read_qmode(api, info, this->GetName(), &mode, &block)) return st;
-    *kernel = new QleCudaKernel{this->spec(), Launch, mode, block};
+      if (OrtStatusPtr st = qle_read_qmode(api, info, this->GetName(), &mode, &node.block)) return st;
+    if (OrtStatusPtr st = qle_read_attributes(api, info, this->spec(), &node.attributes)) return st;
+    *kernel = new QleCudaKernel{this->spec(), Launch, mode, std::move(node)};
     return nullptr;
   }
 };

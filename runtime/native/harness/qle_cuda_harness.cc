@@ -1,7 +1,8 @@
 // Runs every CUDA kernel of the native library against its CPU kernel on random inputs, without
 // onnxruntime: QLLSTMCell / QLLSTMSequence (qllstm/qle_qllstm_cuda.h), PRLSTMStep / PRLSTMSequence
 // (prlstm/qle_prlstm_cuda.h), sLSTMCell / sLSTMSequence and mLSTMCell / mLSTMSequence
-// (xlstm/qle_xlstm_cuda.h), in every weight mode each op takes, on several shapes (odd sizes,
+// (xlstm/qle_xlstm_cuda.h), xLSTMLargeBlock / xLSTMLargeBlockSequence (xlstm/qle_large_block_cuda.h), in every
+// weight mode each op takes, on several shapes (odd sizes,
 // batch > 1, more units than a thread block has threads). Each case makes two calls on each side,
 // the second from the state the first returned on that side, and compares every output of both
 // calls. One line per case; exit status 0 when every case is within its tolerance, 1 when one is
@@ -27,8 +28,11 @@
 #include <string>
 #include <vector>
 
+#include "qle_block_core.h"
 #include "qle_cpu.h"
 #include "qle_cuda_modes.h"
+#include "qle_large_block.h"
+#include "qle_large_block_cuda.h"
 #include "qle_prlstm.h"
 #include "qle_prlstm_cuda.h"
 #include "qle_qllstm.h"
@@ -748,6 +752,139 @@ void add_mlstm(std::vector<Case>* cases, const MShape& s, bool seq, uint64_t see
   cases->push_back(k);
 }
 
+// xLSTMLarge block ---------------------------------------------------------------------------------------
+
+struct LbShape {
+  long B, T, E, NH, DK, DV, U, block;  // T = 1 for the step op
+  float cap;                           // gate_soft_cap (0: no cap)
+};
+
+// The five matrices in the op's order: W_qkvo [E, 2QK + 2V], W_if [E, 2NH], W_out [V, E], W_up [E, 2U],
+// W_down [U, E].
+long lb_K(const LbShape& s, int j) { return j == 2 ? s.NH * s.DV : j == 4 ? s.U : s.E; }
+long lb_N(const LbShape& s, int j) {
+  return j == 0 ? 2 * s.NH * (s.DK + s.DV) : j == 1 ? 2 * s.NH : j == 3 ? 2 * s.U : s.E;
+}
+
+struct LbInputs {
+  Mode mode;
+  LbShape s;
+  bool seq;
+  std::vector<float> x[2];  // [B, T, E]: float32 in every mode (x enters the norm, not a product)
+  Matrix W[5];
+  std::vector<float> norm_mlstm_w, norm_mlstm_b, b_qkvo, b_if, head_norm_w, head_norm_b, b_out, norm_ffn_w,
+      norm_ffn_b, b_up, b_down;
+  std::vector<float> C, n, m;  // the first call's state
+  float q_scale, eps, norm_eps;
+};
+
+MState lb_state(const LbShape& s) { return m_state(MShape{s.B, s.T, s.NH, s.DK, s.DV}); }
+
+void add_lb_outputs(Outputs* o, bool seq, int call, const std::vector<float>& Y, const MState& st) {
+  o->add(call_name(seq ? "Y" : "y", call), Y);
+  o->add(call_name("C", call), st.C);
+  o->add(call_name("n", call), st.n);
+  o->add(call_name("m", call), st.m);
+}
+
+// The CPU op's kernel call (xlstm/qle_large_block_ops.cc), with the matrices packed as it packs constant ones
+// (float32 in column panels).
+Outputs large_block_cpu_calls(const LbInputs& in) {
+  const LbShape& s = in.s;
+  QleBlockMatrix W[5];
+  for (int j = 0; j < 5; ++j) {
+    check_pack(qle_qmatrix_pack(in.mode.q, s.block, in.W[j].bytes.data(), in.W[j].type, 0, scale_or_null(in.W[j]),
+                                lb_K(s, j), lb_N(s, j), &W[j].w));
+    if (in.mode.q == QleQMode::F32) qle_block_panels(&W[j]);
+  }
+  Outputs o;
+  MState st{in.C, in.n, in.m};
+  for (int call = 0; call < 2; ++call) {
+    std::vector<float> Y((size_t)(s.B * s.T * s.E));
+    MState next = lb_state(s);
+    QleLargeBlockArgs a{};
+    a.B = s.B, a.T = s.T, a.E = s.E, a.NH = s.NH, a.DK = s.DK, a.DV = s.DV, a.U = s.U;
+    a.x = in.x[call].data(), a.C = st.C.data(), a.n = st.n.data(), a.m = st.m.data();
+    a.norm_mlstm_w = in.norm_mlstm_w.data(), a.norm_mlstm_b = in.norm_mlstm_b.data();
+    a.W_qkvo = &W[0], a.W_if = &W[1], a.W_out = &W[2], a.W_up = &W[3], a.W_down = &W[4];
+    a.b_qkvo = in.b_qkvo.data(), a.b_if = in.b_if.data();
+    a.head_norm_w = in.head_norm_w.data(), a.head_norm_b = in.head_norm_b.data(), a.b_out = in.b_out.data();
+    a.norm_ffn_w = in.norm_ffn_w.data(), a.norm_ffn_b = in.norm_ffn_b.data();
+    a.b_up = in.b_up.data(), a.b_down = in.b_down.data();
+    a.gate_soft_cap = s.cap, a.q_scale = in.q_scale, a.eps = in.eps, a.norm_eps = in.norm_eps;
+    a.Y = Y.data(), a.C_out = next.C.data(), a.n_out = next.n.data(), a.m_out = next.m.data();
+    qle_large_block(kReference, a);
+    add_lb_outputs(&o, in.seq, call, Y, next);
+    st = next;
+  }
+  return o;
+}
+
+Outputs large_block_gpu_calls(const LbInputs& in) {
+  const LbShape& s = in.s;
+  Device dev;
+  QleCudaBlockMatrix W[5];
+  for (int j = 0; j < 5; ++j) {
+    const DevMatrix d = put_matrix(dev, in.W[j]);
+    W[j] = QleCudaBlockMatrix{in.W[j].cuda_mode, s.block, d.w, d.scale, lb_K(s, j), lb_N(s, j)};
+  }
+  QleCudaLargeBlock a{};
+  a.B = s.B, a.T = s.T, a.E = s.E, a.NH = s.NH, a.DK = s.DK, a.DV = s.DV, a.U = s.U;
+  a.norm_mlstm_w = dev.put(in.norm_mlstm_w), a.norm_mlstm_b = dev.put(in.norm_mlstm_b);
+  a.W_qkvo = W[0], a.W_if = W[1], a.W_out = W[2], a.W_up = W[3], a.W_down = W[4];
+  a.b_qkvo = dev.put(in.b_qkvo), a.b_if = dev.put(in.b_if);
+  a.head_norm_w = dev.put(in.head_norm_w), a.head_norm_b = dev.put(in.head_norm_b), a.b_out = dev.put(in.b_out);
+  a.norm_ffn_w = dev.put(in.norm_ffn_w), a.norm_ffn_b = dev.put(in.norm_ffn_b);
+  a.b_up = dev.put(in.b_up), a.b_down = dev.put(in.b_down);
+  a.gate_soft_cap = s.cap, a.q_scale = in.q_scale, a.eps = in.eps, a.norm_eps = in.norm_eps;
+  Outputs o;
+  MState st{in.C, in.n, in.m};
+  const size_t NY = (size_t)(s.B * s.T * s.E), NC = st.C.size(), Nn = st.n.size(), Nm = st.m.size();
+  for (int call = 0; call < 2; ++call) {
+    a.x = dev.put(in.x[call]), a.C = dev.put(st.C), a.n = dev.put(st.n), a.m = dev.put(st.m);
+    a.Y = dev.out<float>(NY), a.C_out = dev.out<float>(NC), a.n_out = dev.out<float>(Nn);
+    a.m_out = dev.out<float>(Nm);
+    launch(qle_cuda_large_block(nullptr, &a));
+    const MState next{Device::get(a.C_out, NC), Device::get(a.n_out, Nn), Device::get(a.m_out, Nm)};
+    add_lb_outputs(&o, in.seq, call, Device::get(a.Y, NY), next);
+    st = next;
+  }
+  return o;
+}
+
+void add_large_block(std::vector<Case>* cases, const Mode& m, const LbShape& s, bool seq, uint64_t seed) {
+  auto in = std::make_shared<LbInputs>();
+  Rng rng{seed};
+  in->mode = m, in->s = s, in->seq = seq;
+  const long E = s.E, V = s.NH * s.DV;
+  for (std::vector<float>& x : in->x) x = rng.floats((size_t)(s.B * s.T * E), -1.0f, 1.0f);
+  for (int j = 0; j < 5; ++j) in->W[j] = make_matrix(rng, m, 1, lb_K(s, j), lb_N(s, j), s.block, 0.3f);
+  const auto around = [&rng](long n, float centre, float half) {
+    return rng.floats((size_t)n, centre - half, centre + half);
+  };
+  in->norm_mlstm_w = around(E, 1.0f, 0.2f), in->norm_mlstm_b = around(E, 0.0f, 0.2f);
+  in->b_qkvo = around(lb_N(s, 0), 0.0f, 0.2f), in->b_if = around(2 * s.NH, 0.0f, 2.0f);
+  in->head_norm_w = around(V, 1.0f, 0.2f), in->head_norm_b = around(V, 0.0f, 0.2f);
+  in->b_out = around(E, 0.0f, 0.2f), in->norm_ffn_w = around(E, 1.0f, 0.2f), in->norm_ffn_b = around(E, 0.0f, 0.2f);
+  in->b_up = around(2 * s.U, 0.0f, 0.2f), in->b_down = around(E, 0.0f, 0.2f);
+  in->C = rng.floats((size_t)(s.B * s.NH * s.DK * s.DV), -0.5f, 0.5f);
+  in->n = rng.floats((size_t)(s.B * s.NH * s.DK), -0.5f, 0.5f);
+  in->m = rng.floats((size_t)(s.B * s.NH), -1.0f, 1.0f);
+  in->q_scale = 1.0f / sqrtf((float)s.DK), in->eps = 1e-6f, in->norm_eps = 1e-5f;
+  // Exact in every mode: the CUDA block runs the CPU kernel's steps in its order with the same sources. Its
+  // products accumulate as qle_qmatmul's scalar kernels do (dot_onto: onto the bias in fp32 and int4, the bias
+  // added to the finished sum in fp16, int8 and int8-dynamic); the norms' sums run in index order in one thread
+  // (qle_block_math.h); the element formulas are qle_block_math.h's, the recurrence is the mLSTM kernel's (exact
+  // above).
+  const char* op = seq ? "xLSTMLargeBlockSequence" : "xLSTMLargeBlock";
+  std::string name = shape_name(op, m, {{"B", s.B}, {"T", s.T}, {"E", E}, {"NH", s.NH}, {"DK", s.DK}, {"DV", s.DV},
+                                        {"U", s.U}, {"bs", s.block}});
+  name += s.cap == 0.0f ? " no cap" : " cap=" + std::to_string((int)s.cap);
+  Case k{name, kExact, "exact (same operations, same order)", [in] { return large_block_cpu_calls(*in); },
+         [in] { return large_block_gpu_calls(*in); }};
+  cases->push_back(k);
+}
+
 // The case list ----------------------------------------------------------------------------------------
 
 // Shapes: odd sizes, batch > 1, more units than a 128-thread block (the kernels' strided loops), int4
@@ -768,6 +905,12 @@ std::vector<Case> all_cases() {
   const SShape s_seq[] = {{2, 7, 2, 12, 8}, {1, 9, 2, 19, 8}, {2, 5, 2, 70, 32}, {2, 0, 1, 5, 4}};
   const MShape m_cell[] = {{1, 1, 1, 4, 4}, {3, 1, 2, 5, 7}, {2, 1, 1, 129, 130}};
   const MShape m_seq[] = {{3, 6, 2, 5, 7}, {2, 4, 1, 129, 130}, {2, 0, 2, 3, 4}};
+  // (B, T, E, NH, DK, DV, U, block, cap): int4 blocks that do not divide E, V or U; E, V and U over 128 (the
+  // kernels' strided loops); no cap
+  const LbShape lb_step[] = {{1, 1, 12, 2, 3, 5, 7, 8, 15.0f}, {3, 1, 10, 1, 6, 9, 5, 4, 3.0f},
+                             {2, 1, 130, 2, 33, 65, 131, 32, 0.0f}};
+  const LbShape lb_seq[] = {{2, 5, 12, 2, 3, 5, 7, 8, 15.0f}, {1, 9, 10, 1, 6, 9, 5, 4, 0.0f},
+                            {2, 4, 130, 2, 33, 65, 131, 32, 15.0f}, {2, 0, 12, 2, 3, 5, 7, 8, 15.0f}};
   for (const Mode& m : kModes) {
     for (const QlShape& s : ql_cell) add_qllstm(&cases, m, s, false, seed++);
     for (const QlShape& s : ql_seq) add_qllstm(&cases, m, s, true, seed++);
@@ -778,6 +921,10 @@ std::vector<Case> all_cases() {
   }
   for (const MShape& s : m_cell) add_mlstm(&cases, s, false, seed++);
   for (const MShape& s : m_seq) add_mlstm(&cases, s, true, seed++);
+  for (const Mode& m : kModes) {
+    for (const LbShape& s : lb_step) add_large_block(&cases, m, s, false, seed++);
+    for (const LbShape& s : lb_seq) add_large_block(&cases, m, s, true, seed++);
+  }
   return cases;
 }
 

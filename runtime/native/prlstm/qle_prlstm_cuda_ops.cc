@@ -24,12 +24,13 @@ namespace {
 
 using Inputs = QleOpInputs;
 
-int launch_prlstm(Ort::KernelContext& ctx, const Inputs& in, long block, void* stream, OrtStatusPtr* st) {
+int launch_prlstm(Ort::KernelContext& ctx, const Inputs& in, const QleCudaNode& node, void* stream,
+                  OrtStatusPtr* st) {
   QlePrDims d;
-  if ((*st = qle_check_prlstm(in, block, in.op.sequence, &d))) return 0;
+  if ((*st = qle_check_prlstm(in, node.block, in.op.sequence, &d))) return 0;
   const QlePrOutputs o = qle_prlstm_outputs(ctx, d, in.op.sequence);
   QleCudaPrlstm a{};
-  a.mode = qle_cuda_mode(in.mode), a.block = block;
+  a.mode = qle_cuda_mode(in.mode), a.block = node.block;
   a.B = d.B, a.T = d.T, a.D = d.D, a.H = d.H, a.K = d.K, a.R = d.R;
   a.x = in.data[0];
   a.block_h = in.f(1), a.block_c = in.f(2), a.prefix_h = in.f(3), a.prefix_c = in.f(4);

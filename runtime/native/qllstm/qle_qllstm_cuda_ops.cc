@@ -17,12 +17,13 @@ namespace {
 
 using Inputs = QleOpInputs;
 
-int launch_qllstm(Ort::KernelContext& ctx, const Inputs& in, long block, void* stream, OrtStatusPtr* st) {
+int launch_qllstm(Ort::KernelContext& ctx, const Inputs& in, const QleCudaNode& node, void* stream,
+                  OrtStatusPtr* st) {
   const bool seq = in.op.sequence;
   QleQllstmDims d;
-  if ((*st = qle_check_qllstm(in, block, seq, &d))) return 0;
+  if ((*st = qle_check_qllstm(in, node.block, seq, &d))) return 0;
   const QleQllstmOutputs o = qle_qllstm_outputs(ctx, d, seq);
-  const QleCudaWeights w{qle_cuda_mode(in.mode),      block,       in.data[3], in.data[4], in.scale(9), in.scale(10),
+  const QleCudaWeights w{qle_cuda_mode(in.mode), node.block, in.data[3], in.data[4], in.scale(9), in.scale(10),
                          qle_cuda_matrix_mode(in, 3), qle_cuda_matrix_mode(in, 4)};
   if (seq)
     return qle_cuda_sequence(stream, &w, d.B, d.T, d.D, d.H, in.data[0], in.f(1), in.f(2), in.f(5), in.f(6),

@@ -1,10 +1,9 @@
 // The xLSTM block kernels' shared pieces (qle_block_core.h).
 #include "qle_block_core.h"
 
-#include <math.h>
 #include <string.h>
 
-#include "qle_lanes.h"
+#include "qle_block_math.h"
 #include "qle_shape.h"
 
 namespace {
@@ -26,10 +25,8 @@ void qle_block_rms_norm(long M, long E, const float* v, const float* w, const fl
   for (long r = 0; r < M; ++r) {
     const float* x = v + r * E;
     float* y = out + r * E;
-    float sq = 0.0f;
-    for (long j = 0; j < E; ++j) sq += x[j] * x[j];
-    const float rms = sqrtf(sq / (float)E + eps);
-    for (long j = 0; j < E; ++j) y[j] = x[j] / rms * w[j] + b[j];
+    const float rms = qle_block_rms(E, x, eps);
+    for (long j = 0; j < E; ++j) y[j] = qle_block_rms_scaled(x[j], rms, w[j], b[j]);
   }
 }
 
@@ -49,7 +46,7 @@ void qle_block_layer_norm(long M, long NH, long D, const float* v, const float* 
 
 void qle_block_soft_cap(long n, float c, float* g) {
   if (c == 0.0f) return;
-  for (long j = 0; j < n; ++j) g[j] = c * qle_fm_tanh(g[j] / c);
+  for (long j = 0; j < n; ++j) g[j] = qle_block_cap(g[j], c);
 }
 
 void qle_block_columns(long M, const float* src, long lds, long c0, long n, float* dst) {

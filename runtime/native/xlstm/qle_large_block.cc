@@ -1,14 +1,14 @@
 // xLSTMLarge block CPU kernel (see qle_large_block.h). The element-wise steps are scalar loops over the
-// shared lane maths (qle_lanes.h, float instances), following the function body's formulas.
+// block maths the CUDA kernel shares (qle_block_math.h, on qle_lanes.h's float instances), following the
+// function body's formulas.
 #include "qle_large_block.h"
 
-#include <math.h>
 #include <string.h>
 
 #include <vector>
 
 #include "qle_block_core.h"
-#include "qle_lanes.h"
+#include "qle_block_math.h"
 #include "qle_mlstm_args.h"
 #include "qle_xlstm.h"
 
@@ -23,14 +23,11 @@ void gated_head_norm(long M, long NH, long DV, const float* w, const float* b, f
   for (long r = 0; r < M; ++r)
     for (long hd = 0; hd < NH; ++hd) {
       float* x = h + r * V + hd * DV;
-      float mean = 0.0f, var = 0.0f;
-      for (long j = 0; j < DV; ++j) mean += x[j];
-      mean /= (float)DV;
-      for (long j = 0; j < DV; ++j) var += (x[j] - mean) * (x[j] - mean);
-      const float std = sqrtf(var / (float)DV + eps);
+      float mean, std;
+      qle_block_mean_std(DV, x, eps, &mean, &std);
       for (long j = 0; j < DV; ++j) {
         const long c = hd * DV + j;
-        x[j] = qle_fm_sigmoid(o[r * ldo + c]) * ((x[j] - mean) / std * w[c] + b[c]);
+        x[j] = qle_block_gated_norm(o[r * ldo + c], x[j], mean, std, w[c], b[c]);
       }
     }
 }
@@ -39,8 +36,7 @@ void gated_head_norm(long M, long NH, long DV, const float* w, const float* b, f
 void gated_silu(long M, long U, const float* up, float* out) {
   for (long r = 0; r < M; ++r)
     for (long j = 0; j < U; ++j) {
-      const float g = up[r * 2 * U + j];
-      out[r * U + j] = g * qle_fm_sigmoid(g) * up[r * 2 * U + U + j];
+      out[r * U + j] = qle_block_gated_silu(up[r * 2 * U + j], up[r * 2 * U + U + j]);
     }
 }
 

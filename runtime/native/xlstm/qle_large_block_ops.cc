@@ -1,6 +1,7 @@
-// xLSTMLargeBlock / xLSTMLargeBlockSequence: their specs, shape checks and CPU op (weight packing,
-// arguments), registered with the library's domain by a static registrar (qle_registry.h). The kernel
-// is in qle_large_block.cc. Inputs (QK = NH DK, V = NH DV; NH, DK, DV from C, U from W_down):
+// xLSTMLargeBlock / xLSTMLargeBlockSequence: their specs, shape checks (qle_large_block_ops.h: the CUDA op's
+// too) and CPU op (weight packing, arguments), registered with the library's domain by a static registrar
+// (qle_registry.h). The kernel is in qle_large_block.cc.
+// Inputs (QK = NH DK, V = NH DV; NH, DK, DV from C, U from W_down):
 //   0 x [B, E] (sequence: [B, T, E]), 1 C [B, NH, DK, DV], 2 n [B, NH, DK], 3 m [B, NH, 1],
 //   4 norm_mlstm_weight, 5 norm_mlstm_bias [E], 6 W_qkvo [E, 2QK + 2V], 7 b_qkvo, 8 W_if [E, 2NH], 9 b_if,
 //   10 head_norm_weight, 11 head_norm_bias [V], 12 W_out [V, E], 13 b_out, 14 norm_ffn_weight,
@@ -20,6 +21,7 @@
 #include "qle_contract.h"
 #include "qle_cpu_ops.h"
 #include "qle_large_block.h"
+#include "qle_large_block_ops.h"
 #include "qle_registry.h"
 #include "qle_shape.h"
 
@@ -190,3 +192,12 @@ void append_ops(std::vector<QleRegisteredOp>* out) {
 const QleOpRegistrar kRegistrar(append_ops);
 
 }  // namespace
+
+const QleOpSpec& qle_large_block_spec(bool seq) { return spec(seq); }
+
+OrtStatusPtr qle_check_large_block(const QleOpInputs& in, long block, bool seq, QleLargeBlockDims* dims) {
+  Dims d{};
+  OrtStatusPtr st = check(in, block, seq, &d);
+  *dims = QleLargeBlockDims{d.B, d.T, d.E, d.NH, d.DK, d.DV, d.U};
+  return st;
+}

@@ -23,12 +23,13 @@ namespace {
 
 using Inputs = QleOpInputs;
 
-int launch_slstm(Ort::KernelContext& ctx, const Inputs& in, long block, void* stream, OrtStatusPtr* st) {
+int launch_slstm(Ort::KernelContext& ctx, const Inputs& in, const QleCudaNode& node, void* stream,
+                 OrtStatusPtr* st) {
   QleSlstmDims d;
-  if ((*st = qle_check_slstm(in, block, in.op.sequence, &d))) return 0;
+  if ((*st = qle_check_slstm(in, node.block, in.op.sequence, &d))) return 0;
   const QleSlstmOutputs o = qle_slstm_outputs(ctx, d, in.op.sequence);
   QleCudaSlstm a{};
-  a.mode = qle_cuda_matrix_mode(in, 5), a.block = block;
+  a.mode = qle_cuda_matrix_mode(in, 5), a.block = node.block;
   a.B = d.B, a.T = d.T, a.NH = d.NH, a.DH = d.DH;
   a.x = in.f(0), a.y = in.f(1), a.c = in.f(2), a.n = in.f(3), a.m = in.f(4);
   a.R = in.data[5], a.R_scale = in.scale(7), a.b = in.f(6);
@@ -36,7 +37,7 @@ int launch_slstm(Ort::KernelContext& ctx, const Inputs& in, long block, void* st
   return qle_cuda_slstm(stream, &a);
 }
 
-int launch_mlstm(Ort::KernelContext& ctx, const Inputs& in, long, void* stream, OrtStatusPtr* st) {
+int launch_mlstm(Ort::KernelContext& ctx, const Inputs& in, const QleCudaNode&, void* stream, OrtStatusPtr* st) {
   QleMlstmDims d;
   if ((*st = qle_check_mlstm(in, in.op.sequence, &d))) return 0;
   QleMlstmArgs a{};

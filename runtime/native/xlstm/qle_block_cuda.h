@@ -1,0 +1,40 @@
+// The pieces every xLSTM block's CUDA launcher is composed of (qle_large_block_cuda.cu; the LM's mLSTM and sLSTM
+// blocks the same way), each the device counterpart of a qle_block_core.h function: the same maths in the same
+// order as the scalar CPU kernels (the products in qle_qmatmul's order, the norms' sums in index order by one
+// thread, the element formulas from qle_block_math.h), so a block's CUDA and CPU results are equal bit for bit.
+// No CUDA types here: the op registrations and the harness compile with a plain C++ compiler. Pointers are
+// device pointers; each function enqueues its kernel on `stream` (a cudaStream_t) and returns 0 or a cudaError_t
+// value (qle_cuda_error_string); empty work enqueues nothing.
+#pragma once
+
+#include "qle_cuda_modes.h"
+
+// A block's weight matrix W [K, N] as the node holds it (exporters/quantize.py): its QLE_CUDA_* storage mode
+// (qle_cuda_matrix_mode), int4 block size and scales (int8 [N], int4 [ceil(K / block), N]; null in fp32 / fp16).
+struct QleCudaBlockMatrix {
+  int mode;
+  long block;
+  const void* w;
+  const float* scale;
+  long K, N;
+};
+
+// out[r, :] = init + A[r, :] @ W for r < M (init [N]), with the mode's arithmetic: qle_block_product.
+int qle_cuda_block_product(void* stream, const QleCudaBlockMatrix& W, long M, const float* A, long lda,
+                           const float* init, float* out, long ldo);
+
+// out[r] = v[r] / sqrt(mean(v[r]^2) + eps) * w + b for the M rows of width E: qle_block_rms_norm.
+int qle_cuda_block_rms_norm(void* stream, long M, long E, const float* v, const float* w, const float* b, float eps,
+                            float* out);
+
+// g = c tanh(g / c) in place, or g itself where c is 0: qle_block_soft_cap.
+int qle_cuda_block_soft_cap(void* stream, long n, float c, float* g);
+
+// Columns [c0, c0 + n) of src [M, lds] to dst [M, n]: qle_block_columns.
+int qle_cuda_block_columns(void* stream, long M, const float* src, long lds, long c0, long n, float* dst);
+
+// out = a + out: qle_block_add.
+int qle_cuda_block_add(void* stream, long n, const float* a, float* out);
+
+// Thread blocks for n items of per_block each, at most 65535 (a grid's y limit): the kernels loop over the rest.
+unsigned qle_cuda_block_grid(long n, long per_block);
