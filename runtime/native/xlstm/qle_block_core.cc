@@ -35,11 +35,8 @@ void qle_block_layer_norm(long M, long NH, long D, const float* v, const float* 
   for (long r = 0; r < M * NH; ++r) {
     const float* x = v + r * D;
     const long c0 = r % NH * D;
-    float mean = 0.0f, var = 0.0f;
-    for (long j = 0; j < D; ++j) mean += x[j];
-    mean /= (float)D;
-    for (long j = 0; j < D; ++j) var += (x[j] - mean) * (x[j] - mean);
-    const float std = sqrtf(var / (float)D + eps);
+    float mean, std;
+    qle_block_mean_std(D, x, eps, &mean, &std);
     for (long j = 0; j < D; ++j) out[r * D + j] = (x[j] - mean) / std * w[c0 + j] + b[c0 + j];
   }
 }
@@ -136,17 +133,4 @@ void qle_headwise_product(const QleCpuKernels* k, const QleHeadwise& W, long M, 
           o[j] = in[j] + (f16 ? qle_round_f16_scalar(acc) : acc);
         }
       }
-}
-
-void qle_block_layer_norm(long M, long E, const float* v, const float* w, const float* b, float eps, float* out) {
-  for (long r = 0; r < M; ++r) {
-    const float* x = v + r * E;
-    float* y = out + r * E;
-    float mean = 0.0f, var = 0.0f;
-    for (long j = 0; j < E; ++j) mean += x[j];
-    mean /= (float)E;
-    for (long j = 0; j < E; ++j) var += (x[j] - mean) * (x[j] - mean);
-    const float std = sqrtf(var / (float)E + eps);
-    for (long j = 0; j < E; ++j) y[j] = (x[j] - mean) / std * w[j] + b[j];
-  }
 }

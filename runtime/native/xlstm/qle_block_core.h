@@ -49,9 +49,6 @@ const char* qle_headwise_pack(QleQMode mode, long block, const void* data, ONNXT
 void qle_headwise_product(const QleCpuKernels* k, const QleHeadwise& W, long M, const float* const* A,
                           const long* lda, const float* init, float* out, long ldo);
 
-// out[r] = (v[r] - mean(v[r])) / sqrt(var(v[r]) + eps) * w + b for the M rows of width E (layer norm).
-void qle_block_layer_norm(long M, long E, const float* v, const float* w, const float* b, float eps, float* out);
-
 // out[r] = v[r] / sqrt(mean(v[r]^2) + eps) * w + b for the M rows of width E.
 void qle_block_rms_norm(long M, long E, const float* v, const float* w, const float* b, float eps, float* out);
 

@@ -44,7 +44,7 @@ void gated_head_norm(const QleMlstmBlockArgs& a, long M, const float* x_c, const
   for (long r = 0; r < M; ++r) {
     float* hr = h + r * I;
     for (long hd = 0; hd < NH; ++hd)
-      qle_block_layer_norm(1, DH, hr + hd * DH, a.head_norm_w + hd * DH, a.head_norm_b + hd * DH, a.norm_eps,
+      qle_block_layer_norm(1, 1, DH, hr + hd * DH, a.head_norm_w + hd * DH, a.head_norm_b + hd * DH, a.norm_eps,
                            hr + hd * DH);
     const float* z = up + r * 2 * I + I;
     for (long c = 0; c < I; ++c) hr[c] = (hr[c] + a.skip[c] * x_c[r * I + c]) * silu(z[c]);
@@ -69,7 +69,7 @@ void qle_mlstm_block(const QleCpuKernels* k, const QleMlstmBlockArgs& a) {
   float* fg = ig + M * NH;
   float* h = fg + M * NH;
 
-  qle_block_layer_norm(M, E, a.x, a.norm_w, a.norm_b, a.norm_eps, xn);
+  qle_block_layer_norm(M, 1, E, a.x, a.norm_w, a.norm_b, a.norm_eps, xn);
   qle_block_product(k, *a.W_up, M, xn, E, a.b_up, up, 2 * I);
   causal_conv(a, I, up, x_c);
   const float* sources[3] = {x_c, x_c, up};
