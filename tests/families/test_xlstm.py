@@ -63,10 +63,11 @@ def package_stream(model, x):
 # -- parity against the package ------------------------------------------------------------------
 @pytest.mark.slow  # 2,000 steps of the package's own Python step loop per model: a soak test
 @pytest.mark.parametrize("name", list(STACKS))
-def test_step_parity_2000_steps_against_package_step(tmp_path, name):
+@pytest.mark.parametrize("native", ["off", "on"])  # the function bodies, and the block ops' native kernels
+def test_step_parity_2000_steps_against_package_step(tmp_path, name, native):
     m = STACKS[name]()
     path = export_onnx(m, tmp_path / "m.onnx", mode="step")
-    r = assert_parity(m, path, steps=2000, batch=1, native="off")
+    r = assert_parity(m, path, steps=2000, batch=1, native=native)
     assert r.steps == 2000 and r.max_abs <= 1e-4
     # the state tensors are the package's, block by block, in its layouts (sLSTM [4, B, H] split in y, c, n, m)
     _, state = package_stream(m, np.zeros((1, 1, m.config.embedding_dim), np.float32))
@@ -82,10 +83,11 @@ def test_step_parity_2000_steps_against_package_step(tmp_path, name):
 
 
 @pytest.mark.slow  # 2,000 steps of the package's own Python step loop: a soak test
-def test_lm_sequence_parity_2000_steps_in_chunks(tmp_path):
+@pytest.mark.parametrize("native", ["off", "on"])
+def test_lm_sequence_parity_2000_steps_in_chunks(tmp_path, native):
     m = make_lm(E=64, heads=4, slstm_at=(0,))
     path = export_onnx(m, tmp_path / "lm.onnx", mode="sequence")
-    r = assert_parity(m, path, steps=2000, batch=2, chunk_sizes=[1, 7, 64, 333], native="off")
+    r = assert_parity(m, path, steps=2000, batch=2, chunk_sizes=[1, 7, 64, 333], native=native)
     assert r.max_abs <= 1e-4
 
 
