@@ -131,6 +131,66 @@ def ort_session(model, library=None, threads: int = 1) -> ort.InferenceSession:
     return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
+# -- one-node graphs of the xLSTM block ops (tests/native/test_*_block_kernels.py) ------------------------------------
+def block_stored(spec, weights: dict, mode, block_size: int) -> dict:
+    """``weights`` as a ``mode`` node of ``spec`` stores them (quantize.py's schemes; stacked matrices slice by
+    slice), then the matrices' scales in the integer modes."""
+    scheme = Quantizer(mode, block_size=block_size).scheme
+    out, scales = dict(weights), {}
+    for name in spec.matrices:
+        w = weights[name]
+        out[name], scale, _ = (scheme.store_stacked(name, w, block_size) if w.ndim > 2 else
+                               scheme.store(name, w, 1, block_size))
+        if scale is not None:
+            scales[f"{name}_scale"] = scale
+    return {**out, **scales}
+
+
+def block_op_model(spec, functions, weights: dict, mode, block_size: int, shapes: list, constant: bool = True,
+                   norm_eps: float = 1e-5):
+    """One ``spec`` node whose graph inputs are x and the state (``shapes``: theirs, in order), its weights
+    initializers (``constant``) or graph inputs, its attribute norm_eps; ``functions(opset, quantizer)``: the
+    model's FunctionProtos (the op's body and its nested cell's, or only the cell's). Returns (model, the weights
+    to feed when not constant)."""
+    q = Quantizer(mode, block_size=block_size)
+    names = spec.input_names(scales=q.integer)
+    params = {n: block_stored(spec, weights, mode, block_size)[n] for n in names[len(shapes):]}
+    graph_inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in zip(names, shapes)]
+    if not constant:
+        graph_inputs += [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), list(v.shape))
+                         for n, v in params.items()]
+    node = helper.make_node(spec.name, names, spec.output_names, domain=DOMAIN, norm_eps=norm_eps,
+                            **q.op_attributes())
+    outputs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in spec.output_names]
+    initializers = [numpy_helper.from_array(v, n) for n, v in params.items()] if constant else []
+    graph = helper.make_graph([node], spec.name, graph_inputs, outputs, initializer=initializers)
+    opset = q.min_opset
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid(DOMAIN, 1)],
+                              functions=functions(opset, q), ir_version=q.min_ir_version)
+    return model, ({} if constant else params)
+
+
+def block_stream(sess, spec, seq: bool, xs: np.ndarray, state: list, chunks, extra: dict):
+    """Outputs of ``sess`` (a ``spec`` node's model) over ``xs`` [B, T, E]: chunks of the given lengths, or one step
+    a call; the state fed back between calls. Returns (outputs [B, T, E], final state)."""
+    ys = []
+    bounds = np.cumsum([0, *chunks]) if seq else range(xs.shape[1] + 1)
+    names = spec.regular_inputs[1:1 + len(state)]
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        x = xs[:, lo:hi] if seq else xs[:, lo]
+        y, *state = sess.run(None, {"x": x, **dict(zip(names, state)), **extra})
+        ys.append(y if seq else y[:, None])
+    return np.concatenate(ys, 1), state
+
+
+def assert_close_relative(got, want, tol: float) -> None:
+    """Each of ``got`` has ``want``'s shape and dtype and is within ``tol`` * max(1, max |want|) of it."""
+    for g, w in zip(got, want):
+        assert g.shape == w.shape and g.dtype == w.dtype
+        scale = max(1.0, float(np.abs(w).max(initial=0.0)))
+        assert np.abs(g.astype(np.float64) - w).max(initial=0.0) <= tol * scale, (np.abs(g - w).max(), tol * scale)
+
+
 # -- every family ---------------------------------------------------------------------------------------------------
 def _example(ex):
     def build():

@@ -10,22 +10,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
-from qlstm_edge.exporters.quantize import Quantizer, pack_int4, quantize_stacked, quantize_symmetric, to_fp16
-from helpers import ort_session
+from helpers import assert_close_relative, block_op_model, block_stream, ort_session
 from qlstm_edge.runtime import native_lib
 
 pytest.importorskip("xlstm")
 from qlstm_edge.families.xlstm.block_ops import slstm_block_function, slstm_block_sequence_function  # noqa: E402
 from qlstm_edge.families.xlstm.cells import slstm_cell_function, slstm_sequence_function  # noqa: E402
-from qlstm_edge.families.xlstm.ops import (NORM_EPS, SLSTM_BLOCK, SLSTM_BLOCK_MATRICES,  # noqa: E402
-                                           SLSTM_BLOCK_SEQUENCE)
+from qlstm_edge.families.xlstm.ops import SLSTM_BLOCK, SLSTM_BLOCK_SEQUENCE  # noqa: E402
 
-DOMAIN = "qlstm_edge"
 TOL = {None: 1e-5, "fp16": 4e-3, "int8": 1e-5, "int8-dynamic": 1e-3, "int4": 1e-5}
 MODES = list(TOL)
-STACKED = ("W_gates", "R")
 # (B, NH, DH, KS, U, int4 block size): odd widths, a block size that does not divide K, a conv of one tap
 CASES = [(2, 2, 5, 4, 7, 4), (1, 4, 4, 1, 24, 32), (3, 1, 6, 3, 5, 4)]
 NORM = 1e-5
@@ -53,59 +48,20 @@ def block_weights(rng, NH, DH, KS, U):
             "W_down": rand(rng, U, E, scale=0.3), "b_down": rand(rng, E, scale=0.1)}
 
 
-def stored(weights, mode, block_size):
-    """The weights as a ``mode`` node stores them, then the matrices' scales in the integer modes."""
-    out, scales = dict(weights), {}
-    for name in SLSTM_BLOCK_MATRICES:
-        w = weights[name]
-        if mode == "fp16":
-            out[name] = to_fp16(name, w)
-        elif mode is not None:
-            bits, block = (4, block_size) if mode == "int4" else (8, None)
-            q, scales[f"{name}_scale"] = (quantize_stacked(name, w, bits, block) if name in STACKED else
-                                          quantize_symmetric(name, w, bits, channel_axis=1, block_size=block))
-            out[name] = pack_int4(q) if bits == 4 else q
-    return {**out, **scales}
-
-
 def block_model(seq, weights, mode, block_size, constant=True, body=True):
     """One block node over graph inputs x and the state, its weights initializers (``constant``) or inputs; with
     the op's function body (``body``) or only the nested cell's."""
-    q = Quantizer(mode, block_size=block_size)
-    spec = SLSTM_BLOCK_SEQUENCE if seq else SLSTM_BLOCK
-    opset = q.min_opset
-    names = spec.input_names(scales=q.integer)
-    params = {n: stored(weights, mode, block_size)[n] for n in names[6:]}
     KS, E = weights["conv_weight"].shape
-    shapes = [["B", "T", E] if seq else ["B", E], ["B", KS, E]] + [["B", E]] * 4
-    graph_inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in zip(names, shapes)]
-    if not constant:
-        graph_inputs += [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), list(v.shape))
-                         for n, v in params.items()]
-    node = helper.make_node(spec.name, names, spec.output_names, domain=DOMAIN, **{NORM_EPS: NORM},
-                            **q.op_attributes())
-    graph = helper.make_graph([node], spec.name, graph_inputs,
-                              [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in spec.output_names],
-                              initializer=[numpy_helper.from_array(v, n) for n, v in params.items()] if constant else [])
     make_body, cell = ((slstm_block_sequence_function, slstm_sequence_function) if seq else
                        (slstm_block_function, slstm_cell_function))
-    functions = [cell(opset, q)] + ([make_body(opset, q)] if body else [])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid(DOMAIN, 1)],
-                              functions=functions, ir_version=q.min_ir_version)
-    return model, ({} if constant else params)
+    return block_op_model(SLSTM_BLOCK_SEQUENCE if seq else SLSTM_BLOCK,
+                          lambda opset, q: [cell(opset, q)] + ([make_body(opset, q)] if body else []), weights, mode,
+                          block_size, [["B", "T", E] if seq else ["B", E], ["B", KS, E]] + [["B", E]] * 4, constant,
+                          NORM)
 
 
 def stream(sess, seq, xs, state, chunks, extra):
-    """Outputs of ``sess`` over ``xs`` [B, T, E] (chunks of the given lengths, or one step a call), the state
-    fed back between calls; returns (outputs [B, T, E], final state)."""
-    ys = []
-    bounds = np.cumsum([0, *chunks]) if seq else range(xs.shape[1] + 1)
-    names = ("conv0", "y0", "c0", "n0", "m0") if seq else ("conv", *"ycnm")
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
-        x = xs[:, lo:hi] if seq else xs[:, lo]
-        h, *state = sess.run(None, {"x": x, **dict(zip(names, state)), **extra})
-        ys.append(h if seq else h[:, None])
-    return np.concatenate(ys, 1), state
+    return block_stream(sess, SLSTM_BLOCK_SEQUENCE if seq else SLSTM_BLOCK, seq, xs, state, chunks, extra)
 
 
 def initial_state(rng, B, KS, E):
@@ -113,13 +69,6 @@ def initial_state(rng, B, KS, E):
     n = np.abs(rand(rng, B, E)) + 0.5
     n[0] = 0.0
     return [rand(rng, B, KS, E), rand(rng, B, E, scale=0.3), rand(rng, B, E, scale=0.3), n, rand(rng, B, E)]
-
-
-def assert_close(got, want, tol):
-    for g, w in zip(got, want):
-        assert g.shape == w.shape and g.dtype == w.dtype
-        scale = max(1.0, float(np.abs(w).max(initial=0.0)))
-        assert np.abs(g.astype(np.float64) - w).max(initial=0.0) <= tol * scale, (np.abs(g - w).max(), tol * scale)
 
 
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: m or "fp32")
@@ -135,7 +84,7 @@ def test_block_kernel_matches_function_body(isa, lib, seq, mode):
         got = stream(ort_session(block_model(seq, weights, mode, bs, body=False)[0], lib), seq, xs, state,
                      [4, 1, 4], extra)
         assert native_lib.compute_calls() == calls + (3 if seq else 9)
-        assert_close([got[0], *got[1]], [want[0], *want[1]], TOL[mode])
+        assert_close_relative([got[0], *got[1]], [want[0], *want[1]], TOL[mode])
 
 
 def test_block_chunk_shorter_than_the_conv_window(lib):
@@ -147,7 +96,7 @@ def test_block_chunk_shorter_than_the_conv_window(lib):
     model, _ = block_model(True, weights, None, bs)
     want = stream(ort_session(model), True, xs, state, [1, 2, 2], {})
     got = stream(ort_session(model, lib), True, xs, state, [1, 2, 2], {})
-    assert_close([got[0], *got[1]], [want[0], *want[1]], TOL[None])
+    assert_close_relative([got[0], *got[1]], [want[0], *want[1]], TOL[None])
 
 
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: m or "fp32")

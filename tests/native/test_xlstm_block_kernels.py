@@ -10,19 +10,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
-from qlstm_edge.exporters.quantize import Quantizer, pack_int4, quantize_symmetric, to_fp16
-from helpers import ort_session
+from helpers import assert_close_relative, block_op_model, block_stream, ort_session
 from qlstm_edge.runtime import native_lib
 
 pytest.importorskip("xlstm")
 from qlstm_edge.families.xlstm.block_ops import large_block_function, large_block_sequence_function  # noqa: E402
 from qlstm_edge.families.xlstm.cells import mlstm_cell_function, mlstm_sequence_function  # noqa: E402
-from qlstm_edge.families.xlstm.ops import (LARGE_BLOCK, LARGE_BLOCK_MATRICES, LARGE_BLOCK_SEQUENCE,  # noqa: E402
-                                           NORM_EPS)
+from qlstm_edge.families.xlstm.ops import LARGE_BLOCK, LARGE_BLOCK_SEQUENCE  # noqa: E402
 
-DOMAIN = "qlstm_edge"
 TOL = {None: 1e-5, "fp16": 4e-3, "int8": 1e-5, "int8-dynamic": 1e-3, "int4": 1e-5}
 MODES = list(TOL)
 # (B, E, NH, DK, DV, U, int4 block size, gate soft cap): odd widths, a block size that does not divide K, no cap
@@ -60,68 +56,23 @@ def state_sizes(weights):
     return round(float(weights["q_scale"]) ** -2), weights["W_out"].shape[0] // nh
 
 
-def stored(weights, mode, block_size):
-    """The weights as a ``mode`` node stores them, then the matrices' scales in the integer modes."""
-    out = dict(weights)
-    scales = {}
-    for name in LARGE_BLOCK_MATRICES:
-        w = weights[name]
-        if mode == "fp16":
-            out[name] = to_fp16(name, w)
-        elif mode is not None:
-            bits, block = (4, block_size) if mode == "int4" else (8, None)
-            q, scales[f"{name}_scale"] = quantize_symmetric(name, w, bits, channel_axis=1, block_size=block)
-            out[name] = pack_int4(q) if bits == 4 else q
-    return {**out, **scales}
-
-
 def block_model(seq, weights, mode, block_size, constant=True):
     """One block node over graph inputs x and the state, its weights initializers (``constant``) or inputs."""
-    q = Quantizer(mode, block_size=block_size)
-    spec = LARGE_BLOCK_SEQUENCE if seq else LARGE_BLOCK
-    opset = q.min_opset
-    names = spec.input_names(scales=q.integer)
-    params = {n: stored(weights, mode, block_size)[n] for n in names[4:]}
     E, NH, DK, DV = weights["W_qkvo"].shape[0], weights["W_if"].shape[1] // 2, *state_sizes(weights)
     shapes = [["B", "T", E] if seq else ["B", E], ["B", NH, DK, DV], ["B", NH, DK], ["B", NH, 1]]
-    graph_inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in zip(names, shapes)]
-    if not constant:
-        graph_inputs += [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), list(v.shape))
-                         for n, v in params.items()]
-    node = helper.make_node(spec.name, names, spec.output_names, domain=DOMAIN,
-                            **{NORM_EPS: NORM}, **q.op_attributes())
-    graph = helper.make_graph([node], spec.name, graph_inputs,
-                              [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in spec.output_names],
-                              initializer=[numpy_helper.from_array(v, n) for n, v in params.items()] if constant else [])
     body, cell = ((large_block_sequence_function, mlstm_sequence_function) if seq else
                   (large_block_function, mlstm_cell_function))
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid(DOMAIN, 1)],
-                              functions=[cell(opset), body(opset, q)], ir_version=q.min_ir_version)
-    return model, ({} if constant else params)
-
+    return block_op_model(LARGE_BLOCK_SEQUENCE if seq else LARGE_BLOCK,
+                          lambda opset, q: [cell(opset), body(opset, q)], weights, mode, block_size, shapes, constant,
+                          NORM)
 
 
 def stream(sess, seq, xs, state, chunks, extra):
-    """Outputs of ``sess`` over ``xs`` [B, T, E] (chunks of the given lengths, or one step a call), the state
-    fed back between calls; returns (outputs [B, T, E], final state)."""
-    ys = []
-    bounds = np.cumsum([0, *chunks]) if seq else range(xs.shape[1] + 1)
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
-        x = xs[:, lo:hi] if seq else xs[:, lo]
-        y, *state = sess.run(None, {"x": x, **dict(zip(("C0", "n0", "m0") if seq else "Cnm", state)), **extra})
-        ys.append(y if seq else y[:, None])
-    return np.concatenate(ys, 1), state
+    return block_stream(sess, LARGE_BLOCK_SEQUENCE if seq else LARGE_BLOCK, seq, xs, state, chunks, extra)
 
 
 def initial_state(rng, B, NH, DK, DV):
     return [rand(rng, B, NH, DK, DV, scale=0.3), rand(rng, B, NH, DK, scale=0.3), rand(rng, B, NH, 1)]
-
-
-def assert_close(got, want, tol):
-    for g, w in zip(got, want):
-        assert g.shape == w.shape and g.dtype == w.dtype
-        scale = max(1.0, float(np.abs(w).max(initial=0.0)))
-        assert np.abs(g.astype(np.float64) - w).max(initial=0.0) <= tol * scale, (np.abs(g - w).max(), tol * scale)
 
 
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: m or "fp32")
@@ -136,7 +87,7 @@ def test_block_kernel_matches_function_body(isa, lib, seq, mode):
         calls = native_lib.compute_calls()
         got = stream(ort_session(model, lib), seq, xs, state, [4, 1, 4], extra)
         assert native_lib.compute_calls() == calls + (3 if seq else 9)  # the block kernel ran, not the body
-        assert_close([got[0], *got[1]], [want[0], *want[1]], TOL[mode])
+        assert_close_relative([got[0], *got[1]], [want[0], *want[1]], TOL[mode])
 
 
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: m or "fp32")
