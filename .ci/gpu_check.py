@@ -6,8 +6,8 @@ Steps, each reported with its time and outcome:
   2. library    build the CUDA op library, runtime/libqlstm_edge_ops_cuda.so
                 (QLSTM_EDGE_BUILD_CUDA=1 python runtime/native/build.py --require).
   3. harness    build runtime/native/harness and run it: every CUDA kernel (QL-LSTM cell/sequence,
-                PR-LSTM step/sequence, sLSTM and mLSTM cell/sequence, xLSTMLarge block step/sequence, in every
-                weight mode) against the scalar CPU kernel on random inputs, two calls with the state carried,
+                PR-LSTM step/sequence, sLSTM and mLSTM cell/sequence, the xLSTMLarge, mLSTM and sLSTM block
+                step/sequence, in every weight mode) against the scalar CPU kernel on random inputs, two calls with the state carried,
                 one line per case.
   4. pytest     python -m pytest -q tests/native/test_gpu.py -k "not harness" with QLSTM_EDGE_REQUIRE_GPU=1
                 (a missing prerequisite fails instead of skipping): every family's exported step and

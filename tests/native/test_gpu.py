@@ -6,7 +6,7 @@ QLSTM_EDGE_REQUIRE_GPU=1 (set by .ci/gpu_check.py) a missing prerequisite fails 
 - the harness passes on the GPU (nvcc and a GPU): every CUDA kernel against the scalar CPU kernel;
 - every family's exported step and sequence files, streamed through StreamingSession on onnxruntime's
   CUDAExecutionProvider with the CUDA op library, match the CPU native run (onnxruntime-gpu, the CUDA op
-  library, a GPU); the xLSTMLarge block ops also in their quantized modes.
+  library, a GPU); the block ops (xLSTMLarge's, the LM's mLSTM and sLSTM blocks) also in their quantized modes.
 """
 import importlib.util
 import os
@@ -72,8 +72,10 @@ def test_harness_compiles_and_its_cpu_side_runs(harness_binary):
     proc = subprocess.run([str(harness_binary), "--cpu-only"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     for op in ("QLLSTMCell", "QLLSTMSequence", "PRLSTMStep", "PRLSTMSequence", "sLSTMCell", "sLSTMSequence",
-               "mLSTMCell", "mLSTMSequence", "xLSTMLargeBlock", "xLSTMLargeBlockSequence"):
+               "mLSTMCell", "mLSTMSequence", "xLSTMLargeBlock", "xLSTMLargeBlockSequence", "mLSTMBlock",
+               "mLSTMBlockSequence", "sLSTMBlock", "sLSTMBlockSequence"):
         assert f"{op} " in proc.stdout
+    assert "276 cases, 0 failed" in proc.stdout
 
 
 def test_harness_passes_on_the_gpu(request):
@@ -139,21 +141,22 @@ def test_cuda_session_matches_cpu_native(family_exports, family, mode):
 # vector kernels (float32 rounding, as above), and in int8-dynamic a row value that lands on a quantization
 # boundary on one side may round to the next integer on the other: one grid step of a product, the 1e-3 of the
 # CPU kernels' own tests (test_xlstm_block_kernels.py).
-LARGE_BLOCK_TOL = {"int8": FP32_TOL, "int8-dynamic": 1e-3, "int4": FP32_TOL}
+BLOCK_TOL = {"int8": FP32_TOL, "int8-dynamic": 1e-3, "int4": FP32_TOL}
 
 
-@pytest.mark.parametrize("quantize", list(LARGE_BLOCK_TOL))
+@pytest.mark.parametrize("quantize", list(BLOCK_TOL))
 @pytest.mark.parametrize("mode", ["step", "sequence"])
-def test_cuda_quantized_large_block_matches_cpu_native(tmp_path, mode, quantize):
+@pytest.mark.parametrize("family", ["xlstm-large", "xlstm-lm"])
+def test_cuda_quantized_block_ops_match_cpu_native(tmp_path, family, mode, quantize):
     cuda_onnxruntime()
-    need("xlstm-large" in FAMILIES, "the xlstm package is not installed (no xLSTMLarge example)")
-    path = export_onnx(FAMILIES["xlstm-large"][1](), tmp_path / f"{mode}.onnx", mode=mode, quantize=quantize)
+    need(family in FAMILIES, f"the xlstm package is not installed (no {family} example)")
+    path = export_onnx(FAMILIES[family][1](), tmp_path / f"{mode}.onnx", mode=mode, quantize=quantize)
     cpu = StreamingSession(path, native="on")
     gpu = StreamingSession(path, providers="cuda", native="on")
     assert gpu.op_path == "native"
     x = random_inputs(cpu, STEPS, 2, seed=5)
     (y_cpu, state_cpu), (y_gpu, state_gpu) = stream(cpu, x), stream(gpu, x)
-    tol = LARGE_BLOCK_TOL[quantize]
+    tol = BLOCK_TOL[quantize]
     assert_close(y_gpu, y_cpu, "output", tol)
     for name in state_cpu:
         assert_close(state_gpu[name], state_cpu[name], f"state {name}", tol)

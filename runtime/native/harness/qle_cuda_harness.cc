@@ -1,9 +1,10 @@
 // Runs every CUDA kernel of the native library against its CPU kernel on random inputs, without
 // onnxruntime: QLLSTMCell / QLLSTMSequence (qllstm/qle_qllstm_cuda.h), PRLSTMStep / PRLSTMSequence
 // (prlstm/qle_prlstm_cuda.h), sLSTMCell / sLSTMSequence and mLSTMCell / mLSTMSequence
-// (xlstm/qle_xlstm_cuda.h), xLSTMLargeBlock / xLSTMLargeBlockSequence (xlstm/qle_large_block_cuda.h), in every
-// weight mode each op takes, on several shapes (odd sizes,
-// batch > 1, more units than a thread block has threads). Each case makes two calls on each side,
+// (xlstm/qle_xlstm_cuda.h), xLSTMLargeBlock / xLSTMLargeBlockSequence (xlstm/qle_large_block_cuda.h), the LM's
+// mLSTMBlock / mLSTMBlockSequence and sLSTMBlock / sLSTMBlockSequence (xlstm/qle_mlstm_block_cuda.h,
+// qle_slstm_block_cuda.h), in every weight mode each op takes, on several shapes (odd sizes, batch > 1, more units
+// than a thread block has threads). Each case makes two calls on each side,
 // the second from the state the first returned on that side, and compares every output of both
 // calls. One line per case; exit status 0 when every case is within its tolerance, 1 when one is
 // not, 77 when no CUDA device is usable.
@@ -33,11 +34,15 @@
 #include "qle_cuda_modes.h"
 #include "qle_large_block.h"
 #include "qle_large_block_cuda.h"
+#include "qle_mlstm_block.h"
+#include "qle_mlstm_block_cuda.h"
 #include "qle_prlstm.h"
 #include "qle_prlstm_cuda.h"
 #include "qle_qllstm.h"
 #include "qle_qllstm_cuda.h"
 #include "qle_qmatrix.h"
+#include "qle_slstm_block.h"
+#include "qle_slstm_block_cuda.h"
 #include "qle_xlstm.h"
 #include "qle_xlstm_cuda.h"
 
@@ -885,6 +890,302 @@ void add_large_block(std::vector<Case>* cases, const Mode& m, const LbShape& s, 
   cases->push_back(k);
 }
 
+// The LM's mLSTM block ------------------------------------------------------------------------------------
+
+struct MbShape {
+  long B, T, E, NH, DH, KS, BS, block;  // I = NH DH, q/k/v heads of BS; T = 1 for the step op
+};
+
+// The three dense matrices in the op's order: W_up [E, 2I], W_if [3I, 2NH], W_down [I, E].
+long mb_K(const MbShape& s, int j) { return j == 0 ? s.E : j == 1 ? 3 * s.NH * s.DH : s.NH * s.DH; }
+long mb_N(const MbShape& s, int j) { return j == 0 ? 2 * s.NH * s.DH : j == 1 ? 2 * s.NH : s.E; }
+
+struct MbInputs {
+  Mode mode;
+  MbShape s;
+  bool seq;
+  std::vector<float> x[2];  // [B, T, E]
+  Matrix W[3], W_qkv;       // W_qkv [3, I / BS, BS, BS]
+  std::vector<float> norm_w, norm_b, b_up, conv_w, conv_b, b_qkv, b_if, head_norm_w, head_norm_b, skip, b_down;
+  std::vector<float> conv, C, n, m;  // the first call's state
+  float k_scale, eps, norm_eps;
+};
+
+struct MbState {
+  std::vector<float> conv, C, n, m;
+};
+
+MbState mb_state(const MbShape& s) {
+  const MState st = m_state(MShape{s.B, s.T, s.NH, s.DH, s.DH});
+  return MbState{std::vector<float>((size_t)(s.B * s.KS * s.NH * s.DH)), st.C, st.n, st.m};
+}
+
+void add_mb_outputs(Outputs* o, bool seq, int call, const std::vector<float>& Y, const MbState& st) {
+  o->add(call_name(seq ? "Y" : "y", call), Y);
+  o->add(call_name("conv", call), st.conv);
+  o->add(call_name("C", call), st.C);
+  o->add(call_name("n", call), st.n);
+  o->add(call_name("m", call), st.m);
+}
+
+// The CPU op's kernel call (xlstm/qle_mlstm_block_ops.cc), with the matrices packed as it packs constant ones
+// (float32 dense ones in column panels).
+Outputs mlstm_block_cpu_calls(const MbInputs& in) {
+  const MbShape& s = in.s;
+  QleBlockMatrix W[3];
+  for (int j = 0; j < 3; ++j) {
+    check_pack(qle_qmatrix_pack(in.mode.q, s.block, in.W[j].bytes.data(), in.W[j].type, 0, scale_or_null(in.W[j]),
+                                mb_K(s, j), mb_N(s, j), &W[j].w));
+    if (in.mode.q == QleQMode::F32) qle_block_panels(&W[j]);
+  }
+  QleHeadwise qkv;
+  check_pack(qle_headwise_pack(in.mode.q, s.block, in.W_qkv.bytes.data(), in.W_qkv.type, scale_or_null(in.W_qkv), 3,
+                               s.NH * s.DH / s.BS, s.BS, s.BS, &qkv));
+  Outputs o;
+  MbState st{in.conv, in.C, in.n, in.m};
+  for (int call = 0; call < 2; ++call) {
+    std::vector<float> Y((size_t)(s.B * s.T * s.E));
+    MbState next = mb_state(s);
+    QleMlstmBlockArgs a{};
+    a.B = s.B, a.T = s.T, a.E = s.E, a.NH = s.NH, a.DH = s.DH, a.KS = s.KS;
+    a.x = in.x[call].data(), a.conv = st.conv.data(), a.C = st.C.data(), a.n = st.n.data(), a.m = st.m.data();
+    a.norm_w = in.norm_w.data(), a.norm_b = in.norm_b.data();
+    a.W_up = &W[0], a.W_if = &W[1], a.W_down = &W[2], a.W_qkv = &qkv;
+    a.b_up = in.b_up.data(), a.conv_w = in.conv_w.data(), a.conv_b = in.conv_b.data(), a.b_qkv = in.b_qkv.data();
+    a.b_if = in.b_if.data(), a.head_norm_w = in.head_norm_w.data(), a.head_norm_b = in.head_norm_b.data();
+    a.skip = in.skip.data(), a.b_down = in.b_down.data();
+    a.k_scale = in.k_scale, a.eps = in.eps, a.norm_eps = in.norm_eps;
+    a.Y = Y.data(), a.conv_out = next.conv.data(), a.C_out = next.C.data(), a.n_out = next.n.data();
+    a.m_out = next.m.data();
+    qle_mlstm_block(kReference, a);
+    add_mb_outputs(&o, in.seq, call, Y, next);
+    st = next;
+  }
+  return o;
+}
+
+Outputs mlstm_block_gpu_calls(const MbInputs& in) {
+  const MbShape& s = in.s;
+  Device dev;
+  QleCudaBlockMatrix W[3];
+  for (int j = 0; j < 3; ++j) {
+    const DevMatrix d = put_matrix(dev, in.W[j]);
+    W[j] = QleCudaBlockMatrix{in.W[j].cuda_mode, s.block, d.w, d.scale, mb_K(s, j), mb_N(s, j)};
+  }
+  const DevMatrix qkv = put_matrix(dev, in.W_qkv);
+  QleCudaMlstmBlock a{};
+  a.B = s.B, a.T = s.T, a.E = s.E, a.NH = s.NH, a.DH = s.DH, a.KS = s.KS, a.BS = s.BS;
+  a.norm_w = dev.put(in.norm_w), a.norm_b = dev.put(in.norm_b);
+  a.W_up = W[0], a.W_if = W[1], a.W_down = W[2];
+  a.W_qkv = QleCudaBlockMatrix{in.W_qkv.cuda_mode, s.block, qkv.w, qkv.scale, s.BS, s.BS};
+  a.b_up = dev.put(in.b_up), a.conv_w = dev.put(in.conv_w), a.conv_b = dev.put(in.conv_b);
+  a.b_qkv = dev.put(in.b_qkv), a.b_if = dev.put(in.b_if), a.head_norm_w = dev.put(in.head_norm_w);
+  a.head_norm_b = dev.put(in.head_norm_b), a.skip = dev.put(in.skip), a.b_down = dev.put(in.b_down);
+  a.k_scale = in.k_scale, a.eps = in.eps, a.norm_eps = in.norm_eps;
+  Outputs o;
+  MbState st{in.conv, in.C, in.n, in.m};
+  const size_t NY = (size_t)(s.B * s.T * s.E), Nconv = st.conv.size(), NC = st.C.size(), Nn = st.n.size(),
+               Nm = st.m.size();
+  for (int call = 0; call < 2; ++call) {
+    a.x = dev.put(in.x[call]), a.conv = dev.put(st.conv), a.C = dev.put(st.C), a.n = dev.put(st.n);
+    a.m = dev.put(st.m);
+    a.Y = dev.out<float>(NY), a.conv_out = dev.out<float>(Nconv), a.C_out = dev.out<float>(NC);
+    a.n_out = dev.out<float>(Nn), a.m_out = dev.out<float>(Nm);
+    launch(qle_cuda_mlstm_block(nullptr, &a));
+    const MbState next{Device::get(a.conv_out, Nconv), Device::get(a.C_out, NC), Device::get(a.n_out, Nn),
+                       Device::get(a.m_out, Nm)};
+    add_mb_outputs(&o, in.seq, call, Device::get(a.Y, NY), next);
+    st = next;
+  }
+  return o;
+}
+
+void add_mlstm_block(std::vector<Case>* cases, const Mode& m, const MbShape& s, bool seq, uint64_t seed) {
+  auto in = std::make_shared<MbInputs>();
+  Rng rng{seed};
+  in->mode = m, in->s = s, in->seq = seq;
+  const long E = s.E, I = s.NH * s.DH;
+  for (std::vector<float>& x : in->x) x = rng.floats((size_t)(s.B * s.T * E), -1.0f, 1.0f);
+  for (int j = 0; j < 3; ++j) in->W[j] = make_matrix(rng, m, 1, mb_K(s, j), mb_N(s, j), s.block, 0.3f);
+  in->W_qkv = make_matrix(rng, m, 3 * (I / s.BS), s.BS, s.BS, s.block, 0.3f);
+  const auto around = [&rng](long n, float centre, float half) {
+    return rng.floats((size_t)n, centre - half, centre + half);
+  };
+  in->norm_w = around(E, 1.0f, 0.2f), in->norm_b = around(E, 0.0f, 0.2f), in->b_up = around(2 * I, 0.0f, 0.2f);
+  in->conv_w = around(s.KS * I, 0.0f, 0.5f), in->conv_b = around(I, 0.0f, 0.2f);
+  in->b_qkv = around(3 * I, 0.0f, 0.2f), in->b_if = around(2 * s.NH, 0.0f, 2.0f);
+  in->head_norm_w = around(I, 1.0f, 0.2f), in->head_norm_b = around(I, 0.0f, 0.2f);
+  in->skip = around(I, 1.0f, 0.2f), in->b_down = around(E, 0.0f, 0.2f);
+  in->conv = rng.floats((size_t)(s.B * s.KS * I), -1.0f, 1.0f);
+  in->C = rng.floats((size_t)(s.B * s.NH * s.DH * s.DH), -0.5f, 0.5f);
+  in->n = rng.floats((size_t)(s.B * s.NH * s.DH), -0.5f, 0.5f);
+  in->m = rng.floats((size_t)(s.B * s.NH), -1.0f, 1.0f);
+  in->k_scale = 1.0f / sqrtf((float)s.DH), in->eps = 1e-6f, in->norm_eps = 1e-5f;
+  // Exact in every mode: the CUDA block runs the CPU kernel's steps in its order with the same sources. Its dense
+  // products accumulate as qle_qmatmul's scalar kernels do (dot_onto), the head-wise q/k/v product as
+  // qle_headwise_product does (weights dequantized first, the sum from 0, the bias added last); the norms' sums and
+  // the conv's taps run in index order in one thread; the element formulas are qle_block_math.h's, the recurrence
+  // is the mLSTM kernel's (exact above).
+  const char* op = seq ? "mLSTMBlockSequence" : "mLSTMBlock";
+  Case k{shape_name(op, m, {{"B", s.B}, {"T", s.T}, {"E", E}, {"NH", s.NH}, {"DH", s.DH}, {"KS", s.KS},
+                            {"BS", s.BS}, {"bs", s.block}}),
+         kExact, "exact (same operations, same order)", [in] { return mlstm_block_cpu_calls(*in); },
+         [in] { return mlstm_block_gpu_calls(*in); }};
+  cases->push_back(k);
+}
+
+// The LM's sLSTM block ------------------------------------------------------------------------------------
+
+struct SbShape {
+  long B, T, NH, DH, KS, U, block;  // E = NH DH; T = 1 for the step op
+};
+
+struct SbInputs {
+  Mode mode;
+  SbShape s;
+  bool seq;
+  std::vector<float> x[2];  // [B, T, E]
+  Matrix W_gates, R;        // [4, NH, DH, DH]
+  Matrix W_up, W_down;      // [E, 2U], [U, E]
+  std::vector<float> norm_w, norm_b, conv_w, conv_b, b_gates, b, group_norm_w, group_norm_b, ffn_norm_w,
+      ffn_norm_b, b_up, b_down;
+  std::vector<float> conv, y, c, n, m;  // the first call's state
+  float norm_eps;
+};
+
+struct SbState {
+  std::vector<float> conv, y, c, n, m;
+};
+
+SbState sb_state(const SbShape& s) {
+  const size_t E = (size_t)(s.B * s.NH * s.DH);
+  return SbState{std::vector<float>(E * (size_t)s.KS), std::vector<float>(E), std::vector<float>(E),
+                 std::vector<float>(E), std::vector<float>(E)};
+}
+
+void add_sb_outputs(Outputs* o, bool seq, int call, const std::vector<float>& H, const SbState& st) {
+  o->add(call_name(seq ? "H" : "h", call), H);
+  o->add(call_name("conv", call), st.conv);
+  o->add(call_name("y", call), st.y);
+  o->add(call_name("c", call), st.c);
+  o->add(call_name("n", call), st.n);
+  o->add(call_name("m", call), st.m);
+}
+
+// The CPU op's kernel call (xlstm/qle_slstm_block_ops.cc), with the matrices packed as it packs constant ones
+// (float32 W_up and W_down in column panels).
+Outputs slstm_block_cpu_calls(const SbInputs& in) {
+  const SbShape& s = in.s;
+  const long E = s.NH * s.DH;
+  std::vector<QleQMatrix> gates, R;
+  check_pack(qle_slstm_pack(in.mode.q, s.block, in.W_gates.bytes.data(), in.W_gates.type, scale_or_null(in.W_gates),
+                            s.NH, s.DH, &gates));
+  check_pack(qle_slstm_pack(in.mode.q, s.block, in.R.bytes.data(), in.R.type, scale_or_null(in.R), s.NH, s.DH, &R));
+  QleBlockMatrix up, down;
+  check_pack(qle_qmatrix_pack(in.mode.q, s.block, in.W_up.bytes.data(), in.W_up.type, 0, scale_or_null(in.W_up), E,
+                              2 * s.U, &up.w));
+  check_pack(qle_qmatrix_pack(in.mode.q, s.block, in.W_down.bytes.data(), in.W_down.type, 0,
+                              scale_or_null(in.W_down), s.U, E, &down.w));
+  if (in.mode.q == QleQMode::F32) {
+    qle_block_panels(&up);
+    qle_block_panels(&down);
+  }
+  Outputs o;
+  SbState st{in.conv, in.y, in.c, in.n, in.m};
+  for (int call = 0; call < 2; ++call) {
+    std::vector<float> H((size_t)(s.B * s.T * E));
+    SbState next = sb_state(s);
+    QleSlstmBlockArgs a{};
+    a.B = s.B, a.T = s.T, a.E = E, a.NH = s.NH, a.KS = s.KS, a.U = s.U;
+    a.x = in.x[call].data(), a.conv = st.conv.data(), a.y = st.y.data(), a.c = st.c.data(), a.n = st.n.data();
+    a.m = st.m.data(), a.norm_w = in.norm_w.data(), a.norm_b = in.norm_b.data();
+    a.conv_w = in.conv_w.data(), a.conv_b = in.conv_b.data();
+    a.W_gates = gates.data(), a.R = R.data(), a.b_gates = in.b_gates.data(), a.b = in.b.data();
+    a.group_norm_w = in.group_norm_w.data(), a.group_norm_b = in.group_norm_b.data();
+    a.ffn_norm_w = in.ffn_norm_w.data(), a.ffn_norm_b = in.ffn_norm_b.data();
+    a.W_up = &up, a.W_down = &down, a.b_up = in.b_up.data(), a.b_down = in.b_down.data();
+    a.norm_eps = in.norm_eps;
+    a.H = H.data(), a.conv_out = next.conv.data(), a.y_out = next.y.data(), a.c_out = next.c.data();
+    a.n_out = next.n.data(), a.m_out = next.m.data();
+    qle_slstm_block(kReference, a);
+    add_sb_outputs(&o, in.seq, call, H, next);
+    st = next;
+  }
+  return o;
+}
+
+Outputs slstm_block_gpu_calls(const SbInputs& in) {
+  const SbShape& s = in.s;
+  const long E = s.NH * s.DH;
+  Device dev;
+  const auto matrix = [&](const Matrix& w, long K, long N) {
+    const DevMatrix d = put_matrix(dev, w);
+    return QleCudaBlockMatrix{w.cuda_mode, s.block, d.w, d.scale, K, N};
+  };
+  QleCudaSlstmBlock a{};
+  a.B = s.B, a.T = s.T, a.E = E, a.NH = s.NH, a.KS = s.KS, a.U = s.U;
+  a.norm_w = dev.put(in.norm_w), a.norm_b = dev.put(in.norm_b);
+  a.conv_w = dev.put(in.conv_w), a.conv_b = dev.put(in.conv_b);
+  a.W_gates = matrix(in.W_gates, s.DH, s.DH), a.R = matrix(in.R, s.DH, s.DH);
+  a.b_gates = dev.put(in.b_gates), a.b = dev.put(in.b);
+  a.group_norm_w = dev.put(in.group_norm_w), a.group_norm_b = dev.put(in.group_norm_b);
+  a.ffn_norm_w = dev.put(in.ffn_norm_w), a.ffn_norm_b = dev.put(in.ffn_norm_b);
+  a.W_up = matrix(in.W_up, E, 2 * s.U), a.W_down = matrix(in.W_down, s.U, E);
+  a.b_up = dev.put(in.b_up), a.b_down = dev.put(in.b_down);
+  a.norm_eps = in.norm_eps;
+  Outputs o;
+  SbState st{in.conv, in.y, in.c, in.n, in.m};
+  const size_t NH = (size_t)(s.B * s.T * E), Nconv = st.conv.size(), Ns = st.y.size();
+  for (int call = 0; call < 2; ++call) {
+    a.x = dev.put(in.x[call]), a.conv = dev.put(st.conv), a.y = dev.put(st.y), a.c = dev.put(st.c);
+    a.n = dev.put(st.n), a.m = dev.put(st.m);
+    a.H = dev.out<float>(NH), a.conv_out = dev.out<float>(Nconv), a.y_out = dev.out<float>(Ns);
+    a.c_out = dev.out<float>(Ns), a.n_out = dev.out<float>(Ns), a.m_out = dev.out<float>(Ns);
+    launch(qle_cuda_slstm_block(nullptr, &a));
+    const SbState next{Device::get(a.conv_out, Nconv), Device::get(a.y_out, Ns), Device::get(a.c_out, Ns),
+                       Device::get(a.n_out, Ns), Device::get(a.m_out, Ns)};
+    add_sb_outputs(&o, in.seq, call, Device::get(a.H, NH), next);
+    st = next;
+  }
+  return o;
+}
+
+void add_slstm_block(std::vector<Case>* cases, const Mode& m, const SbShape& s, bool seq, uint64_t seed) {
+  auto in = std::make_shared<SbInputs>();
+  Rng rng{seed};
+  in->mode = m, in->s = s, in->seq = seq;
+  const long E = s.NH * s.DH;
+  for (std::vector<float>& x : in->x) x = rng.floats((size_t)(s.B * s.T * E), -1.0f, 1.0f);
+  in->W_gates = make_matrix(rng, m, 4 * s.NH, s.DH, s.DH, s.block, 0.5f);
+  in->R = make_matrix(rng, m, 4 * s.NH, s.DH, s.DH, s.block, 0.5f);
+  in->W_up = make_matrix(rng, m, 1, E, 2 * s.U, s.block, 0.3f);
+  in->W_down = make_matrix(rng, m, 1, s.U, E, s.block, 0.3f);
+  const auto around = [&rng](long n, float centre, float half) {
+    return rng.floats((size_t)n, centre - half, centre + half);
+  };
+  in->norm_w = around(E, 1.0f, 0.2f), in->norm_b = around(E, 0.0f, 0.2f);
+  in->conv_w = around(s.KS * E, 0.0f, 0.5f), in->conv_b = around(E, 0.0f, 0.2f);
+  in->b_gates = around(4 * E, 0.0f, 0.5f), in->b = around(4 * E, 0.0f, 0.5f);
+  in->group_norm_w = around(E, 1.0f, 0.2f), in->group_norm_b = around(E, 0.0f, 0.2f);
+  in->ffn_norm_w = around(E, 1.0f, 0.2f), in->ffn_norm_b = around(E, 0.0f, 0.2f);
+  in->b_up = around(2 * s.U, 0.0f, 0.2f), in->b_down = around(E, 0.0f, 0.2f);
+  const size_t NS = (size_t)(s.B * E);
+  in->conv = rng.floats(NS * (size_t)s.KS, -1.0f, 1.0f);
+  in->y = rng.floats(NS, -0.5f, 0.5f), in->c = rng.floats(NS, -0.5f, 0.5f);
+  in->n = rng.floats(NS, 0.5f, 1.5f), in->m = rng.floats(NS, -1.0f, 1.0f);
+  in->norm_eps = 1e-5f;
+  // Exact in every mode: the CUDA block runs the CPU kernel's steps in its order with the same sources. The gate
+  // projections run per head in qle_qmatmul's scalar order (dot_onto, onto b_gates), the FFN products likewise; the
+  // norms' sums and the conv's taps run in index order in one thread; the element formulas, the GELU's erf
+  // included, are qle_block_math.h's; the recurrence is the sLSTM kernel's (exact above).
+  const char* op = seq ? "sLSTMBlockSequence" : "sLSTMBlock";
+  Case k{shape_name(op, m, {{"B", s.B}, {"T", s.T}, {"NH", s.NH}, {"DH", s.DH}, {"KS", s.KS}, {"U", s.U},
+                            {"bs", s.block}}),
+         kExact, "exact (same operations, same order)", [in] { return slstm_block_cpu_calls(*in); },
+         [in] { return slstm_block_gpu_calls(*in); }};
+  cases->push_back(k);
+}
+
 // The case list ----------------------------------------------------------------------------------------
 
 // Shapes: odd sizes, batch > 1, more units than a 128-thread block (the kernels' strided loops), int4
@@ -911,6 +1212,15 @@ std::vector<Case> all_cases() {
                              {2, 1, 130, 2, 33, 65, 131, 32, 0.0f}};
   const LbShape lb_seq[] = {{2, 5, 12, 2, 3, 5, 7, 8, 15.0f}, {1, 9, 10, 1, 6, 9, 5, 4, 0.0f},
                             {2, 4, 130, 2, 33, 65, 131, 32, 15.0f}, {2, 0, 12, 2, 3, 5, 7, 8, 15.0f}};
+  // (B, T, E, NH, DH, KS, BS, block): int4 blocks that do not divide E, BS, 3I or I; I and E over 128; T < KS (the
+  // window still reaches into the state)
+  const MbShape mb_step[] = {{1, 1, 6, 2, 3, 4, 3, 4}, {3, 1, 10, 1, 5, 2, 5, 4}, {2, 1, 130, 2, 65, 4, 13, 32}};
+  const MbShape mb_seq[] = {{2, 5, 6, 2, 3, 4, 3, 4}, {1, 9, 10, 1, 5, 3, 5, 4}, {3, 2, 7, 2, 3, 4, 2, 4},
+                            {2, 4, 130, 2, 65, 4, 13, 32}, {2, 0, 6, 2, 3, 4, 3, 4}};
+  // (B, T, NH, DH, KS, U, block): int4 blocks that do not divide DH, E or U; E and U over 128; T < KS
+  const SbShape sb_step[] = {{1, 1, 2, 3, 4, 7, 4}, {3, 1, 1, 10, 2, 5, 4}, {2, 1, 2, 65, 4, 131, 32}};
+  const SbShape sb_seq[] = {{2, 5, 2, 3, 4, 7, 4}, {1, 9, 1, 10, 3, 5, 4}, {3, 2, 2, 6, 4, 9, 4},
+                            {2, 4, 2, 65, 4, 131, 32}, {2, 0, 2, 3, 4, 7, 4}};
   for (const Mode& m : kModes) {
     for (const QlShape& s : ql_cell) add_qllstm(&cases, m, s, false, seed++);
     for (const QlShape& s : ql_seq) add_qllstm(&cases, m, s, true, seed++);
@@ -924,6 +1234,12 @@ std::vector<Case> all_cases() {
   for (const Mode& m : kModes) {
     for (const LbShape& s : lb_step) add_large_block(&cases, m, s, false, seed++);
     for (const LbShape& s : lb_seq) add_large_block(&cases, m, s, true, seed++);
+  }
+  for (const Mode& m : kModes) {
+    for (const MbShape& s : mb_step) add_mlstm_block(&cases, m, s, false, seed++);
+    for (const MbShape& s : mb_seq) add_mlstm_block(&cases, m, s, true, seed++);
+    for (const SbShape& s : sb_step) add_slstm_block(&cases, m, s, false, seed++);
+    for (const SbShape& s : sb_seq) add_slstm_block(&cases, m, s, true, seed++);
   }
   return cases;
 }

@@ -37,7 +37,7 @@ void qle_block_layer_norm(long M, long NH, long D, const float* v, const float* 
     const long c0 = r % NH * D;
     float mean, std;
     qle_block_mean_std(D, x, eps, &mean, &std);
-    for (long j = 0; j < D; ++j) out[r * D + j] = (x[j] - mean) / std * w[c0 + j] + b[c0 + j];
+    for (long j = 0; j < D; ++j) out[r * D + j] = qle_block_normed(x[j], mean, std, w[c0 + j], b[c0 + j]);
   }
 }
 

@@ -1,8 +1,9 @@
-// The xLSTM block kernels' maths, shared by the CPU kernels (qle_block_core.cc, qle_large_block.cc) and the CUDA
-// ones (qle_block_cuda.cu, qle_large_block_cuda.cu): one row's norm statistics, summed in index order, and the
-// element-wise formulas of the function bodies (qlstm_edge/families/xlstm/block_ops.py), on the float instances of
-// the lane maths (qle_lanes.h; __host__ __device__ under nvcc, built there with --fmad=false and IEEE sqrt and
-// division, so both sides compute the same bits).
+// The xLSTM block kernels' maths, shared by the CPU kernels (qle_block_core.cc, qle_large_block.cc,
+// qle_mlstm_block.cc, qle_slstm_block.cc) and the CUDA ones (qle_block_cuda.cu, qle_<block>_block_cuda.cu): one
+// row's norm statistics, summed in index order, and the element-wise formulas of the function bodies
+// (qlstm_edge/families/xlstm/block_ops.py), on the float instances of the lane maths (qle_lanes.h;
+// __host__ __device__ under nvcc, built there with --fmad=false and IEEE sqrt and division, so both sides compute
+// the same bits).
 #pragma once
 
 #include <math.h>
@@ -32,10 +33,40 @@ QLE_FM_INLINE float qle_block_rms_scaled(float x, float rms, float w, float b) {
 // The soft cap c tanh(g / c), or g where c is 0 (no cap).
 QLE_FM_INLINE float qle_block_cap(float g, float c) { return c == 0.0f ? g : c * qle_fm_tanh(g / c); }
 
-// The output-gated head norm of one element: sigmoid(o) ((x - mean) / std * w + b).
-QLE_FM_INLINE float qle_block_gated_norm(float o, float x, float mean, float std, float w, float b) {
-  return qle_fm_sigmoid(o) * ((x - mean) / std * w + b);
+// A layer-normed element: (x - mean) / std * w + b.
+QLE_FM_INLINE float qle_block_normed(float x, float mean, float std, float w, float b) {
+  return (x - mean) / std * w + b;
 }
 
-// The gated SiLU of the FFN: silu(g) z = g sigmoid(g) z.
-QLE_FM_INLINE float qle_block_gated_silu(float g, float z) { return g * qle_fm_sigmoid(g) * z; }
+// The output-gated head norm of one element: sigmoid(o) ((x - mean) / std * w + b).
+QLE_FM_INLINE float qle_block_gated_norm(float o, float x, float mean, float std, float w, float b) {
+  return qle_fm_sigmoid(o) * qle_block_normed(x, mean, std, w, b);
+}
+
+// silu(v) = v sigmoid(v).
+QLE_FM_INLINE float qle_block_silu(float v) { return v * qle_fm_sigmoid(v); }
+
+// The gated SiLU of the FFN: silu(g) z.
+QLE_FM_INLINE float qle_block_gated_silu(float g, float z) { return qle_block_silu(g) * z; }
+
+// The mLSTM block's output gate of one element: (hn + skip x_c) silu(z), hn the head-normed h.
+QLE_FM_INLINE float qle_block_skip_gated(float hn, float skip, float x_c, float z) {
+  return (hn + skip * x_c) * qle_block_silu(z);
+}
+
+// erf(x) by Abramowitz and Stegun 7.1.26: 1 - (a1 t + a2 t^2 + a3 t^3 + a4 t^4 + a5 t^5) exp(-x^2),
+// t = 1 / (1 + p |x|), odd in x: |error| <= 1.5e-7 in exact arithmetic, 5.8e-7 in this float32 evaluation
+// (measured on [-8, 8]; libm's erff: 5e-8), 4.7e-7 on gelu(g). One source for the CPU and CUDA kernels (libm's
+// erff and CUDA's are different functions).
+QLE_FM_INLINE float qle_block_erf(float x) {
+  const float ax = fabsf(x), t = 1.0f / (1.0f + 0.3275911f * ax);
+  const float poly =
+      t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f))));
+  const float e = 1.0f - poly * qle_fm_exp(-(ax * ax));
+  return x < 0.0f ? -e : e;
+}
+
+// The gated GELU of the sLSTM block's FFN: gelu(g) z = g (erf(g / sqrt 2) + 1) / 2 z.
+QLE_FM_INLINE float qle_block_gated_gelu(float g, float z) {
+  return g * 0.5f * (qle_block_erf(g / 1.41421356237309515f) + 1.0f) * z;
+}

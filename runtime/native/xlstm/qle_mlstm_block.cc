@@ -1,20 +1,18 @@
 // The LM's mLSTM block CPU kernel (see qle_mlstm_block.h). The element-wise steps are scalar loops over
-// the shared lane maths (qle_lanes.h, float instances), following the function body's formulas.
+// the block maths the CUDA kernel shares (qle_block_math.h), following the function body's formulas.
 #include "qle_mlstm_block.h"
 
 #include <string.h>
 
 #include <vector>
 
-#include "qle_lanes.h"
+#include "qle_block_math.h"
 #include "qle_mlstm_args.h"
 #include "qle_xlstm.h"
 
 namespace {
 
 thread_local std::vector<float> t_scratch;
-
-float silu(float v) { return v * qle_fm_sigmoid(v); }
 
 // x_c [B T, I] = silu(conv over the window [conv; x_m]) and the window's last KS rows into conv_out;
 // x_m is up's first I columns (row stride 2I).
@@ -32,7 +30,7 @@ void causal_conv(const QleMlstmBlockArgs& a, long I, const float* up, float* x_c
         const float* in = row(t + 1 + j);
         for (long c = 0; c < I; ++c) y[c] += in[c] * w[c];
       }
-      for (long c = 0; c < I; ++c) y[c] = silu(y[c] + a.conv_b[c]);
+      for (long c = 0; c < I; ++c) y[c] = qle_block_silu(y[c] + a.conv_b[c]);
     }
     for (long r = 0; r < KS; ++r) memcpy(a.conv_out + (b * KS + r) * I, row(T + r), sizeof(float) * I);
   }
@@ -47,7 +45,7 @@ void gated_head_norm(const QleMlstmBlockArgs& a, long M, const float* x_c, const
       qle_block_layer_norm(1, 1, DH, hr + hd * DH, a.head_norm_w + hd * DH, a.head_norm_b + hd * DH, a.norm_eps,
                            hr + hd * DH);
     const float* z = up + r * 2 * I + I;
-    for (long c = 0; c < I; ++c) hr[c] = (hr[c] + a.skip[c] * x_c[r * I + c]) * silu(z[c]);
+    for (long c = 0; c < I; ++c) hr[c] = qle_block_skip_gated(hr[c], a.skip[c], x_c[r * I + c], z[c]);
   }
 }
 

@@ -1,6 +1,7 @@
 // mLSTMBlock / mLSTMBlockSequence: their specs, shape checks and CPU op (weight packing, arguments),
-// registered with the library's domain by a static registrar (qle_registry.h). The kernel is in
-// qle_mlstm_block.cc. Inputs (I = NH DH; NH, DH from C, KS from conv_weight, BS from W_qkv, NP = I / BS):
+// registered with the library's domain by a static registrar (qle_registry.h); the specs and checks are the
+// CUDA op's too (qle_mlstm_block_ops.h). The kernel is in qle_mlstm_block.cc.
+// Inputs (I = NH DH; NH, DH from C, KS from conv_weight, BS from W_qkv, NP = I / BS):
 //   0 x [B, E] (sequence: [B, T, E]), 1 conv [B, KS, I], 2 C [B, NH, DH, DH], 3 n [B, NH, DH, 1],
 //   4 m [B, NH, 1, 1], 5 norm_weight, 6 norm_bias [E], 7 W_up [E, 2I], 8 b_up, 9 conv_weight [KS, I],
 //   10 conv_bias [I], 11 W_qkv [3, NP, BS, BS], 12 b_qkv [3I], 13 W_if [3I, 2NH], 14 b_if,
@@ -21,6 +22,7 @@
 #include "qle_contract.h"
 #include "qle_cpu_ops.h"
 #include "qle_mlstm_block.h"
+#include "qle_mlstm_block_ops.h"
 #include "qle_registry.h"
 #include "qle_shape.h"
 
@@ -218,3 +220,12 @@ void append_ops(std::vector<QleRegisteredOp>* out) {
 const QleOpRegistrar kRegistrar(append_ops);
 
 }  // namespace
+
+const QleOpSpec& qle_mlstm_block_spec(bool seq) { return spec(seq); }
+
+OrtStatusPtr qle_check_mlstm_block(const QleOpInputs& in, long block, bool seq, QleMlstmBlockDims* dims) {
+  Dims d{};
+  OrtStatusPtr st = check(in, block, seq, &d);
+  *dims = QleMlstmBlockDims{d.B, d.T, d.E, d.NH, d.DH, d.KS, d.BS};
+  return st;
+}

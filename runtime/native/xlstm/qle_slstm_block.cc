@@ -1,14 +1,14 @@
 // The sLSTM block CPU kernel (see qle_slstm_block.h). The element-wise steps are scalar loops over the
-// shared lane maths (qle_lanes.h, float instances), following the function body's formulas.
+// block maths the CUDA kernel shares (qle_block_math.h: its GELU's erf too), following the function body's
+// formulas.
 #include "qle_slstm_block.h"
 
-#include <math.h>
 #include <string.h>
 
 #include <vector>
 
 #include "qle_block_core.h"
-#include "qle_lanes.h"
+#include "qle_block_math.h"
 #include "qle_xlstm.h"
 
 namespace {
@@ -29,8 +29,7 @@ void causal_conv(const QleSlstmBlockArgs& a, const float* xn, float* xc) {
       for (long e = 0; e < E; ++e) {
         float s = 0.0f;
         for (long j = 0; j < KS; ++j) s += row(t + 1 + j)[e] * a.conv_w[j * E + e];
-        const float v = s + a.conv_b[e];
-        out[e] = v * qle_fm_sigmoid(v);
+        out[e] = qle_block_silu(s + a.conv_b[e]);
       }
     }
     float* window = a.conv_out + r * KS * E;
@@ -41,10 +40,7 @@ void causal_conv(const QleSlstmBlockArgs& a, const float* xn, float* xc) {
 // gelu(gate) * z into out [M, U] from up [M, 2U] (gate then z).
 void gated_gelu(long M, long U, const float* up, float* out) {
   for (long r = 0; r < M; ++r)
-    for (long j = 0; j < U; ++j) {
-      const float g = up[r * 2 * U + j];
-      out[r * U + j] = g * 0.5f * (erff(g / 1.41421356237309515f) + 1.0f) * up[r * 2 * U + U + j];
-    }
+    for (long j = 0; j < U; ++j) out[r * U + j] = qle_block_gated_gelu(up[r * 2 * U + j], up[r * 2 * U + U + j]);
 }
 
 }  // namespace

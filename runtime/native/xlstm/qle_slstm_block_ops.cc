@@ -1,6 +1,7 @@
 // sLSTMBlock / sLSTMBlockSequence: their specs, shape checks and CPU op (weight packing, arguments),
-// registered with the library's domain by a static registrar (qle_registry.h). The kernel is in
-// qle_slstm_block.cc. Inputs (E = NH DH; NH, DH from R, KS from the conv window, U from W_down):
+// registered with the library's domain by a static registrar (qle_registry.h); the specs and checks are the
+// CUDA op's too (qle_slstm_block_ops.h). The kernel is in qle_slstm_block.cc.
+// Inputs (E = NH DH; NH, DH from R, KS from the conv window, U from W_down):
 //   0 x [B, E] (sequence: [B, T, E]), 1 conv [B, KS, E], 2 y, 3 c, 4 n, 5 m [B, E],
 //   6 norm_weight, 7 norm_bias [E], 8 conv_weight [KS, E], 9 conv_bias [E], 10 W_gates [4, NH, DH, DH],
 //   11 b_gates [4E], 12 R [4, NH, DH, DH], 13 b [4E], 14 group_norm_weight, 15 group_norm_bias,
@@ -22,6 +23,7 @@
 #include "qle_registry.h"
 #include "qle_shape.h"
 #include "qle_slstm_block.h"
+#include "qle_slstm_block_ops.h"
 #include "qle_xlstm.h"
 
 namespace {
@@ -179,3 +181,12 @@ void append_ops(std::vector<QleRegisteredOp>* out) {
 const QleOpRegistrar kRegistrar(append_ops);
 
 }  // namespace
+
+const QleOpSpec& qle_slstm_block_spec(bool seq) { return spec(seq); }
+
+OrtStatusPtr qle_check_slstm_block(const QleOpInputs& in, long block, bool seq, QleSlstmBlockDims* dims) {
+  Dims d{};
+  OrtStatusPtr st = check(in, block, seq, &d);
+  *dims = QleSlstmBlockDims{d.B, d.T, d.E, d.NH, d.DH, d.KS, d.U};
+  return st;
+}
