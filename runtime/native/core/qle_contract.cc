@@ -37,6 +37,22 @@ std::vector<int64_t> qle_scale_shape(QleQMode mode, long block, std::vector<int6
   return lead;
 }
 
+bool qle_constant_matrix_sizes(const QleOpInputs& in, long block, size_t i, size_t s, size_t lead, int64_t* K,
+                               int64_t* N) {
+  const std::vector<int64_t>& shape = in.shape[i];
+  if (shape.size() != lead + 2) return false;
+  const bool packed = qle_qmatrix_packed(in.mode, in.type[i]);
+  if (packed && in.shape[s].empty()) return false;
+  *K = shape[lead], *N = packed ? in.shape[s].back() : shape[lead + 1];
+  for (size_t l = 0; l < lead; ++l)
+    if (!qle_size_ok(shape[l], 1, kQleMaxWidth)) return false;
+  if (!qle_size_ok(*K, 1, kQleMaxWidth) || !qle_size_ok(*N, 1, kQleMaxWidth) || in.width(i, *N) != shape[lead + 1])
+    return false;
+  const std::vector<int64_t> lead_dims(shape.begin(), shape.begin() + (long)lead);
+  return !qle_qmode_integer(in.mode) || (in.shape[s] == qle_scale_shape(in.mode, block, lead_dims, *K, *N) &&
+                                         (in.mode != QleQMode::I8Dyn || *K <= kQleMaxDynamicK));
+}
+
 float* qle_output(Ort::KernelContext& ctx, size_t i, const std::vector<int64_t>& shape) {
   return ctx.GetOutput(i, shape.data(), shape.size()).GetTensorMutableData<float>();
 }

@@ -119,6 +119,11 @@ struct QleOpInputs {
 // Scale shape of stacked matrices lead + [K, N] (exporters/quantize.py): int8 and int8-dynamic
 // lead + [N], int4 lead + [ceil(K / block), N].
 std::vector<int64_t> qle_scale_shape(QleQMode mode, long block, std::vector<int64_t> lead, int64_t K, int64_t N);
+// [K, N] of matrix input i (scale input s) with `lead` leading dimensions, read from its shape (int4
+// packed: N from its scale), when it and its scale are well formed: what a kernel packs constant matrices
+// by before its first call (the node's other inputs are checked against them on every call).
+bool qle_constant_matrix_sizes(const QleOpInputs& in, long block, size_t i, size_t s, size_t lead, int64_t* K,
+                               int64_t* N);
 // Output i of shape `shape` (float32), allocated by onnxruntime in the execution provider's memory.
 float* qle_output(Ort::KernelContext& ctx, size_t i, const std::vector<int64_t>& shape);
 // The same for a shape written out ({B, H}): no vector built.

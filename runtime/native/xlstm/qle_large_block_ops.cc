@@ -156,25 +156,11 @@ OrtStatusPtr run(Ort::KernelContext& ctx, const QleCpuKernels* k, const QleOpInp
   return nullptr;
 }
 
-// [K, N] of constant matrix j read from its shape (int4 packed: N from its scale) when it and its scale
-// are well formed; the node's other inputs are checked against them on every call.
-bool constant_sizes(const QleOpInputs& in, long block, size_t j, int64_t* K, int64_t* N) {
-  const size_t i = kMatrices[j], s = kRegular + j;
-  if (in.shape[i].size() != 2) return false;
-  const bool packed = qle_qmatrix_packed(in.mode, in.type[i]);
-  if (packed && in.shape[s].empty()) return false;
-  *K = in.shape[i][0], *N = packed ? in.shape[s].back() : in.shape[i][1];
-  if (!qle_size_ok(*K, 1, kQleMaxWidth) || !qle_size_ok(*N, 1, kQleMaxWidth) || in.width(i, *N) != in.shape[i][1])
-    return false;
-  return !qle_qmode_integer(in.mode) || (in.shape[s] == qle_scale_shape(in.mode, block, {}, *K, *N) &&
-                                         (in.mode != QleQMode::I8Dyn || *K <= kQleMaxDynamicK));
-}
-
 // Packs constant matrices (and their scales) once per kernel, float32 ones in column panels.
 void prepack(const QleOpInputs& in, Packed* pk) {
   int64_t K[5], N[5];
   for (size_t j = 0; j < 5; ++j)
-    if (!constant_sizes(in, pk->block, j, &K[j], &N[j])) return;
+    if (!qle_constant_matrix_sizes(in, pk->block, kMatrices[j], kRegular + j, 0, &K[j], &N[j])) return;
   std::unique_ptr<Weights> w(new Weights);
   if (const char* e = pack(in, pk->block, K, N, w.get())) {
     pk->error = e;

@@ -179,30 +179,14 @@ OrtStatusPtr run(Ort::KernelContext& ctx, const QleCpuKernels* k, const QleOpInp
   return nullptr;
 }
 
-// [K, N] of a constant matrix input i (scale input s) read from its shape (int4 packed: N from its scale)
-// when it and its scale are well formed, with `lead` leading dimensions; the node's other inputs are
-// checked against them on every call.
-bool constant_sizes(const QleOpInputs& in, long block, size_t i, size_t s, size_t lead, int64_t* K, int64_t* N) {
-  const std::vector<int64_t>& shape = in.shape[i];
-  if (shape.size() != lead + 2) return false;
-  const bool packed = qle_qmatrix_packed(in.mode, in.type[i]);
-  if (packed && in.shape[s].empty()) return false;
-  *K = shape[lead], *N = packed ? in.shape[s].back() : shape[lead + 1];
-  for (size_t l = 0; l < lead; ++l)
-    if (!qle_size_ok(shape[l], 1, kQleMaxWidth)) return false;
-  if (!qle_size_ok(*K, 1, kQleMaxWidth) || !qle_size_ok(*N, 1, kQleMaxWidth) || in.width(i, *N) != shape[lead + 1])
-    return false;
-  const std::vector<int64_t> lead_dims(shape.begin(), shape.begin() + (long)lead);
-  return !qle_qmode_integer(in.mode) || (in.shape[s] == qle_scale_shape(in.mode, block, lead_dims, *K, *N) &&
-                                         (in.mode != QleQMode::I8Dyn || *K <= kQleMaxDynamicK));
-}
-
 // Packs constant matrices (and their scales) once per kernel, float32 dense ones in column panels.
 void prepack(const QleOpInputs& in, Packed* pk) {
   int64_t K[3], N[3], BS, N_qkv;
   for (size_t j = 0; j < 3; ++j)
-    if (!constant_sizes(in, pk->block, kDense[j], dense_scale(j), 0, &K[j], &N[j])) return;
-  if (!constant_sizes(in, pk->block, kQkv, kQkvScale, 2, &BS, &N_qkv) || N_qkv != BS || in.shape[kQkv][0] != 3) return;
+    if (!qle_constant_matrix_sizes(in, pk->block, kDense[j], dense_scale(j), 0, &K[j], &N[j])) return;
+  if (!qle_constant_matrix_sizes(in, pk->block, kQkv, kQkvScale, 2, &BS, &N_qkv) || N_qkv != BS ||
+      in.shape[kQkv][0] != 3)
+    return;
   std::unique_ptr<Weights> w(new Weights);
   if (const char* e = pack(in, pk->block, K, N, in.shape[kQkv][1], BS, w.get())) {
     pk->error = e;
