@@ -9,6 +9,7 @@
 
 #include "qle_block_core.h"
 #include "qle_block_math.h"
+#include "qle_block_scratch.h"
 #include "qle_mlstm_args.h"
 #include "qle_xlstm.h"
 
@@ -45,20 +46,11 @@ void gated_silu(long M, long U, const float* up, float* out) {
 void qle_large_block(const QleCpuKernels* k, const QleLargeBlockArgs& a) {
   const long M = a.B * a.T, E = a.E, NH = a.NH, QK = NH * a.DK, V = NH * a.DV, U = a.U;
   const long P = 2 * QK + 2 * V;  // q, k, v, o
-  const size_t need = (size_t)(M * (E + P + 2 * NH + 2 * QK + V + 2 * NH + V + E + 2 * U + U));
+  QleLargeBlockScratch b;
+  const size_t need = qle_large_block_scratch(M, E, NH, QK, V, U, nullptr, &b);
   if (t_scratch.size() < need) t_scratch.resize(need);
-  float* xn = t_scratch.data();
-  float* qkvo = xn + M * E;
-  float* gates = qkvo + M * P;
-  float* q = gates + M * 2 * NH;
-  float* kk = q + M * QK;
-  float* v = kk + M * QK;
-  float* ig = v + M * V;
-  float* fg = ig + M * NH;
-  float* h = fg + M * NH;
-  float* x1 = h + M * V;
-  float* up = x1 + M * E;
-  float* hf = up + M * 2 * U;
+  qle_large_block_scratch(M, E, NH, QK, V, U, t_scratch.data(), &b);
+  const auto [xn, qkvo, gates, q, kk, v, ig, fg, h, x1, up, hf] = b;
 
   qle_block_rms_norm(M, E, a.x, a.norm_mlstm_w, a.norm_mlstm_b, a.norm_eps, xn);
   qle_block_product(k, *a.W_qkvo, M, xn, E, a.b_qkvo, qkvo, P);

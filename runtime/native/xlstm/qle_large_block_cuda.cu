@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include "qle_block_math.h"
+#include "qle_block_scratch.h"
 #include "qle_cuda_common.cuh"
 #include "qle_large_block_cuda.h"
 #include "qle_mlstm_args.h"
@@ -48,20 +49,10 @@ int qle_cuda_large_block(void* stream, const QleCudaLargeBlock* p) {
   const long P = 2 * QK + 2 * V;  // q, k, v, o
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   StreamBuffer scratch{s};
-  if (const cudaError_t e = scratch.alloc((size_t)(M * (E + P + 2 * NH + 2 * QK + V + 2 * NH + V + E + 2 * U + U))))
-    return (int)e;
-  float* xn = scratch.p;
-  float* qkvo = xn + M * E;
-  float* gates = qkvo + M * P;
-  float* q = gates + M * 2 * NH;
-  float* kk = q + M * QK;
-  float* v = kk + M * QK;
-  float* ig = v + M * V;
-  float* fg = ig + M * NH;
-  float* h = fg + M * NH;
-  float* x1 = h + M * V;
-  float* up = x1 + M * E;
-  float* hf = up + M * 2 * U;
+  QleLargeBlockScratch b;
+  if (const cudaError_t e = scratch.alloc(qle_large_block_scratch(M, E, NH, QK, V, U, nullptr, &b))) return (int)e;
+  qle_large_block_scratch(M, E, NH, QK, V, U, scratch.p, &b);
+  const auto [xn, qkvo, gates, q, kk, v, ig, fg, h, x1, up, hf] = b;
 
   int e = qle_cuda_block_rms_norm(s, M, E, a.x, a.norm_mlstm_w, a.norm_mlstm_b, a.norm_eps, xn);
   if (!e) e = qle_cuda_block_product(s, a.W_qkvo, M, xn, E, a.b_qkvo, qkvo, P);

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "qle_block_math.h"
+#include "qle_block_scratch.h"
 #include "qle_mlstm_args.h"
 #include "qle_xlstm.h"
 
@@ -53,19 +54,11 @@ void gated_head_norm(const QleMlstmBlockArgs& a, long M, const float* x_c, const
 
 void qle_mlstm_block(const QleCpuKernels* k, const QleMlstmBlockArgs& a) {
   const long M = a.B * a.T, E = a.E, NH = a.NH, I = NH * a.DH;
-  const size_t need = (size_t)(M * (E + 2 * I + I + 3 * I + 2 * NH + 3 * I + 2 * NH + I));
+  QleMlstmBlockScratch b;
+  const size_t need = qle_mlstm_block_scratch(M, E, NH, I, nullptr, &b);
   if (t_scratch.size() < need) t_scratch.resize(need);
-  float* xn = t_scratch.data();
-  float* up = xn + M * E;
-  float* x_c = up + M * 2 * I;
-  float* qkv = x_c + M * I;
-  float* gates = qkv + M * 3 * I;
-  float* q = gates + M * 2 * NH;
-  float* kk = q + M * I;
-  float* v = kk + M * I;
-  float* ig = v + M * I;
-  float* fg = ig + M * NH;
-  float* h = fg + M * NH;
+  qle_mlstm_block_scratch(M, E, NH, I, t_scratch.data(), &b);
+  const auto [xn, up, x_c, qkv, gates, q, kk, v, ig, fg, h] = b;
 
   qle_block_layer_norm(M, 1, E, a.x, a.norm_w, a.norm_b, a.norm_eps, xn);
   qle_block_product(k, *a.W_up, M, xn, E, a.b_up, up, 2 * I);

@@ -7,6 +7,7 @@
 #include <cuda_runtime.h>
 
 #include "qle_block_math.h"
+#include "qle_block_scratch.h"
 #include "qle_cuda_common.cuh"
 #include "qle_mlstm_args.h"
 #include "qle_mlstm_block_cuda.h"
@@ -30,19 +31,10 @@ int qle_cuda_mlstm_block(void* stream, const QleCudaMlstmBlock* p) {
   const long M = a.B * a.T, E = a.E, NH = a.NH, I = NH * a.DH;
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   StreamBuffer scratch{s};
-  if (const cudaError_t e = scratch.alloc((size_t)(M * (E + 2 * I + I + 3 * I + 2 * NH + 3 * I + 2 * NH + I))))
-    return (int)e;
-  float* xn = scratch.p;
-  float* up = xn + M * E;
-  float* x_c = up + M * 2 * I;
-  float* qkv = x_c + M * I;
-  float* gates = qkv + M * 3 * I;
-  float* q = gates + M * 2 * NH;
-  float* kk = q + M * I;
-  float* v = kk + M * I;
-  float* ig = v + M * I;
-  float* fg = ig + M * NH;
-  float* h = fg + M * NH;
+  QleMlstmBlockScratch b;
+  if (const cudaError_t e = scratch.alloc(qle_mlstm_block_scratch(M, E, NH, I, nullptr, &b))) return (int)e;
+  qle_mlstm_block_scratch(M, E, NH, I, scratch.p, &b);
+  const auto [xn, up, x_c, qkv, gates, q, kk, v, ig, fg, h] = b;
 
   int e = qle_cuda_block_layer_norm(s, M, 1, E, a.x, a.norm_w, a.norm_b, a.norm_eps, xn);
   if (!e) e = qle_cuda_block_product(s, a.W_up, M, xn, E, a.b_up, up, 2 * I);

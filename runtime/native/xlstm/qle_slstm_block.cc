@@ -9,6 +9,7 @@
 
 #include "qle_block_core.h"
 #include "qle_block_math.h"
+#include "qle_block_scratch.h"
 #include "qle_xlstm.h"
 
 namespace {
@@ -47,15 +48,11 @@ void gated_gelu(long M, long U, const float* up, float* out) {
 
 void qle_slstm_block(const QleCpuKernels* k, const QleSlstmBlockArgs& a) {
   const long M = a.B * a.T, E = a.E, NH = a.NH, DH = E / NH, U = a.U;
-  const size_t need = (size_t)(M * (E + E + 4 * E + E + E + 2 * U + U));
+  QleSlstmBlockScratch b;
+  const size_t need = qle_slstm_block_scratch(M, E, U, nullptr, &b);
   if (t_scratch.size() < need) t_scratch.resize(need);
-  float* xn = t_scratch.data();
-  float* xc = xn + M * E;
-  float* wx = xc + M * E;
-  float* y = wx + M * 4 * E;
-  float* x1 = y + M * E;
-  float* up = x1 + M * E;
-  float* hf = up + M * 2 * U;
+  qle_slstm_block_scratch(M, E, U, t_scratch.data(), &b);
+  const auto [xn, xc, wx, y, x1, up, hf] = b;
 
   qle_block_layer_norm(M, 1, E, a.x, a.norm_w, a.norm_b, a.norm_eps, xn);
   causal_conv(a, xn, xc);

@@ -7,6 +7,7 @@
 #include <cuda_runtime.h>
 
 #include "qle_block_math.h"
+#include "qle_block_scratch.h"
 #include "qle_cuda_common.cuh"
 #include "qle_slstm_block_cuda.h"
 #include "qle_xlstm_cuda.h"
@@ -28,14 +29,10 @@ int qle_cuda_slstm_block(void* stream, const QleCudaSlstmBlock* p) {
   const long M = a.B * a.T, E = a.E, NH = a.NH, DH = E / NH, U = a.U;
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   StreamBuffer scratch{s};
-  if (const cudaError_t e = scratch.alloc((size_t)(M * (E + E + 4 * E + E + E + 2 * U + U)))) return (int)e;
-  float* xn = scratch.p;
-  float* xc = xn + M * E;
-  float* wx = xc + M * E;
-  float* y = wx + M * 4 * E;
-  float* x1 = y + M * E;
-  float* up = x1 + M * E;
-  float* hf = up + M * 2 * U;
+  QleSlstmBlockScratch b;
+  if (const cudaError_t e = scratch.alloc(qle_slstm_block_scratch(M, E, U, nullptr, &b))) return (int)e;
+  qle_slstm_block_scratch(M, E, U, scratch.p, &b);
+  const auto [xn, xc, wx, y, x1, up, hf] = b;
 
   int e = qle_cuda_block_layer_norm(s, M, 1, E, a.x, a.norm_w, a.norm_b, a.norm_eps, xn);
   if (!e) e = qle_cuda_block_causal_conv(s, a.B, a.T, a.KS, E, a.conv, xn, E, a.conv_w, a.conv_b, xc, a.conv_out);
