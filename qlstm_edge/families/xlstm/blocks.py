@@ -111,29 +111,22 @@ def slstm_ffn_block(net: Net, block, i: int, x: str, states) -> str:
     g, cell, p = net.g, layer.slstm_cell, f"b{i}"
     gates = [layer.fgate, layer.igate, layer.zgate, layer.ogate]  # the package's i/f swap, as slstm_block
     w_gates = np.stack([f32(m.weight) for m in gates]).transpose(0, 1, 3, 2)  # [4, NH, DH_in, DH_out]
-    b_gates = np.concatenate([np.zeros(layer.config.embedding_dim, np.float32) if m.bias is None else f32(m.bias)
-                              for m in gates])  # the package's gates have none: zeros, the same values
     r = f32(cell._recurrent_kernel_int2ext(cell._recurrent_kernel).permute(2, 0, 1, 3))
     b = f32(cell._bias_int2ext(cell._bias).permute(1, 0, 2).reshape(-1))
     weights = {"norm_weight": _layer_norm_weight(block.xlstm_norm), "norm_bias": _layer_norm_bias(block.xlstm_norm),
                "conv_weight": f32(layer.conv1d.conv.weight[:, 0, :]).T, "conv_bias": _bias(layer.conv1d.conv),
-               "W_gates": w_gates, "b_gates": b_gates, "R": r, "b": b,
+               "W_gates": w_gates, "b_gates": np.concatenate([_headwise_bias(m) for m in gates]), "R": r, "b": b,
                "group_norm_weight": _layer_norm_weight(layer.group_norm),
                "group_norm_bias": _layer_norm_bias(layer.group_norm),
                "ffn_norm_weight": _layer_norm_weight(block.ffn_norm), "ffn_norm_bias": _layer_norm_bias(block.ffn_norm),
                "W_up": f32(ffn_.proj_up.weight).T, "b_up": _bias(ffn_.proj_up),
                "W_down": f32(ffn_.proj_down.weight).T, "b_down": _bias(ffn_.proj_down)}
-    head_wise, dense_matrices = SLSTM_BLOCK_MATRICES[:2], SLSTM_BLOCK_MATRICES[2:]  # W_gates, R; W_up, W_down
-    stacked = {k: net.q.store_stacked(g, f"{p}.{k}", weights[k]) for k in head_wise}
-    dense = iter(net.q.op_weights(g, f"{p}.", {k: v for k, v in weights.items() if k not in stacked},
-                                  dense_matrices))  # every other input in order, then W_up's and W_down's scales
-    inputs = [stacked[k][0] if k in stacked else next(dense) for k in weights]
-    scales = [stacked[k][1] for k in stacked if stacked[k][1]] + list(dense)
+    stored = net.q.op_weights(g, f"{p}.", weights, SLSTM_BLOCK_MATRICES)  # W_gates, R stacked
     op = SLSTM_BLOCK_SEQUENCE if net.seq else SLSTM_BLOCK
     net.function(SLSTM_SEQUENCE.name if net.seq else SLSTM_CELL.name)  # the body's nested cell op
     names = ["conv", *"ycnm"]
     h = g.fresh(f"{p}.h")
-    g.custom(op.name, [x, *(states[s].input for s in names), *inputs, *scales],
+    g.custom(op.name, [x, *(states[s].input for s in names), *stored],
              [h, *(states[s].output for s in names)], name=f"{p}.{op.name}", function=net.function(op.name),
              **{NORM_EPS: float(eps.pop())}, **net.q.op_attributes())
     return h
