@@ -106,11 +106,20 @@ def _soft_cap(fb: FunctionBuilder, g: str) -> str:
     return fb.op("Where", [uncapped, g, capped], name="gate_cap")
 
 
-def _dims(fb: FunctionBuilder, state: str):
-    """NH, DK, DV (1-d int64 tensors of one element) from the state C [B, NH, DK, DV]."""
-    shape = fb.op("Shape", [state], name="C_shape")
-    return [fb.op("Slice", [shape, fb.ints([a]), fb.ints([a + 1])], name=n) for a, n in ((1, "NH"), (2, "DK"),
-                                                                                        (3, "DV"))]
+def _dim(fb: FunctionBuilder, x: str, axis: int, name: str) -> str:
+    """Dimension ``axis`` of ``x`` as a 1-d int64 tensor of one element."""
+    return fb.op("Shape", [x], name=name, start=axis, end=axis + 1)
+
+
+def _linear(fb: FunctionBuilder, q: Quantizer, matrices, opset: int):
+    """(linear, scales): linear(x, w, b) = x @ w + b for the op's matrix input w (one of ``matrices``), its product
+    in the mode's arithmetic (``Quantizer.body_matmul``); scales: each matrix's scale input (integer modes)."""
+    scales = dict(zip(matrices, q.scale_inputs(matrices)))
+
+    def linear(x: str, w: str, b: str) -> str:
+        product = q.body_matmul(fb, x, q.body_weight(fb, w, scales.get(w)), scales.get(w), opset, name=f"{w}.product")
+        return fb.op("Add", [product, b], name=f"{w}.biased")
+    return linear, scales
 
 
 def _split_at(fb: FunctionBuilder, x: str, sizes, name: str):
@@ -136,14 +145,8 @@ def _large_block_function(seq: bool, opset: int, q: Quantizer) -> onnx.FunctionP
     spec, cell = (LARGE_BLOCK_SEQUENCE, MLSTM_SEQUENCE) if seq else (LARGE_BLOCK, MLSTM_CELL)
     fb = op_function(spec, q)
     state = spec.regular_inputs[1:4]
-    scales = dict(zip(LARGE_BLOCK_MATRICES, q.scale_inputs(LARGE_BLOCK_MATRICES)))
-    weights = {w: q.body_weight(fb, w, scales.get(w)) for w in LARGE_BLOCK_MATRICES}
-
-    def linear(x: str, w: str, b: str) -> str:
-        return fb.op("Add", [q.body_matmul(fb, x, weights[w], scales.get(w), opset, name=f"{w}.product"), b],
-                     name=f"{w}.biased")
-
-    nh, dk, dv = _dims(fb, state[0])
+    linear, _ = _linear(fb, q, LARGE_BLOCK_MATRICES, opset)
+    nh, dk, dv = (_dim(fb, state[0], a, n) for a, n in ((1, "NH"), (2, "DK"), (3, "DV")))
     qk, v = fb.op("Mul", [nh, dk], name="QK"), fb.op("Mul", [nh, dv], name="V")
     lead = fb.ints([0, 0] if seq else [0])
     xn = _rms_norm(fb, "x", "norm_mlstm_weight", "norm_mlstm_bias", opset, "norm_mlstm")
@@ -182,11 +185,6 @@ def _layer_norm(fb: FunctionBuilder, x: str, weight: str, bias: str, name: str) 
 
 def _silu(fb: FunctionBuilder, x: str, name: str) -> str:
     return fb.op("Mul", [x, fb.op("Sigmoid", [x], name=f"{name}.sigmoid")], name=name)
-
-
-def _dim(fb: FunctionBuilder, x: str, axis: int, name: str) -> str:
-    """Dimension ``axis`` of ``x`` as a 1-d int64 tensor of one element."""
-    return fb.op("Shape", [x], name=name, start=axis, end=axis + 1)
 
 
 def _causal_conv(fb: FunctionBuilder, x: str, state: str, seq: bool) -> str:
@@ -248,13 +246,7 @@ def _mlstm_block_function(seq: bool, opset: int, q: Quantizer) -> onnx.FunctionP
     spec, cell = (MLSTM_BLOCK_SEQUENCE, MLSTM_SEQUENCE) if seq else (MLSTM_BLOCK, MLSTM_CELL)
     fb = op_function(spec, q)
     conv, c, n, m = spec.regular_inputs[1:5]
-    scales = dict(zip(MLSTM_BLOCK_MATRICES, q.scale_inputs(MLSTM_BLOCK_MATRICES)))
-    weights = {w: q.body_weight(fb, w, scales.get(w)) for w in ("W_up", "W_if", "W_down")}
-
-    def linear(x: str, w: str, b: str) -> str:
-        return fb.op("Add", [q.body_matmul(fb, x, weights[w], scales.get(w), opset, name=f"{w}.product"), b],
-                     name=f"{w}.biased")
-
+    linear, scales = _linear(fb, q, MLSTM_BLOCK_MATRICES, opset)
     nh, dh = _dim(fb, c, 1, "NH"), _dim(fb, c, 2, "DH")
     inner = fb.op("Mul", [nh, dh], name="I")
     n_lead = 2 if seq else 1
@@ -290,17 +282,12 @@ def _slstm_block_function(seq: bool, opset: int, q: Quantizer) -> onnx.FunctionP
     spec, cell = (SLSTM_BLOCK_SEQUENCE, SLSTM_SEQUENCE) if seq else (SLSTM_BLOCK, SLSTM_CELL)
     fb = op_function(spec, q)
     state = spec.regular_inputs[2:6]
-    scales = dict(zip(SLSTM_BLOCK_MATRICES, q.scale_inputs(SLSTM_BLOCK_MATRICES)))
+    linear, scales = _linear(fb, q, SLSTM_BLOCK_MATRICES, opset)
     lead = fb.ints([0, 0] if seq else [0])
-
-    def linear(x: str, w: str, b: str) -> str:
-        product = q.body_matmul(fb, x, q.body_weight(fb, w, scales.get(w)), scales.get(w), opset, name=f"{w}.product")
-        return fb.op("Add", [product, b], name=f"{w}.biased")
 
     xn = _layer_norm(fb, "x", "norm_weight", "norm_bias", "norm")
     xc = _silu(fb, _causal_conv(fb, xn, spec.regular_inputs[1], seq), "conv_act")
-    dims = fb.op("Shape", ["R"], name="R_shape")
-    nh, dh = (fb.op("Slice", [dims, fb.ints([a]), fb.ints([a + 1])], name=n) for a, n in ((1, "NH"), (2, "DH")))
+    nh, dh = _dim(fb, "R", 1, "NH"), _dim(fb, "R", 2, "DH")
     e = fb.op("Mul", [nh, dh], name="E")
     head_shape = fb.op("Concat", [lead, fb.ints([1]), nh, fb.ints([1]), dh], name="gate_head_shape", axis=0)
     xc_h, xn_h = (fb.op("Reshape", [v, head_shape], name=f"{n}_heads") for v, n in ((xc, "xc"), (xn, "xn")))
