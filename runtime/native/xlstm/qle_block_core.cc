@@ -134,3 +134,22 @@ void qle_headwise_product(const QleCpuKernels* k, const QleHeadwise& W, long M, 
         }
       }
 }
+
+void qle_block_causal_conv(long B, long T, long KS, long W, const float* conv, const float* src, long lds,
+                           const float* conv_w, const float* conv_b, float* out, float* conv_out) {
+  for (long b = 0; b < B; ++b) {
+    const float* prev = conv + b * KS * W;
+    const float* rows = src + b * T * lds;
+    auto row = [&](long i) { return i < KS ? prev + i * W : rows + (i - KS) * lds; };  // row i of [conv; rows]
+    for (long t = 0; t < T; ++t) {
+      float* y = out + (b * T + t) * W;
+      for (long c = 0; c < W; ++c) {
+        float s = 0.0f;
+        for (long j = 0; j < KS; ++j) s += row(t + 1 + j)[c] * conv_w[j * W + c];
+        y[c] = qle_block_silu(s + conv_b[c]);
+      }
+    }
+    float* window = conv_out + b * KS * W;
+    for (long j = 0; j < KS; ++j) memmove(window + j * W, row(T + j), sizeof(float) * W);
+  }
+}

@@ -65,3 +65,9 @@ void qle_block_columns(long M, const float* src, long lds, long c0, long n, floa
 
 // out = a + out (the residual: the block input first, as the body's Add).
 void qle_block_add(long n, const float* a, float* out);
+
+// The causal conv with SiLU of B streams of T rows of width W: over the window [conv [B, KS, W]; the stream's
+// rows of src (row stride lds)], out[b, t] = silu(sum_j window[t + 1 + j] conv_w[j] + conv_b) ([B T, W]), and
+// the window's last KS rows into conv_out [B, KS, W].
+void qle_block_causal_conv(long B, long T, long KS, long W, const float* conv, const float* src, long lds,
+                           const float* conv_w, const float* conv_b, float* out, float* conv_out);

@@ -53,7 +53,7 @@ int qle_cuda_block_rms_norm(void* stream, long M, long E, const float* v, const 
 int qle_cuda_block_layer_norm(void* stream, long M, long NH, long D, const float* v, const float* w, const float* b,
                               float eps, float* out);
 
-// The causal conv with SiLU of B streams of T rows of width W, the CPU blocks' causal_conv: over the window
+// The causal conv with SiLU of B streams of T rows of width W, qle_block_causal_conv's maths: over the window
 // [conv [B, KS, W]; the stream's rows of src (row stride lds)], out[b, t] = silu(sum_j window[t + 1 + j] conv_w[j]
 // + conv_b) ([B T, W]), the window's last KS rows into conv_out [B, KS, W]. One thread per (stream, column).
 int qle_cuda_block_causal_conv(void* stream, long B, long T, long KS, long W, const float* conv, const float* src,

@@ -2,10 +2,9 @@
 // the block maths the CUDA kernel shares (qle_block_math.h), following the function body's formulas.
 #include "qle_mlstm_block.h"
 
-#include <string.h>
-
 #include <vector>
 
+#include "qle_block_core.h"
 #include "qle_block_math.h"
 #include "qle_block_scratch.h"
 #include "qle_mlstm_args.h"
@@ -14,28 +13,6 @@
 namespace {
 
 thread_local std::vector<float> t_scratch;
-
-// x_c [B T, I] = silu(conv over the window [conv; x_m]) and the window's last KS rows into conv_out;
-// x_m is up's first I columns (row stride 2I).
-void causal_conv(const QleMlstmBlockArgs& a, long I, const float* up, float* x_c) {
-  const long T = a.T, KS = a.KS;
-  for (long b = 0; b < a.B; ++b) {
-    const float* state = a.conv + b * KS * I;
-    const float* xm = up + b * T * 2 * I;
-    auto row = [&](long r) { return r < KS ? state + r * I : xm + (r - KS) * 2 * I; };  // window row r
-    for (long t = 0; t < T; ++t) {
-      float* y = x_c + (b * T + t) * I;
-      memset(y, 0, sizeof(float) * I);
-      for (long j = 0; j < KS; ++j) {
-        const float* w = a.conv_w + j * I;
-        const float* in = row(t + 1 + j);
-        for (long c = 0; c < I; ++c) y[c] += in[c] * w[c];
-      }
-      for (long c = 0; c < I; ++c) y[c] = qle_block_silu(y[c] + a.conv_b[c]);
-    }
-    for (long r = 0; r < KS; ++r) memcpy(a.conv_out + (b * KS + r) * I, row(T + r), sizeof(float) * I);
-  }
-}
 
 // h [M, I] <- (layer_norm(h per head) * w + b + skip x_c) silu(z); z is up's last I columns.
 void gated_head_norm(const QleMlstmBlockArgs& a, long M, const float* x_c, const float* up, float* h) {
@@ -62,7 +39,8 @@ void qle_mlstm_block(const QleCpuKernels* k, const QleMlstmBlockArgs& a) {
 
   qle_block_layer_norm(M, 1, E, a.x, a.norm_w, a.norm_b, a.norm_eps, xn);
   qle_block_product(k, *a.W_up, M, xn, E, a.b_up, up, 2 * I);
-  causal_conv(a, I, up, x_c);
+  // over x_m: up's first I columns
+  qle_block_causal_conv(a.B, a.T, a.KS, I, a.conv, up, 2 * I, a.conv_w, a.conv_b, x_c, a.conv_out);
   const float* sources[3] = {x_c, x_c, up};
   const long strides[3] = {I, I, 2 * I};
   qle_headwise_product(k, *a.W_qkv, M, sources, strides, a.b_qkv, qkv, 3 * I);

@@ -3,8 +3,6 @@
 // formulas.
 #include "qle_slstm_block.h"
 
-#include <string.h>
-
 #include <vector>
 
 #include "qle_block_core.h"
@@ -15,28 +13,6 @@
 namespace {
 
 thread_local std::vector<float> t_scratch;
-
-// xc [B, T, E] = silu(conv + b) over the windows of the normed inputs xn [B, T, E] that follow the
-// window conv [B, KS, E]; the last window to conv_out.
-void causal_conv(const QleSlstmBlockArgs& a, const float* xn, float* xc) {
-  const long T = a.T, E = a.E, KS = a.KS;
-  for (long r = 0; r < a.B; ++r) {
-    const float* prev = a.conv + r * KS * E;
-    const float* rows = xn + r * T * E;
-    // row i of cat(conv, xn): the window of step t is rows t + 1 .. t + KS
-    auto row = [&](long i) { return i < KS ? prev + i * E : rows + (i - KS) * E; };
-    for (long t = 0; t < T; ++t) {
-      float* out = xc + (r * T + t) * E;
-      for (long e = 0; e < E; ++e) {
-        float s = 0.0f;
-        for (long j = 0; j < KS; ++j) s += row(t + 1 + j)[e] * a.conv_w[j * E + e];
-        out[e] = qle_block_silu(s + a.conv_b[e]);
-      }
-    }
-    float* window = a.conv_out + r * KS * E;
-    for (long j = 0; j < KS; ++j) memmove(window + j * E, row(T + j), sizeof(float) * E);
-  }
-}
 
 // gelu(gate) * z into out [M, U] from up [M, 2U] (gate then z).
 void gated_gelu(long M, long U, const float* up, float* out) {
@@ -55,7 +31,7 @@ void qle_slstm_block(const QleCpuKernels* k, const QleSlstmBlockArgs& a) {
   const auto [xn, xc, wx, y, x1, up, hf] = b;
 
   qle_block_layer_norm(M, 1, E, a.x, a.norm_w, a.norm_b, a.norm_eps, xn);
-  causal_conv(a, xn, xc);
+  qle_block_causal_conv(a.B, a.T, a.KS, E, a.conv, xn, E, a.conv_w, a.conv_b, xc, a.conv_out);
   for (long g = 0; g < 4; ++g)
     for (long h = 0; h < NH; ++h) {
       const long c = g * E + h * DH;
