@@ -100,7 +100,7 @@ def test_pickle_is_never_executed(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     p = tmp_path / "evil.pt"
     with open(p, "wb") as fh:
-        pickle.dump({"family": "qllstm", "config": {}, "state_dict": Boom()}, fh)
+        pickle.dump({"family": "qllstm", "config": {}, "state_dict": Boom()}, fh, protocol=2)  # torch.save's protocol
     with pytest.raises(CheckpointError, match="weights_only=True"):
         load_checkpoint(p)
     assert not (tmp_path / "PWNED").exists()
