@@ -44,7 +44,9 @@ class OpSpec:
     integer modes, in this order); ``host``: the inputs whose values the native kernels read on the host (the CUDA
     kernels take them in host memory); ``x_in_product``: input 0 enters a matrix product (float16 in an fp16 node).
     ``attributes``: the float attributes every node of the op has (beyond the quantized nodes' ``quant_mode`` and
-    ``block_size``). ``summary`` is the doc string of the op's function body.
+    ``block_size``); ``choices``: its string attributes, each (name, its values), a node without one taking the
+    first value (so a node written before the attribute existed keeps its meaning). ``summary`` is the doc string of
+    the op's function body.
     """
 
     name: str
@@ -55,6 +57,7 @@ class OpSpec:
     host: Tuple[str, ...] = ()
     x_in_product: bool = False
     attributes: Tuple[str, ...] = ()
+    choices: Tuple[Tuple[str, Tuple[str, ...]], ...] = ()
 
     def __post_init__(self):
         names = [p.name for p in self.inputs]
@@ -85,7 +88,8 @@ class OpSpec:
         return {"name": self.name, "inputs": self.input_names(scales=True), "regular": len(self.inputs),
                 "input_types": [p.dtype for p in self.inputs], "output_types": [p.dtype for p in self.outputs],
                 "matrices": [index[m] for m in self.matrices], "host": [index[h] for h in self.host],
-                "x_in_product": self.x_in_product, "attributes": list(self.attributes)}
+                "x_in_product": self.x_in_product, "attributes": list(self.attributes),
+                "choices": [{"name": name, "values": list(values)} for name, values in self.choices]}
 
 
 def _load(name: str, path: Path):
@@ -130,15 +134,19 @@ def markdown_table(ops: Dict[str, OpSpec]) -> str:
              "float32 `<matrix>_scale` input per quantized matrix (marked *matrix*), in the order listed; in fp16 the",
              "matrices are float16 and so is input 0 where it enters a matrix product. Inputs marked *host* are read",
              "on the host by the native kernels. exporters/quantize.py has the storage contract.", "",
-             "| op | inputs | outputs | appended in integer modes | input 0 in a product | what it computes |",
-             "|---|---|---|---|---|---|"]
+             "| op | inputs | outputs | appended in integer modes | input 0 in a product | attributes "
+             "| what it computes |",
+             "|---|---|---|---|---|---|---|"]
     for op in ops.values():
         def marks(p, op=op):
             tags = [t for t, on in (("matrix", p.name in op.matrices), ("host", p.name in op.host)) if on]
             return f" *{', '.join(tags)}*" if tags else ""
         appended = ", ".join(f"`{s}`" for s in op.scale_inputs) or "none"
+        attributes = [f"`{a}` float" for a in op.attributes] + [
+            f"`{a}` string: " + ", ".join(f"`{v}`" for v in values) + f" (absent: `{values[0]}`)"
+            for a, values in op.choices]
         lines.append(f"| `{op.name}` | {ports(op.inputs, marks)} | {ports(op.outputs)} | {appended} | "
-                     f"{'yes' if op.x_in_product else 'no'} | {op.summary} |")
+                     f"{'yes' if op.x_in_product else 'no'} | {'<br>'.join(attributes) or 'none'} | {op.summary} |")
     return "\n".join(lines) + "\n"
 
 

@@ -147,11 +147,11 @@ def block_stored(spec, weights: dict, mode, block_size: int) -> dict:
 
 
 def block_op_model(spec, functions, weights: dict, mode, block_size: int, shapes: list, constant: bool = True,
-                   norm_eps: float = 1e-5):
+                   norm_eps: float = 1e-5, **attributes):
     """One ``spec`` node whose graph inputs are x and the state (``shapes``: theirs, in order), its weights
-    initializers (``constant``) or graph inputs, its attribute norm_eps; ``functions(opset, quantizer)``: the
-    model's FunctionProtos (the op's body and its nested cell's, or only the cell's). Returns (model, the weights
-    to feed when not constant)."""
+    initializers (``constant``) or graph inputs, its attribute norm_eps and ``attributes``;
+    ``functions(opset, quantizer)``: the model's FunctionProtos (the op's body and its nested cell's, or only the
+    cell's). Returns (model, the weights to feed when not constant)."""
     q = Quantizer(mode, block_size=block_size)
     names = spec.input_names(scales=q.integer)
     params = {n: block_stored(spec, weights, mode, block_size)[n] for n in names[len(shapes):]}
@@ -160,7 +160,7 @@ def block_op_model(spec, functions, weights: dict, mode, block_size: int, shapes
         graph_inputs += [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), list(v.shape))
                          for n, v in params.items()]
     node = helper.make_node(spec.name, names, spec.output_names, domain=DOMAIN, norm_eps=norm_eps,
-                            **q.op_attributes())
+                            **q.op_attributes(), **attributes)
     outputs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in spec.output_names]
     initializers = [numpy_helper.from_array(v, n) for n, v in params.items()] if constant else []
     graph = helper.make_graph([node], spec.name, graph_inputs, outputs, initializer=initializers)

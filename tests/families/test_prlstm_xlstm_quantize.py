@@ -332,7 +332,8 @@ def check_slstm_block(init, node, block, quant, attrs):
     projections stacked f, i, z, o as the package's i/f swap feeds the cell, and R, slice by slice), their scales
     appended in order."""
     i = node.name.split(".")[0]
-    assert attrs_of(node) == {**attrs, "norm_eps": pytest.approx(block.xlstm_norm.eps)}
+    assert attrs_of(node) == {**attrs, "norm_eps": pytest.approx(block.xlstm_norm.eps),
+                              "ffn_act": block.ffn.config.act_fn.encode()}
     layer, ffn = block.xlstm, block.ffn
     names = list(node.input)
     assert names[1:6] == [f"{i}.{s}.in" for s in ("conv", *"ycnm")] and len(names) == 22 + (4 if quant in INTEGER
@@ -375,7 +376,7 @@ def test_fp32_export_is_unchanged_by_the_quantizer(built):
     inputs = {"PRLSTMSequence": 12, "sLSTMSequence": 7, "mLSTMSequence": 11, "xLSTMLargeBlockSequence": 23,
               "mLSTMBlockSequence": 22, "sLSTMBlockSequence": 22}
     model_attributes = {"xLSTMLargeBlockSequence": ["norm_eps"], "mLSTMBlockSequence": ["norm_eps"],
-                        "sLSTMBlockSequence": ["norm_eps"]}  # the blocks' own, in every mode
+                        "sLSTMBlockSequence": ["ffn_act", "norm_eps"]}  # the blocks' own, in every mode
     for key in MODELS:
         proto = onnx.load(built(key)[1][(None, "sequence")])
         assert meta_of(proto)["quantization"] is None

@@ -34,6 +34,7 @@ from qlstm_edge.cli import main
 from qlstm_edge.cli_generate import generate as generate_cmd
 from qlstm_edge.exporters import export_onnx
 from qlstm_edge.families.xlstm.model import build_large, build_stack, config_to_dict
+from qlstm_edge.families.xlstm.ops import FFN_ACTIVATIONS
 from qlstm_edge.generate import greedy_generate
 from qlstm_edge.parity import assert_parity
 from qlstm_edge.registry import family_of
@@ -102,13 +103,14 @@ def test_sequence_matches_package_full_forward_2000_steps(tmp_path, kind):
     assert np.abs(got - want).max() <= 1e-4
 
 
-def _slstm_form(form):
-    """A one-sLSTM-block stack in one of the forms the sLSTM block op covers or leaves to the cell-op layout."""
+def _slstm_form(form, blocks=1):
+    """A stack of ``blocks`` sLSTM blocks in one of the forms the sLSTM block op covers (an FFN activation) or
+    leaves to the cell-op layout."""
     import xlstm as x
     from qlstm_edge.families.xlstm.examples import perturb, stack_kwargs
 
-    kw = stack_kwargs(E=32, heads=2, slstm_at="all", blocks=1, conv=0 if form == "no-conv" else 3,
-                      ffn_act="relu" if form == "relu" else "gelu")
+    kw = stack_kwargs(E=32, heads=2, slstm_at="all", blocks=blocks, conv=0 if form == "no-conv" else 3,
+                      ffn_act=form if form in FFN_ACTIVATIONS else "gelu")
     kw["mlstm_block"] = None  # sLSTM blocks only (an mLSTM block needs a conv)
     if form == "no-ffn":
         kw["slstm_block"].feedforward = None
@@ -116,19 +118,39 @@ def _slstm_form(form):
     return perturb(x.xLSTMBlockStack(x.xLSTMBlockStackConfig(**kw)), 4)
 
 
-@pytest.mark.parametrize("form, quantize, op", [("gelu", None, "sLSTMBlock"), ("gelu", "int8", "sLSTMBlock"),
-                                                ("gelu", "fp16", "sLSTMCell"), ("no-conv", None, "sLSTMCell"),
-                                                ("no-ffn", None, "sLSTMCell"), ("relu", None, "sLSTMCell")])
+@pytest.mark.parametrize("form, quantize, op", [
+    ("gelu", None, "sLSTMBlock"), ("gelu", "int8", "sLSTMBlock"), ("gelu", "fp16", "sLSTMCell"),
+    ("no-conv", None, "sLSTMCell"), ("no-ffn", None, "sLSTMCell"),
+    *((act, None, "sLSTMBlock") for act in FFN_ACTIVATIONS[1:]), ("selu", "int8-dynamic", "sLSTMBlock")])
 @pytest.mark.parametrize("mode", ["step", "sequence"])
 def test_slstm_block_op_and_the_forms_it_leaves_to_the_cell_op(tmp_path, form, quantize, op, mode):
-    """The sLSTM block and its FFN is one block-op node; fp16, no conv, no FFN and activations but gelu keep one
-    cell-op node and its layers (blocks.slstm_ffn_block). Every form streams as the package does, native or not."""
+    """The sLSTM block and its FFN, with any of xlstm's FFN activations, is one block-op node; fp16, no conv and no
+    FFN keep one cell-op node and its layers (blocks.slstm_ffn_block). Every form streams as the package does,
+    native or not."""
     m = _slstm_form(form)
     path = export_onnx(m, tmp_path / "m.onnx", mode=mode, quantize=quantize)
     custom = [n.op_type for n in onnx.load(path).graph.node if n.domain == "qlstm_edge"]
-    assert custom == [op if mode == "step" else op.replace("Cell", "") + "Sequence"]
+    assert custom == [op.replace("Cell", "") + "Sequence" if mode == "sequence" else op]
     for native in ("off", "on"):
         assert_parity(m, path, steps=300, batch=2, chunk_sizes=[1, 5, 40] if mode == "sequence" else None,
+                      native=native)
+
+
+@pytest.mark.parametrize("mode", ["step", "sequence"])
+def test_slstm_blocks_of_two_ffn_activations(tmp_path, mode):
+    """A model's sLSTM block op body computes one activation: a second sLSTM block with another one keeps the
+    cell-op layout, and the model streams as the package does."""
+    import xlstm as x
+    m = _slstm_form("relu", blocks=2)
+    m.blocks[1] = _slstm_form("swish").blocks[0]
+    assert isinstance(m.blocks[1], x.sLSTMBlock) and m.blocks[1].ffn.config.act_fn == "swish"
+    path = export_onnx(m, tmp_path / "m.onnx", mode=mode)
+    nodes = [n for n in onnx.load(path).graph.node if n.domain == "qlstm_edge"]
+    assert [(n.op_type, {a.name: a.s for a in n.attribute}.get("ffn_act")) for n in nodes] == [
+        ("sLSTMBlockSequence" if mode == "sequence" else "sLSTMBlock", b"relu"),
+        ("sLSTMSequence" if mode == "sequence" else "sLSTMCell", None)]
+    for native in ("off", "on"):
+        assert_parity(m, path, steps=100, batch=2, chunk_sizes=[1, 5, 40] if mode == "sequence" else None,
                       native=native)
 
 

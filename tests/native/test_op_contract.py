@@ -128,4 +128,7 @@ def test_every_custom_node_matches_its_spec(family, mode, quant):
         assert got_out == [p.dtype for p in spec.outputs], f"{node.name}: output types {got_out}"
         attrs = {a.name for a in node.attribute}
         quantized = {"quant_mode", "block_size"} if quant and has_matrices else set()
-        assert attrs == quantized | set(spec.attributes), node.name
+        assert attrs == quantized | set(spec.attributes) | {name for name, _ in spec.choices}, node.name
+        for a in node.attribute:  # the exporter writes every string attribute, with one of its values
+            values = dict(spec.choices).get(a.name)
+            assert values is None or a.s.decode() in values, (node.name, a.name, a.s)

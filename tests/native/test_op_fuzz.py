@@ -1,6 +1,7 @@
 """Fuzz of the native op library's input checks (issue 17): one-node graphs of every native op with random
 shapes, element types and attributes (quant_mode; block_size near 2^31, 2^32 and 2^63 - 1, 0, negative; the ops'
-float attributes missing, mistyped, zero, negative, huge or NaN), sizes near the integer limits and zero-size
+float attributes missing, mistyped, zero, negative, huge or NaN; their string attributes mistyped or with unknown
+values), sizes near the integer limits and zero-size
 dimensions. Cases run in batches, each batch in a subprocess (this file run as a script), so a crash fails the test
 instead of killing the suite: every case must end in a clean onnxruntime error or a correct run (a contract-valid
 case must run, give the contract's output shapes and finite values, and an int4 block_size beyond every K must give
@@ -9,8 +10,8 @@ reproducers as regular tests: int4 block_size = 2^63 - 1 with empty scales (whic
 and read the scales out of bounds) and the empty sLSTM R [4, 2^21, 0, 0] (1.65 GB per step).
 
 The nodes come from the op table (qlstm_edge.ops.all_ops(): inputs, outputs, element types, symbolic shapes,
-matrices and their scales, host scalars, float attributes); the only thing written here per op family is its size
-relations (``SIZES``). test_fuzz_covers_every_native_op fails until a new native op's family is there."""
+matrices and their scales, host scalars, float and string attributes); the only thing written here per op family
+is its size relations (``SIZES``). test_fuzz_covers_every_native_op fails until a new native op's family is there."""
 
 from __future__ import annotations
 
@@ -166,7 +167,8 @@ def valid_case(rng, op: str, mode) -> dict:
     const = bool(rng.random() < 0.5)
     inputs = [{"name": n, "dtype": t, "shape": [1] if n in SPECS[op].host and s == [] and rng.random() < 0.3 else s,
                "const": const and n in weight_inputs(op) or t == INT4} for n, t, s in ins]  # numpy has no int4
-    case = {"op": op, "attrs": attributes(op, mode, bs), "inputs": inputs, "outputs": [[n, t] for n, t, _ in outs],
+    attrs = {**attributes(op, mode, bs), **{a: str(rng.choice(v)) for a, v in SPECS[op].choices if rng.random() < 0.8}}
+    case = {"op": op, "attrs": attrs, "inputs": inputs, "outputs": [[n, t] for n, t, _ in outs],
             "dims": d, "mode": mode, "valid": True, "expect": [s for _, _, s in outs]}
     if mode == "int4" and bs > max_k(op, d):
         case["same_as_block"] = max_k(op, d)
@@ -227,10 +229,11 @@ def mutate(rng, case: dict) -> dict:
                           block_size=int(rng.choice([0, 32, I64_MAX])))
     elif kind == "attr":
         # an int quant_mode, a float or string block_size; a float attribute of another type, absent (None), zero,
-        # negative, huge, infinite or NaN
+        # negative, huge, infinite or NaN; a string attribute of another type or with a value not among its own
         wrong = [("quant_mode", 4), ("block_size", 2.5), ("block_size", "32")]
         wrong += [(a, v) for a in SPECS[c["op"]].attributes
                   for v in (1, "0.001", None, 0.0, -1.0, 3e38, float("inf"), float("nan"))]
+        wrong += [(a, v) for a, _ in SPECS[c["op"]].choices for v in (3, 0.5, "tanh", "", "GELU")]
         name, value = wrong[int(rng.integers(len(wrong)))]
         c["attrs"][name] = value
         if value is None:

@@ -8,8 +8,11 @@ relative to max(1, max |body|). Needs the built library (python runtime/native/b
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
+from onnx import helper
 
 from helpers import assert_close_relative, block_op_model, block_stream, ort_session
 from qlstm_edge.runtime import native_lib
@@ -17,7 +20,7 @@ from qlstm_edge.runtime import native_lib
 pytest.importorskip("xlstm")
 from qlstm_edge.families.xlstm.block_ops import slstm_block_function, slstm_block_sequence_function  # noqa: E402
 from qlstm_edge.families.xlstm.cells import slstm_cell_function, slstm_sequence_function  # noqa: E402
-from qlstm_edge.families.xlstm.ops import SLSTM_BLOCK, SLSTM_BLOCK_SEQUENCE  # noqa: E402
+from qlstm_edge.families.xlstm.ops import FFN_ACT, FFN_ACTIVATIONS, SLSTM_BLOCK, SLSTM_BLOCK_SEQUENCE  # noqa: E402
 
 TOL = {None: 1e-5, "fp16": 4e-3, "int8": 1e-5, "int8-dynamic": 1e-3, "int4": 1e-5}
 MODES = list(TOL)
@@ -48,16 +51,18 @@ def block_weights(rng, NH, DH, KS, U):
             "W_down": rand(rng, U, E, scale=0.3), "b_down": rand(rng, E, scale=0.1)}
 
 
-def block_model(seq, weights, mode, block_size, constant=True, body=True):
+def block_model(seq, weights, mode, block_size, constant=True, body=True, act=None):
     """One block node over graph inputs x and the state, its weights initializers (``constant``) or inputs; with
-    the op's function body (``body``) or only the nested cell's."""
+    the op's function body (``body``) or only the nested cell's; its FFN activation ``act`` (the node's ffn_act;
+    None: no attribute, as nodes written before it existed, and a gelu body)."""
     KS, E = weights["conv_weight"].shape
     make_body, cell = ((slstm_block_sequence_function, slstm_sequence_function) if seq else
                        (slstm_block_function, slstm_cell_function))
     return block_op_model(SLSTM_BLOCK_SEQUENCE if seq else SLSTM_BLOCK,
-                          lambda opset, q: [cell(opset, q)] + ([make_body(opset, q)] if body else []), weights, mode,
-                          block_size, [["B", "T", E] if seq else ["B", E], ["B", KS, E]] + [["B", E]] * 4, constant,
-                          NORM)
+                          lambda opset, q: [cell(opset, q)] + ([make_body(opset, q, act or "gelu")] if body else []),
+                          weights, mode, block_size,
+                          [["B", "T", E] if seq else ["B", E], ["B", KS, E]] + [["B", E]] * 4, constant, NORM,
+                          **({} if act is None else {FFN_ACT: act}))
 
 
 def stream(sess, seq, xs, state, chunks, extra):
@@ -84,6 +89,23 @@ def test_block_kernel_matches_function_body(isa, lib, seq, mode):
         got = stream(ort_session(block_model(seq, weights, mode, bs, body=False)[0], lib), seq, xs, state,
                      [4, 1, 4], extra)
         assert native_lib.compute_calls() == calls + (3 if seq else 9)
+        assert_close_relative([got[0], *got[1]], [want[0], *want[1]], TOL[mode])
+
+
+@pytest.mark.parametrize("mode", [None, "int8-dynamic"], ids=["fp32", "int8-dynamic"])
+@pytest.mark.parametrize("act", [None, *FFN_ACTIVATIONS], ids=lambda a: a or "no-attribute")
+@pytest.mark.parametrize("seq", [False, True], ids=["step", "sequence"])
+def test_block_kernel_matches_function_body_for_every_ffn_activation(isa, lib, seq, act, mode):
+    """Each of xlstm's FFN activations (the node's ffn_act; none: gelu, as in files written before the attribute)."""
+    rng = np.random.default_rng(45)
+    for B, NH, DH, KS, U, bs in CASES[:2]:
+        weights = block_weights(rng, NH, DH, KS, U)
+        xs, state = rand(rng, B, 6, NH * DH), initial_state(rng, B, KS, NH * DH)
+        want = stream(ort_session(block_model(seq, weights, mode, bs, act=act)[0]), seq, xs, state, [4, 2], {})
+        calls = native_lib.compute_calls()
+        got = stream(ort_session(block_model(seq, weights, mode, bs, body=False, act=act)[0], lib), seq, xs, state,
+                     [4, 2], {})
+        assert native_lib.compute_calls() == calls + (2 if seq else 6)
         assert_close_relative([got[0], *got[1]], [want[0], *want[1]], TOL[mode])
 
 
@@ -130,6 +152,12 @@ def test_block_bad_inputs_are_refused_clearly(lib):
         sess.run(None, {**feeds, "conv": conv[:, :, :7]})
     with pytest.raises(Exception, match=r"sLSTMBlock: input 'conv_weight' must have shape \[KS, E\] \(KS from conv\)"):
         sess.run(None, {**feeds, "conv": conv[:, :3]})
+    for value, message in (("tanh", "attribute 'ffn_act' must be one of 'gelu', 'relu', 'relu^2', 'sigmoid', "
+                                     "'swish', 'selu', got 'tanh'"), (3, "attribute 'ffn_act' must be a string")):
+        model.graph.node[0].attribute.append(helper.make_attribute(FFN_ACT, value))
+        with pytest.raises(Exception, match=re.escape(f"sLSTMBlock: {message}")):
+            ort_session(model, lib)
+        del model.graph.node[0].attribute[-1]
     model.graph.node[0].ClearField("attribute")
     with pytest.raises(Exception, match="sLSTMBlock: the node has no float attribute 'norm_eps'"):
         ort_session(model, lib)

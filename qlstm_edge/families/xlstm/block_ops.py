@@ -37,9 +37,12 @@ sLSTMBlock / sLSTMBlockSequence (x [B, E] or [B, T, E]; the xLSTM LM's sLSTM blo
     y, c', n', m' = sLSTMCell / sLSTMSequence(wx, y, c, n, m, R, b)
     x1  = x + layer_norm(y per head, norm_eps) * group_norm_weight + group_norm_bias
     gate, z = split((layer_norm(x1, norm_eps) * ffn_norm_weight + ffn_norm_bias) @ W_up + b_up, [U, U])
-    h   = x1 + (gelu(gate) z) @ W_down + b_down                    gelu(g) = g/2 (1 + erf(g / sqrt 2))
-NH and DH come from R [4, NH, DH, DH]. W_gates and R are stacked head matrices (Quantizer.store_stacked); their
-products, as the cell op's y @ R, quantize each head's row on its own in int8-dynamic.
+    h   = x1 + (act(gate) z) @ W_down + b_down                     act: the string attribute ffn_act (ffn_activation;
+                                                                  absent: gelu(g) = g/2 (1 + erf(g / sqrt 2)))
+The body is built for one activation (its model's) and declares ffn_act, as it declares quant_mode, without
+reading it: the exporter gives every node the activation its body computes. NH and DH come from R [4, NH, DH, DH].
+W_gates and R are stacked head matrices (Quantizer.store_stacked); their products, as the cell op's y @ R, quantize
+each head's row on its own in int8-dynamic.
 
 Quantization (exporters/quantize.py has the op contract): the matrices are stored per mode (xLSTMLarge's five,
 the mLSTM block's W_up, W_qkv (stacked, as layers.Net.headwise stores it), W_if and W_down, the sLSTM block's
@@ -51,7 +54,7 @@ the residual stream and the states are float32 in every mode (the mLSTM cell's r
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import onnx
@@ -61,9 +64,9 @@ from ...exporters.graph import FunctionBuilder, op_function
 from ...exporters.quantize import Quantizer
 from ...runtime.metadata import DOMAIN, DOMAIN_VERSION
 from ...exporters.quantize import stacked_scale
-from .ops import (LARGE_BLOCK, LARGE_BLOCK_MATRICES, LARGE_BLOCK_SEQUENCE, MLSTM_BLOCK, MLSTM_BLOCK_MATRICES,
-                  MLSTM_BLOCK_SEQUENCE, MLSTM_CELL, MLSTM_SEQUENCE, NORM_EPS, SLSTM_BLOCK, SLSTM_BLOCK_MATRICES,
-                  SLSTM_BLOCK_SEQUENCE, SLSTM_CELL, SLSTM_SEQUENCE)
+from .ops import (FFN_ACTIVATIONS, LARGE_BLOCK, LARGE_BLOCK_MATRICES, LARGE_BLOCK_SEQUENCE, MLSTM_BLOCK,
+                  MLSTM_BLOCK_MATRICES, MLSTM_BLOCK_SEQUENCE, MLSTM_CELL, MLSTM_SEQUENCE, NORM_EPS, SLSTM_BLOCK,
+                  SLSTM_BLOCK_MATRICES, SLSTM_BLOCK_SEQUENCE, SLSTM_CELL, SLSTM_SEQUENCE)
 
 
 def _rms_norm(fb: FunctionBuilder, x: str, weight: str, bias: str, opset: int, name: str) -> str:
@@ -132,12 +135,13 @@ def _split_at(fb: FunctionBuilder, x: str, sizes, name: str):
             for j, (lo, hi) in enumerate(zip(bounds, bounds[1:] + [end]))]
 
 
-def _finish(fb: FunctionBuilder, opset: int, q: Quantizer) -> onnx.FunctionProto:
-    """The block op's function: its nodes, the opset of its nested cell node, its attribute norm_eps and the
-    quantization attributes."""
+def _finish(fb: FunctionBuilder, opset: int, q: Quantizer, spec) -> onnx.FunctionProto:
+    """The block op's function: its nodes, the opset of its nested cell node, the spec's attributes (norm_eps,
+    which the body reads; its string attributes, which name what the body was built to compute, as the
+    quantization attributes do) and the quantization attributes."""
     f = fb.build(opset)
     f.opset_import.append(helper.make_opsetid(DOMAIN, DOMAIN_VERSION))
-    f.attribute.append(NORM_EPS)
+    f.attribute.extend([*spec.attributes, *(name for name, _ in spec.choices)])
     return q.declare_attributes(f)
 
 
@@ -167,7 +171,7 @@ def _large_block_function(seq: bool, opset: int, q: Quantizer) -> onnx.FunctionP
               name="residual_ffn")
     for value, name in zip((y, c_new, n_new, m_new), spec.output_names):
         fb.op("Identity", [value], [name], name=name)
-    return _finish(fb, opset, q)
+    return _finish(fb, opset, q, spec)
 
 
 def large_block_function(opset: int, q: Optional[Quantizer] = None) -> onnx.FunctionProto:
@@ -183,8 +187,36 @@ def _layer_norm(fb: FunctionBuilder, x: str, weight: str, bias: str, name: str) 
     return _with_norm_eps(fb, fb.op("LayerNormalization", [x, weight, bias], name=name, axis=-1), "epsilon")
 
 
-def _silu(fb: FunctionBuilder, x: str, name: str) -> str:
-    return fb.op("Mul", [x, fb.op("Sigmoid", [x], name=f"{name}.sigmoid")], name=name)
+def silu(b, x: str, name: str) -> str:
+    """x sigmoid(x) as nodes of ``b`` (a function body's FunctionBuilder or an exported graph's builder)."""
+    return b.op("Mul", [x, b.op("Sigmoid", [x], name=f"{name}.sigmoid")], name=name)
+
+
+SELU_ALPHA, SELU_GAMMA = 1.6732632423543772, 1.0507009873554805  # torch's selu
+
+
+def ffn_activation(b, const: Callable[[float, str], str], kind: str, x: str, name: str) -> str:
+    """The activation ``kind`` (FFN_ACTIVATIONS: xlstm's GatedFeedForward registry, torch's exact definitions) of x
+    as standard-op nodes of ``b``; ``const(value, name)`` gives a float32 scalar (a function body's Constant, a
+    graph's initializer). The sLSTM block op's body and the cell-op layout's FFN (layers.Net.activation) both
+    build it here."""
+    if kind == "gelu":  # exact (erf) GELU: x/2 (1 + erf(x/sqrt 2)); onnxruntime fuses this form into one Gelu
+        half = b.op("Mul", [x, const(0.5, f"{name}.half")], name=f"{name}.half_x")
+        erf = b.op("Erf", [b.op("Div", [x, const(2 ** 0.5, f"{name}.sqrt2")], name=f"{name}.scaled")],
+                   name=f"{name}.erf")
+        return b.op("Mul", [half, b.op("Add", [erf, const(1.0, f"{name}.one")], name=f"{name}.1p")], name=name)
+    if kind == "relu":
+        return b.op("Relu", [x], name=name)
+    if kind == "relu^2":
+        r = b.op("Relu", [x], name=f"{name}.relu")
+        return b.op("Mul", [r, r], name=name)
+    if kind == "sigmoid":
+        return b.op("Sigmoid", [x], name=name)
+    if kind == "swish":
+        return silu(b, x, name)
+    if kind == "selu":
+        return b.op("Selu", [x], name=name, alpha=SELU_ALPHA, gamma=SELU_GAMMA)
+    raise ValueError(f"feed-forward activation {kind!r} is not one of xlstm's {', '.join(FFN_ACTIVATIONS)}")
 
 
 def _causal_conv(fb: FunctionBuilder, x: str, state: str, seq: bool) -> str:
@@ -253,7 +285,7 @@ def _mlstm_block_function(seq: bool, opset: int, q: Quantizer) -> onnx.FunctionP
     lead = fb.ints([0] * n_lead)
     xn = _layer_norm(fb, "x", "norm_weight", "norm_bias", "norm")
     x_m, z = _split_at(fb, linear(xn, "W_up", "b_up"), [inner], "up")
-    x_c = _silu(fb, _causal_conv(fb, x_m, conv, seq), "conv_act")
+    x_c = silu(fb, _causal_conv(fb, x_m, conv, seq), "conv_act")
     w_qkv = q.body_stacked(fb, "W_qkv", scales.get("W_qkv"), name="W_qkv_dq")
     qkv = _headwise_qkv(fb, q, (x_c, x_c, x_m), w_qkv, scales.get("W_qkv"), lead, n_lead,
                         fb.op("Mul", [inner, fb.ints([3])], name="3I"), opset)
@@ -268,17 +300,17 @@ def _mlstm_block_function(seq: bool, opset: int, q: Quantizer) -> onnx.FunctionP
           [h, c_new, n_new, m_new], name=cell.name, domain=DOMAIN)
     hn = _head_norm(fb, h, fb.op("Concat", [lead, inner], name="merged_shape", axis=0), dh)
     h_skip = fb.op("Add", [hn, fb.op("Mul", ["skip", x_c], name="skip_x")], name="h_skip")
-    h_state = fb.op("Mul", [h_skip, _silu(fb, z, "z_act")], name="h_gated")
+    h_state = fb.op("Mul", [h_skip, silu(fb, z, "z_act")], name="h_gated")
     y = fb.op("Add", ["x", linear(h_state, "W_down", "b_down")], name="residual")
     outs = dict(zip(spec.output_names, (y, None, c_new, fb.op("Unsqueeze", [n_new, three], name="n_package"),
                                         fb.op("Unsqueeze", [m_new, three], name="m_package"))))
     for name, value in outs.items():
         if value is not None:
             fb.op("Identity", [value], [name], name=name)
-    return _finish(fb, opset, q)
+    return _finish(fb, opset, q, spec)
 
 
-def _slstm_block_function(seq: bool, opset: int, q: Quantizer) -> onnx.FunctionProto:
+def _slstm_block_function(seq: bool, opset: int, q: Quantizer, ffn_act: str) -> onnx.FunctionProto:
     spec, cell = (SLSTM_BLOCK_SEQUENCE, SLSTM_SEQUENCE) if seq else (SLSTM_BLOCK, SLSTM_CELL)
     fb = op_function(spec, q)
     state = spec.regular_inputs[2:6]
@@ -286,7 +318,7 @@ def _slstm_block_function(seq: bool, opset: int, q: Quantizer) -> onnx.FunctionP
     lead = fb.ints([0, 0] if seq else [0])
 
     xn = _layer_norm(fb, "x", "norm_weight", "norm_bias", "norm")
-    xc = _silu(fb, _causal_conv(fb, xn, spec.regular_inputs[1], seq), "conv_act")
+    xc = silu(fb, _causal_conv(fb, xn, spec.regular_inputs[1], seq), "conv_act")
     nh, dh = _dim(fb, "R", 1, "NH"), _dim(fb, "R", 2, "DH")
     e = fb.op("Mul", [nh, dh], name="E")
     head_shape = fb.op("Concat", [lead, fb.ints([1]), nh, fb.ints([1]), dh], name="gate_head_shape", axis=0)
@@ -316,13 +348,11 @@ def _slstm_block_function(seq: bool, opset: int, q: Quantizer) -> onnx.FunctionP
     # float32 Constants, not CastLike ones: the onnx inliner expands a CastLike into a Cast that then keeps
     # onnxruntime from fusing the GELU, so an inlined file would compute it in other arithmetic
     c = lambda v, n: fb.op("Constant", [], name=n, value=numpy_helper.from_array(np.array(v, np.float32)))  # noqa: E731
-    half = fb.op("Mul", [gate, c(0.5, "ffn_act.half")], name="ffn_act.half_x")
-    erf = fb.op("Erf", [fb.op("Div", [gate, c(2 ** 0.5, "ffn_act.sqrt2")], name="ffn_act.scaled")], name="ffn_act.erf")
-    act = fb.op("Mul", [half, fb.op("Add", [erf, c(1.0, "ffn_act.one")], name="ffn_act.1p")], name="ffn_act")
+    act = ffn_activation(fb, c, ffn_act, gate, "ffn_act")
     h = fb.op("Add", [x1, linear(fb.op("Mul", [act, z], name="ffn_gated"), "W_down", "b_down")], name="residual_ffn")
     for value, name in zip((h, *cell_out[len(cell_out) - 4:]), spec.output_names[:1] + spec.output_names[2:]):
         fb.op("Identity", [value], [name], name=name)
-    return _finish(fb, opset, q)
+    return _finish(fb, opset, q, spec)
 
 
 def mlstm_block_function(opset: int, q: Optional[Quantizer] = None) -> onnx.FunctionProto:
@@ -333,9 +363,11 @@ def mlstm_block_sequence_function(opset: int, q: Optional[Quantizer] = None) -> 
     return _mlstm_block_function(True, opset, q or Quantizer())
 
 
-def slstm_block_function(opset: int, q: Optional[Quantizer] = None) -> onnx.FunctionProto:
-    return _slstm_block_function(False, opset, q or Quantizer())
+def slstm_block_function(opset: int, q: Optional[Quantizer] = None, ffn_act: str = FFN_ACTIVATIONS[0]
+                         ) -> onnx.FunctionProto:
+    return _slstm_block_function(False, opset, q or Quantizer(), ffn_act)
 
 
-def slstm_block_sequence_function(opset: int, q: Optional[Quantizer] = None) -> onnx.FunctionProto:
-    return _slstm_block_function(True, opset, q or Quantizer())
+def slstm_block_sequence_function(opset: int, q: Optional[Quantizer] = None, ffn_act: str = FFN_ACTIVATIONS[0]
+                                  ) -> onnx.FunctionProto:
+    return _slstm_block_function(True, opset, q or Quantizer(), ffn_act)

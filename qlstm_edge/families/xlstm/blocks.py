@@ -10,7 +10,7 @@ import torch
 
 from ...exporters.recipe import f32
 from .layers import Net
-from .ops import (LARGE_BLOCK, LARGE_BLOCK_MATRICES, LARGE_BLOCK_SEQUENCE, MLSTM_BLOCK, MLSTM_BLOCK_MATRICES,
+from .ops import (FFN_ACT, LARGE_BLOCK, LARGE_BLOCK_MATRICES, LARGE_BLOCK_SEQUENCE, MLSTM_BLOCK, MLSTM_BLOCK_MATRICES,
                   MLSTM_BLOCK_SEQUENCE, MLSTM_CELL, MLSTM_SEQUENCE, NORM_EPS, SLSTM_BLOCK, SLSTM_BLOCK_MATRICES,
                   SLSTM_BLOCK_SEQUENCE, SLSTM_CELL, SLSTM_SEQUENCE)
 
@@ -94,20 +94,19 @@ def mlstm_block_cells(net: Net, block, i: int, x: str, states) -> str:
     return g.op("Add", [x, y], name=f"{p}.residual")
 
 
-BLOCK_ACTIVATION = "gelu"  # the FFN activation the sLSTM block op computes (the package's default)
-
-
 def slstm_ffn_block(net: Net, block, i: int, x: str, states) -> str:
-    """The sLSTM block and its FFN as one sLSTMBlock (or sLSTMBlockSequence) node. These forms keep one sLSTM
-    cell-op node and standard-op layers (``slstm_block`` then ``ffn``): fp16 (as ``large_block_cells`` says; the
-    block kernel's fp16 streams of the tests' block stack differ from the body's by 4e-4 relative, over the 1e-4 that
-    test_native_auto_runs_quantized_exports_correctly allows), no conv (conv1d_kernel_size 0), no FFN, an FFN
-    activation other than gelu, and norms of different epsilons."""
+    """The sLSTM block and its FFN as one sLSTMBlock (or sLSTMBlockSequence) node, its FFN activation the node's
+    ffn_act. These forms keep one sLSTM cell-op node and standard-op layers (``slstm_block`` then ``ffn``): fp16 (as
+    ``large_block_cells`` says; the block kernel's fp16 streams of the tests' block stack differ from the body's by
+    4e-4 relative, over the 1e-4 that test_native_auto_runs_quantized_exports_correctly allows), no conv
+    (conv1d_kernel_size 0), no FFN, norms of different epsilons, and an FFN activation other than the one the
+    model's sLSTM block op body was built for (the package's configs give every sLSTM block the same one)."""
     layer, ffn_ = block.xlstm, block.ffn
     eps = {block.xlstm_norm.eps, layer.group_norm.eps, *([] if ffn_ is None else [block.ffn_norm.eps])}
-    if (net.q.compute_dtype == "float16" or layer.config.conv1d_kernel_size == 0 or ffn_ is None
-            or ffn_.config.act_fn != BLOCK_ACTIVATION or len(eps) > 1):
+    if (net.q.compute_dtype == "float16" or layer.config.conv1d_kernel_size == 0 or ffn_ is None or len(eps) > 1
+            or net.ffn_act not in (None, ffn_.config.act_fn)):
         return ffn(net, block, i, slstm_block(net, block, i, x, states))
+    net.ffn_act = ffn_.config.act_fn
     g, cell, p = net.g, layer.slstm_cell, f"b{i}"
     gates = [layer.fgate, layer.igate, layer.zgate, layer.ogate]  # the package's i/f swap, as slstm_block
     w_gates = np.stack([f32(m.weight) for m in gates]).transpose(0, 1, 3, 2)  # [4, NH, DH_in, DH_out]
@@ -128,7 +127,7 @@ def slstm_ffn_block(net: Net, block, i: int, x: str, states) -> str:
     h = g.fresh(f"{p}.h")
     g.custom(op.name, [x, *(states[s].input for s in names), *stored],
              [h, *(states[s].output for s in names)], name=f"{p}.{op.name}", function=net.function(op.name),
-             **{NORM_EPS: float(eps.pop())}, **net.q.op_attributes())
+             **{NORM_EPS: float(eps.pop()), FFN_ACT: net.ffn_act}, **net.q.op_attributes())
     return h
 
 

@@ -23,8 +23,8 @@ from ...exporters.graph import GraphBuilder
 from ...exporters.quantize import stacked_scale
 from ...exporters.recipe import f32
 from .cells import mlstm_cell_function, mlstm_sequence_function, slstm_cell_function, slstm_sequence_function
-from .block_ops import (large_block_function, large_block_sequence_function, mlstm_block_function,
-                        mlstm_block_sequence_function, slstm_block_function, slstm_block_sequence_function)
+from .block_ops import (ffn_activation, large_block_function, large_block_sequence_function, mlstm_block_function,
+                        mlstm_block_sequence_function, silu, slstm_block_function, slstm_block_sequence_function)
 from .ops import (LARGE_BLOCK, LARGE_BLOCK_SEQUENCE, MLSTM_BLOCK, MLSTM_BLOCK_SEQUENCE, MLSTM_CELL, MLSTM_SEQUENCE,
                   SLSTM_BLOCK, SLSTM_BLOCK_SEQUENCE, SLSTM_CELL, SLSTM_SEQUENCE)
 
@@ -41,6 +41,7 @@ class Net:
         self.q = g.quant
         self._functions: Dict[str, onnx.FunctionProto] = {}
         self._compute: Dict[str, str] = {}
+        self.ffn_act: Optional[str] = None  # the FFN activation the sLSTM block op's body computes (one a model)
 
     def function(self, name: str) -> onnx.FunctionProto:
         if name not in self._functions:
@@ -52,8 +53,9 @@ class Net:
                     LARGE_BLOCK_SEQUENCE.name: lambda: large_block_sequence_function(self.opset, self.q),
                     MLSTM_BLOCK.name: lambda: mlstm_block_function(self.opset, self.q),
                     MLSTM_BLOCK_SEQUENCE.name: lambda: mlstm_block_sequence_function(self.opset, self.q),
-                    SLSTM_BLOCK.name: lambda: slstm_block_function(self.opset, self.q),
-                    SLSTM_BLOCK_SEQUENCE.name: lambda: slstm_block_sequence_function(self.opset, self.q)}[name]
+                    SLSTM_BLOCK.name: lambda: slstm_block_function(self.opset, self.q, self.ffn_act),
+                    SLSTM_BLOCK_SEQUENCE.name: lambda: slstm_block_sequence_function(self.opset, self.q,
+                                                                                     self.ffn_act)}[name]
             self._functions[name] = make()
             self.g.functions.setdefault(name, self._functions[name])
         return self._functions[name]
@@ -184,29 +186,11 @@ class Net:
         return y
 
     def silu(self, x: str, name: str) -> str:
-        return self.g.op("Mul", [x, self.g.op("Sigmoid", [x], name=f"{name}.sigmoid")], name=name)
+        return silu(self.g, x, name)
 
     def activation(self, kind: str, x: str, name: str) -> str:
-        """The activations of xlstm's GatedFeedForward registry (torch's exact definitions)."""
-        g = self.g
-        if kind == "gelu":  # exact (erf) GELU: x/2 (1 + erf(x/sqrt 2)); onnxruntime fuses this form into one Gelu
-            erf = g.op("Erf", [g.op("Div", [x, self.scalar(f"{name}.sqrt2", 2 ** 0.5)], name=f"{name}.scaled")],
-                       name=f"{name}.erf")
-            half = g.op("Mul", [x, self.scalar(f"{name}.half", 0.5)], name=f"{name}.half_x")
-            return g.op("Mul", [half, g.op("Add", [erf, self.scalar(f"{name}.one", 1.0)], name=f"{name}.1p")],
-                        name=name)
-        if kind == "relu":
-            return g.op("Relu", [x], name=name)
-        if kind == "relu^2":
-            r = g.op("Relu", [x], name=f"{name}.relu")
-            return g.op("Mul", [r, r], name=name)
-        if kind == "sigmoid":
-            return g.op("Sigmoid", [x], name=name)
-        if kind == "swish":
-            return self.silu(x, name)
-        if kind == "selu":
-            return g.op("Selu", [x], name=name, alpha=1.6732632423543772, gamma=1.0507009873554805)
-        raise ValueError(f"feed-forward activation {kind!r} is not supported by the xLSTM exporter")
+        """The activations of xlstm's GatedFeedForward registry (block_ops.ffn_activation)."""
+        return ffn_activation(self.g, lambda v, n: self.scalar(n, v), kind, x, name)
 
     def soft_cap(self, x: str, cap: Optional[float], name: str) -> str:
         if cap is None:

@@ -135,16 +135,21 @@ def _slstm_block_state(suffix: str):
 
 
 SLSTM_BLOCK_MATRICES = ("W_gates", "R", "W_up", "W_down")
+FFN_ACT = "ffn_act"  # the sLSTM block ops' string attribute: the FFN's activation
+FFN_ACTIVATIONS = ("gelu", "relu", "relu^2", "sigmoid", "swish", "selu")  # xlstm's GatedFeedForward registry
 SLSTM_BLOCK = OpSpec(
     "sLSTMBlock", _slstm_block_inputs("[B, E]", ""), (Port("h", F32, "[B, E]"), *_slstm_block_state("_out")),
     "One step of the xLSTM LM's sLSTM block and its FFN: layer norm, causal conv1d and SiLU, head-wise gate "
-    "projections, the sLSTM cell, group norm and residual, then layer norm, GELU-gated FFN and residual (the float "
-    "attribute norm_eps: the three norms' epsilon).", matrices=SLSTM_BLOCK_MATRICES, attributes=(NORM_EPS,))
+    "projections, the sLSTM cell, group norm and residual, then layer norm, gated FFN and residual (the float "
+    "attribute norm_eps: the three norms' epsilon; the string attribute ffn_act: the FFN's activation, torch's "
+    "definition of each).", matrices=SLSTM_BLOCK_MATRICES, attributes=(NORM_EPS,),
+    choices=((FFN_ACT, FFN_ACTIVATIONS),))
 SLSTM_BLOCK_SEQUENCE = OpSpec(
     "sLSTMBlockSequence", _slstm_block_inputs("[B, T, E]", "0"),
     (Port("H", F32, "[B, T, E]"), *_slstm_block_state("_T")),
     "A chunk of sLSTM block steps: the conv and projections over the chunk, the recurrence as sLSTMSequence "
-    "(attribute norm_eps as sLSTMBlock).", matrices=SLSTM_BLOCK_MATRICES, attributes=(NORM_EPS,))
+    "(attributes norm_eps and ffn_act as sLSTMBlock).", matrices=SLSTM_BLOCK_MATRICES, attributes=(NORM_EPS,),
+    choices=((FFN_ACT, FFN_ACTIVATIONS),))
 
 OPS = [SLSTM_CELL, SLSTM_SEQUENCE, MLSTM_CELL, MLSTM_SEQUENCE, LARGE_BLOCK, LARGE_BLOCK_SEQUENCE, MLSTM_BLOCK,
        MLSTM_BLOCK_SEQUENCE, SLSTM_BLOCK, SLSTM_BLOCK_SEQUENCE]

@@ -24,6 +24,13 @@
 #include "qle_ort_status.h"
 #include "qle_qmatrix.h"
 
+// A string attribute of an op and its values; a node without it takes values[0] (so a node written before
+// the attribute existed keeps its meaning).
+struct QleChoice {
+  const char* name;
+  std::vector<const char*> values;
+};
+
 // One custom op's contract. Each family's ops file defines its ops' specs; the library's
 // qle_native_info lists them (its "contract" key), so the Python op table can be checked against them.
 struct QleOpSpec {
@@ -37,6 +44,7 @@ struct QleOpSpec {
   std::vector<size_t> host;      // inputs whose values the checks read: count, the mLSTM scalars (the
                                  // CUDA ops take them in host memory; on the CPU every input is there)
   std::vector<const char*> attributes = {};  // float attributes every node has (read when its kernel is made)
+  std::vector<QleChoice> choices = {};       // string attributes (read then too, as indices into their values)
 
   size_t regular() const { return input_types.size(); }
   bool is_matrix(size_t i) const { return std::find(matrices.begin(), matrices.end(), i) != matrices.end(); }

@@ -48,13 +48,32 @@ bool qle_check_passed(OrtStatusPtr st) {
 }
 
 OrtStatusPtr qle_read_attributes(const OrtApi& api, const OrtKernelInfo* info, const QleOpSpec& op,
-                                 std::vector<float>* out) {
-  out->assign(op.attributes.size(), 0.0f);
+                                 std::vector<float>* values, std::vector<int>* choices) {
+  values->assign(op.attributes.size(), 0.0f);
   for (size_t i = 0; i < op.attributes.size(); ++i)
-    if (OrtStatusPtr st = api.KernelInfoGetAttribute_float(info, op.attributes[i], &(*out)[i])) {
+    if (OrtStatusPtr st = api.KernelInfoGetAttribute_float(info, op.attributes[i], &(*values)[i])) {
       api.ReleaseStatus(st);
       return qle_op_status(ORT_INVALID_ARGUMENT, op,
                            std::string("the node has no float attribute '") + op.attributes[i] + "'");
     }
+  choices->assign(op.choices.size(), 0);
+  for (size_t i = 0; i < op.choices.size(); ++i) {
+    const QleChoice& c = op.choices[i];
+    std::string value;
+    OrtStatusPtr st = nullptr;
+    if (!qle_read_string(api, info, op.name, c.name, &value, &st)) {
+      if (st) return st;
+      continue;  // absent: the first value
+    }
+    size_t j = 0;
+    while (j < c.values.size() && value != c.values[j]) ++j;
+    if (j == c.values.size()) {
+      std::string known;
+      for (size_t k = 0; k < c.values.size(); ++k) known += std::string(k ? ", " : "") + "'" + c.values[k] + "'";
+      return qle_op_status(ORT_INVALID_ARGUMENT, op,
+                           std::string("attribute '") + c.name + "' must be one of " + known + ", got '" + value + "'");
+    }
+    (*choices)[i] = (int)j;
+  }
   return nullptr;
 }

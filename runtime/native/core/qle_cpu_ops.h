@@ -40,9 +40,10 @@ struct QleRanges {
   }
 };
 
-// Reads the node's value of each of op's float attributes into *out, or fails naming the op and attribute.
+// Reads the node's value of each of op's float attributes into *values and of each of its string attributes
+// (choices) into *choices, as the index of the value; or fails naming the op and attribute.
 OrtStatusPtr qle_read_attributes(const OrtApi& api, const OrtKernelInfo* info, const QleOpSpec& op,
-                                 std::vector<float>* out);
+                                 std::vector<float>* values, std::vector<int>* choices);
 
 // Whether a check of constant weights passed (releasing a failure's status: the Compute call reports it).
 bool qle_check_passed(OrtStatusPtr st);
@@ -54,6 +55,7 @@ struct QlePacked {
   QleQMode mode = QleQMode::F32;
   long block = 0;
   std::vector<float> attributes;  // the node's values of the spec's float attributes, in order
+  std::vector<int> choices;       // and of its string attributes (indices into their values)
   std::unique_ptr<Weights> w;
   std::string error;  // packing the constants failed: every call reports it
 
@@ -111,7 +113,7 @@ struct QleCpuOp : QleOpSchema<QleCpuOp<Weights, Run, Prepack, PrepackF32>, QleCp
     if (OrtStatusPtr st = qle_op_cpu_kernels(op, &k)) return st;
     std::unique_ptr<Kernel> kern(new Kernel{op, k, {}});
     QlePacked<Weights>& pk = kern->packed;
-    if (OrtStatusPtr st = qle_read_attributes(api, info, op, &pk.attributes)) return st;
+    if (OrtStatusPtr st = qle_read_attributes(api, info, op, &pk.attributes, &pk.choices)) return st;
     if constexpr (Prepack != nullptr) {
       if (OrtStatusPtr st = qle_read_qmode(api, info, op.name, &pk.mode, &pk.block)) return st;
       if (OrtStatusPtr st = qle_guarded(op.name, [&]() -> OrtStatusPtr {

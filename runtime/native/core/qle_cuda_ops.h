@@ -28,10 +28,11 @@ inline int qle_cuda_matrix_mode(const QleOpInputs& in, size_t i) {
 }
 
 // What a node's kernel reads when it is made: the int4 block size (0 in the other modes) and the node's
-// values of the spec's float attributes, in order.
+// values of the spec's float attributes and string attributes (indices into their values), in order.
 struct QleCudaNode {
   long block = 0;
   std::vector<float> attributes;
+  std::vector<int> choices;
 };
 
 // A family's launcher of a checked-then-launched node: checks `in` (a failure in *st, 0 returned),
@@ -70,7 +71,7 @@ struct QleCudaOp : QleOpSchema<QleCudaOp<Launch>, QleCudaKernel> {
     QleCudaNode node;
     if (!this->spec().matrices.empty())
       if (OrtStatusPtr st = qle_read_qmode(api, info, this->GetName(), &mode, &node.block)) return st;
-    if (OrtStatusPtr st = qle_read_attributes(api, info, this->spec(), &node.attributes)) return st;
+    if (OrtStatusPtr st = qle_read_attributes(api, info, this->spec(), &node.attributes, &node.choices)) return st;
     *kernel = new QleCudaKernel{this->spec(), Launch, mode, std::move(node)};
     return nullptr;
   }

@@ -74,19 +74,37 @@ int64_t qle_qmatrix_width(QleQMode m, ONNXTensorElementDataType t, int64_t N) {
   return qle_qmatrix_packed(m, t) ? N / 2 + N % 2 : N;
 }
 
+bool qle_read_string(const OrtApi& api, const OrtKernelInfo* info, const char* op, const char* name,
+                     std::string* value, OrtStatusPtr* st) {
+  *st = nullptr;
+  size_t size = 0;
+  if (OrtStatus* e = api.KernelInfoGetAttribute_string(info, name, nullptr, &size)) {
+    api.ReleaseStatus(e);  // no string attribute of that name: none at all, or one of another type
+    int64_t i = 0;
+    float f = 0.0f;
+    OrtStatus* as_int = api.KernelInfoGetAttribute_int64(info, name, &i);
+    OrtStatus* as_float = as_int ? api.KernelInfoGetAttribute_float(info, name, &f) : nullptr;
+    const bool other_type = as_int == nullptr || as_float == nullptr;
+    if (as_int) api.ReleaseStatus(as_int);
+    if (as_float) api.ReleaseStatus(as_float);
+    if (other_type)
+      *st = api.CreateStatus(ORT_INVALID_ARGUMENT,
+                             (std::string(op) + ": attribute '" + name + "' must be a string").c_str());
+    return false;
+  }
+  value->assign(size, '\0');
+  if ((*st = api.KernelInfoGetAttribute_string(info, name, &(*value)[0], &size))) return false;
+  value->resize(strlen(value->c_str()));
+  return true;
+}
+
 OrtStatusPtr qle_read_qmode(const OrtApi& api, const OrtKernelInfo* info, const char* op, QleQMode* mode,
                             long* block) {
   *mode = QleQMode::F32;
   *block = 0;
-  size_t size = 0;
-  if (OrtStatus* st = api.KernelInfoGetAttribute_string(info, "quant_mode", nullptr, &size)) {
-    api.ReleaseStatus(st);  // no such attribute: an unquantized node
-    return nullptr;
-  }
-  std::string value(size, '\0');
-  if (OrtStatus* st = api.KernelInfoGetAttribute_string(info, "quant_mode", &value[0], &size))
-    return st;
-  value.resize(strlen(value.c_str()));
+  std::string value;
+  OrtStatusPtr st = nullptr;
+  if (!qle_read_string(api, info, op, "quant_mode", &value, &st)) return st;  // none: an unquantized node
   const QleQMode modes[] = {QleQMode::F16, QleQMode::I8, QleQMode::I8Dyn, QleQMode::I4};
   bool known = false;
   for (QleQMode m : modes)

@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <string>
 #include <vector>
 
 #include "qle_cpu.h"
@@ -25,6 +26,11 @@ const char* qle_qmode_name(QleQMode m);
 bool qle_qmode_integer(QleQMode m);
 // int8-dynamic: |sum of K products| <= K * 255 * 127 must fit int32 (the VNNI form adds 128).
 constexpr long kQleMaxDynamicK = 65536;
+
+// The node's string attribute `name` into *value: true when it has one. Fails when the node has an attribute of
+// that name of another type (naming `op`).
+bool qle_read_string(const OrtApi& api, const OrtKernelInfo* info, const char* op, const char* name,
+                     std::string* value, OrtStatusPtr* st);
 
 // Reads the node's quant_mode / block_size attributes (no quant_mode: fp32, block 0). Fails, naming
 // `op`, for an unknown quant_mode and for int4 without a positive block_size.

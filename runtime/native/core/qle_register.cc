@@ -72,14 +72,17 @@ std::string index_list(const std::vector<size_t>& v) {
 }
 
 // One op's contract: {"name", "inputs", "regular", "input_types", "output_types", "matrices", "host",
-// "x_in_product", "attributes"}; input_types are those of the regular inputs in an fp32 node.
+// "x_in_product", "attributes", "choices"}; input_types are those of the regular inputs in an fp32 node.
 std::string contract_json(const QleOpSpec& op) {
   return "{\"name\": " + quoted(op.name) + ", \"inputs\": " + json_list(op.inputs, quoted) +
          ", \"regular\": " + std::to_string(op.regular()) +
          ", \"input_types\": " + type_list(op.input_types) + ", \"output_types\": " + type_list(op.output_types) +
          ", \"matrices\": " + index_list(op.matrices) + ", \"host\": " + index_list(op.host) +
          ", \"x_in_product\": " + (op.x_in_product ? "true" : "false") +
-         ", \"attributes\": " + json_list(op.attributes, quoted) + "}";
+         ", \"attributes\": " + json_list(op.attributes, quoted) + ", \"choices\": " +
+         json_list(op.choices, [](const QleChoice& c) {
+           return "{\"name\": " + quoted(c.name) + ", \"values\": " + json_list(c.values, quoted) + "}";
+         }) + "}";
 }
 
 // The specs of the ops registered for execution provider `ep`, in registration order.

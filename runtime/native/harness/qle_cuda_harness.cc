@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "qle_block_core.h"
+#include "qle_block_math.h"
 #include "qle_cpu.h"
 #include "qle_cuda_modes.h"
 #include "qle_large_block.h"
@@ -1038,6 +1039,7 @@ void add_mlstm_block(std::vector<Case>* cases, const Mode& m, const MbShape& s, 
 
 struct SbShape {
   long B, T, NH, DH, KS, U, block;  // E = NH DH; T = 1 for the step op
+  int act;                          // the FFN's activation (QleFfnAct)
 };
 
 struct SbInputs {
@@ -1104,7 +1106,7 @@ Outputs slstm_block_cpu_calls(const SbInputs& in) {
     a.group_norm_w = in.group_norm_w.data(), a.group_norm_b = in.group_norm_b.data();
     a.ffn_norm_w = in.ffn_norm_w.data(), a.ffn_norm_b = in.ffn_norm_b.data();
     a.W_up = &up, a.W_down = &down, a.b_up = in.b_up.data(), a.b_down = in.b_down.data();
-    a.norm_eps = in.norm_eps;
+    a.norm_eps = in.norm_eps, a.ffn_act = s.act;
     a.H = H.data(), a.conv_out = next.conv.data(), a.y_out = next.y.data(), a.c_out = next.c.data();
     a.n_out = next.n.data(), a.m_out = next.m.data();
     qle_slstm_block(kReference, a);
@@ -1132,7 +1134,7 @@ Outputs slstm_block_gpu_calls(const SbInputs& in) {
   a.ffn_norm_w = dev.put(in.ffn_norm_w), a.ffn_norm_b = dev.put(in.ffn_norm_b);
   a.W_up = matrix(in.W_up, E, 2 * s.U), a.W_down = matrix(in.W_down, s.U, E);
   a.b_up = dev.put(in.b_up), a.b_down = dev.put(in.b_down);
-  a.norm_eps = in.norm_eps;
+  a.norm_eps = in.norm_eps, a.ffn_act = s.act;
   Outputs o;
   SbState st{in.conv, in.y, in.c, in.n, in.m};
   const size_t NH = (size_t)(s.B * s.T * E), Nconv = st.conv.size(), Ns = st.y.size();
@@ -1176,11 +1178,11 @@ void add_slstm_block(std::vector<Case>* cases, const Mode& m, const SbShape& s, 
   in->norm_eps = 1e-5f;
   // Exact in every mode: the CUDA block runs the CPU kernel's steps in its order with the same sources. The gate
   // projections run per head in qle_qmatmul's scalar order (dot_onto, onto b_gates), the FFN products likewise; the
-  // norms' sums and the conv's taps run in index order in one thread; the element formulas, the GELU's erf
+  // norms' sums and the conv's taps run in index order in one thread; the element formulas, the FFN's activation
   // included, are qle_block_math.h's; the recurrence is the sLSTM kernel's (exact above).
   const char* op = seq ? "sLSTMBlockSequence" : "sLSTMBlock";
   Case k{shape_name(op, m, {{"B", s.B}, {"T", s.T}, {"NH", s.NH}, {"DH", s.DH}, {"KS", s.KS}, {"U", s.U},
-                            {"bs", s.block}}),
+                            {"bs", s.block}, {"act", s.act}}),
          kExact, "exact (same operations, same order)", [in] { return slstm_block_cpu_calls(*in); },
          [in] { return slstm_block_gpu_calls(*in); }};
   cases->push_back(k);
@@ -1218,9 +1220,11 @@ std::vector<Case> all_cases() {
   const MbShape mb_seq[] = {{2, 5, 6, 2, 3, 4, 3, 4}, {1, 9, 10, 1, 5, 3, 5, 4}, {3, 2, 7, 2, 3, 4, 2, 4},
                             {2, 4, 130, 2, 65, 4, 13, 32}, {2, 0, 6, 2, 3, 4, 3, 4}};
   // (B, T, NH, DH, KS, U, block): int4 blocks that do not divide DH, E or U; E and U over 128; T < KS
-  const SbShape sb_step[] = {{1, 1, 2, 3, 4, 7, 4}, {3, 1, 1, 10, 2, 5, 4}, {2, 1, 2, 65, 4, 131, 32}};
-  const SbShape sb_seq[] = {{2, 5, 2, 3, 4, 7, 4}, {1, 9, 1, 10, 3, 5, 4}, {3, 2, 2, 6, 4, 9, 4},
-                            {2, 4, 2, 65, 4, 131, 32}, {2, 0, 2, 3, 4, 7, 4}};
+  const SbShape sb_step[] = {{1, 1, 2, 3, 4, 7, 4, QLE_FFN_GELU}, {3, 1, 1, 10, 2, 5, 4, QLE_FFN_RELU2},
+                             {2, 1, 2, 65, 4, 131, 32, QLE_FFN_SELU}};
+  const SbShape sb_seq[] = {{2, 5, 2, 3, 4, 7, 4, QLE_FFN_GELU}, {1, 9, 1, 10, 3, 5, 4, QLE_FFN_SIGMOID},
+                            {3, 2, 2, 6, 4, 9, 4, QLE_FFN_SWISH}, {2, 4, 2, 65, 4, 131, 32, QLE_FFN_RELU},
+                            {2, 0, 2, 3, 4, 7, 4, QLE_FFN_GELU}};
   for (const Mode& m : kModes) {
     for (const QlShape& s : ql_cell) add_qllstm(&cases, m, s, false, seed++);
     for (const QlShape& s : ql_seq) add_qllstm(&cases, m, s, true, seed++);

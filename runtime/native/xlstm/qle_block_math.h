@@ -66,7 +66,22 @@ QLE_FM_INLINE float qle_block_erf(float x) {
   return x < 0.0f ? -e : e;
 }
 
-// The gated GELU of the sLSTM block's FFN: gelu(g) z = g (erf(g / sqrt 2) + 1) / 2 z.
-QLE_FM_INLINE float qle_block_gated_gelu(float g, float z) {
-  return g * 0.5f * (qle_block_erf(g / 1.41421356237309515f) + 1.0f) * z;
+// The sLSTM block FFN's activations, in the order of the op's ffn_act values (qle_slstm_block_ops.cc;
+// qlstm_edge/families/xlstm/ops.py FFN_ACTIVATIONS), each as block_ops.ffn_activation's nodes compute it.
+enum QleFfnAct { QLE_FFN_GELU, QLE_FFN_RELU, QLE_FFN_RELU2, QLE_FFN_SIGMOID, QLE_FFN_SWISH, QLE_FFN_SELU };
+constexpr float kSeluAlpha = 1.6732632423543772f, kSeluGamma = 1.0507009873554805f;  // torch's (block_ops.py)
+
+QLE_FM_INLINE float qle_block_ffn_act(int act, float g) {
+  switch (act) {
+    case QLE_FFN_RELU: return g > 0.0f ? g : 0.0f;
+    case QLE_FFN_RELU2: return g > 0.0f ? g * g : 0.0f;
+    case QLE_FFN_SIGMOID: return qle_fm_sigmoid(g);
+    case QLE_FFN_SWISH: return qle_block_silu(g);
+    case QLE_FFN_SELU:  // gamma g, or gamma (alpha exp(g) - alpha) at and below 0 (onnx's Selu)
+      return g > 0.0f ? kSeluGamma * g : kSeluGamma * (kSeluAlpha * qle_fm_exp(g) - kSeluAlpha);
+    default: return g * 0.5f * (qle_block_erf(g / 1.41421356237309515f) + 1.0f);  // gelu: g (erf(g / sqrt 2) + 1) / 2
+  }
 }
+
+// The gated activation of the sLSTM block's FFN: act(g) z.
+QLE_FM_INLINE float qle_block_gated_ffn(int act, float g, float z) { return qle_block_ffn_act(act, g) * z; }

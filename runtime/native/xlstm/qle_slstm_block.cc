@@ -1,5 +1,5 @@
 // The sLSTM block CPU kernel (see qle_slstm_block.h). The element-wise steps are scalar loops over the
-// block maths the CUDA kernel shares (qle_block_math.h: its GELU's erf too), following the function body's
+// block maths the CUDA kernel shares (qle_block_math.h: the FFN's activations too), following the function body's
 // formulas.
 #include "qle_slstm_block.h"
 
@@ -14,10 +14,11 @@ namespace {
 
 thread_local std::vector<float> t_scratch;
 
-// gelu(gate) * z into out [M, U] from up [M, 2U] (gate then z).
-void gated_gelu(long M, long U, const float* up, float* out) {
+// act(gate) * z into out [M, U] from up [M, 2U] (gate then z), act the FFN's activation (QleFfnAct).
+void gated_ffn(int act, long M, long U, const float* up, float* out) {
   for (long r = 0; r < M; ++r)
-    for (long j = 0; j < U; ++j) out[r * U + j] = qle_block_gated_gelu(up[r * 2 * U + j], up[r * 2 * U + U + j]);
+    for (long j = 0; j < U; ++j)
+      out[r * U + j] = qle_block_gated_ffn(act, up[r * 2 * U + j], up[r * 2 * U + U + j]);
 }
 
 }  // namespace
@@ -48,7 +49,7 @@ void qle_slstm_block(const QleCpuKernels* k, const QleSlstmBlockArgs& a) {
   qle_block_add(M * E, a.x, x1);
   qle_block_layer_norm(M, 1, E, x1, a.ffn_norm_w, a.ffn_norm_b, a.norm_eps, xn);
   qle_block_product(k, *a.W_up, M, xn, E, a.b_up, up, 2 * U);
-  gated_gelu(M, U, up, hf);
+  gated_ffn(a.ffn_act, M, U, up, hf);
   qle_block_product(k, *a.W_down, M, hf, U, a.b_down, a.H, E);
   qle_block_add(M * E, x1, a.H);
 }

@@ -6,7 +6,8 @@
 //   wx = [xc, xc, xn, xn] per head @ W_gates[g, h] + b_gates   (gates i, f, z, o)
 //   y, c', n', m' = the sLSTM step (qle_slstm_rows: (wx + y_h @ R[g, h]) + b, the stabilised gates)
 //   x1 = x + layer_norm(y per head) * w_g + b_g
-//   gate, z = (layer_norm(x1) * w_f + b_f) @ W_up + b_up;  h = x1 + (gelu(gate) z) @ W_down + b_down
+//   gate, z = (layer_norm(x1) * w_f + b_f) @ W_up + b_up;  h = x1 + (act(gate) z) @ W_down + b_down
+//   (act: the node's ffn_act, QleFfnAct)
 // The products run through qle_qmatmul with the node's quantization mode (the head-wise ones per head,
 // as the sLSTM cell's y @ R); every row of a chunk (B T of them) goes through each product but R's at
 // once, only the sLSTM recurrence runs step by step.
@@ -31,6 +32,7 @@ struct QleSlstmBlockArgs {
   const QleBlockMatrix *W_up, *W_down;          // [E, 2U], [U, E]
   const float *b_up, *b_down;                   // [2U], [E]
   float norm_eps;
+  int ffn_act;                                  // QleFfnAct
   float* H;                                     // [B, T, E]
   float *conv_out, *y_out, *c_out, *n_out, *m_out;
 };

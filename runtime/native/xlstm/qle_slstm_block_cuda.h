@@ -19,6 +19,7 @@ struct QleCudaSlstmBlock {
   QleCudaBlockMatrix W_up, W_down;              // [E, 2U], [U, E]
   const float *b_up, *b_down;                   // [2U], [E]
   float norm_eps;
+  int ffn_act;                                  // QleFfnAct (qle_block_math.h)
   float* H;                                     // [B, T, E]
   float *conv_out, *y_out, *c_out, *n_out, *m_out;
 };

@@ -2,11 +2,8 @@
 // error messages of the CPU ops (qle_slstm_block_ops.h). Built only with QLE_WITH_CUDA
 // (runtime/libqlstm_edge_ops_cuda.so); the kernels are in qle_slstm_block_cuda.cu.
 //
-// Every input lives on the device; norm_eps is the node's attribute. The weights are read in their ONNX layout on
-// every call (no packing).
-#define ORT_API_MANUAL_INIT
-#include <onnxruntime_cxx_api.h>
-#undef ORT_API_MANUAL_INIT
+// Every input lives on the device; norm_eps and ffn_act are the node's attributes. The weights are read in
+// their ONNX layout on every call (no packing).
 
 #include <vector>
 
@@ -32,7 +29,7 @@ int launch(Ort::KernelContext& ctx, const QleOpInputs& in, const QleCudaNode& no
   QleCudaSlstmBlock a{};
   const long E = d.E, U = d.U;
   a.B = d.B, a.T = d.T, a.E = E, a.NH = d.NH, a.KS = d.KS, a.U = U;
-  a.norm_eps = node.attributes[0];
+  a.norm_eps = node.attributes[0], a.ffn_act = node.choices[0];
   a.x = in.f(0), a.conv = in.f(1), a.y = in.f(2), a.c = in.f(3), a.n = in.f(4), a.m = in.f(5);
   a.norm_w = in.f(6), a.norm_b = in.f(7), a.conv_w = in.f(8), a.conv_b = in.f(9), a.b_gates = in.f(11);
   a.b = in.f(13), a.group_norm_w = in.f(14), a.group_norm_b = in.f(15), a.ffn_norm_w = in.f(16);

@@ -7,7 +7,7 @@
 //   11 b_gates [4E], 12 R [4, NH, DH, DH], 13 b [4E], 14 group_norm_weight, 15 group_norm_bias,
 //   16 ffn_norm_weight, 17 ffn_norm_bias [E], 18 W_up [E, 2U], 19 b_up, 20 W_down [U, E], 21 b_down;
 //   the integer modes append the four matrices' scales (22..25). The float attribute norm_eps is the
-//   epsilon of the three norms.
+//   epsilon of the three norms; the string attribute ffn_act names the FFN's activation (absent: gelu).
 // Quantized nodes follow exporters/quantize.py's contract (qle_qmatrix.h; W_gates and R are stacked,
 // as the sLSTM cell's R); constant matrices (initializers) are packed once per kernel (float32 W_up and
 // W_down in column panels, qle_block_core.h), others on every call.
@@ -51,10 +51,12 @@ const QleOpSpec& spec(bool seq) {
     return v;
   }();
   static const std::vector<ONNXTensorElementDataType> types(kRegular, kQleF32), outputs(6, kQleF32);
+  // the FFN's activation, in QleFfnAct's order (qle_block_math.h)
+  static const std::vector<QleChoice> ffn_act = {{"ffn_act", {"gelu", "relu", "relu^2", "sigmoid", "swish", "selu"}}};
   static const QleOpSpec cell{"sLSTMBlock", false, names, types, outputs, {kGates, kR, kUp, kDown}, false, {},
-                              {"norm_eps"}};
+                              {"norm_eps"}, ffn_act};
   static const QleOpSpec sequence{"sLSTMBlockSequence", true, seq_names, types, outputs, {kGates, kR, kUp, kDown},
-                                  false, {}, {"norm_eps"}};
+                                  false, {}, {"norm_eps"}, ffn_act};
   return seq ? sequence : cell;
 }
 
@@ -141,7 +143,7 @@ OrtStatusPtr run(Ort::KernelContext& ctx, const QleCpuKernels* k, const QleOpInp
   if (OrtStatusPtr st = pk.get(in, &local, [&](Weights* l) { return pack(in, pk.block, d, l); }, &w)) return st;
   QleSlstmBlockArgs a{};
   a.B = d.B, a.T = d.T, a.E = d.E, a.NH = d.NH, a.KS = d.KS, a.U = d.U;
-  a.norm_eps = pk.attributes[0];
+  a.norm_eps = pk.attributes[0], a.ffn_act = pk.choices[0];
   a.x = in.f(0), a.conv = in.f(1), a.y = in.f(2), a.c = in.f(3), a.n = in.f(4), a.m = in.f(5);
   a.norm_w = in.f(6), a.norm_b = in.f(7), a.conv_w = in.f(8), a.conv_b = in.f(9), a.b_gates = in.f(11);
   a.b = in.f(13), a.group_norm_w = in.f(14), a.group_norm_b = in.f(15), a.ffn_norm_w = in.f(16);
