@@ -9,6 +9,85 @@
 namespace {
 thread_local std::vector<float> t_headwise;
 thread_local std::vector<int8_t> t_headwise_q;
+
+// The element-wise loops, each lane of W the block maths' formula (qle_block_math.h: the same bits on every
+// path), compiled per lane width as the xLSTM cells' (qle_xlstm.cc).
+template <int W>
+QLE_FM_INLINE void silu_onto_lanes(long j, long n, const float* b, float* y) {
+  typedef QleLanes<W> L;
+  L::store(y + j, qle_block_silu(L::load(y + j, n) + L::load(b + j, n)), n);
+}
+
+template <int W>
+QLE_FM_INLINE void skip_gated_lanes(long j, long n, const float* skip, const float* x_c, const float* z, float* h) {
+  typedef QleLanes<W> L;
+  L::store(h + j, qle_block_skip_gated(L::load(h + j, n), L::load(skip + j, n), L::load(x_c + j, n),
+                                       L::load(z + j, n)), n);
+}
+
+template <int W, int Act>
+QLE_FM_INLINE void gated_ffn_lanes(long j, long n, const float* g, const float* z, float* out) {
+  typedef QleLanes<W> L;
+  L::store(out + j, qle_block_gated_ffn(Act, L::load(g + j, n), L::load(z + j, n)), n);
+}
+
+struct Loops {
+  void (*silu_onto)(long, const float*, float*);
+  void (*skip_gated)(long, const float*, const float*, const float*, float*);
+  void (*gated_ffn)(int, long, long, const float*, float*);
+};
+
+// Each loop: whole steps of W lanes, then the n < W rest.
+#define QLE_B_LOOPS(NAME, ATTR, W)                                                                          \
+  ATTR void silu_onto_##NAME(long n, const float* b, float* y) {                                            \
+    long j = 0;                                                                                             \
+    for (; j + W <= n; j += W) silu_onto_lanes<W>(j, W, b, y);                                              \
+    if (j < n) silu_onto_lanes<W>(j, n - j, b, y);                                                          \
+  }                                                                                                         \
+  ATTR void skip_gated_##NAME(long n, const float* skip, const float* x_c, const float* z, float* h) {      \
+    long j = 0;                                                                                             \
+    for (; j + W <= n; j += W) skip_gated_lanes<W>(j, W, skip, x_c, z, h);                                  \
+    if (j < n) skip_gated_lanes<W>(j, n - j, skip, x_c, z, h);                                              \
+  }                                                                                                         \
+  template <int Act>                                                                                        \
+  ATTR void gated_ffn_##NAME##_act(long M, long U, const float* up, float* out) {                           \
+    for (long r = 0; r < M; ++r) {                                                                          \
+      const float *g = up + r * 2 * U, *z = g + U;                                                          \
+      float* o = out + r * U;                                                                               \
+      long j = 0;                                                                                           \
+      for (; j + W <= U; j += W) gated_ffn_lanes<W, Act>(j, W, g, z, o);                                    \
+      if (j < U) gated_ffn_lanes<W, Act>(j, U - j, g, z, o);                                                \
+    }                                                                                                       \
+  }                                                                                                         \
+  ATTR void gated_ffn_##NAME(int act, long M, long U, const float* up, float* out) {                        \
+    switch (act) {                                                                                          \
+      case QLE_FFN_RELU: return gated_ffn_##NAME##_act<QLE_FFN_RELU>(M, U, up, out);                        \
+      case QLE_FFN_RELU2: return gated_ffn_##NAME##_act<QLE_FFN_RELU2>(M, U, up, out);                      \
+      case QLE_FFN_SIGMOID: return gated_ffn_##NAME##_act<QLE_FFN_SIGMOID>(M, U, up, out);                  \
+      case QLE_FFN_SWISH: return gated_ffn_##NAME##_act<QLE_FFN_SWISH>(M, U, up, out);                      \
+      case QLE_FFN_SELU: return gated_ffn_##NAME##_act<QLE_FFN_SELU>(M, U, up, out);                        \
+      default: return gated_ffn_##NAME##_act<QLE_FFN_GELU>(M, U, up, out);                                  \
+    }                                                                                                       \
+  }                                                                                                         \
+  const Loops kLoops_##NAME = {silu_onto_##NAME, skip_gated_##NAME, gated_ffn_##NAME};
+
+QLE_B_LOOPS(base, , 4)
+#if defined(QLE_X86)
+QLE_B_LOOPS(avx2, QLE_FM_AVX2, 8)
+QLE_B_LOOPS(avx512, QLE_FM_AVX512, 16)
+#endif
+
+const Loops& loops_for(const QleCpuKernels* k) {
+#if defined(QLE_X86)
+  switch (qle_lanes_isa_level(k)) {
+    case 2: return kLoops_avx512;
+    case 1: return kLoops_avx2;
+  }
+#else
+  (void)k;
+#endif
+  return kLoops_base;
+}
 }  // namespace
 
 void qle_block_panels(QleBlockMatrix* m) {
@@ -135,21 +214,33 @@ void qle_headwise_product(const QleCpuKernels* k, const QleHeadwise& W, long M, 
       }
 }
 
-void qle_block_causal_conv(long B, long T, long KS, long W, const float* conv, const float* src, long lds,
-                           const float* conv_w, const float* conv_b, float* out, float* conv_out) {
+void qle_block_causal_conv(const QleCpuKernels* k, long B, long T, long KS, long W, const float* conv,
+                           const float* src, long lds, const float* conv_w, const float* conv_b, float* out,
+                           float* conv_out) {
+  const Loops& L = loops_for(k);
   for (long b = 0; b < B; ++b) {
     const float* prev = conv + b * KS * W;
     const float* rows = src + b * T * lds;
     auto row = [&](long i) { return i < KS ? prev + i * W : rows + (i - KS) * lds; };  // row i of [conv; rows]
     for (long t = 0; t < T; ++t) {
       float* y = out + (b * T + t) * W;
-      for (long c = 0; c < W; ++c) {
-        float s = 0.0f;
-        for (long j = 0; j < KS; ++j) s += row(t + 1 + j)[c] * conv_w[j * W + c];
-        y[c] = qle_block_silu(s + conv_b[c]);
+      memset(y, 0, sizeof(float) * W);  // each channel's sum from 0 over the taps in order, as one sum would
+      for (long j = 0; j < KS; ++j) {
+        const float *x = row(t + 1 + j), *w = conv_w + j * W;
+        for (long c = 0; c < W; ++c) y[c] += x[c] * w[c];
       }
+      L.silu_onto(W, conv_b, y);
     }
     float* window = conv_out + b * KS * W;
     for (long j = 0; j < KS; ++j) memmove(window + j * W, row(T + j), sizeof(float) * W);
   }
+}
+
+void qle_block_skip_gate(const QleCpuKernels* k, long n, const float* skip, const float* x_c, const float* z,
+                         float* h) {
+  loops_for(k).skip_gated(n, skip, x_c, z, h);
+}
+
+void qle_block_ffn_gate(const QleCpuKernels* k, int act, long M, long U, const float* up, float* out) {
+  loops_for(k).gated_ffn(act, M, U, up, out);
 }

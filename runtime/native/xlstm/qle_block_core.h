@@ -1,8 +1,8 @@
 // What the xLSTM block kernels share (qle_large_block, the LM's mLSTM and sLSTM blocks): a block's weight
 // matrix (packed, float32 ones also in column panels), its product over all rows of a chunk, head-wise
-// (block-diagonal) matrices and their product, and the element-wise pieces every block uses. Plain scalar
-// loops over the lane maths (qle_lanes.h), following the function bodies' formulas
-// (qlstm_edge/families/xlstm/block_ops.py).
+// (block-diagonal) matrices and their product, and the element-wise pieces every block uses: loops over the lane maths
+// (qle_lanes.h; the transcendental ones per ISA lane width, as the cells'), following the function bodies'
+// formulas (qlstm_edge/families/xlstm/block_ops.py).
 #pragma once
 
 #include <vector>
@@ -69,5 +69,14 @@ void qle_block_add(long n, const float* a, float* out);
 // The causal conv with SiLU of B streams of T rows of width W: over the window [conv [B, KS, W]; the stream's
 // rows of src (row stride lds)], out[b, t] = silu(sum_j window[t + 1 + j] conv_w[j] + conv_b) ([B T, W]), and
 // the window's last KS rows into conv_out [B, KS, W].
-void qle_block_causal_conv(long B, long T, long KS, long W, const float* conv, const float* src, long lds,
-                           const float* conv_w, const float* conv_b, float* out, float* conv_out);
+void qle_block_causal_conv(const QleCpuKernels* k, long B, long T, long KS, long W, const float* conv,
+                           const float* src, long lds, const float* conv_w, const float* conv_b, float* out,
+                           float* conv_out);
+
+// The mLSTM block's output gate of one row of n: h = (h + skip x_c) silu(z).
+void qle_block_skip_gate(const QleCpuKernels* k, long n, const float* skip, const float* x_c, const float* z,
+                         float* h);
+
+// A gated FFN's activation over M rows: out [M, U] = act(gate) z, gate and z the halves of up [M, 2U], act a
+// QleFfnAct (qle_block_math.h).
+void qle_block_ffn_gate(const QleCpuKernels* k, int act, long M, long U, const float* up, float* out);

@@ -116,6 +116,14 @@ __global__ void __launch_bounds__(kThreads) add_kernel(long n, const float* a, f
     out[j] = a[j] + out[j];
 }
 
+// act(gate) z into out [M, U] from up [M, 2U] (gate then z).
+__global__ void __launch_bounds__(kThreads) ffn_gate_kernel(int act, long M, long U, const float* up, float* out) {
+  for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < M * U; i += (long)gridDim.x * blockDim.x) {
+    const long r = i / U, j = i % U;
+    out[i] = qle_block_gated_ffn(act, up[r * 2 * U + j], up[r * 2 * U + U + j]);
+  }
+}
+
 cudaStream_t as_stream(void* s) { return static_cast<cudaStream_t>(s); }
 
 }  // namespace
@@ -183,5 +191,11 @@ int qle_cuda_block_columns(void* stream, long M, const float* src, long lds, lon
 int qle_cuda_block_add(void* stream, long n, const float* a, float* out) {
   if (n == 0) return 0;
   add_kernel<<<qle_cuda_block_grid(n, kThreads), kThreads, 0, as_stream(stream)>>>(n, a, out);
+  return (int)cudaGetLastError();
+}
+
+int qle_cuda_block_ffn_gate(void* stream, int act, long M, long U, const float* up, float* out) {
+  if (M * U == 0) return 0;
+  ffn_gate_kernel<<<qle_cuda_block_grid(M * U, kThreads), kThreads, 0, as_stream(stream)>>>(act, M, U, up, out);
   return (int)cudaGetLastError();
 }

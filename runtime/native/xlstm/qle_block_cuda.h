@@ -68,5 +68,8 @@ int qle_cuda_block_columns(void* stream, long M, const float* src, long lds, lon
 // out = a + out: qle_block_add.
 int qle_cuda_block_add(void* stream, long n, const float* a, float* out);
 
+// out [M, U] = act(gate) z, gate and z the halves of up [M, 2U], act a QleFfnAct: qle_block_ffn_gate.
+int qle_cuda_block_ffn_gate(void* stream, int act, long M, long U, const float* up, float* out);
+
 // Thread blocks for n items of per_block each, at most 65535 (a grid's y limit): the kernels loop over the rest.
 unsigned qle_cuda_block_grid(long n, long per_block);

@@ -1,6 +1,6 @@
-// xLSTMLarge block CPU kernel (see qle_large_block.h). The element-wise steps are scalar loops over the
-// block maths the CUDA kernel shares (qle_block_math.h, on qle_lanes.h's float instances), following the
-// function body's formulas.
+// xLSTMLarge block CPU kernel (see qle_large_block.h). The element-wise steps are loops over the block maths the
+// CUDA kernel shares (qle_block_math.h; the FFN's gated SiLU the block core's lane loop), following the function
+// body's formulas.
 #include "qle_large_block.h"
 
 #include <string.h>
@@ -30,14 +30,6 @@ void gated_head_norm(long M, long NH, long DV, const float* w, const float* b, f
         const long c = hd * DV + j;
         x[j] = qle_block_gated_norm(o[r * ldo + c], x[j], mean, std, w[c], b[c]);
       }
-    }
-}
-
-// silu(gate) * z into out [M, U] from up [M, 2U] (gate then z).
-void gated_silu(long M, long U, const float* up, float* out) {
-  for (long r = 0; r < M; ++r)
-    for (long j = 0; j < U; ++j) {
-      out[r * U + j] = qle_block_gated_silu(up[r * 2 * U + j], up[r * 2 * U + U + j]);
     }
 }
 
@@ -74,7 +66,7 @@ void qle_large_block(const QleCpuKernels* k, const QleLargeBlockArgs& a) {
   qle_block_add(M * E, a.x, x1);
   qle_block_rms_norm(M, E, x1, a.norm_ffn_w, a.norm_ffn_b, a.norm_eps, xn);
   qle_block_product(k, *a.W_up, M, xn, E, a.b_up, up, 2 * U);
-  gated_silu(M, U, up, hf);
+  qle_block_ffn_gate(k, QLE_FFN_SWISH, M, U, up, hf);  // silu(gate) z
   qle_block_product(k, *a.W_down, M, hf, U, a.b_down, a.Y, E);
   qle_block_add(M * E, x1, a.Y);
 }

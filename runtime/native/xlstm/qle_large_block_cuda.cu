@@ -33,14 +33,6 @@ __global__ void __launch_bounds__(kThreads) gated_head_norm_kernel(long M, long 
   }
 }
 
-// silu(gate) * z into out [M, U] from up [M, 2U] (gate then z).
-__global__ void __launch_bounds__(kThreads) gated_silu_kernel(long M, long U, const float* up, float* out) {
-  for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < M * U; i += (long)gridDim.x * blockDim.x) {
-    const long r = i / U, j = i % U;
-    out[i] = qle_block_gated_silu(up[r * 2 * U + j], up[r * 2 * U + U + j]);
-  }
-}
-
 }  // namespace
 
 int qle_cuda_large_block(void* stream, const QleCudaLargeBlock* p) {
@@ -77,10 +69,7 @@ int qle_cuda_large_block(void* stream, const QleCudaLargeBlock* p) {
   if (!e) e = qle_cuda_block_add(s, M * E, a.x, x1);
   if (!e) e = qle_cuda_block_rms_norm(s, M, E, x1, a.norm_ffn_w, a.norm_ffn_b, a.norm_eps, xn);
   if (!e) e = qle_cuda_block_product(s, a.W_up, M, xn, E, a.b_up, up, 2 * U);
-  if (!e && M > 0) {
-    gated_silu_kernel<<<qle_cuda_block_grid(M * U, kThreads), kThreads, 0, s>>>(M, U, up, hf);
-    e = (int)cudaGetLastError();
-  }
+  if (!e) e = qle_cuda_block_ffn_gate(s, QLE_FFN_SWISH, M, U, up, hf);  // silu(gate) z
   if (!e) e = qle_cuda_block_product(s, a.W_down, M, hf, U, a.b_down, a.Y, E);
   if (!e) e = qle_cuda_block_add(s, M * E, x1, a.Y);
   return (int)scratch.release((cudaError_t)e);

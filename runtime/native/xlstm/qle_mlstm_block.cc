@@ -1,11 +1,10 @@
-// The LM's mLSTM block CPU kernel (see qle_mlstm_block.h). The element-wise steps are scalar loops over
-// the block maths the CUDA kernel shares (qle_block_math.h), following the function body's formulas.
+// The LM's mLSTM block CPU kernel (see qle_mlstm_block.h). The element-wise steps are the block core's loops
+// over the block maths the CUDA kernel shares (qle_block_math.h), following the function body's formulas.
 #include "qle_mlstm_block.h"
 
 #include <vector>
 
 #include "qle_block_core.h"
-#include "qle_block_math.h"
 #include "qle_block_scratch.h"
 #include "qle_mlstm_args.h"
 #include "qle_xlstm.h"
@@ -15,15 +14,15 @@ namespace {
 thread_local std::vector<float> t_scratch;
 
 // h [M, I] <- (layer_norm(h per head) * w + b + skip x_c) silu(z); z is up's last I columns.
-void gated_head_norm(const QleMlstmBlockArgs& a, long M, const float* x_c, const float* up, float* h) {
+void gated_head_norm(const QleCpuKernels* k, const QleMlstmBlockArgs& a, long M, const float* x_c, const float* up,
+                     float* h) {
   const long NH = a.NH, DH = a.DH, I = NH * DH;
   for (long r = 0; r < M; ++r) {
     float* hr = h + r * I;
     for (long hd = 0; hd < NH; ++hd)
       qle_block_layer_norm(1, 1, DH, hr + hd * DH, a.head_norm_w + hd * DH, a.head_norm_b + hd * DH, a.norm_eps,
                            hr + hd * DH);
-    const float* z = up + r * 2 * I + I;
-    for (long c = 0; c < I; ++c) hr[c] = qle_block_skip_gated(hr[c], a.skip[c], x_c[r * I + c], z[c]);
+    qle_block_skip_gate(k, I, a.skip, x_c + r * I, up + r * 2 * I + I, hr);
   }
 }
 
@@ -40,7 +39,7 @@ void qle_mlstm_block(const QleCpuKernels* k, const QleMlstmBlockArgs& a) {
   qle_block_layer_norm(M, 1, E, a.x, a.norm_w, a.norm_b, a.norm_eps, xn);
   qle_block_product(k, *a.W_up, M, xn, E, a.b_up, up, 2 * I);
   // over x_m: up's first I columns
-  qle_block_causal_conv(a.B, a.T, a.KS, I, a.conv, up, 2 * I, a.conv_w, a.conv_b, x_c, a.conv_out);
+  qle_block_causal_conv(k, a.B, a.T, a.KS, I, a.conv, up, 2 * I, a.conv_w, a.conv_b, x_c, a.conv_out);
   const float* sources[3] = {x_c, x_c, up};
   const long strides[3] = {I, I, 2 * I};
   qle_headwise_product(k, *a.W_qkv, M, sources, strides, a.b_qkv, qkv, 3 * I);
@@ -58,7 +57,7 @@ void qle_mlstm_block(const QleCpuKernels* k, const QleMlstmBlockArgs& a) {
   c.Hout = h, c.C_out = a.C_out, c.n_out = a.n_out, c.m_out = a.m_out;
   qle_mlstm_streams(k, c, 0, a.B * NH);
 
-  gated_head_norm(a, M, x_c, up, h);
+  gated_head_norm(k, a, M, x_c, up, h);
   qle_block_product(k, *a.W_down, M, h, I, a.b_down, a.Y, E);
   qle_block_add(M * E, a.x, a.Y);
 }

@@ -1,25 +1,17 @@
-// The sLSTM block CPU kernel (see qle_slstm_block.h). The element-wise steps are scalar loops over the
-// block maths the CUDA kernel shares (qle_block_math.h: the FFN's activations too), following the function body's
-// formulas.
+// The sLSTM block CPU kernel (see qle_slstm_block.h). The element-wise steps are the block core's loops over
+// the block maths the CUDA kernel shares (qle_block_math.h: the FFN's activations too), following the function
+// body's formulas.
 #include "qle_slstm_block.h"
 
 #include <vector>
 
 #include "qle_block_core.h"
-#include "qle_block_math.h"
 #include "qle_block_scratch.h"
 #include "qle_xlstm.h"
 
 namespace {
 
 thread_local std::vector<float> t_scratch;
-
-// act(gate) * z into out [M, U] from up [M, 2U] (gate then z), act the FFN's activation (QleFfnAct).
-void gated_ffn(int act, long M, long U, const float* up, float* out) {
-  for (long r = 0; r < M; ++r)
-    for (long j = 0; j < U; ++j)
-      out[r * U + j] = qle_block_gated_ffn(act, up[r * 2 * U + j], up[r * 2 * U + U + j]);
-}
 
 }  // namespace
 
@@ -32,7 +24,7 @@ void qle_slstm_block(const QleCpuKernels* k, const QleSlstmBlockArgs& a) {
   const auto [xn, xc, wx, y, x1, up, hf] = b;
 
   qle_block_layer_norm(M, 1, E, a.x, a.norm_w, a.norm_b, a.norm_eps, xn);
-  qle_block_causal_conv(a.B, a.T, a.KS, E, a.conv, xn, E, a.conv_w, a.conv_b, xc, a.conv_out);
+  qle_block_causal_conv(k, a.B, a.T, a.KS, E, a.conv, xn, E, a.conv_w, a.conv_b, xc, a.conv_out);
   for (long g = 0; g < 4; ++g)
     for (long h = 0; h < NH; ++h) {
       const long c = g * E + h * DH;
@@ -49,7 +41,7 @@ void qle_slstm_block(const QleCpuKernels* k, const QleSlstmBlockArgs& a) {
   qle_block_add(M * E, a.x, x1);
   qle_block_layer_norm(M, 1, E, x1, a.ffn_norm_w, a.ffn_norm_b, a.norm_eps, xn);
   qle_block_product(k, *a.W_up, M, xn, E, a.b_up, up, 2 * U);
-  gated_ffn(a.ffn_act, M, U, up, hf);
+  qle_block_ffn_gate(k, a.ffn_act, M, U, up, hf);
   qle_block_product(k, *a.W_down, M, hf, U, a.b_down, a.H, E);
   qle_block_add(M * E, x1, a.H);
 }

@@ -1,28 +1,15 @@
 // sLSTM block CUDA kernel (qle_slstm_block_cuda.h): qle_slstm_block's steps in its order, each on the device: the
 // block pieces (qle_block_cuda.h: layer norms, the causal conv, the gates' head-wise product in qle_qmatmul's
 // arithmetic, the FFN products), the sLSTM recurrence (qle_cuda_slstm, qle_xlstm_cuda.h) and the FFN's gated
-// activation below (qle_block_math.h, the CPU kernel's). Every row of a chunk (B T of them) goes through each product
+// activation (qle_cuda_block_ffn_gate). Every row of a chunk (B T of them) goes through each product
 // but R's at once; only the conv window and the recurrence run step by step. Scratch memory is allocated on the
 // stream and freed after the block's kernels.
 #include <cuda_runtime.h>
 
-#include "qle_block_math.h"
 #include "qle_block_scratch.h"
 #include "qle_cuda_common.cuh"
 #include "qle_slstm_block_cuda.h"
 #include "qle_xlstm_cuda.h"
-
-namespace {
-
-// act(gate) z into out [M, U] from up [M, 2U] (gate then z), act the FFN's activation (QleFfnAct).
-__global__ void __launch_bounds__(kThreads) gated_ffn_kernel(int act, long M, long U, const float* up, float* out) {
-  for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < M * U; i += (long)gridDim.x * blockDim.x) {
-    const long r = i / U, j = i % U;
-    out[i] = qle_block_gated_ffn(act, up[r * 2 * U + j], up[r * 2 * U + U + j]);
-  }
-}
-
-}  // namespace
 
 int qle_cuda_slstm_block(void* stream, const QleCudaSlstmBlock* p) {
   const QleCudaSlstmBlock& a = *p;
@@ -49,10 +36,7 @@ int qle_cuda_slstm_block(void* stream, const QleCudaSlstmBlock* p) {
   if (!e) e = qle_cuda_block_add(s, M * E, a.x, x1);
   if (!e) e = qle_cuda_block_layer_norm(s, M, 1, E, x1, a.ffn_norm_w, a.ffn_norm_b, a.norm_eps, xn);
   if (!e) e = qle_cuda_block_product(s, a.W_up, M, xn, E, a.b_up, up, 2 * U);
-  if (!e && M > 0) {
-    gated_ffn_kernel<<<qle_cuda_block_grid(M * U, kThreads), kThreads, 0, s>>>(a.ffn_act, M, U, up, hf);
-    e = (int)cudaGetLastError();
-  }
+  if (!e) e = qle_cuda_block_ffn_gate(s, a.ffn_act, M, U, up, hf);
   if (!e) e = qle_cuda_block_product(s, a.W_down, M, hf, U, a.b_down, a.H, E);
   if (!e) e = qle_cuda_block_add(s, M * E, x1, a.H);
   return (int)scratch.release((cudaError_t)e);
