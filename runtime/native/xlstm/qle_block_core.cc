@@ -31,7 +31,20 @@ QLE_FM_INLINE void gated_ffn_lanes(long j, long n, const float* g, const float* 
   L::store(out + j, qle_block_gated_ffn(Act, L::load(g + j, n), L::load(z + j, n)), n);
 }
 
+// ot [N, NP] = at [K, NP] @ w [K, N, NP] per head p: ot[j, p] = sum_kk at[kk, p] w[kk, j, p], from 0 in kk order.
+QLE_FM_INLINE void heads_product_body(long NP, long K, long N, const float* __restrict__ at,
+                                      const float* __restrict__ w, float* __restrict__ ot) {
+  for (long i = 0; i < N * NP; ++i) ot[i] = 0.0f;
+  for (long kk = 0; kk < K; ++kk)
+    for (long j = 0; j < N; ++j) {
+      const float *x = at + kk * NP, *wj = w + (kk * N + j) * NP;
+      float* o = ot + j * NP;
+      for (long p = 0; p < NP; ++p) o[p] += x[p] * wj[p];
+    }
+}
+
 struct Loops {
+  void (*heads_product)(long, long, long, const float*, const float*, float*);
   void (*silu_onto)(long, const float*, float*);
   void (*skip_gated)(long, const float*, const float*, const float*, float*);
   void (*gated_ffn)(int, long, long, const float*, float*);
@@ -39,6 +52,9 @@ struct Loops {
 
 // Each loop: whole steps of W lanes, then the n < W rest.
 #define QLE_B_LOOPS(NAME, ATTR, W)                                                                          \
+  ATTR void heads_product_##NAME(long NP, long K, long N, const float* at, const float* w, float* ot) {     \
+    heads_product_body(NP, K, N, at, w, ot);                                                                \
+  }                                                                                                         \
   ATTR void silu_onto_##NAME(long n, const float* b, float* y) {                                            \
     long j = 0;                                                                                             \
     for (; j + W <= n; j += W) silu_onto_lanes<W>(j, W, b, y);                                              \
@@ -69,7 +85,7 @@ struct Loops {
       default: return gated_ffn_##NAME##_act<QLE_FFN_GELU>(M, U, up, out);                                  \
     }                                                                                                       \
   }                                                                                                         \
-  const Loops kLoops_##NAME = {silu_onto_##NAME, skip_gated_##NAME, gated_ffn_##NAME};
+  const Loops kLoops_##NAME = {heads_product_##NAME, silu_onto_##NAME, skip_gated_##NAME, gated_ffn_##NAME};
 
 QLE_B_LOOPS(base, , 4)
 #if defined(QLE_X86)
@@ -166,10 +182,12 @@ const char* qle_headwise_pack(QleQMode mode, long block, const void* data, ONNXT
     if (const char* e = qle_qmatrix_pack(mode, block, data, type, (size_t)(s * size),
                                          scale != nullptr ? scale + s * scale_slice : nullptr, K, N, &m))
       return e;
-    float* w = out->w.data() + s * size;
+    const long g = s / NP, p = s % NP;
+    float* w = out->w.data() + g * size * NP + p;  // element [kk, j] of head (g, p) at ((g K + kk) N + j) NP + p
     for (long kk = 0; kk < K; ++kk)
       for (long j = 0; j < N; ++j)
-        w[kk * N + j] = m.f != nullptr ? m.f[kk * N + j] : (float)m.q[kk * N + j] * m.scale[kk / m.block * N + j];
+        w[(kk * N + j) * NP] =
+            m.f != nullptr ? m.f[kk * N + j] : (float)m.q[kk * N + j] * m.scale[kk / m.block * N + j];
   }
   return nullptr;
 }
@@ -177,41 +195,52 @@ const char* qle_headwise_pack(QleQMode mode, long block, const void* data, ONNXT
 void qle_headwise_product(const QleCpuKernels* k, const QleHeadwise& W, long M, const float* const* A,
                           const long* lda, const float* init, float* out, long ldo) {
   const long NP = W.NP, K = W.K, N = W.N;
-  const bool f16 = W.mode == QleQMode::F16, dyn = W.mode == QleQMode::I8Dyn;
-  if (t_headwise.size() < (size_t)K) t_headwise.resize((size_t)K);
-  if (t_headwise_q.size() < (size_t)K) t_headwise_q.resize((size_t)K);
-  float* a16 = t_headwise.data();
-  int8_t* aq = t_headwise_q.data();
-  for (long r = 0; r < M; ++r)
-    for (long g = 0; g < W.G; ++g)
-      for (long p = 0; p < NP; ++p) {
-        const long head = g * NP + p;
-        const float* a = A[g] + r * lda[g] + p * K;
-        const float* in = init + head * N;
-        float* o = out + r * ldo + head * N;
-        if (dyn) {
+  const bool f16 = W.mode == QleQMode::F16;
+  if (W.mode == QleQMode::I8Dyn) {  // each head's inputs quantized on their own
+    if (t_headwise_q.size() < (size_t)K) t_headwise_q.resize((size_t)K);
+    int8_t* aq = t_headwise_q.data();
+    for (long r = 0; r < M; ++r)
+      for (long g = 0; g < W.G; ++g)
+        for (long p = 0; p < NP; ++p) {
+          const long head = g * NP + p;
           float s;
-          k->quant_rows(1, K, a, K, aq, K, &s);
+          k->quant_rows(1, K, A[g] + r * lda[g] + p * K, K, aq, K, &s);
           const int8_t* w = W.q.data() + head * K * N;
           const float* ws = W.scale.data() + head * N;
+          float* o = out + r * ldo + head * N;
           for (long j = 0; j < N; ++j) {
             int32_t acc = 0;
             for (long kk = 0; kk < K; ++kk) acc += (int32_t)aq[kk] * (int32_t)w[kk * N + j];
-            o[j] = in[j] + (float)acc * s * ws[j];
+            o[j] = init[head * N + j] + (float)acc * s * ws[j];
           }
-          continue;
         }
-        if (f16) {
-          k->round_f16(K, a, a16);
-          a = a16;
-        }
-        const float* w = W.w.data() + head * K * N;
+    return;
+  }
+  // Every head at once, heads innermost: a's inputs transposed to [K, NP], each output's sum from 0 over the inputs
+  // in order into [N, NP] (the same sums as head by head), then init added (fp16: the input and the sum rounded).
+  const size_t n_in = (size_t)(NP * K), n_out = (size_t)(N * NP);
+  if (t_headwise.size() < 2 * n_in + n_out) t_headwise.resize(2 * n_in + n_out);
+  float *a16 = t_headwise.data(), *at = a16 + n_in, *ot = at + n_in;
+  const Loops& L = loops_for(k);
+  for (long r = 0; r < M; ++r)
+    for (long g = 0; g < W.G; ++g) {
+      const float* a = A[g] + r * lda[g];
+      if (f16) {
+        k->round_f16(NP * K, a, a16);
+        a = a16;
+      }
+      for (long p = 0; p < NP; ++p)
+        for (long kk = 0; kk < K; ++kk) at[kk * NP + p] = a[p * K + kk];
+      L.heads_product(NP, K, N, at, W.w.data() + g * K * N * NP, ot);
+      for (long p = 0; p < NP; ++p) {
+        const long head = g * NP + p;
+        float* o = out + r * ldo + head * N;
         for (long j = 0; j < N; ++j) {
-          float acc = 0.0f;
-          for (long kk = 0; kk < K; ++kk) acc += a[kk] * w[kk * N + j];
-          o[j] = in[j] + (f16 ? qle_round_f16_scalar(acc) : acc);
+          const float acc = ot[j * NP + p];
+          o[j] = init[head * N + j] + (f16 ? qle_round_f16_scalar(acc) : acc);
         }
       }
+    }
 }
 
 void qle_block_causal_conv(const QleCpuKernels* k, long B, long T, long KS, long W, const float* conv,

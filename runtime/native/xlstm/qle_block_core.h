@@ -32,7 +32,7 @@ void qle_block_product(const QleCpuKernels* k, const QleBlockMatrix& W, long M, 
 struct QleHeadwise {
   QleQMode mode = QleQMode::F32;
   long G = 0, NP = 0, K = 0, N = 0;
-  std::vector<float> w;      // [G, NP, K, N], but int8-dynamic
+  std::vector<float> w;      // [G, K, N, NP] (heads innermost: one product runs every head), but int8-dynamic
   std::vector<int8_t> q;     // int8-dynamic: [G, NP, K, N]
   std::vector<float> scale;  // int8-dynamic: [G, NP, N]
 };
