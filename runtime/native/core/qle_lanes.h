@@ -254,4 +254,19 @@ inline int qle_lanes_isa_level(const QleCpuKernels* k) {
   if (strncmp(k->name, "avx", 3) == 0) return 1;
   return 0;
 }
+
+// A family's lane loops, written once as a macro LOOPS(NAME, ATTR, W) that defines <prefix>NAME, compiled for
+// every lane width this architecture has: base (4 lanes: SSE2, NEON), and on x86 avx2 (8) and avx512 (16).
+// QLE_LANES_PICK(k, prefix) is the instance that goes with kernel table k.
+#if defined(QLE_X86)
+#define QLE_LANES_INSTANCES(LOOPS) \
+  LOOPS(base, , 4)                 \
+  LOOPS(avx2, QLE_FM_AVX2, 8)      \
+  LOOPS(avx512, QLE_FM_AVX512, 16)
+#define QLE_LANES_PICK(k, PREFIX) \
+  (qle_lanes_isa_level(k) == 2 ? PREFIX##avx512 : qle_lanes_isa_level(k) == 1 ? PREFIX##avx2 : PREFIX##base)
+#else
+#define QLE_LANES_INSTANCES(LOOPS) LOOPS(base, , 4)
+#define QLE_LANES_PICK(k, PREFIX) ((void)(k), PREFIX##base)
+#endif
 #endif

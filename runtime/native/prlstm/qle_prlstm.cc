@@ -78,23 +78,9 @@ struct Gates {
   }                                                                                             \
   const Gates kGates_##NAME = {leaf_##NAME, merge_##NAME, unary_##NAME};
 
-QLE_PR_GATES(base, , 4)
-#if defined(QLE_X86)
-QLE_PR_GATES(avx2, QLE_FM_AVX2, 8)
-QLE_PR_GATES(avx512, QLE_FM_AVX512, 16)
-#endif
+QLE_LANES_INSTANCES(QLE_PR_GATES)
 
-const Gates& gates_for(const QleCpuKernels* k) {
-#if defined(QLE_X86)
-  switch (qle_lanes_isa_level(k)) {
-    case 2: return kGates_avx512;
-    case 1: return kGates_avx2;
-  }
-#else
-  (void)k;
-#endif
-  return kGates_base;
-}
+const Gates& gates_for(const QleCpuKernels* k) { return QLE_LANES_PICK(k, kGates_); }
 
 // -- one stream --------------------------------------------------------------------------------
 

@@ -71,23 +71,9 @@ typedef void (*GatesFn)(long, const float*, const float*, const float*, const fl
     gates_loop<W>(H, u, h_prev, c_prev, gs, gb, alpha, h_out, c_out);                                     \
   }
 
-QLE_QL_GATES(base, , 4)
-#if defined(QLE_X86)
-QLE_QL_GATES(avx2, QLE_FM_AVX2, 8)
-QLE_QL_GATES(avx512, QLE_FM_AVX512, 16)
-#endif
+QLE_LANES_INSTANCES(QLE_QL_GATES)
 
-GatesFn gates_for(const QleCpuKernels* k) {
-#if defined(QLE_X86)
-  switch (qle_lanes_isa_level(k)) {
-    case 2: return gates_avx512;
-    case 1: return gates_avx2;
-  }
-#else
-  (void)k;
-#endif
-  return gates_base;
-}
+GatesFn gates_for(const QleCpuKernels* k) { return QLE_LANES_PICK(k, gates_); }
 
 }  // namespace
 

@@ -87,23 +87,9 @@ struct Loops {
   }                                                                                                         \
   const Loops kLoops_##NAME = {heads_product_##NAME, silu_onto_##NAME, skip_gated_##NAME, gated_ffn_##NAME};
 
-QLE_B_LOOPS(base, , 4)
-#if defined(QLE_X86)
-QLE_B_LOOPS(avx2, QLE_FM_AVX2, 8)
-QLE_B_LOOPS(avx512, QLE_FM_AVX512, 16)
-#endif
+QLE_LANES_INSTANCES(QLE_B_LOOPS)
 
-const Loops& loops_for(const QleCpuKernels* k) {
-#if defined(QLE_X86)
-  switch (qle_lanes_isa_level(k)) {
-    case 2: return kLoops_avx512;
-    case 1: return kLoops_avx2;
-  }
-#else
-  (void)k;
-#endif
-  return kLoops_base;
-}
+const Loops& loops_for(const QleCpuKernels* k) { return QLE_LANES_PICK(k, kLoops_); }
 }  // namespace
 
 void qle_block_panels(QleBlockMatrix* m) {

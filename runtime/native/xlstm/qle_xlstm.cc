@@ -70,23 +70,9 @@ struct Loops {
   }                                                                                               \
   const Loops kLoops_##NAME = {slstm_##NAME, mlstm_memory_##NAME};
 
-QLE_X_LOOPS(base, , 4)
-#if defined(QLE_X86)
-QLE_X_LOOPS(avx2, QLE_FM_AVX2, 8)
-QLE_X_LOOPS(avx512, QLE_FM_AVX512, 16)
-#endif
+QLE_LANES_INSTANCES(QLE_X_LOOPS)
 
-const Loops& loops_for(const QleCpuKernels* k) {
-#if defined(QLE_X86)
-  switch (qle_lanes_isa_level(k)) {
-    case 2: return kLoops_avx512;
-    case 1: return kLoops_avx2;
-  }
-#else
-  (void)k;
-#endif
-  return kLoops_base;
-}
+const Loops& loops_for(const QleCpuKernels* k) { return QLE_LANES_PICK(k, kLoops_); }
 
 thread_local std::vector<float> t_scratch;
 
