@@ -119,6 +119,17 @@ def xlstm_models(draw):
     return perturb(x.xLSTMLMModel(x.xLSTMLMModelConfig(vocab_size=11, **kw)), seed)
 
 
+def rand(rng, *shape, scale=1.0) -> np.ndarray:
+    """float32 normal values of ``shape`` times ``scale``."""
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+def library_with(lib_status: dict, *specs) -> str:
+    """The native library's path, which must register the ops of ``specs``."""
+    assert {s.name for s in specs} <= set(lib_status["ops"] or []), "rebuild the library"
+    return lib_status["path"]
+
+
 def ort_session(model, library=None, threads: int = 1) -> ort.InferenceSession:
     """A CPU onnxruntime session of ``model`` (a ModelProto) with ``threads`` intra-op threads; the op library at
     path ``library`` registered when given (its native kernels run), else the function bodies run."""

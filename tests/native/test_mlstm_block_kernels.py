@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers import assert_close_relative, block_op_model, block_stream, ort_session
+from helpers import assert_close_relative, block_op_model, block_stream, library_with, ort_session, rand
 from qlstm_edge.runtime import native_lib
 
 pytest.importorskip("xlstm")
@@ -28,12 +28,7 @@ NORM = 1e-5
 
 @pytest.fixture(scope="module")
 def lib(lib_status):
-    assert {MLSTM_BLOCK.name, MLSTM_BLOCK_SEQUENCE.name} <= set(lib_status["ops"] or []), "rebuild the library"
-    return lib_status["path"]
-
-
-def rand(rng, *shape, scale=1.0):
-    return (rng.standard_normal(shape) * scale).astype(np.float32)
+    return library_with(lib_status, MLSTM_BLOCK, MLSTM_BLOCK_SEQUENCE)
 
 
 def block_weights(rng, E, NH, DH, BS, KS):

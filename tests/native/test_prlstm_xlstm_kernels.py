@@ -19,7 +19,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from helpers import ort_session, perturb, stack_kwargs
+from helpers import ort_session, perturb, rand, stack_kwargs
 from qlstm_edge.exporters import export_onnx
 from qlstm_edge.exporters.quantize import Quantizer, pack_int4, quantize_symmetric, to_fp16
 from qlstm_edge.families.prlstm import PRLSTM
@@ -84,10 +84,6 @@ def compare(model, feeds, lib_path):
             if g.size:
                 assert np.nanmax(np.abs(g - w), initial=0.0) <= TOL
     return got
-
-
-def rand(rng, *shape, scale=1.0):
-    return (rng.standard_normal(shape) * scale).astype(np.float32)
 
 
 # PR-LSTM

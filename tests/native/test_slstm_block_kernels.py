@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from helpers import assert_close_relative, block_op_model, block_stream, ort_session
+from helpers import assert_close_relative, block_op_model, block_stream, library_with, ort_session, rand
 from qlstm_edge.runtime import native_lib
 
 pytest.importorskip("xlstm")
@@ -31,12 +31,7 @@ NORM = 1e-5
 
 @pytest.fixture(scope="module")
 def lib(lib_status):
-    assert {SLSTM_BLOCK.name, SLSTM_BLOCK_SEQUENCE.name} <= set(lib_status["ops"] or []), "rebuild the library"
-    return lib_status["path"]
-
-
-def rand(rng, *shape, scale=1.0):
-    return (rng.standard_normal(shape) * scale).astype(np.float32)
+    return library_with(lib_status, SLSTM_BLOCK, SLSTM_BLOCK_SEQUENCE)
 
 
 def block_weights(rng, NH, DH, KS, U):
