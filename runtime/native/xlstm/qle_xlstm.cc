@@ -32,21 +32,40 @@ QLE_FM_INLINE void slstm_lanes(long H, long j, long n, const float* x, const flo
   L::store(m_out + j, m_new, n);
 }
 
-// One mLSTM head's memory: C_out = f C + ik v^T (ik [DK], v [DV]); h_num = q C_out. C may alias
-// C_out.
-QLE_FM_INLINE void mlstm_memory_body(long DK, long DV, float f, const float* ik, const float* v,
-                                     const float* C, const float* q, float* C_out, float* h_num) {
-  for (long j = 0; j < DV; ++j) h_num[j] = 0.0f;
+// Columns [j, j + S W) of one mLSTM head's memory (S W-lane vectors; the last holds n <= W columns):
+// C_out = f C + ik v^T (ik [DK], v [DV]) and h_num = q C_out, summed over the rows in order. Column strips keep
+// the S h_num vectors in registers over all DK rows, so each row costs its own loads and stores only.
+template <int W, int S>
+QLE_FM_INLINE void mlstm_memory_strip(long DK, long DV, long j, long n, float f, const float* ik, const float* v,
+                                      const float* C, const float* q, float* C_out, float* h_num) {
+  typedef QleLanes<W> L;
+  typedef typename L::F F;
+  F vs[S], h[S];
+  for (int s = 0; s < S; ++s) {
+    vs[s] = L::load(v + j + s * W, s == S - 1 ? n : W);
+    h[s] = F{};
+  }
   for (long d = 0; d < DK; ++d) {
-    const float* cr = C + d * DV;
-    float* co = C_out + d * DV;
     const float a = ik[d], qd = q[d];
-    for (long j = 0; j < DV; ++j) {
-      const float cj = f * cr[j] + a * v[j];
-      co[j] = cj;
-      h_num[j] += qd * cj;
+    for (int s = 0; s < S; ++s) {
+      const long at = d * DV + j + s * W, ns = s == S - 1 ? n : W;
+      const F c = f * L::load(C + at, ns) + a * vs[s];
+      L::store(C_out + at, c, ns);
+      h[s] = h[s] + qd * c;
     }
   }
+  for (int s = 0; s < S; ++s) L::store(h_num + j + s * W, h[s], s == S - 1 ? n : W);
+}
+
+// One mLSTM head's memory, strips of 4 vectors, then single vectors. C may alias C_out (each element is read
+// before it is written).
+template <int W>
+QLE_FM_INLINE void mlstm_memory_lanes(long DK, long DV, float f, const float* ik, const float* v, const float* C,
+                                      const float* q, float* C_out, float* h_num) {
+  long j = 0;
+  for (; j + 4 * W <= DV; j += 4 * W) mlstm_memory_strip<W, 4>(DK, DV, j, W, f, ik, v, C, q, C_out, h_num);
+  for (; j < DV; j += W)
+    mlstm_memory_strip<W, 1>(DK, DV, j, DV - j < W ? DV - j : W, f, ik, v, C, q, C_out, h_num);
 }
 
 struct Loops {
@@ -66,7 +85,7 @@ struct Loops {
   }                                                                                               \
   ATTR void mlstm_memory_##NAME(long DK, long DV, float f, const float* ik, const float* v,       \
                                 const float* C, const float* q, float* C_out, float* h_num) {     \
-    mlstm_memory_body(DK, DV, f, ik, v, C, q, C_out, h_num);                                      \
+    mlstm_memory_lanes<W>(DK, DV, f, ik, v, C, q, C_out, h_num);                                  \
   }                                                                                               \
   const Loops kLoops_##NAME = {slstm_##NAME, mlstm_memory_##NAME};
 
