@@ -1,7 +1,8 @@
 """Per-token streaming latency of xLSTM models: the xlstm package's own step on CPU vs StreamingSession.step.
 
-Batch 1, one thread everywhere (torch.set_num_threads(1); onnxruntime intra-op threads 1). Sides, all timed in
-this run, interleaved, median of --repeats rounds of --steps tokens:
+Batch 1, one thread everywhere (torch.set_num_threads(1); onnxruntime intra-op threads 1), the whole process pinned to
+one CPU (--cpu; on a VM the same step can take 10% longer on one virtual CPU than on another, which would otherwise
+decide between runs). Sides, all timed in this run, interleaved, median of --repeats rounds of --steps tokens:
 
 - package: its recurrent step API (``xLSTMLMModel.step``, sLSTM backend "vanilla"; ``xLSTMLarge.forward(x_t,
   state)`` in inference mode with the native step kernel);
@@ -16,12 +17,13 @@ this run, interleaved, median of --repeats rounds of --steps tokens:
 Small models are bound by per-node overhead (Python and torch dispatch on the package side, onnxruntime's
 per-node cost on ours), large ones by the matrix-vector products, so the ratio shrinks with model size.
 
-    python benchmarks/bench_xlstm.py [--steps 200] [--repeats 5] [--only TEXT] [--json]
+    python benchmarks/bench_xlstm.py [--steps 200] [--repeats 5] [--only TEXT] [--cpu N] [--json]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -162,13 +164,28 @@ def bench(name, model, steps: int, repeats: int, workdir: Path) -> dict:
             "ceiling_vs_package": us["package"] / us["floor"]}
 
 
+def pin(cpu):
+    """Pins this process to ``cpu`` (None: the lowest CPU it may run on; -1: leaves it); returns the CPU or None."""
+    if cpu == -1 or not hasattr(os, "sched_setaffinity"):
+        return None
+    allowed = sorted(os.sched_getaffinity(0))
+    cpu = allowed[0] if cpu is None else cpu
+    if cpu not in allowed:
+        raise SystemExit(f"--cpu {cpu}: this process may run on CPUs {allowed}")
+    os.sched_setaffinity(0, {cpu})
+    return cpu
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--only", default="", help="the models whose name contains this text (default: all)")
+    ap.add_argument("--cpu", type=int, default=None,
+                    help="the CPU to pin the process to (default: the lowest this process may run on; -1: no pinning)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    cpu = pin(args.cpu)
     torch.set_num_threads(1)
     torch.manual_seed(0)
     rows = []
@@ -179,7 +196,8 @@ def main():
     if args.json:
         print(json.dumps(rows, indent=2))
         return
-    print(f"per-token latency in us, batch 1, 1 thread, {args.steps} tokens x {args.repeats} rounds (median)")
+    where = "not pinned" if cpu is None else f"pinned to CPU {cpu}"
+    print(f"per-token latency in us, batch 1, 1 thread, {where}, {args.steps} tokens x {args.repeats} rounds (median)")
     print(f"{'model':<36} {'params':>10} {'package':>8} {'body':>8} {'native':>8} {'floor':>8} {'products':>8} "
           f"{'native/floor':>12} {'package/native':>14} {'package/floor':>13}")
     for r in rows:
